@@ -1,0 +1,295 @@
+//! The command line (SPEC §1): clap definitions and the dispatch to one handler per command.
+//!
+//! This module owns argument shapes, defaults and environment variables. It does no work of its
+//! own: each handler in a submodule turns arguments into calls on the library and returns an
+//! [`Exit`]. Errors go up as `anyhow::Error` and are mapped to exit codes in [`crate::exit`].
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+use crate::exit::Exit;
+use crate::limiter::Rate;
+
+mod validate;
+
+/// Remove MySQL Plus database accounts across many QingCloud clusters in bulk, safely and with
+/// proof.
+#[derive(Debug, Parser)]
+#[command(name = "qc-offboard", version, about, long_about = None, max_term_width = 100)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalOpts,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Options accepted before or after the command name.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalOpts {
+    /// SQLite database (queue and audit log) [default: $XDG_DATA_HOME/qc-offboard/audit.db;
+    /// sim-audit.db beside it for --simulate runs]
+    #[arg(long, global = true, env = "QC_OFFBOARD_DB", value_name = "PATH")]
+    pub db: Option<PathBuf>,
+    /// Log format on stderr
+    #[arg(long, global = true, env = "QC_OFFBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// More log output (repeat for more)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// Less log output (repeat for less)
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub quiet: u8,
+    /// Never draw a progress bar
+    #[arg(long, global = true)]
+    pub no_progress: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Human,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Parse and validate manifests; one summary line per file. No database, no network.
+    Validate(ValidateArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct ValidateArgs {
+    /// Manifest files (YAML)
+    #[arg(required = true, value_name = "MANIFEST")]
+    pub manifests: Vec<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct PlanArgs {
+    /// Manifest files (YAML)
+    #[arg(required = true, value_name = "MANIFEST")]
+    pub manifests: Vec<PathBuf>,
+    /// Output for people or a stable JSON document
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+    #[command(flatten)]
+    pub api: ApiOpts,
+    #[command(flatten)]
+    pub rate: RateOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Manifest files (YAML)
+    #[arg(required = true, value_name = "MANIFEST")]
+    pub manifests: Vec<PathBuf>,
+    /// Same as `plan`: nothing is sent
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Run against an in-process simulator on a free loopback port (auto world, fast jobs)
+    #[arg(long)]
+    pub simulate: bool,
+    #[command(flatten)]
+    pub exec: ExecOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct ResumeArgs {
+    /// The run to continue [default: the newest unfinished one]
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: Option<i64>,
+    #[command(flatten)]
+    pub exec: ExecOpts,
+}
+
+#[derive(Debug, Args)]
+pub struct RetryArgs {
+    /// The run whose failed tasks to try again, in a new linked run
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: i64,
+    #[command(flatten)]
+    pub exec: ExecOpts,
+}
+
+/// Options shared by `run`, `resume` and `retry`.
+#[derive(Debug, Clone, Args)]
+pub struct ExecOpts {
+    #[command(flatten)]
+    pub api: ApiOpts,
+    #[command(flatten)]
+    pub rate: RateOpts,
+    /// Jobs submitted and not yet finished, over all clusters (never more than one per cluster)
+    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_in_flight: u32,
+    /// Submissions per task before it ends `failed`
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_attempts: u32,
+    /// A job still pending/working after this is reconciled, then retried or failed
+    #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DUR")]
+    pub job_timeout: Duration,
+    /// Base interval between DescribeJobs rounds
+    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DUR")]
+    pub poll_interval: Duration,
+    /// Stop submitting after this long and leave the rest pending (exit 75)
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub deadline: Option<Duration>,
+    /// Stop submitting once this many tasks (N) or this share of tasks (N%) have failed
+    #[arg(long, value_name = "N|N%")]
+    pub max_fail: Option<MaxFail>,
+    /// Healthcheck pings: URL/start on start, URL on success, URL/fail otherwise
+    #[arg(long, env = "QC_OFFBOARD_PING_URL", value_name = "URL")]
+    pub ping_url: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// One run's counts by state [default: list the runs, newest first]
+    #[arg(value_name = "RUN_ID")]
+    pub run_id: Option<i64>,
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ReportFormat {
+    Table,
+    Json,
+    Csv,
+}
+
+#[derive(Debug, Args)]
+pub struct ReportArgs {
+    /// Only this run
+    #[arg(long, value_name = "ID")]
+    pub run: Option<i64>,
+    /// Only this database user
+    #[arg(long, value_name = "U")]
+    pub user: Option<String>,
+    /// Only this cluster
+    #[arg(long, value_name = "C")]
+    pub cluster: Option<String>,
+    /// Only tasks started at or after this instant (RFC 3339)
+    #[arg(long, value_name = "RFC3339")]
+    pub since: Option<chrono::DateTime<chrono::Utc>>,
+    #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
+    pub format: ReportFormat,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Walk the audit hash chain: exit 0 when intact, 1 naming the first bad record
+    Verify {
+        /// A SEQ:HASH printed earlier by `audit checkpoint`; detects truncation after it
+        #[arg(long, value_name = "SEQ:HASH")]
+        checkpoint: Option<String>,
+    },
+    /// Print the newest SEQ:HASH so it can be stored outside the database
+    Checkpoint,
+}
+
+#[derive(Debug, Args)]
+pub struct SimArgs {
+    /// Address to listen on (port 0 picks a free port)
+    #[arg(long, default_value = "127.0.0.1:8787", value_name = "ADDR")]
+    pub listen: std::net::SocketAddr,
+    /// World file (YAML): credentials, clusters, job timings, quota, faults
+    #[arg(long, value_name = "FILE")]
+    pub world: Option<PathBuf>,
+}
+
+/// Options naming the API endpoint and where credentials come from (SPEC §1, §5).
+#[derive(Debug, Clone, Args)]
+pub struct ApiOpts {
+    /// API endpoint; its path is part of the signature [default: https://api.qingcloud.com/iaas/]
+    #[arg(long, env = "QINGCLOUD_ENDPOINT", value_name = "URL")]
+    pub endpoint: Option<String>,
+    /// qingcloud-cli / SDK config file [default: ~/.qingcloud/config.yaml if it exists]
+    #[arg(long, env = "QINGCLOUD_CONFIG", value_name = "PATH")]
+    pub config: Option<PathBuf>,
+}
+
+/// The rate ceiling for all API calls together.
+#[derive(Debug, Clone, Args)]
+pub struct RateOpts {
+    /// Ceiling for all API calls together: N/s, N/m or N/h [default: 1800/h; 50/s with --simulate]
+    #[arg(long, env = "QC_OFFBOARD_RATE", value_name = "RATE")]
+    pub rate: Option<Rate>,
+    /// GCRA burst: calls allowed back to back before the rate applies
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    pub burst: u32,
+}
+
+/// A duration written as `500ms`, `3s`, `15m`, `2h` or a combination such as `1h30m`.
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 3s, 15m, 2h)"))
+}
+
+/// `--max-fail`: an absolute count or a percentage of the run's tasks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxFail {
+    Count(u64),
+    Percent(f64),
+}
+
+impl std::str::FromStr for MaxFail {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| format!("{s:?} is not N or N%"))?;
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("{s:?}: a percentage must be between 0 and 100"));
+            }
+            Ok(MaxFail::Percent(v))
+        } else {
+            s.trim().parse().map(MaxFail::Count).map_err(|_| format!("{s:?} is not N or N%"))
+        }
+    }
+}
+
+impl MaxFail {
+    /// Has this many failures out of `total` tasks reached the brake?
+    pub fn reached(self, failed: u64, total: u64) -> bool {
+        match self {
+            MaxFail::Count(n) => failed >= n,
+            MaxFail::Percent(p) => total > 0 && (failed as f64) * 100.0 >= p * (total as f64),
+        }
+    }
+}
+
+/// Run the command and return the exit code it earned.
+pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
+    let Cli { global, command } = cli;
+    match command {
+        Command::Validate(args) => validate::run(&global, args),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn max_fail_parses_counts_and_percentages() {
+        assert_eq!("3".parse::<MaxFail>(), Ok(MaxFail::Count(3)));
+        assert_eq!("10%".parse::<MaxFail>(), Ok(MaxFail::Percent(10.0)));
+        assert!("x%".parse::<MaxFail>().is_err());
+        assert!("101%".parse::<MaxFail>().is_err());
+        assert!(MaxFail::Percent(10.0).reached(1, 10));
+        assert!(!MaxFail::Percent(10.0).reached(0, 10));
+        assert!(MaxFail::Count(2).reached(2, 100));
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
+        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
+        assert!(parse_duration("soon").is_err());
+    }
+}

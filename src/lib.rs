@@ -1,0 +1,14 @@
+//! qc-offboard removes MySQL Plus database accounts across many QingCloud clusters in bulk,
+//! safely and with proof. The binary in `main.rs` is a thin shell over this library so that
+//! tests can drive every piece directly.
+//!
+//! Dependencies point one way: `cli` → `runner` → (`qingcloud`, `limiter`, `store`);
+//! `manifest` and `qingcloud::signer` are pure and depend on nothing of ours. The simulator
+//! (`sim`) shares only the signer and the wire types with the client.
+
+pub mod cli;
+pub mod exit;
+pub mod limiter;
+pub mod manifest;
+pub mod qingcloud;
+pub mod telemetry;
