@@ -1,9 +1,20 @@
-//! The API rate: parsing `--rate` (`N/s`, `N/m`, `N/h`) and, later, the one limiter every API
-//! call passes. Pure pieces only; no I/O.
+//! The API rate: parsing `--rate` (`N/s`, `N/m`, `N/h`), and the one limiter every API call
+//! passes, `DescribeJobs` included.
+//!
+//! The limiter is a GCRA (governor) at the *effective* rate, wrapped so the rate can change at
+//! run time, which governor itself cannot do: on ret_code 2500 (quota exceeded) the effective
+//! rate is halved and calls pause for a while; afterwards it climbs back toward the ceiling in
+//! small steps (AIMD). The arithmetic lives in [`Aimd`], a pure type with unit tests; [`Limiter`]
+//! only adds the clock and the governor instance.
 
 use std::fmt;
+use std::num::NonZeroU32;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use tokio::time::Instant;
 
 /// A ceiling of `count` calls per `period`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -61,9 +72,232 @@ impl fmt::Display for Rate {
     }
 }
 
+/// Additive-increase / multiplicative-decrease of the effective rate (calls per second).
+///
+/// * A throttle (2500) halves the rate, down to a floor of 1/32 of the ceiling, and asks callers
+///   to pause: 2 s after the first throttle, doubling with each throttle in a row, at most 5 min.
+///   Throttles answering requests sent before the last decrease are ignored, since they say
+///   nothing about the new rate (many calls may be in flight when the quota runs out).
+/// * After [`Aimd::increase_every`] without a throttle, the rate grows by a tenth of the ceiling,
+///   never above it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Aimd {
+    ceiling: f64,
+    current: f64,
+    consecutive: u32,
+    last_decrease: Option<Instant>,
+    last_change: Option<Instant>,
+    paused_until: Option<Instant>,
+}
+
+impl Aimd {
+    pub const PAUSE_BASE: Duration = Duration::from_secs(2);
+    pub const PAUSE_CAP: Duration = Duration::from_secs(300);
+
+    pub fn new(ceiling: Rate) -> Self {
+        let c = ceiling.per_second();
+        Self { ceiling: c, current: c, consecutive: 0, last_decrease: None, last_change: None, paused_until: None }
+    }
+
+    pub fn ceiling(&self) -> f64 {
+        self.ceiling
+    }
+
+    /// The effective rate in calls per second.
+    pub fn current(&self) -> f64 {
+        self.current
+    }
+
+    pub fn floor(&self) -> f64 {
+        self.ceiling / 32.0
+    }
+
+    /// How long the rate must hold without a throttle before it grows: ten calls' worth at the
+    /// current rate, but at least 5 s and at most 2 min.
+    pub fn increase_every(&self) -> Duration {
+        Duration::from_secs_f64((10.0 / self.current).clamp(5.0, 120.0))
+    }
+
+    /// Callers must not send before this instant.
+    pub fn paused_until(&self) -> Option<Instant> {
+        self.paused_until
+    }
+
+    /// A 2500 arrived for a request sent at `sent_at`. Returns true when the rate was lowered.
+    pub fn on_throttle(&mut self, now: Instant, sent_at: Instant) -> bool {
+        if self.last_decrease.is_some_and(|d| sent_at < d) {
+            return false;
+        }
+        self.consecutive = self.consecutive.saturating_add(1);
+        self.current = (self.current / 2.0).max(self.floor());
+        self.last_decrease = Some(now);
+        self.last_change = Some(now);
+        let pause = Self::PAUSE_BASE.saturating_mul(1 << (self.consecutive - 1).min(16)).min(Self::PAUSE_CAP);
+        self.paused_until = Some(now + pause);
+        true
+    }
+
+    /// A call was answered without a throttle. Returns true when the rate was raised.
+    pub fn on_success(&mut self, now: Instant) -> bool {
+        self.consecutive = 0;
+        if self.current >= self.ceiling {
+            return false;
+        }
+        let since = self.last_change.map_or(Duration::MAX, |t| now.saturating_duration_since(t));
+        if since < self.increase_every() {
+            return false;
+        }
+        self.current = (self.current + self.ceiling / 10.0).min(self.ceiling);
+        self.last_change = Some(now);
+        true
+    }
+}
+
+fn governor_for(per_second: f64, burst: NonZeroU32) -> DefaultDirectRateLimiter {
+    let period = Duration::from_secs_f64(1.0 / per_second).max(Duration::from_nanos(1));
+    // with_period only fails for a zero period, excluded just above.
+    let quota = Quota::with_period(period).expect("non-zero period").allow_burst(burst);
+    RateLimiter::direct(quota)
+}
+
+/// The one limiter all API calls pass. Cheap to share behind an `Arc`.
+pub struct Limiter {
+    burst: NonZeroU32,
+    state: Mutex<LimiterState>,
+}
+
+struct LimiterState {
+    aimd: Aimd,
+    gcra: Arc<DefaultDirectRateLimiter>,
+}
+
+impl fmt::Debug for Limiter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Limiter").field("rate_per_s", &self.current_rate()).finish()
+    }
+}
+
+impl Limiter {
+    pub fn new(rate: Rate, burst: u32) -> Self {
+        let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
+        let aimd = Aimd::new(rate);
+        let gcra = Arc::new(governor_for(aimd.current(), burst));
+        Self { burst, state: Mutex::new(LimiterState { aimd, gcra }) }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
+        // A panic while holding this lock leaves only numbers behind; keep going with them.
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wait until one more call may be sent.
+    pub async fn ready(&self) {
+        loop {
+            let (paused, gcra) = {
+                let s = self.lock();
+                (s.aimd.paused_until(), Arc::clone(&s.gcra))
+            };
+            if let Some(until) = paused {
+                if until > Instant::now() {
+                    tokio::time::sleep_until(until).await;
+                    continue;
+                }
+            }
+            gcra.until_ready().await;
+            return;
+        }
+    }
+
+    /// Record a 2500 for a request sent at `sent_at`; returns the new rate when it was lowered.
+    pub fn on_throttle(&self, sent_at: Instant) -> Option<f64> {
+        let mut s = self.lock();
+        if s.aimd.on_throttle(Instant::now(), sent_at) {
+            s.gcra = Arc::new(governor_for(s.aimd.current(), self.burst));
+            Some(s.aimd.current())
+        } else {
+            None
+        }
+    }
+
+    /// Record an answered call; returns the new rate when it was raised.
+    pub fn on_success(&self) -> Option<f64> {
+        let mut s = self.lock();
+        if s.aimd.on_success(Instant::now()) {
+            s.gcra = Arc::new(governor_for(s.aimd.current(), self.burst));
+            Some(s.aimd.current())
+        } else {
+            None
+        }
+    }
+
+    /// The effective rate in calls per second.
+    pub fn current_rate(&self) -> f64 {
+        self.lock().aimd.current()
+    }
+
+    pub fn ceiling(&self) -> f64 {
+        self.lock().aimd.ceiling()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aimd_halves_pauses_and_recovers() {
+        let t0 = Instant::now();
+        let mut a = Aimd::new("10/s".parse().unwrap());
+        assert!(a.on_throttle(t0, t0));
+        assert_eq!(a.current(), 5.0);
+        assert_eq!(a.paused_until(), Some(t0 + Duration::from_secs(2)));
+        // A throttle for a request sent before the decrease says nothing new.
+        assert!(!a.on_throttle(t0 + Duration::from_millis(10), t0 - Duration::from_millis(1)));
+        assert_eq!(a.current(), 5.0);
+        // A second throttle in a row halves again and doubles the pause.
+        let t1 = t0 + Duration::from_secs(3);
+        assert!(a.on_throttle(t1, t1));
+        assert_eq!(a.current(), 2.5);
+        assert_eq!(a.paused_until(), Some(t1 + Duration::from_secs(4)));
+        // Too soon to grow.
+        assert!(!a.on_success(t1 + Duration::from_secs(1)));
+        // Then additive growth of a tenth of the ceiling per step, up to the ceiling.
+        let mut t = t1;
+        let mut steps = 0;
+        while a.current() < a.ceiling() {
+            t += a.increase_every();
+            assert!(a.on_success(t));
+            steps += 1;
+        }
+        assert_eq!(steps, 8);
+        assert_eq!(a.current(), 10.0);
+        assert!(!a.on_success(t + Duration::from_secs(600)));
+    }
+
+    #[test]
+    fn aimd_has_a_floor() {
+        let t0 = Instant::now();
+        let mut a = Aimd::new("32/s".parse().unwrap());
+        for i in 0..20 {
+            let t = t0 + Duration::from_secs(i * 1000);
+            a.on_throttle(t, t);
+        }
+        assert_eq!(a.current(), 1.0);
+        assert_eq!(a.paused_until(), Some(t0 + Duration::from_secs(19_000) + Aimd::PAUSE_CAP));
+    }
+
+    #[tokio::test]
+    async fn limiter_spaces_calls_and_lowers_on_throttle() {
+        let l = Limiter::new("1000/s".parse().unwrap(), 1);
+        let start = std::time::Instant::now();
+        for _ in 0..5 {
+            l.ready().await;
+        }
+        // Five calls at 1000/s with burst 1 cannot take less than four intervals.
+        assert!(start.elapsed() >= Duration::from_millis(4));
+        assert_eq!(l.on_throttle(Instant::now()), Some(500.0));
+        assert_eq!(l.current_rate(), 500.0);
+    }
 
     #[test]
     fn parses_rates() {

@@ -1,0 +1,69 @@
+//! The runner's small pure decisions: how long to back off before a retry, and how long to wait
+//! between `DescribeJobs` rounds. No clock and no I/O; randomness is passed in.
+
+use std::time::Duration;
+
+use rand::Rng;
+
+/// Base of the exponential backoff between attempts (SPEC §4).
+pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
+/// Cap of the exponential backoff between attempts (SPEC §4).
+pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
+
+/// Exponential backoff with full jitter: a uniform draw from `[0, min(cap, base · 2^(n-1))]`,
+/// where `failures` (≥ 1) counts the failed attempts so far.
+pub fn backoff(failures: u32, rng: &mut impl Rng) -> Duration {
+    let ceiling = backoff_ceiling(failures);
+    let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
+    Duration::from_nanos(rng.random_range(0..=nanos))
+}
+
+/// The upper bound of [`backoff`] after `failures` failed attempts.
+pub fn backoff_ceiling(failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(31);
+    BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_CAP)
+}
+
+/// The wait before the next `DescribeJobs` round: `base` while jobs are changing, then growing
+/// by half each round in which nothing changed, up to ten times `base` (at most 60 s, but never
+/// below `base`). Fewer calls while long jobs run; quick reaction once they move.
+pub fn next_poll_delay(base: Duration, unchanged_rounds: u32) -> Duration {
+    let cap = base.saturating_mul(10).min(Duration::from_secs(60)).max(base);
+    let factor = 1.5f64.powi(i32::try_from(unchanged_rounds.min(32)).unwrap_or(32));
+    Duration::from_secs_f64((base.as_secs_f64() * factor).min(cap.as_secs_f64()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::SeedableRng;
+
+    #[test]
+    fn backoff_ceiling_doubles_to_the_cap() {
+        assert_eq!(backoff_ceiling(1), Duration::from_secs(2));
+        assert_eq!(backoff_ceiling(2), Duration::from_secs(4));
+        assert_eq!(backoff_ceiling(5), Duration::from_secs(32));
+        assert_eq!(backoff_ceiling(9), Duration::from_secs(300));
+        assert_eq!(backoff_ceiling(u32::MAX), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn backoff_is_jittered_within_the_ceiling() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let draws: Vec<Duration> = (0..200).map(|_| backoff(3, &mut rng)).collect();
+        assert!(draws.iter().all(|d| *d <= Duration::from_secs(8)));
+        // Full jitter spreads over the whole range, not around one value.
+        assert!(draws.iter().any(|d| *d < Duration::from_secs(2)));
+        assert!(draws.iter().any(|d| *d > Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn poll_delay_backs_off_while_nothing_changes() {
+        let base = Duration::from_secs(3);
+        assert_eq!(next_poll_delay(base, 0), base);
+        assert_eq!(next_poll_delay(base, 1), Duration::from_millis(4500));
+        assert_eq!(next_poll_delay(base, 50), Duration::from_secs(30));
+        assert_eq!(next_poll_delay(Duration::from_secs(20), 9), Duration::from_secs(60));
+        assert_eq!(next_poll_delay(Duration::from_secs(90), 3), Duration::from_secs(90));
+    }
+}
