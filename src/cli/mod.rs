@@ -105,6 +105,9 @@ pub struct ResumeArgs {
     /// The run to continue [default: the newest unfinished one]
     #[arg(value_name = "RUN_ID")]
     pub run_id: Option<i64>,
+    /// Use the simulator's database and a fresh in-process simulator (runs made with --simulate)
+    #[arg(long)]
+    pub simulate: bool,
     #[command(flatten)]
     pub exec: ExecOpts,
 }
@@ -114,6 +117,9 @@ pub struct RetryArgs {
     /// The run whose failed tasks to try again, in a new linked run
     #[arg(value_name = "RUN_ID")]
     pub run_id: i64,
+    /// Use the simulator's database and a fresh in-process simulator (runs made with --simulate)
+    #[arg(long)]
+    pub simulate: bool,
     #[command(flatten)]
     pub exec: ExecOpts,
 }

@@ -1,6 +1,19 @@
 //! The runner (SPEC §4): submit, poll, retry, reconcile and record. It owns the order of work and
 //! the state machine of a task; the API, the rate and the database are reached through
 //! `qingcloud`, `limiter` and `store`.
+//!
+//! Task states: `pending` → `submitting` (intent committed before the request leaves) →
+//! `submitted` (job id recorded) → `deleted` | `retry_wait` → … | `failed`; `skipped` and
+//! `not_due` are decided when the run is made.
 
+pub mod context;
+pub mod engine;
+pub mod poll;
 pub mod policy;
+pub mod progress;
 pub mod queue;
+pub mod submit;
+
+pub use context::{Ctx, LimiterGate, RunOptions};
+pub use engine::{execute, StopReason};
+pub use progress::Progress;

@@ -1,0 +1,408 @@
+//! `run`, `resume` and `retry`: everything around the runner — manifests, configuration, the
+//! simulator for `--simulate`, the database and its run lock, pings, the progress bar and the
+//! final summary with its exit code.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use chrono::Utc;
+use serde_json::json;
+
+use crate::cli::{ExecOpts, GlobalOpts, LogFormat, ResumeArgs, RetryArgs, RunArgs};
+use crate::exit::{Coded, Exit};
+use crate::limiter::{Limiter, Rate};
+use crate::manifest::Zone;
+use crate::qingcloud::client::Client;
+use crate::qingcloud::config::{self, ConfigInput, Settings};
+use crate::runner::{self, Ctx, LimiterGate, Progress, RunOptions, StopReason};
+use crate::store::{self, LockOutcome, NewRun, NewTask, Store, TaskState};
+
+/// The endpoint recorded for runs against the in-process simulator. Its port changes every
+/// time, so a fixed name keeps "already deleted" lookups working between simulated runs.
+pub const SIMULATED_ENDPOINT: &str = "simulator";
+
+/// Where the API is, with what key, and (for `--simulate`) the simulator keeping it alive.
+pub struct Target {
+    pub settings: Settings,
+    pub recorded_endpoint: String,
+    pub simulate: bool,
+    _sim: Option<crate::sim::SimHandle>,
+}
+
+impl Target {
+    pub async fn resolve(api: &crate::cli::ApiOpts, simulate: bool) -> anyhow::Result<Target> {
+        if simulate {
+            let sim = crate::sim::start(crate::sim::World::auto_fast(), "127.0.0.1:0".parse()?)
+                .await
+                .context("cannot start the in-process simulator")?;
+            let endpoint = url::Url::parse(&sim.endpoint())?;
+            tracing::info!(endpoint = %endpoint, "running against the in-process simulator");
+            let settings = Settings::for_simulator(endpoint);
+            return Ok(Target { settings, recorded_endpoint: SIMULATED_ENDPOINT.to_owned(), simulate, _sim: Some(sim) });
+        }
+        let input = ConfigInput { endpoint: api.endpoint.clone(), config: api.config.clone() };
+        let home = std::env::var_os("HOME").map(PathBuf::from);
+        let resolved = config::resolve(&input, &|k| std::env::var(k).ok(), home.as_deref())?;
+        let recorded_endpoint = resolved.settings.endpoint.to_string();
+        Ok(Target { settings: resolved.settings, recorded_endpoint, simulate, _sim: None })
+    }
+
+    pub fn default_zone(&self) -> Option<Zone> {
+        self.settings.zone.clone()
+    }
+}
+
+/// The default zone when neither config nor flags give one: `QINGCLOUD_ZONE`.
+pub fn env_zone() -> Option<Zone> {
+    std::env::var("QINGCLOUD_ZONE").ok().and_then(|z| Zone::parse(z.trim()).ok())
+}
+
+fn db_path(global: &GlobalOpts, simulate: bool) -> anyhow::Result<PathBuf> {
+    match &global.db {
+        Some(p) => Ok(p.clone()),
+        None => store::default_path(simulate).context("cannot find a home for the database; pass --db"),
+    }
+}
+
+fn rate_of(exec: &ExecOpts, simulate: bool) -> Rate {
+    exec.rate.rate.unwrap_or(if simulate { Rate::SIMULATE } else { Rate::DEFAULT })
+}
+
+fn this_host() -> String {
+    rustix::system::uname().nodename().to_string_lossy().into_owned()
+}
+
+fn operator() -> String {
+    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_owned())
+}
+
+fn options_json(exec: &ExecOpts, rate: Rate) -> serde_json::Value {
+    json!({
+        "rate": rate.to_string(),
+        "burst": exec.rate.burst,
+        "max_in_flight": exec.max_in_flight,
+        "max_attempts": exec.max_attempts,
+        "job_timeout_s": exec.job_timeout.as_secs(),
+        "poll_interval_ms": exec.poll_interval.as_millis() as u64,
+        "deadline_s": exec.deadline.map(|d| d.as_secs()),
+        "max_fail": exec.max_fail.map(|m| format!("{m:?}")),
+    })
+}
+
+/// Take the database's run lock or explain who holds it (exit 73).
+async fn lock(store: &Store) -> anyhow::Result<()> {
+    match store.acquire_lock(std::process::id(), &this_host()).await? {
+        LockOutcome::Acquired => Ok(()),
+        LockOutcome::TakenOver { previous } => {
+            tracing::warn!(
+                pid = previous.pid,
+                host = %previous.host,
+                "took over the run lock of a process that is gone"
+            );
+            Ok(())
+        }
+        LockOutcome::Held(h) => Err(Coded::new(
+            Exit::Locked,
+            format!(
+                "another run holds the database's run lock: pid {} on {}, started {}; wait for it to finish",
+                h.pid, h.host, h.started_at
+            ),
+        )
+        .into()),
+    }
+}
+
+pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
+    let target = Target::resolve(&args.exec.api, args.simulate).await;
+    let default_zone = match &target {
+        Ok(t) => t.default_zone().or_else(env_zone),
+        Err(_) => env_zone(),
+    };
+    // Manifest errors first (exit 65): the operator learns about them even without credentials.
+    let set = crate::manifest::load_set(&args.manifests, default_zone.as_ref())?;
+    for w in &set.warnings {
+        tracing::warn!("{w}");
+    }
+    let target = target?;
+    let rate = rate_of(&args.exec, target.simulate);
+    let store = Store::open(&db_path(global, target.simulate)?).await?;
+    let done = store.deleted_keys(&target.recorded_endpoint, &target.settings.credentials.access_key_id).await?;
+    let today = Utc::now().date_naive();
+
+    if args.dry_run {
+        return crate::cli::plan::print_plan(&set, today, &done, rate, &args.exec, crate::cli::OutputFormat::Human);
+    }
+
+    lock(&store).await?;
+    let tasks: Vec<NewTask> = set
+        .tasks
+        .iter()
+        .map(|t| {
+            let key = (t.cluster.to_string(), t.user.to_string(), t.host.to_string());
+            let state = if done.contains(&key) {
+                TaskState::Skipped
+            } else if t.is_not_due(today) {
+                TaskState::NotDue
+            } else {
+                TaskState::Pending
+            };
+            NewTask {
+                cluster: key.0,
+                zone: t.zone.to_string(),
+                user: key.1,
+                host: key.2,
+                state,
+                not_before: t.not_before,
+                due_by: t.due_by,
+            }
+        })
+        .collect();
+    let first = set.files.first();
+    let new_run = NewRun {
+        manifests: set.files.iter().map(|f| (f.path.display().to_string(), f.sha256.clone())).collect(),
+        ticket: first.and_then(|f| f.ticket.clone()),
+        requested_by: first.and_then(|f| f.requested_by.clone()),
+        reason: first.and_then(|f| f.reason.clone()),
+        due_by: set.files.iter().filter_map(|f| f.due_by).min(),
+        operator: operator(),
+        host: this_host(),
+        endpoint: target.recorded_endpoint.clone(),
+        access_key_id: target.settings.credentials.access_key_id.clone(),
+        options: options_json(&args.exec, rate),
+        retry_of: None,
+        simulated: target.simulate,
+    };
+    let run_id = match store.create_run(&new_run, &tasks).await {
+        Ok(id) => id,
+        Err(e) => {
+            store.release_lock().await.ok();
+            return Err(e.into());
+        }
+    };
+    drive(global, &store, &target, run_id, &args.exec, rate).await
+}
+
+pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exit> {
+    let store = Store::open(&db_path(global, args.simulate)?).await?;
+    let run = match args.run_id {
+        Some(id) => store.run(id).await?.ok_or_else(|| Coded::new(Exit::Usage, format!("no run {id} in this database")))?,
+        None => match store.newest_unfinished_run().await? {
+            Some(r) => r,
+            None => {
+                println!("no unfinished run to resume");
+                return Ok(Exit::Ok);
+            }
+        },
+    };
+    let target = Target::resolve(&args.exec.api, args.simulate || run.simulated).await?;
+    if run.endpoint != target.recorded_endpoint || run.access_key_id != target.settings.credentials.access_key_id {
+        return Err(Coded::new(
+            Exit::Config,
+            format!(
+                "run {} was made against {} with access key {}; the configuration now points at {} with access key {}",
+                run.id,
+                run.endpoint,
+                run.access_key_id,
+                target.recorded_endpoint,
+                target.settings.credentials.access_key_id
+            ),
+        )
+        .into());
+    }
+    let rate = rate_of(&args.exec, target.simulate);
+    lock(&store).await?;
+    store.audit_event(Some(run.id), None, "run_resumed", json!({ "pid": std::process::id(), "host": this_host() })).await?;
+    drive(global, &store, &target, run.id, &args.exec, rate).await
+}
+
+pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit> {
+    let store = Store::open(&db_path(global, args.simulate)?).await?;
+    let old = store
+        .run(args.run_id)
+        .await?
+        .ok_or_else(|| Coded::new(Exit::Usage, format!("no run {} in this database", args.run_id)))?;
+    let failed = store.failed_tasks(old.id).await?;
+    if failed.is_empty() {
+        println!("run {} has no failed tasks; nothing to retry", old.id);
+        return Ok(Exit::Ok);
+    }
+    let target = Target::resolve(&args.exec.api, args.simulate || old.simulated).await?;
+    let rate = rate_of(&args.exec, target.simulate);
+    lock(&store).await?;
+    let tasks: Vec<NewTask> = failed
+        .iter()
+        .map(|t| NewTask {
+            cluster: t.cluster.clone(),
+            zone: t.zone.clone(),
+            user: t.user.clone(),
+            host: t.host.clone(),
+            state: TaskState::Pending,
+            not_before: t.not_before,
+            due_by: t.due_by,
+        })
+        .collect();
+    let new_run = NewRun {
+        manifests: old.manifests.clone(),
+        ticket: old.ticket.clone(),
+        requested_by: old.requested_by.clone(),
+        reason: old.reason.clone(),
+        due_by: old.due_by,
+        operator: operator(),
+        host: this_host(),
+        endpoint: target.recorded_endpoint.clone(),
+        access_key_id: target.settings.credentials.access_key_id.clone(),
+        options: options_json(&args.exec, rate),
+        retry_of: Some(old.id),
+        simulated: target.simulate,
+    };
+    let run_id = match store.create_run(&new_run, &tasks).await {
+        Ok(id) => id,
+        Err(e) => {
+            store.release_lock().await.ok();
+            return Err(e.into());
+        }
+    };
+    println!("run {run_id} retries the {} failed task(s) of run {}", tasks.len(), old.id);
+    drive(global, &store, &target, run_id, &args.exec, rate).await
+}
+
+/// Execute a run that exists in the database and holds the lock; finish it, release the lock,
+/// print the summary, send the pings.
+async fn drive(global: &GlobalOpts, store: &Store, target: &Target, run_id: i64, exec: &ExecOpts, rate: Rate) -> anyhow::Result<Exit> {
+    let pinger = exec.ping_url.as_deref().map(Pinger::new);
+    if let Some(p) = &pinger {
+        p.send("/start", format!("qc-offboard run {run_id} started")).await;
+    }
+    let outcome = drive_inner(global, store, target, run_id, exec, rate).await;
+    if let Err(e) = store.release_lock().await {
+        tracing::warn!("could not release the run lock: {e}");
+    }
+    let (exit, summary) = match outcome {
+        Ok(v) => v,
+        Err(e) => {
+            if let Some(p) = &pinger {
+                p.send("/fail", format!("qc-offboard run {run_id} failed: {e:#}")).await;
+            }
+            return Err(e);
+        }
+    };
+    println!("{summary}");
+    if let Some(p) = &pinger {
+        let suffix = if exit == Exit::Ok { "" } else { "/fail" };
+        p.send(suffix, summary).await;
+    }
+    Ok(exit)
+}
+
+async fn drive_inner(
+    global: &GlobalOpts,
+    store: &Store,
+    target: &Target,
+    run_id: i64,
+    exec: &ExecOpts,
+    rate: Rate,
+) -> anyhow::Result<(Exit, String)> {
+    let limiter = Arc::new(Limiter::new(rate, exec.rate.burst));
+    let client = Client::new(&target.settings)?.with_gate(Arc::new(LimiterGate(Arc::clone(&limiter))));
+    let opts = RunOptions {
+        max_in_flight: exec.max_in_flight,
+        max_attempts: exec.max_attempts,
+        job_timeout: exec.job_timeout,
+        poll_interval: exec.poll_interval,
+        deadline: exec.deadline,
+        max_fail: exec.max_fail,
+    };
+    let ctx = Arc::new(Ctx { store: store.clone(), client, limiter, run_id, opts });
+    let progress = if global.no_progress || global.log_format == LogFormat::Json {
+        Progress::hidden()
+    } else {
+        Progress::new(true)
+    };
+    tracing::info!(run_id, rate = %rate, endpoint = %target.recorded_endpoint, "run starting");
+    let started = std::time::Instant::now();
+    let stop = runner::execute(ctx, &progress).await;
+    progress.finish();
+    let stop = stop?;
+
+    let rows = store.tasks(run_id).await?;
+    let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();
+    for r in &rows {
+        *counts.entry(r.state.as_str()).or_default() += 1;
+    }
+    let count = |s: TaskState| counts.get(s.as_str()).copied().unwrap_or(0);
+    let unfinished = count(TaskState::Pending)
+        + count(TaskState::Submitting)
+        + count(TaskState::Submitted)
+        + count(TaskState::RetryWait);
+    let failed = count(TaskState::Failed);
+    let exit = match &stop {
+        Some(StopReason::AuthFailed(_) | StopReason::Unreachable(_)) => Exit::Unavailable,
+        _ if unfinished > 0 => Exit::TempFail,
+        _ if failed > 0 => Exit::TasksFailed,
+        _ => Exit::Ok,
+    };
+    let mut summary = format!(
+        "run {run_id}: {} deleted, {} skipped, {} failed, {} pending, {} not due ({} tasks in {:.1} s) — exit {}",
+        count(TaskState::Deleted),
+        count(TaskState::Skipped),
+        failed,
+        unfinished,
+        count(TaskState::NotDue),
+        rows.len(),
+        started.elapsed().as_secs_f64(),
+        exit.code()
+    );
+    if let Some(why) = &stop {
+        summary.push_str(&format!("\n{}", why.describe()));
+    }
+    if unfinished > 0 {
+        summary.push_str(&format!("\n`qc-offboard resume {run_id}` continues this run"));
+    }
+    let failed_rows: Vec<_> = rows.iter().filter(|r| r.state == TaskState::Failed).collect();
+    if !failed_rows.is_empty() {
+        summary.push_str("\nfailed:");
+        for r in failed_rows {
+            summary.push_str(&format!(
+                "\n  {} ({}) {}@{}: {}",
+                r.cluster,
+                r.zone,
+                r.user,
+                r.host,
+                r.last_message.as_deref().unwrap_or("")
+            ));
+        }
+        summary.push_str(&format!("\n`qc-offboard retry {run_id}` tries the failed tasks again"));
+    }
+    let summary_json = json!({
+        "counts": counts,
+        "stop": stop.as_ref().map(StopReason::describe),
+        "elapsed_s": started.elapsed().as_secs_f64(),
+    });
+    store.finish_run(run_id, i64::from(exit.code()), summary_json).await?;
+    Ok((exit, summary))
+}
+
+/// Healthcheck pings (`--ping-url`): best effort, never fail the run.
+struct Pinger {
+    url: String,
+    http: reqwest::Client,
+}
+
+impl Pinger {
+    fn new(url: &str) -> Self {
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap_or_default();
+        Self { url: url.trim_end_matches('/').to_owned(), http }
+    }
+
+    async fn send(&self, suffix: &str, body: String) {
+        let url = format!("{}{}", self.url, suffix);
+        match self.http.post(&url).body(body).send().await {
+            Ok(r) if r.status().is_success() => tracing::debug!(%url, "ping sent"),
+            Ok(r) => tracing::warn!(%url, status = r.status().as_u16(), "healthcheck ping refused"),
+            Err(e) => tracing::warn!(%url, error = %e, "healthcheck ping failed"),
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! What every piece of the runner shares: the database, the API client, the limiter, the run id
+//! and the options. Also the glue that records an API call and lets the limiter hear about it.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use crate::limiter::Limiter;
+use crate::qingcloud::client::{ApiError, Call, Client, Gate};
+use crate::store::{ApiCallRow, Store};
+
+/// Options of one execution (SPEC §1, `run`/`resume`/`retry`).
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    pub max_in_flight: u32,
+    pub max_attempts: u32,
+    pub job_timeout: Duration,
+    pub poll_interval: Duration,
+    pub deadline: Option<Duration>,
+    pub max_fail: Option<crate::cli::MaxFail>,
+}
+
+/// The limiter seen by the client: every HTTP request waits here first.
+pub struct LimiterGate(pub Arc<Limiter>);
+
+impl Gate for LimiterGate {
+    fn ready(&self) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send + '_>> {
+        Box::pin(self.0.ready())
+    }
+}
+
+pub struct Ctx {
+    pub store: Store,
+    pub client: Client,
+    pub limiter: Arc<Limiter>,
+    pub run_id: i64,
+    pub opts: RunOptions,
+}
+
+/// How an answered call affects the run as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallVerdict {
+    /// An answer came back (any ret_code other than the two below).
+    Answered,
+    /// 2500: the rate was (or was already) lowered.
+    Throttled,
+    /// 1200: the credentials were refused; the run must stop.
+    AuthFailed(String),
+    /// No HTTP answer at all: the endpoint could not be reached.
+    NoAnswer,
+}
+
+impl Ctx {
+    /// Store the call's record and tell the limiter what the answer means for the rate.
+    pub async fn note_call<T>(&self, task_id: Option<i64>, call: &Call<T>, sent_at: Instant) -> anyhow::Result<CallVerdict> {
+        self.store.record_call(self.run_id, task_id, &ApiCallRow::from_record(&call.record)).await?;
+        let verdict = match &call.result {
+            Err(ApiError::Throttled { .. }) => {
+                if let Some(rate) = self.limiter.on_throttle(sent_at) {
+                    tracing::warn!(rate_per_s = rate, "quota exceeded (2500): rate lowered");
+                    self.store
+                        .audit_event(
+                            Some(self.run_id),
+                            None,
+                            "rate_lowered",
+                            serde_json::json!({ "ret_code": 2500, "rate_per_s": rate }),
+                        )
+                        .await?;
+                }
+                CallVerdict::Throttled
+            }
+            Err(ApiError::AuthFailed { message, .. }) => CallVerdict::AuthFailed(message.clone()),
+            Err(_) if call.record.http_status.is_none() => CallVerdict::NoAnswer,
+            _ => {
+                if let Some(rate) = self.limiter.on_success() {
+                    tracing::debug!(rate_per_s = rate, "rate raised toward the ceiling");
+                }
+                CallVerdict::Answered
+            }
+        };
+        Ok(verdict)
+    }
+}

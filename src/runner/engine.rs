@@ -1,0 +1,409 @@
+//! The main loop of a run: hand out submissions within `--max-in-flight` (one job per cluster),
+//! poll jobs in rounds, reconcile submissions in doubt, retry after backoff, and stop cleanly on
+//! a signal, `--deadline` or `--max-fail`.
+//!
+//! One task owns all bookkeeping; the API calls and database writes of each step run as spawned
+//! futures whose results come back here. The database is written by those futures *before* the
+//! result arrives, so a crash at any point leaves it describing what really happened.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use chrono::Utc;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+use super::context::Ctx;
+use super::poll::{self, InFlight, JobOutcome, RoundResult};
+use super::policy;
+use super::progress::Progress;
+use super::queue::Queue;
+use super::submit::{self, Submitted, TaskRef};
+use crate::manifest::{ClusterId, Zone};
+use crate::store::{TaskRow, TaskState};
+
+/// Why a run stopped before every task was final.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StopReason {
+    Signal,
+    Deadline,
+    MaxFail,
+    AuthFailed(String),
+    Unreachable(String),
+}
+
+impl StopReason {
+    pub fn describe(&self) -> String {
+        match self {
+            StopReason::Signal => "stopped by a signal".to_owned(),
+            StopReason::Deadline => "stopped at --deadline".to_owned(),
+            StopReason::MaxFail => "stopped by --max-fail".to_owned(),
+            StopReason::AuthFailed(m) => format!("the API refused the credentials (1200): {m}"),
+            StopReason::Unreachable(m) => format!("the API could not be reached: {m}"),
+        }
+    }
+}
+
+enum Event {
+    Submit(i64, anyhow::Result<Submitted>),
+    Reconcile(i64, anyhow::Result<Submitted>),
+    Poll(anyhow::Result<(RoundResult, HashMap<String, String>)>),
+}
+
+/// Connection failures in a row, before any answer, that mean the endpoint is unreachable.
+const UNREACHABLE_AFTER: u32 = 3;
+
+struct Loop {
+    ctx: Arc<Ctx>,
+    tasks: HashMap<i64, TaskRef>,
+    queue: Queue,
+    in_flight: HashMap<i64, InFlight>,
+    submitting: HashSet<i64>,
+    in_doubt: Vec<(Instant, i64)>,
+    reconciling: HashSet<i64>,
+    poll_running: bool,
+    next_poll: Option<Instant>,
+    unchanged_rounds: u32,
+    statuses: HashMap<String, String>,
+    total: u64,
+    failed: u64,
+    deleted: u64,
+    answered_any: bool,
+    unreachable_in_a_row: u32,
+    stop: Option<StopReason>,
+    stop_at: Option<Instant>,
+    work: JoinSet<Event>,
+}
+
+fn task_ref(row: &TaskRow) -> anyhow::Result<TaskRef> {
+    Ok(TaskRef {
+        id: row.id,
+        cluster: ClusterId::parse(&row.cluster).map_err(anyhow::Error::msg)?,
+        zone: Zone::parse(&row.zone).map_err(anyhow::Error::msg)?,
+        user: row.user.clone(),
+        host: row.host.clone(),
+        attempts: u32::try_from(row.attempts).unwrap_or(0),
+        intent_at: row.intent_at,
+        known_jobs: row.job_id.iter().cloned().collect(),
+    })
+}
+
+/// Execute the run's remaining work. Returns why it stopped early, if it did.
+pub async fn execute(ctx: Arc<Ctx>, progress: &Progress) -> anyhow::Result<Option<StopReason>> {
+    let rows = ctx.store.tasks(ctx.run_id).await?;
+    let mut lp = Loop {
+        ctx: Arc::clone(&ctx),
+        tasks: HashMap::new(),
+        queue: Queue::new(),
+        in_flight: HashMap::new(),
+        submitting: HashSet::new(),
+        in_doubt: Vec::new(),
+        reconciling: HashSet::new(),
+        poll_running: false,
+        next_poll: None,
+        unchanged_rounds: 0,
+        statuses: HashMap::new(),
+        total: rows.len() as u64,
+        failed: 0,
+        deleted: 0,
+        answered_any: false,
+        unreachable_in_a_row: 0,
+        stop: None,
+        stop_at: None,
+        work: JoinSet::new(),
+    };
+    lp.load(rows).await?;
+    progress.start(lp.total);
+    lp.run(progress).await?;
+    Ok(lp.stop)
+}
+
+impl Loop {
+    async fn load(&mut self, mut rows: Vec<TaskRow>) -> anyhow::Result<()> {
+        // Earliest deadline first, then the manifest's order.
+        rows.sort_by_key(|r| (r.due_by.is_none(), r.due_by, r.id));
+        let today = Utc::now().date_naive();
+        let now = Instant::now();
+        for row in rows {
+            let mut t = task_ref(&row)?;
+            match row.state {
+                TaskState::Deleted | TaskState::Skipped => self.deleted += 1,
+                TaskState::Failed => self.failed += 1,
+                TaskState::NotDue => {
+                    if row.not_before.is_some_and(|d| d <= today) {
+                        // Its date has come since the run was made (a resumed run).
+                        let moved = self
+                            .ctx
+                            .store
+                            .transition(
+                                row.id,
+                                &[TaskState::NotDue],
+                                TaskState::Pending,
+                                &Default::default(),
+                                serde_json::json!({ "reason": "not_before has come" }),
+                            )
+                            .await?;
+                        if moved.is_some() {
+                            self.queue.push(row.id, t.cluster.as_str(), row.due_by);
+                        }
+                    }
+                }
+                TaskState::Pending | TaskState::RetryWait => self.queue.push(row.id, t.cluster.as_str(), row.due_by),
+                TaskState::Submitting => {
+                    // A submission in doubt from an interrupted process: reconcile first.
+                    t.known_jobs.extend(self.ctx.store.job_ids_of_task(row.id).await?);
+                    self.queue.mark_busy(t.cluster.as_str());
+                    self.in_doubt.push((now, row.id));
+                }
+                TaskState::Submitted => {
+                    self.queue.mark_busy(t.cluster.as_str());
+                    let job_id = row.job_id.clone().unwrap_or_default();
+                    let submitted_at = row.submitted_at.unwrap_or_else(Utc::now);
+                    self.in_flight.insert(row.id, InFlight { task: t.clone(), job_id, submitted_at });
+                    self.next_poll = Some(now);
+                }
+            }
+            self.tasks.insert(row.id, t);
+        }
+        Ok(())
+    }
+
+    fn in_flight_count(&self) -> usize {
+        self.in_flight.len() + self.submitting.len() + self.in_doubt.len() + self.reconciling.len()
+    }
+
+    fn stopping(&self) -> bool {
+        self.stop.is_some()
+    }
+
+    /// Stops after which nothing more may be sent at all.
+    fn hard_stop(&self) -> bool {
+        matches!(self.stop, Some(StopReason::Signal | StopReason::AuthFailed(_) | StopReason::Unreachable(_)))
+    }
+
+    fn request_stop(&mut self, why: StopReason) {
+        if self.stop.is_none() {
+            tracing::warn!("{}; no new submissions", why.describe());
+            self.stop = Some(why);
+            // Jobs already running are followed for at most one job timeout.
+            self.stop_at = Some(Instant::now() + self.ctx.opts.job_timeout);
+        }
+    }
+
+    fn finished(&self) -> bool {
+        if !self.work.is_empty() {
+            return false;
+        }
+        if self.hard_stop() {
+            return true;
+        }
+        if self.stopping() {
+            return self.in_flight.is_empty() || self.stop_at.is_some_and(|t| Instant::now() >= t);
+        }
+        self.queue.queued() == 0 && self.in_flight.is_empty() && self.in_doubt.is_empty()
+    }
+
+    async fn run(&mut self, progress: &Progress) -> anyhow::Result<()> {
+        let mut sigint = signal(SignalKind::interrupt())?;
+        let mut sigterm = signal(SignalKind::terminate())?;
+        let deadline = self.ctx.opts.deadline.map(|d| Instant::now() + d);
+        let mut signals = 0u32;
+        loop {
+            self.dispatch();
+            progress.update(self.deleted, self.failed, self.in_flight_count() as u64, self.ctx.limiter.current_rate());
+            if self.finished() {
+                return Ok(());
+            }
+            let wake = [self.queue.next_wake(), self.next_poll.filter(|_| !self.poll_running), self.in_doubt.iter().map(|(t, _)| *t).min(), deadline.filter(|_| !self.stopping()), self.stop_at]
+                .into_iter()
+                .flatten()
+                .min();
+            let sleep = async {
+                match wake {
+                    Some(t) => tokio::time::sleep_until(t).await,
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                Some(joined) = self.work.join_next() => {
+                    let event = joined.map_err(|e| anyhow::anyhow!("a runner task panicked: {e}"))?;
+                    self.handle(event)?;
+                }
+                _ = sigint.recv() => { signals += 1; self.request_stop(StopReason::Signal); }
+                _ = sigterm.recv() => { signals += 1; self.request_stop(StopReason::Signal); }
+                _ = sleep => {
+                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                        self.request_stop(StopReason::Deadline);
+                    }
+                }
+            }
+            if signals >= 2 {
+                tracing::warn!("second signal: leaving at once; resume will reconcile what was in flight");
+                self.work.abort_all();
+                return Ok(());
+            }
+        }
+    }
+
+    /// Start whatever work is due: submissions, reconciliations, a polling round.
+    fn dispatch(&mut self) {
+        let now = Instant::now();
+        if !self.hard_stop() {
+            // Reconciliations due.
+            let (due, later): (Vec<_>, Vec<_>) = self.in_doubt.drain(..).partition(|(t, _)| *t <= now);
+            self.in_doubt = later;
+            for (_, id) in due {
+                if self.stopping() {
+                    // Left `submitting` for `resume` to reconcile.
+                    continue;
+                }
+                let Some(task) = self.tasks.get(&id).cloned() else { continue };
+                self.reconciling.insert(id);
+                let ctx = Arc::clone(&self.ctx);
+                self.work.spawn(async move { Event::Reconcile(id, submit::reconcile(ctx, task).await) });
+            }
+        }
+        if !self.stopping() {
+            self.queue.promote_due(now);
+            while self.in_flight_count() < self.ctx.opts.max_in_flight as usize {
+                let Some((id, _cluster)) = self.queue.pop() else { break };
+                let Some(task) = self.tasks.get(&id).cloned() else { continue };
+                self.submitting.insert(id);
+                let ctx = Arc::clone(&self.ctx);
+                self.work.spawn(async move { Event::Submit(id, submit::submit(ctx, task).await) });
+            }
+        }
+        let poll_due = self.next_poll.is_some_and(|t| t <= now);
+        if poll_due && !self.poll_running && !self.in_flight.is_empty() && !self.hard_stop() {
+            self.poll_running = true;
+            self.next_poll = None;
+            let jobs: Vec<InFlight> = self.in_flight.values().cloned().collect();
+            let statuses = std::mem::take(&mut self.statuses);
+            let ctx = Arc::clone(&self.ctx);
+            self.work.spawn(async move { Event::Poll(poll::round(ctx, jobs, statuses).await) });
+        }
+    }
+
+    fn release(&mut self, id: i64) {
+        if let Some(t) = self.tasks.get(&id) {
+            let cluster = t.cluster.as_str().to_owned();
+            self.queue.release(&cluster);
+        }
+    }
+
+    fn schedule_poll_soon(&mut self) {
+        let soon = Instant::now() + self.ctx.opts.poll_interval;
+        self.unchanged_rounds = 0;
+        self.next_poll = Some(self.next_poll.map_or(soon, |t| t.min(soon)));
+    }
+
+    fn note_failed(&mut self) {
+        self.failed += 1;
+        if let Some(max) = self.ctx.opts.max_fail {
+            if max.reached(self.failed, self.total) {
+                self.request_stop(StopReason::MaxFail);
+            }
+        }
+    }
+
+    fn handle(&mut self, event: Event) -> anyhow::Result<()> {
+        match event {
+            Event::Submit(id, result) => {
+                self.submitting.remove(&id);
+                self.settle_submission(id, result?);
+            }
+            Event::Reconcile(id, result) => {
+                self.reconciling.remove(&id);
+                let outcome = result?;
+                if let Submitted::InDoubt { .. } = outcome {
+                    // Not proven either way: look again after a polling interval.
+                    self.in_doubt.push((Instant::now() + self.ctx.opts.poll_interval, id));
+                    return Ok(());
+                }
+                self.settle_submission(id, outcome);
+            }
+            Event::Poll(result) => {
+                self.poll_running = false;
+                let (round, statuses) = result?;
+                self.statuses = statuses;
+                if let Some(m) = round.auth_failed {
+                    self.request_stop(StopReason::AuthFailed(m));
+                }
+                for (id, outcome) in round.outcomes {
+                    match outcome {
+                        JobOutcome::Running => continue,
+                        JobOutcome::Deleted => self.deleted += 1,
+                        JobOutcome::Failed => self.note_failed(),
+                        JobOutcome::Retry { at, attempts } => {
+                            if let Some(t) = self.tasks.get_mut(&id) {
+                                t.attempts = attempts;
+                                let cluster = t.cluster.as_str().to_owned();
+                                self.queue.defer(id, &cluster, at);
+                            }
+                        }
+                    }
+                    self.in_flight.remove(&id);
+                    self.release(id);
+                }
+                self.unchanged_rounds = if round.changed { 0 } else { self.unchanged_rounds + 1 };
+                if !self.in_flight.is_empty() {
+                    let delay = policy::next_poll_delay(self.ctx.opts.poll_interval, self.unchanged_rounds);
+                    self.next_poll = Some(Instant::now() + delay);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn settle_submission(&mut self, id: i64, outcome: Submitted) {
+        let answered = matches!(outcome, Submitted::Job { .. } | Submitted::Throttled | Submitted::Failed);
+        if answered {
+            self.answered_any = true;
+            self.unreachable_in_a_row = 0;
+        }
+        let Some(task) = self.tasks.get_mut(&id) else { return };
+        let cluster = task.cluster.as_str().to_owned();
+        match outcome {
+            Submitted::Job { job_id, attempts } => {
+                task.attempts = attempts;
+                task.known_jobs.insert(job_id.clone());
+                let flight = InFlight { task: task.clone(), job_id, submitted_at: Utc::now() };
+                self.in_flight.insert(id, flight);
+                self.schedule_poll_soon();
+            }
+            Submitted::Throttled => {
+                self.queue.push_front(id, &cluster);
+                self.queue.release(&cluster);
+            }
+            Submitted::RetryAt { at, attempts } => {
+                task.attempts = attempts;
+                self.queue.defer(id, &cluster, at);
+                self.queue.release(&cluster);
+            }
+            Submitted::Failed => {
+                self.queue.release(&cluster);
+                self.note_failed();
+            }
+            Submitted::InDoubt { intent_at } => {
+                task.intent_at = Some(intent_at);
+                // Give the server a moment before asking whether the job exists.
+                self.in_doubt.push((Instant::now() + self.ctx.opts.poll_interval, id));
+            }
+            Submitted::AuthFailed(m) => {
+                self.queue.push_front(id, &cluster);
+                self.queue.release(&cluster);
+                self.request_stop(StopReason::AuthFailed(m));
+            }
+            Submitted::Unreachable(m) => {
+                self.unreachable_in_a_row += 1;
+                let wait = policy::backoff(self.unreachable_in_a_row, &mut rand::rng());
+                self.queue.defer(id, &cluster, Instant::now() + wait);
+                self.queue.release(&cluster);
+                if !self.answered_any && self.unreachable_in_a_row >= UNREACHABLE_AFTER {
+                    self.request_stop(StopReason::Unreachable(m));
+                }
+            }
+        }
+    }
+}

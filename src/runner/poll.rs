@@ -1,0 +1,154 @@
+//! One polling round: a `DescribeJobs` per zone (at most 100 ids per call) for every job in
+//! flight, and what each job's status means for its task.
+//!
+//! `successful` → `deleted`; `failed`, `done with failure` and any unknown status → the attempt
+//! failed (retried with backoff while attempts remain); `pending`/`working` → still running,
+//! unless it has run longer than `--job-timeout`: then the task ends `failed` without a second
+//! request, since the job exists and may still delete the account.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::context::{CallVerdict, Ctx};
+use super::submit::{self, Submitted, TaskRef};
+use crate::manifest::Zone;
+use crate::qingcloud::types::Job;
+use crate::store::{TaskChange, TaskState};
+
+/// A job in flight, as the poller needs it.
+#[derive(Debug, Clone)]
+pub struct InFlight {
+    pub task: TaskRef,
+    pub job_id: String,
+    pub submitted_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub enum JobOutcome {
+    Deleted,
+    Running,
+    Retry { at: Instant, attempts: u32 },
+    Failed,
+}
+
+#[derive(Debug, Default)]
+pub struct RoundResult {
+    pub outcomes: Vec<(i64, JobOutcome)>,
+    /// Did any job change status since the last round?
+    pub changed: bool,
+    pub auth_failed: Option<String>,
+    pub throttled: bool,
+}
+
+/// Poll every job in `jobs` once.
+pub async fn round(ctx: Arc<Ctx>, jobs: Vec<InFlight>, last_status: HashMap<String, String>) -> anyhow::Result<(RoundResult, HashMap<String, String>)> {
+    let mut by_zone: HashMap<Zone, Vec<InFlight>> = HashMap::new();
+    for j in jobs {
+        by_zone.entry(j.task.zone.clone()).or_default().push(j);
+    }
+    let mut result = RoundResult::default();
+    let mut statuses = last_status;
+    for (zone, in_zone) in by_zone {
+        let ids: Vec<String> = in_zone.iter().map(|j| j.job_id.clone()).collect();
+        let mut found: HashMap<String, Job> = HashMap::new();
+        let mut answered: std::collections::HashSet<String> = std::collections::HashSet::new();
+        for batch in ids.chunks(100) {
+            let sent_at = Instant::now();
+            let calls = ctx.client.describe_jobs(&zone, batch).await;
+            for call in calls {
+                match ctx.note_call(None, &call, sent_at).await? {
+                    CallVerdict::AuthFailed(m) => result.auth_failed = Some(m),
+                    CallVerdict::Throttled => result.throttled = true,
+                    _ => {}
+                }
+                if let Ok(resp) = call.result {
+                    answered.extend(batch.iter().cloned());
+                    for job in resp.job_set {
+                        found.insert(job.job_id.clone(), job);
+                    }
+                }
+            }
+        }
+        for j in in_zone {
+            let outcome = match found.get(&j.job_id) {
+                Some(job) => {
+                    let status = job.status.as_str().to_owned();
+                    if statuses.insert(j.job_id.clone(), status.clone()).as_deref() != Some(status.as_str()) {
+                        result.changed = true;
+                    }
+                    settle(&ctx, &j, job).await?
+                }
+                // Only an answered call proves a job unknown; after an error we know nothing.
+                None if answered.contains(&j.job_id) => timeout_check(&ctx, &j, None).await?,
+                None => JobOutcome::Running,
+            };
+            if outcome != JobOutcome::Running {
+                statuses.remove(&j.job_id);
+                result.changed = true;
+            }
+            result.outcomes.push((j.task.id, outcome));
+        }
+    }
+    Ok((result, statuses))
+}
+
+async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome> {
+    if job.status.is_success() {
+        ctx.store
+            .transition(
+                j.task.id,
+                &[TaskState::Submitted],
+                TaskState::Deleted,
+                &TaskChange { finished_at: Some(Utc::now()), ..TaskChange::default() },
+                json!({ "job_id": j.job_id, "job_status": job.status.as_str(), "status_time": job.status_time }),
+            )
+            .await?;
+        return Ok(JobOutcome::Deleted);
+    }
+    if job.status.is_running() {
+        return timeout_check(ctx, j, Some(job)).await;
+    }
+    let message = if job.error_codes.is_empty() {
+        format!("job {} ended '{}'", j.job_id, job.status.as_str())
+    } else {
+        format!("job {} ended '{}' (error_codes {})", j.job_id, job.status.as_str(), job.error_codes)
+    };
+    Ok(match submit::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
+        Submitted::RetryAt { at, attempts } => JobOutcome::Retry { at, attempts },
+        _ => JobOutcome::Failed,
+    })
+}
+
+/// A job still running, or not found at all: past `--job-timeout` the task is settled.
+async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> anyhow::Result<JobOutcome> {
+    let age = Utc::now() - j.submitted_at;
+    let limit = chrono::Duration::from_std(ctx.opts.job_timeout).unwrap_or(chrono::Duration::MAX);
+    if age < limit {
+        return Ok(JobOutcome::Running);
+    }
+    match job {
+        Some(job) => {
+            // The job exists and may still delete the account: never send a second request.
+            let message = format!(
+                "job {} still '{}' after {}; not resubmitted so the account is never sent twice — check the job",
+                j.job_id,
+                job.status.as_str(),
+                humantime::format_duration(ctx.opts.job_timeout)
+            );
+            submit::fail(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, None, &message).await?;
+            Ok(JobOutcome::Failed)
+        }
+        None => {
+            // DescribeJobs does not know the job: it is proven absent, so retrying is safe.
+            let message = format!("job {} not found by DescribeJobs after {}", j.job_id, humantime::format_duration(ctx.opts.job_timeout));
+            Ok(match submit::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
+                Submitted::RetryAt { at, attempts } => JobOutcome::Retry { at, attempts },
+                _ => JobOutcome::Failed,
+            })
+        }
+    }
+}

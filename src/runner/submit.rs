@@ -1,0 +1,311 @@
+//! Submitting one task, and reconciling one whose submission is in doubt.
+//!
+//! Write-ahead intent: the task is marked `submitting` (and that is committed) before the
+//! request leaves. Whatever happens next — an answer, a lost answer, a crash — the database says
+//! a request may exist, and nothing is sent again for the task until [`reconcile`] has either
+//! found its job (adopted) or proved, through `DescribeJobs`, that there is none.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::context::{CallVerdict, Ctx};
+use super::policy;
+use crate::manifest::{ClusterId, Zone};
+use crate::qingcloud::client::{ApiError, JobFilter};
+use crate::qingcloud::types::{DelUserParams, DEL_USER, ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE};
+use crate::store::{TaskChange, TaskState};
+
+/// What the engine needs to know about one task to act on it.
+#[derive(Debug, Clone)]
+pub struct TaskRef {
+    pub id: i64,
+    pub cluster: ClusterId,
+    pub zone: Zone,
+    pub user: String,
+    pub host: String,
+    /// Attempts used so far (2500s and reconciled-away doubts do not count).
+    pub attempts: u32,
+    /// When the newest `submitting` intent was recorded.
+    pub intent_at: Option<DateTime<Utc>>,
+    /// Every job id ever seen for this task, so reconciliation never adopts an old one.
+    pub known_jobs: HashSet<String>,
+}
+
+/// How a submission ended, for the engine's bookkeeping (the database already has it).
+#[derive(Debug, Clone, PartialEq)]
+pub enum Submitted {
+    /// Accepted: the job to poll.
+    Job { job_id: String, attempts: u32 },
+    /// 2500 before anything happened: back in the queue, no attempt used.
+    Throttled,
+    /// A transient error: retry after the backoff.
+    RetryAt { at: Instant, attempts: u32 },
+    /// The task ended `failed`.
+    Failed,
+    /// The answer was lost after the request may have taken effect: reconcile before anything.
+    InDoubt { intent_at: DateTime<Utc> },
+    /// 1200: the run must stop; the task is back to `pending` with no attempt used.
+    AuthFailed(String),
+    /// The endpoint could not be reached at all (nothing was sent); back to pending, no attempt.
+    Unreachable(String),
+}
+
+/// The `del_user` submission of one task.
+pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
+    let intent_at = Utc::now();
+    let attempt = task.attempts + 1;
+    let marked = ctx
+        .store
+        .transition(
+            task.id,
+            &[TaskState::Pending, TaskState::RetryWait],
+            TaskState::Submitting,
+            &TaskChange { intent_at: Some(intent_at), ..TaskChange::default() },
+            json!({ "attempt": attempt }),
+        )
+        .await?;
+    if marked.is_none() {
+        anyhow::bail!("task {} was not pending when its turn came; another process is working on this run", task.id);
+    }
+
+    let params = DelUserParams::new(&task.user, &task.host);
+    // 1300 (time stamp expired) is retried at once with a fresh time stamp, a few times.
+    let mut expired_left = 3;
+    loop {
+        let sent_at = Instant::now();
+        let call =
+            ctx.client.run_cluster_custom_service(&task.cluster, &task.zone, ROLE_MAININSTANCE, DEL_USER, &params).await;
+        let verdict = ctx.note_call(Some(task.id), &call, sent_at).await?;
+        match call.result {
+            Ok(resp) => {
+                ctx.store
+                    .transition(
+                        task.id,
+                        &[TaskState::Submitting],
+                        TaskState::Submitted,
+                        &TaskChange {
+                            attempts: Some(attempt),
+                            job_id: Some(resp.job_id.clone()),
+                            submitted_at: Some(Utc::now()),
+                            ret_code: Some(0),
+                            message: Some(String::new()),
+                            ..TaskChange::default()
+                        },
+                        json!({ "job_id": resp.job_id }),
+                    )
+                    .await?;
+                return Ok(Submitted::Job { job_id: resp.job_id, attempts: attempt });
+            }
+            Err(ApiError::Expired { .. }) if expired_left > 0 => {
+                expired_left -= 1;
+                tracing::warn!("time stamp expired (1300): re-signing at once; check this machine's clock");
+                continue;
+            }
+            Err(err) => {
+                let ret_code = err.ret_code();
+                let message = err.to_string();
+                return match (&err, verdict) {
+                    (ApiError::Throttled { .. }, _) => {
+                        back_to_pending(&ctx, &task, ret_code, &message, "throttled; no attempt used").await?;
+                        Ok(Submitted::Throttled)
+                    }
+                    (ApiError::AuthFailed { .. }, _) => {
+                        back_to_pending(&ctx, &task, ret_code, &message, "credentials refused; run stops").await?;
+                        Ok(Submitted::AuthFailed(message))
+                    }
+                    (e, _) if e.may_have_taken_effect() => {
+                        ctx.store
+                            .audit_event(
+                                Some(ctx.run_id),
+                                Some(task.id),
+                                "submission_in_doubt",
+                                json!({ "error": message, "intent_at": intent_at }),
+                            )
+                            .await?;
+                        Ok(Submitted::InDoubt { intent_at })
+                    }
+                    (ApiError::Transient { .. }, CallVerdict::NoAnswer) if err.is_connect() => {
+                        back_to_pending(&ctx, &task, ret_code, &message, "endpoint unreachable; nothing sent").await?;
+                        Ok(Submitted::Unreachable(message))
+                    }
+                    (ApiError::Transient { .. } | ApiError::Expired { .. }, _) => {
+                        retry_or_fail(&ctx, &task, attempt, &[TaskState::Submitting], ret_code, &message).await
+                    }
+                    _ => {
+                        fail(&ctx, task.id, &[TaskState::Submitting], attempt, ret_code, &message).await?;
+                        Ok(Submitted::Failed)
+                    }
+                };
+            }
+        }
+    }
+}
+
+async fn back_to_pending(ctx: &Ctx, task: &TaskRef, ret_code: Option<i64>, message: &str, why: &str) -> anyhow::Result<()> {
+    ctx.store
+        .transition(
+            task.id,
+            &[TaskState::Submitting],
+            TaskState::Pending,
+            &TaskChange { ret_code, message: Some(message.to_owned()), ..TaskChange::default() },
+            json!({ "reason": why, "ret_code": ret_code }),
+        )
+        .await?;
+    Ok(())
+}
+
+/// The attempt failed transiently: wait and retry, or end `failed` when attempts are used up.
+pub async fn retry_or_fail(
+    ctx: &Ctx,
+    task: &TaskRef,
+    attempts: u32,
+    from: &[TaskState],
+    ret_code: Option<i64>,
+    message: &str,
+) -> anyhow::Result<Submitted> {
+    if attempts >= ctx.opts.max_attempts {
+        let message = format!("{message} (after {attempts} attempts)");
+        fail(ctx, task.id, from, attempts, ret_code, &message).await?;
+        return Ok(Submitted::Failed);
+    }
+    let wait = policy::backoff(attempts, &mut rand::rng());
+    let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+    ctx.store
+        .transition(
+            task.id,
+            from,
+            TaskState::RetryWait,
+            &TaskChange {
+                attempts: Some(attempts),
+                ret_code,
+                message: Some(message.to_owned()),
+                next_attempt_at: Some(next),
+                ..TaskChange::default()
+            },
+            json!({ "retry_in_ms": wait.as_millis() as u64, "ret_code": ret_code, "message": message }),
+        )
+        .await?;
+    Ok(Submitted::RetryAt { at: Instant::now() + wait, attempts })
+}
+
+pub async fn fail(
+    ctx: &Ctx,
+    task_id: i64,
+    from: &[TaskState],
+    attempts: u32,
+    ret_code: Option<i64>,
+    message: &str,
+) -> anyhow::Result<()> {
+    ctx.store
+        .transition(
+            task_id,
+            from,
+            TaskState::Failed,
+            &TaskChange {
+                attempts: Some(attempts),
+                ret_code,
+                message: Some(message.to_owned()),
+                finished_at: Some(Utc::now()),
+                ..TaskChange::default()
+            },
+            json!({ "ret_code": ret_code, "message": message }),
+        )
+        .await?;
+    Ok(())
+}
+
+/// How far back from the intent a job may have been created: the API refuses time stamps more
+/// than 60 s off, so the server's clock is within that of ours.
+const CLOCK_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
+/// At most this many pages of 100 jobs are read looking for one submission.
+const MAX_PAGES: u32 = 20;
+
+/// Find the job of a submission in doubt. Adopts it when found; when `DescribeJobs` proves
+/// there is none, the attempt counts as failed and the task waits for a retry. When the answer
+/// is incomplete (an error while paging), nothing changes and the caller tries again later.
+pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
+    let intent_at = task.intent_at.unwrap_or_else(Utc::now);
+    let not_before = intent_at - CLOCK_MARGIN;
+    let want = DelUserParams::new(&task.user, &task.host);
+    let mut offset = 0u32;
+    for _ in 0..MAX_PAGES {
+        let filter = JobFilter {
+            job_action: Some(RUN_CLUSTER_CUSTOM_SERVICE.to_owned()),
+            status: Vec::new(),
+            offset,
+            limit: 100,
+        };
+        let sent_at = Instant::now();
+        let call = ctx.client.describe_jobs_filtered(&task.zone, &filter).await;
+        let verdict = ctx.note_call(Some(task.id), &call, sent_at).await?;
+        let page = match call.result {
+            Ok(page) => page,
+            Err(err) => {
+                if let CallVerdict::AuthFailed(m) = verdict {
+                    return Ok(Submitted::AuthFailed(m));
+                }
+                tracing::info!(task = task.id, error = %err, "reconciliation incomplete; will try again");
+                return Ok(Submitted::InDoubt { intent_at });
+            }
+        };
+        let mut older_seen = false;
+        for job in &page.job_set {
+            let created = job.create_time();
+            if created.is_some_and(|t| t < not_before) {
+                older_seen = true;
+                continue;
+            }
+            if task.known_jobs.contains(&job.job_id) {
+                continue;
+            }
+            let Some(target) = job.directive_target() else { continue };
+            if target.cluster == task.cluster.as_str() && target.service == DEL_USER && target.params.as_ref() == Some(&want)
+            {
+                let attempts = task.attempts + 1;
+                ctx.store
+                    .transition(
+                        task.id,
+                        &[TaskState::Submitting],
+                        TaskState::Submitted,
+                        &TaskChange {
+                            attempts: Some(attempts),
+                            job_id: Some(job.job_id.clone()),
+                            submitted_at: Some(Utc::now()),
+                            ..TaskChange::default()
+                        },
+                        json!({ "reason": "reconciled: job found and adopted", "job_id": job.job_id }),
+                    )
+                    .await?;
+                return Ok(Submitted::Job { job_id: job.job_id.clone(), attempts });
+            }
+        }
+        offset += page.job_set.len() as u32;
+        let exhausted = page.job_set.is_empty() || u64::from(offset) >= page.total_count;
+        if exhausted || older_seen {
+            let attempts = task.attempts + 1;
+            ctx.store
+                .audit_event(
+                    Some(ctx.run_id),
+                    Some(task.id),
+                    "reconcile_absent",
+                    json!({ "intent_at": intent_at, "jobs_examined": offset }),
+                )
+                .await?;
+            return retry_or_fail(
+                &ctx,
+                &task,
+                attempts,
+                &[TaskState::Submitting],
+                None,
+                "the submission's answer was lost and no job was found for it",
+            )
+            .await;
+        }
+    }
+    tracing::warn!(task = task.id, "reconciliation read {MAX_PAGES} pages without reaching the intent time");
+    Ok(Submitted::InDoubt { intent_at })
+}
