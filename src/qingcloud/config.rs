@@ -479,7 +479,7 @@ mod tests {
     fn endpoint_checks() {
         assert!(parse_endpoint("https://api.qingcloud.com/iaas/", "t").is_ok());
         assert_eq!(parse_endpoint("http://127.0.0.1:8787/iaas", "t").unwrap().path(), "/iaas");
-        for bad in ["ftp://x/iaas/", "not a url", "https:///iaas", "https://h/iaas/?a=1", "https://u:p@h/iaas/"] {
+        for bad in ["ftp://x/iaas/", "https://", "file:///iaas/", "not a url", "https://h/iaas/?a=1", "https://u:p@h/iaas/"] {
             assert!(matches!(parse_endpoint(bad, "t"), Err(ConfigError::Endpoint { .. })), "{bad}");
         }
         let e = parse_endpoint("https://u:hunter22@h/", "t").unwrap_err().to_string();
