@@ -437,10 +437,10 @@ fn interpret<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, ApiErro
 
     let Some(json) = json else {
         let shown = snippet(body).map(|s| format!(": {s}")).unwrap_or_default();
-        return Err(permanent(Some(status), format!("HTTP 200 with a body that is not JSON{shown}"), true));
+        return Err(permanent(Some(status), format!("the body is not JSON{shown}"), true));
     };
     let Some(env) = envelope else {
-        return Err(permanent(Some(status), "HTTP 200 with JSON that has no ret_code".to_owned(), true));
+        return Err(permanent(Some(status), "the JSON body has no ret_code".to_owned(), true));
     };
     if env.ret_code != ret::OK {
         return Err(ApiError::from_ret_code(env.ret_code, env.message, Some(status)));

@@ -2,3 +2,5 @@
 //! they share (the real binary with a scrubbed environment, temporary directories, the simulator).
 
 mod helpers;
+mod client;
+mod config;
