@@ -18,9 +18,9 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use url::Url;
 
-pub use crate::qingcloud::error::{ApiError, Failure};
 use crate::manifest::model::{ClusterId, Zone};
 use crate::qingcloud::config::{self, Credentials, Settings};
+pub use crate::qingcloud::error::{ApiError, Failure};
 use crate::qingcloud::signer::{self, Method, SignatureMethod};
 use crate::qingcloud::types::{
     ret, DescribeJobsResponse, Envelope, RunClusterCustomServiceResponse, DESCRIBE_JOBS, RUN_CLUSTER_CUSTOM_SERVICE,
@@ -308,7 +308,13 @@ impl Client {
             Err(e) => (e.ret_code(), Some(e.message().to_owned())),
         };
         match &result {
-            Ok(_) => tracing::debug!(action, method = method.as_str(), ?http_status, latency_ms = latency.as_millis() as u64, "ok"),
+            Ok(_) => tracing::debug!(
+                action,
+                method = method.as_str(),
+                ?http_status,
+                latency_ms = latency.as_millis() as u64,
+                "ok"
+            ),
             Err(e) => tracing::debug!(
                 action,
                 method = method.as_str(),
@@ -321,8 +327,16 @@ impl Client {
                 "failed"
             ),
         }
-        let record =
-            CallRecord { action: action.to_owned(), params, http_status, ret_code, message, job_id: None, started_at, latency };
+        let record = CallRecord {
+            action: action.to_owned(),
+            params,
+            http_status,
+            ret_code,
+            message,
+            job_id: None,
+            started_at,
+            latency,
+        };
         Call { record, result }
     }
 
@@ -370,7 +384,8 @@ impl Client {
                 Ok(None) => break,
                 Err(e) => {
                     let e = e.without_url();
-                    let what = if e.is_timeout() { "timed out reading the response" } else { "response body cut short" };
+                    let what =
+                        if e.is_timeout() { "timed out reading the response" } else { "response body cut short" };
                     let failure = Failure {
                         ret_code: None,
                         http_status: Some(status),
@@ -401,7 +416,8 @@ fn too_long(status: u16) -> ApiError {
 fn transport_error(e: reqwest::Error) -> ApiError {
     let e = e.without_url();
     let detail = chain(&e);
-    let failure = |message: String, maybe_applied| Failure { ret_code: None, http_status: None, message, maybe_applied };
+    let failure =
+        |message: String, maybe_applied| Failure { ret_code: None, http_status: None, message, maybe_applied };
     if e.is_connect() {
         // Nothing was sent.
         ApiError::Transient(failure(format!("cannot connect: {detail}"), false))

@@ -224,7 +224,10 @@ pub fn resolve(
             (parse_endpoint(raw.trim(), "--endpoint / QINGCLOUD_ENDPOINT")?, Source::Flag)
         }
         _ => match file_ref.and_then(FileConfig::endpoint_text) {
-            Some(text) => (parse_endpoint(&text, &format!("built from host/port/protocol/uri in {config_path_note}"))?, Source::ConfigFile),
+            Some(text) => (
+                parse_endpoint(&text, &format!("built from host/port/protocol/uri in {config_path_note}"))?,
+                Source::ConfigFile,
+            ),
             None => (Url::parse(DEFAULT_ENDPOINT).expect("default endpoint parses"), Source::Default),
         },
     };
@@ -264,7 +267,8 @@ pub fn resolve(
     // Zone.
     let (zone, zone_source) = match env_value(ENV_ZONE) {
         Some(z) => {
-            let zone = Zone::parse(&z.to_ascii_lowercase()).map_err(|e| ConfigError::Invalid(format!("{ENV_ZONE}: {e}")))?;
+            let zone =
+                Zone::parse(&z.to_ascii_lowercase()).map_err(|e| ConfigError::Invalid(format!("{ENV_ZONE}: {e}")))?;
             (Some(zone), Some(Source::Environment))
         }
         None => match file_ref.and_then(|f| f.zone.clone()) {
@@ -284,8 +288,7 @@ pub fn resolve(
     for w in &warnings {
         tracing::warn!("{w}");
     }
-    let sources =
-        Sources { endpoint: endpoint_source, access_key_id: ak_source, secret: sk_source, zone: zone_source };
+    let sources = Sources { endpoint: endpoint_source, access_key_id: ak_source, secret: sk_source, zone: zone_source };
     tracing::debug!(settings = %settings.redacted_summary(), ?sources, "configuration resolved");
     Ok(Resolved { settings, config_file: file.map(|f| f.path), sources, warnings })
 }
@@ -305,7 +308,9 @@ pub fn parse_endpoint(raw: &str, source_name: &str) -> Result<Url, ConfigError> 
         return Err(fail("the URL has no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        return Err(fail("user information in the URL is not supported; credentials come from the environment or the config file"));
+        return Err(fail(
+            "user information in the URL is not supported; credentials come from the environment or the config file",
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(fail("the URL must not have a query or a fragment; its path is signed as it is"));
@@ -379,7 +384,9 @@ impl FileConfig {
             }
             let bad = |what: &str| fail(format!("{key}: {what}"));
             match key.as_str() {
-                "qy_access_key_id" => cfg.access_key_id = Some(string_value(&value).ok_or_else(|| bad("must be a string"))?),
+                "qy_access_key_id" => {
+                    cfg.access_key_id = Some(string_value(&value).ok_or_else(|| bad("must be a string"))?)
+                }
                 "qy_secret_access_key" => {
                     // Never describe the value: only its type is wrong.
                     let s = string_value(&value).ok_or_else(|| bad("must be a string (quote the value)"))?;
@@ -417,8 +424,14 @@ impl FileConfig {
                         .ok_or_else(|| bad("must be a non-negative whole number"))?;
                     cfg.connection_retries = Some(n);
                 }
-                "connection_timeout" => cfg.connect_timeout = Some(seconds_value(&value).ok_or_else(|| bad("must be a positive number of seconds"))?),
-                "http_socket_timeout" => cfg.request_timeout = Some(seconds_value(&value).ok_or_else(|| bad("must be a positive number of seconds"))?),
+                "connection_timeout" => {
+                    cfg.connect_timeout =
+                        Some(seconds_value(&value).ok_or_else(|| bad("must be a positive number of seconds"))?)
+                }
+                "http_socket_timeout" => {
+                    cfg.request_timeout =
+                        Some(seconds_value(&value).ok_or_else(|| bad("must be a positive number of seconds"))?)
+                }
                 _ => unreachable!("every known key is handled"),
             }
         }
@@ -479,7 +492,9 @@ mod tests {
     fn endpoint_checks() {
         assert!(parse_endpoint("https://api.qingcloud.com/iaas/", "t").is_ok());
         assert_eq!(parse_endpoint("http://127.0.0.1:8787/iaas", "t").unwrap().path(), "/iaas");
-        for bad in ["ftp://x/iaas/", "https://", "file:///iaas/", "not a url", "https://h/iaas/?a=1", "https://u:p@h/iaas/"] {
+        for bad in
+            ["ftp://x/iaas/", "https://", "file:///iaas/", "not a url", "https://h/iaas/?a=1", "https://u:p@h/iaas/"]
+        {
             assert!(matches!(parse_endpoint(bad, "t"), Err(ConfigError::Endpoint { .. })), "{bad}");
         }
         let e = parse_endpoint("https://u:hunter22@h/", "t").unwrap_err().to_string();

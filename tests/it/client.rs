@@ -51,7 +51,10 @@ impl Seen {
 /// What the server does with a request that passed signature checks.
 enum Reply {
     Json(serde_json::Value),
-    Raw { status: u16, body: Vec<u8> },
+    Raw {
+        status: u16,
+        body: Vec<u8>,
+    },
     /// Close with RST after reading the request.
     Reset,
     /// Never answer.
@@ -133,7 +136,8 @@ async fn serve_one(mut stream: TcpStream, handler: Arc<Handler>, log: Arc<Mutex<
             return;
         }
         Reply::CutShort => {
-            let msg = "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"ret_code\":0,";
+            let msg =
+                "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 1000\r\n\r\n{\"ret_code\":0,";
             let _ = stream.write_all(msg.as_bytes()).await;
             let _ = stream.shutdown().await;
             return;
@@ -182,7 +186,8 @@ async fn read_request(stream: &mut TcpStream) -> Option<Seen> {
         }
         body.extend_from_slice(&tmp[..n]);
     }
-    let (path, query) = target.split_once('?').map_or((target.clone(), String::new()), |(p, q)| (p.to_owned(), q.to_owned()));
+    let (path, query) =
+        target.split_once('?').map_or((target.clone(), String::new()), |(p, q)| (p.to_owned(), q.to_owned()));
     let body = String::from_utf8(body).ok()?;
     let source = if method == "POST" { &body } else { &query };
     let params = url::form_urlencoded::parse(source.as_bytes()).into_owned().collect();
@@ -227,7 +232,9 @@ fn api(seen: &Seen) -> Reply {
                 .into_iter()
                 .map(|id| json!({"job_id": id, "job_action": "RunClusterCustomService", "status": "successful"}))
                 .collect();
-            Reply::Json(json!({"action": "DescribeJobsResponse", "ret_code": 0, "total_count": jobs.len(), "job_set": jobs}))
+            Reply::Json(
+                json!({"action": "DescribeJobsResponse", "ret_code": 0, "total_count": jobs.len(), "job_set": jobs}),
+            )
         }
         _ => Reply::Json(json!({"ret_code": 1101, "message": "no such action"})),
     }
@@ -242,7 +249,9 @@ fn cluster() -> ClusterId {
 }
 
 async fn del_user(client: &Client) -> Call<qc_offboard::qingcloud::types::RunClusterCustomServiceResponse> {
-    client.run_cluster_custom_service(&cluster(), &zone(), ROLE_MAININSTANCE, DEL_USER, &DelUserParams::new("u1", "%")).await
+    client
+        .run_cluster_custom_service(&cluster(), &zone(), ROLE_MAININSTANCE, DEL_USER, &DelUserParams::new("u1", "%"))
+        .await
 }
 
 fn ids(n: usize) -> Vec<String> {
@@ -345,8 +354,9 @@ async fn filtered_pages_follow_total_count() {
         assert_eq!(seen.param("job_action"), Some("RunClusterCustomService"));
         assert_eq!(seen.param("status.1"), Some("pending"));
         assert_eq!(seen.param("status.2"), Some("working"));
-        let jobs: Vec<_> =
-            (offset..(offset + limit).min(250)).map(|i| json!({"job_id": format!("j-{i}"), "status": "working"})).collect();
+        let jobs: Vec<_> = (offset..(offset + limit).min(250))
+            .map(|i| json!({"job_id": format!("j-{i}"), "status": "working"}))
+            .collect();
         Reply::Json(json!({"ret_code": 0, "total_count": 250, "job_set": jobs}))
     })
     .await;
@@ -410,7 +420,9 @@ async fn each_ret_code_maps_to_its_class() {
 
 #[tokio::test]
 async fn accepted_without_a_job_id_is_not_ok() {
-    let server = Server::start(|_: &Seen| Reply::Json(json!({"ret_code": 0, "action": "RunClusterCustomServiceResponse"}))).await;
+    let server =
+        Server::start(|_: &Seen| Reply::Json(json!({"ret_code": 0, "action": "RunClusterCustomServiceResponse"})))
+            .await;
     let call = del_user(&server.client()).await;
     let err = call.result.unwrap_err();
     assert!(matches!(err, ApiError::Permanent(_)), "{err:?}");
@@ -431,7 +443,8 @@ async fn http_502_is_transient_and_ambiguous() {
 
 #[tokio::test]
 async fn a_non_json_200_is_permanent_but_may_have_taken_effect() {
-    let server = Server::start(|_: &Seen| Reply::Raw { status: 200, body: b"<html>captive portal</html>".to_vec() }).await;
+    let server =
+        Server::start(|_: &Seen| Reply::Raw { status: 200, body: b"<html>captive portal</html>".to_vec() }).await;
     let call = del_user(&server.client()).await;
     let err = call.result.unwrap_err();
     assert!(matches!(err, ApiError::Permanent(_)), "{err:?}");
@@ -509,7 +522,8 @@ async fn every_request_carries_a_fresh_time_stamp() {
     client.set_clock_offset(TimeDelta::zero());
     assert!(del_user(&client).await.result.is_ok(), "the next request is stamped anew");
     let seen = server.seen();
-    let stamps: Vec<_> = seen.iter().map(|s| signer::parse_time_stamp(s.param("time_stamp").unwrap()).unwrap()).collect();
+    let stamps: Vec<_> =
+        seen.iter().map(|s| signer::parse_time_stamp(s.param("time_stamp").unwrap()).unwrap()).collect();
     assert!(stamps[1] - stamps[0] >= TimeDelta::minutes(9));
 }
 
