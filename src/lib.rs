@@ -11,4 +11,5 @@ pub mod exit;
 pub mod limiter;
 pub mod manifest;
 pub mod qingcloud;
+pub mod sim;
 pub mod telemetry;
