@@ -2,3 +2,4 @@
 //! they share (the real binary with a scrubbed environment, temporary directories, the simulator).
 
 mod helpers;
+mod sim;
