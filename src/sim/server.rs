@@ -58,8 +58,10 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut shutdown: wat
     drop(listener);
     let drain = async { while connections.join_next().await.is_some() {} };
     if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+        tracing::warn!("simulator: requests still in flight after {DRAIN_TIMEOUT:?}; cutting their connections");
         connections.shutdown().await;
     }
+    tracing::debug!("simulator: stopped");
 }
 
 async fn serve_connection(stream: TcpStream, engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {

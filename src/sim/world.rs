@@ -171,7 +171,7 @@ impl World {
     }
 
     /// Check every value once and build the model the engine runs on.
-    pub fn check(&self) -> Result<Model, String> {
+    pub(crate) fn check(&self) -> Result<Model, String> {
         let mut credentials = HashMap::new();
         if self.credentials.is_empty() {
             return Err("credentials: at least one access key is needed".to_owned());
