@@ -12,4 +12,5 @@ pub mod limiter;
 pub mod manifest;
 pub mod qingcloud;
 pub mod runner;
+pub mod sim;
 pub mod telemetry;

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::exit::Exit;
 use crate::limiter::Rate;
 
+mod sim;
 mod validate;
 
 /// Remove MySQL Plus database accounts across many QingCloud clusters in bulk, safely and with
@@ -62,6 +63,8 @@ pub enum OutputFormat {
 pub enum Command {
     /// Parse and validate manifests; one summary line per file. No database, no network.
     Validate(ValidateArgs),
+    /// Run the QingCloud API simulator (for rehearsals, tests and benchmarks)
+    Sim(SimArgs),
 }
 
 #[derive(Debug, Args)]
@@ -274,6 +277,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
     match command {
         Command::Validate(args) => validate::run(&global, args),
+        Command::Sim(args) => sim::run(&global, args).await,
     }
 }
 

@@ -23,3 +23,177 @@ pub fn qc(home: &Path) -> Command {
 pub fn tempdir() -> tempfile::TempDir {
     tempfile::tempdir().expect("temporary directory")
 }
+
+// ---------------------------------------------------------------------------------------------
+// The simulator, in-process or as the real binary, and a small signed-request client for it.
+
+use std::io::BufRead as _;
+use std::process::{Child, ExitStatus, Stdio};
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use qc_offboard::qingcloud::signer::{self, Method, SignatureMethod};
+use qc_offboard::sim::{self, SimHandle, World, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY};
+
+/// A world from YAML text (checked exactly as a world file is).
+pub fn world(yaml: &str) -> World {
+    World::parse(yaml, Path::new("test-world.yaml")).expect("test world is valid")
+}
+
+/// Start the simulator in-process on 127.0.0.1 with a free port.
+pub async fn start_sim(world: World) -> SimHandle {
+    sim::start(world, "127.0.0.1:0".parse().expect("address")).await.expect("simulator starts")
+}
+
+/// `qc-offboard sim --listen 127.0.0.1:0 --world FILE` as a child process. Killed when dropped.
+pub struct SimProcess {
+    child: Child,
+    /// The first line the binary printed on stdout.
+    pub first_line: String,
+    /// The endpoint taken from that line.
+    pub endpoint: String,
+}
+
+impl SimProcess {
+    pub fn spawn(home: &Path, world_file: &Path) -> SimProcess {
+        let bin = assert_cmd::cargo::cargo_bin("qc-offboard");
+        let mut child = std::process::Command::new(bin)
+            .env_clear()
+            .env("HOME", home)
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("NO_COLOR", "1")
+            .args(["sim", "--listen", "127.0.0.1:0", "--world"])
+            .arg(world_file)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("qc-offboard sim starts");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let mut first_line = String::new();
+        std::io::BufReader::new(stdout).read_line(&mut first_line).expect("read the first stdout line");
+        let first_line = first_line.trim_end().to_owned();
+        let endpoint = first_line.strip_prefix("listening on ").unwrap_or_default().to_owned();
+        SimProcess { child, first_line, endpoint }
+    }
+
+    /// Send SIGTERM and wait for the process to end.
+    pub fn terminate(mut self) -> ExitStatus {
+        let pid = rustix::process::Pid::from_child(&self.child);
+        rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("send SIGTERM");
+        self.child.wait().expect("wait for the simulator")
+    }
+}
+
+impl Drop for SimProcess {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// Builds and sends signed API requests the way the reference describes, with knobs to get
+/// them wrong on purpose.
+#[derive(Clone)]
+pub struct Api {
+    pub http: reqwest::Client,
+    pub endpoint: String,
+    pub access_key: String,
+    pub secret: String,
+    pub method: Method,
+    pub alg: SignatureMethod,
+}
+
+impl Api {
+    /// The default credentials, GET, HmacSHA256.
+    pub fn new(endpoint: &str) -> Api {
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(30)).build().expect("HTTP client");
+        Api {
+            http,
+            endpoint: endpoint.to_owned(),
+            access_key: DEFAULT_ACCESS_KEY_ID.to_owned(),
+            secret: DEFAULT_SECRET_ACCESS_KEY.to_owned(),
+            method: Method::Get,
+            alg: SignatureMethod::HmacSha256,
+        }
+    }
+
+    /// The signed parameters of a request made at `at` (signature included).
+    pub fn signed(&self, action: &str, zone: &str, extra: &[(&str, &str)], at: DateTime<Utc>) -> Vec<(String, String)> {
+        let mut params = signer::common_params(action, zone, &self.access_key, at, self.alg);
+        params.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let path = url::Url::parse(&self.endpoint).expect("endpoint URL").path().to_owned();
+        let sig = signer::signature(self.method, &path, &params, self.secret.as_bytes(), self.alg);
+        params.push(("signature".to_owned(), sig));
+        params
+    }
+
+    /// Send already signed parameters as a GET query or a POST form body.
+    pub async fn send(&self, params: &[(String, String)]) -> reqwest::Result<reqwest::Response> {
+        let encoded: Vec<String> =
+            params.iter().map(|(k, v)| format!("{}={}", signer::encode(k), signer::encode(v))).collect();
+        let encoded = encoded.join("&");
+        match self.method {
+            Method::Get => self.http.get(format!("{}?{encoded}", self.endpoint)).send().await,
+            Method::Post => {
+                self.http
+                    .post(&self.endpoint)
+                    .header("content-type", "application/x-www-form-urlencoded")
+                    .body(encoded)
+                    .send()
+                    .await
+            }
+        }
+    }
+
+    /// Sign now, send, and parse the JSON answer (panics on a non-200 status).
+    pub async fn call(&self, action: &str, zone: &str, extra: &[(&str, &str)]) -> reqwest::Result<serde_json::Value> {
+        let resp = self.send(&self.signed(action, zone, extra, Utc::now())).await?;
+        assert_eq!(resp.status(), 200, "HTTP status of {action}");
+        let body = resp.bytes().await?;
+        Ok(serde_json::from_slice(&body).expect("JSON body"))
+    }
+
+    /// `RunClusterCustomService` with `service=del_user` for `user@host`.
+    pub async fn del_user(
+        &self,
+        zone: &str,
+        cluster: &str,
+        user: &str,
+        host: &str,
+    ) -> reqwest::Result<serde_json::Value> {
+        let params = qc_offboard::qingcloud::types::DelUserParams::new(user, host).to_json();
+        let extra =
+            [("cluster", cluster), ("role", "maininstance"), ("service", "del_user"), ("service_params", &params)];
+        self.call("RunClusterCustomService", zone, &extra).await
+    }
+
+    pub async fn describe_jobs(&self, zone: &str, extra: &[(&str, &str)]) -> reqwest::Result<serde_json::Value> {
+        self.call("DescribeJobs", zone, extra).await
+    }
+
+    /// GET /sim/stats (unsigned) on the same host.
+    pub async fn sim_stats(&self) -> sim::Stats {
+        let url = url::Url::parse(&self.endpoint).expect("endpoint URL").join("/sim/stats").expect("stats URL");
+        let body = self.http.get(url).send().await.expect("stats request").bytes().await.expect("stats body");
+        serde_json::from_slice(&body).expect("stats JSON")
+    }
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, for at most 10 s.
+pub async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

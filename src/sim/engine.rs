@@ -1,0 +1,557 @@
+//! The API behind the HTTP layer: takes the parameters of one request and returns the JSON
+//! answer, exactly as QingCloud would (reference §2–§5).
+//!
+//! Order of checks, for every request that was not faulted: duplicate or missing common
+//! parameters (1100) → unknown access key or signature mismatch (1200) → `time_stamp` more than
+//! 60 s off, or `expires` passed (1300) → quota of the access key (2500) → the action (1101 when
+//! unknown) and its parameters (1100, 2100, 1400). Every authenticated request that passes the
+//! time check counts against the quota, whatever its outcome, except the ones refused with 2500.
+//!
+//! All mutable state (counters, generators, quota windows, the [`Book`]) sits behind one mutex
+//! held for a few microseconds per request; the signature is checked outside it.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use sha2::Digest;
+
+use crate::qingcloud::signer::{self, Method, SignatureMethod};
+use crate::qingcloud::types::{
+    ret, DelUserParams, DescribeJobsResponse, Envelope, JobStatus, RunClusterCustomServiceResponse, DEL_USER,
+    DESCRIBE_JOBS, ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE,
+};
+
+use super::faults::{self, Fault};
+use super::jobs::{Book, JobQuery, NewJob, Now};
+use super::stats::{Counters, Stats};
+use super::world::{check_zone, Model};
+
+/// Accounts the API refuses to delete (reference §3.2). Matched exactly, as MySQL does.
+pub const PROTECTED_USERS: [&str; 4] = ["root", "qc_admin", "qc_repl", "qc_check"];
+
+/// How far `time_stamp` may be from the simulator's clock.
+pub const MAX_SKEW: Duration = Duration::from_secs(60);
+
+/// `limit` of DescribeJobs: default and ceiling (larger values are clamped, as list APIs do).
+pub const DEFAULT_LIMIT: usize = 20;
+pub const MAX_LIMIT: usize = 100;
+
+/// One API request as received.
+pub struct ApiRequest {
+    pub method: Method,
+    /// The path exactly as received (`/iaas/` or `/iaas`): it is part of the signature.
+    pub path: String,
+    /// Decoded parameters in the order received, `signature` included.
+    pub params: Vec<(String, String)>,
+}
+
+/// The answer to one request.
+pub struct Reply {
+    pub ret_code: i64,
+    pub body: Vec<u8>,
+}
+
+/// A refusal: ret_code and message.
+#[derive(Debug)]
+struct Refusal {
+    code: i64,
+    message: String,
+}
+
+fn refuse(code: i64, message: impl Into<String>) -> Refusal {
+    Refusal { code, message: message.into() }
+}
+
+fn missing(name: &str) -> Refusal {
+    refuse(ret::MALFORMED, format!("ParameterError, missing parameter [{name}]"))
+}
+
+struct State {
+    faults_rng: StdRng,
+    jobs_rng: StdRng,
+    book: Book,
+    counters: Counters,
+    /// access key → (window start, requests counted in it).
+    quota: HashMap<String, (Instant, u64)>,
+}
+
+pub struct Engine {
+    model: Model,
+    seed: u64,
+    /// access key → the `owner` user id its jobs carry.
+    owners: HashMap<String, String>,
+    state: Mutex<State>,
+}
+
+impl Engine {
+    pub fn new(model: Model, seed: u64) -> Self {
+        let owners = model
+            .credentials
+            .keys()
+            .map(|ak| {
+                let digest = sha2::Sha256::digest(ak.as_bytes());
+                (ak.clone(), format!("usr-{}", hex::encode_upper(&digest[..4])))
+            })
+            .collect();
+        let state = State {
+            faults_rng: StdRng::seed_from_u64(seed),
+            // A separate stream, so job ids and fail draws do not shift the fault sequence.
+            jobs_rng: StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
+            book: Book::new(&model),
+            counters: Counters::default(),
+            quota: HashMap::new(),
+        };
+        Self { model, seed, owners, state: Mutex::new(state) }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panic while holding the lock leaves consistent-enough counters; keep serving.
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Extra latency for every API request.
+    pub fn delay(&self) -> Duration {
+        Duration::from_millis(self.model.faults.delay_ms)
+    }
+
+    /// Count an arriving API request and draw its fault. A 5100/5000 fault's ret_code is
+    /// counted here too, since it is the answer.
+    pub fn admit(&self, action: &str) -> Option<Fault> {
+        let mut st = self.lock();
+        st.counters.request(action);
+        let fault = faults::draw(&mut st.faults_rng, &self.model.faults)?;
+        st.counters.fault(fault);
+        match fault {
+            Fault::Busy => st.counters.ret_code(ret::BUSY),
+            Fault::Internal => st.counters.ret_code(ret::INTERNAL),
+            _ => {}
+        }
+        Some(fault)
+    }
+
+    /// The JSON answer of a 5100 or 5000 fault.
+    pub fn fault_reply(action: &str, fault: Fault) -> Reply {
+        let (code, message) = match fault {
+            Fault::Busy => (ret::BUSY, "ServerBusy, the server is busy, please try again later"),
+            _ => (ret::INTERNAL, "InternalError, an internal error occurred, please contact support"),
+        };
+        error_reply(action, refuse(code, message))
+    }
+
+    /// Answer one (unfaulted) request.
+    pub fn call(&self, req: &ApiRequest, now: Now) -> Reply {
+        let action = req.params.iter().find(|(k, _)| k == "action").map_or("", |(_, v)| v.as_str());
+        let reply = match self.process(req, action, now) {
+            Ok(body) => Reply { ret_code: ret::OK, body },
+            Err(refusal) => error_reply(action, refusal),
+        };
+        self.lock().counters.ret_code(reply.ret_code);
+        reply
+    }
+
+    pub fn stats(&self, now: Now) -> Stats {
+        let mut st = self.lock();
+        st.book.settle(now);
+        let mut stats = Stats {
+            seed: self.seed,
+            jobs: st.book.job_count(),
+            jobs_by_status: st.book.jobs_by_status(now),
+            accounts: st.book.accounts(),
+            ..Stats::default()
+        };
+        st.counters.fill(&mut stats);
+        stats
+    }
+
+    fn process(&self, req: &ApiRequest, action: &str, now: Now) -> Result<Vec<u8>, Refusal> {
+        let params = unique_params(&req.params)?;
+        let access_key = self.authenticate(req, &params, now)?;
+        let owner = &self.owners[access_key];
+        let mut st = self.lock();
+        self.charge_quota(&mut st, access_key, now)?;
+        match action {
+            RUN_CLUSTER_CUSTOM_SERVICE => self.run_custom_service(&mut st, &params, owner, now),
+            DESCRIBE_JOBS => describe_jobs(&mut st, &params, owner, now),
+            other => Err(refuse(ret::BAD_REQUEST, format!("BadRequest, unknown action [{other}]"))),
+        }
+    }
+
+    /// Check the signature and the time; return the access key id.
+    fn authenticate<'p>(&self, req: &ApiRequest, params: &Params<'p>, now: Now) -> Result<&'p str, Refusal> {
+        for name in ["action", "access_key_id", "signature_method", "time_stamp", "signature"] {
+            params.require(name)?;
+        }
+        let alg = SignatureMethod::from_param(params.require("signature_method")?)
+            .ok_or_else(|| refuse(ret::MALFORMED, "ParameterError, signature_method must be HmacSHA256 or HmacSHA1"))?;
+        if params.get("signature_version").is_some_and(|v| v != "1") {
+            return Err(refuse(ret::MALFORMED, "ParameterError, signature_version must be 1"));
+        }
+        let access_key = params.require("access_key_id")?;
+        let secret =
+            self.model.credentials.get(access_key).ok_or_else(|| {
+                refuse(ret::AUTH_FAILED, format!("AuthFailure, unknown access_key_id [{access_key}]"))
+            })?;
+        let expected = signer::signature(req.method, &req.path, &req.params, secret.as_bytes(), alg);
+        if !signer::signatures_equal(&expected, params.require("signature")?) {
+            return Err(refuse(ret::AUTH_FAILED, "AuthFailure, signature not matched"));
+        }
+        let time_stamp = params.require("time_stamp")?;
+        let sent = signer::parse_time_stamp(time_stamp).ok_or_else(|| {
+            refuse(ret::MALFORMED, format!("ParameterError, time_stamp [{time_stamp}] is not YYYY-MM-DDThh:mm:ssZ"))
+        })?;
+        let skew = (now.wall - sent).abs().to_std().unwrap_or(Duration::MAX);
+        if skew > MAX_SKEW {
+            return Err(refuse(
+                ret::EXPIRED,
+                format!("MessageExpired, time_stamp [{time_stamp}] is {}s away from the server time", skew.as_secs()),
+            ));
+        }
+        if let Some(expires) = params.get("expires") {
+            let at = signer::parse_time_stamp(expires).ok_or_else(|| {
+                refuse(ret::MALFORMED, format!("ParameterError, expires [{expires}] is not YYYY-MM-DDThh:mm:ssZ"))
+            })?;
+            if now.wall > at {
+                return Err(refuse(ret::EXPIRED, format!("MessageExpired, the request expired at [{expires}]")));
+            }
+        }
+        Ok(access_key)
+    }
+
+    /// Fixed windows per access key: a window opens with the first request after the previous
+    /// one closed, and admits `requests` requests. Refused requests do not count.
+    fn charge_quota(&self, st: &mut State, access_key: &str, now: Now) -> Result<(), Refusal> {
+        let Some((limit, window)) = self.model.quota else { return Ok(()) };
+        let entry = st.quota.entry(access_key.to_owned()).or_insert((now.mono, 0));
+        if now.mono.saturating_duration_since(entry.0) >= window {
+            *entry = (now.mono, 0);
+        }
+        if entry.1 >= limit {
+            let wait = window.saturating_sub(now.mono.saturating_duration_since(entry.0));
+            return Err(refuse(
+                ret::QUOTA_EXCEEDED,
+                format!(
+                    "QuotaExceeded, more than {limit} requests in {:.3}s; try again in {:.3}s",
+                    window.as_secs_f64(),
+                    wait.as_secs_f64()
+                ),
+            ));
+        }
+        entry.1 += 1;
+        Ok(())
+    }
+
+    fn run_custom_service(
+        &self,
+        st: &mut State,
+        params: &Params<'_>,
+        owner: &str,
+        now: Now,
+    ) -> Result<Vec<u8>, Refusal> {
+        let zone = params.zone()?;
+        let cluster = params.require("cluster")?;
+        let service = params.require("service")?;
+        if service != DEL_USER {
+            return Err(refuse(ret::MALFORMED, format!("ParameterError, service [{service}] is not supported")));
+        }
+        let role = params.require("role")?;
+        if role != ROLE_MAININSTANCE {
+            return Err(refuse(
+                ret::MALFORMED,
+                format!("ParameterError, service [{DEL_USER}] runs on role [{ROLE_MAININSTANCE}], not [{role}]"),
+            ));
+        }
+        let raw = params.require("service_params")?;
+        let target = serde_json::from_str::<DelUserParams>(raw)
+            .ok()
+            .filter(|p| !p.user.is_empty() && !p.host.is_empty())
+            .ok_or_else(|| {
+                refuse(
+                    ret::MALFORMED,
+                    "ParameterError, service_params must be a JSON object with exactly the non-empty strings host and user",
+                )
+            })?;
+
+        st.book.settle(now);
+        if !st.book.cluster_in_zone(cluster, zone) {
+            return Err(refuse(
+                ret::NOT_FOUND,
+                format!("ResourceNotFound, cluster [{cluster}] not found in zone [{zone}]"),
+            ));
+        }
+        if PROTECTED_USERS.contains(&target.user.as_str()) {
+            return Err(refuse(
+                ret::ACCESS_DENIED,
+                format!("PermissionDenied, user [{}] is protected and cannot be deleted", target.user),
+            ));
+        }
+        if self.model.one_job_per_cluster {
+            if let Some(running) = st.book.running_job(cluster) {
+                return Err(refuse(
+                    ret::ACCESS_DENIED,
+                    format!("PermissionDenied, cluster [{cluster}] is running job [{running}]; try again when it ends"),
+                ));
+            }
+        }
+
+        let doomed = st.jobs_rng.random::<f64>() < self.model.fail_rate;
+        let job_id = loop {
+            let id = new_job_id(&mut st.jobs_rng);
+            if !st.book.has_job(&id) {
+                break id;
+            }
+        };
+        let directive = directive(params);
+        st.book.create(
+            NewJob {
+                id: job_id.clone(),
+                action: RUN_CLUSTER_CUSTOM_SERVICE,
+                zone,
+                owner,
+                cluster,
+                user: &target.user,
+                host: &target.host,
+                doomed,
+                directive,
+            },
+            now,
+        );
+        to_json(&RunClusterCustomServiceResponse {
+            action: response_action(RUN_CLUSTER_CUSTOM_SERVICE),
+            ret_code: ret::OK,
+            message: String::new(),
+            job_id,
+            service: service.to_owned(),
+            role: role.to_owned(),
+            cluster_id: cluster.to_owned(),
+        })
+    }
+}
+
+fn describe_jobs(st: &mut State, params: &Params<'_>, owner: &str, now: Now) -> Result<Vec<u8>, Refusal> {
+    let zone = params.zone()?;
+    let ids = params.indexed("jobs")?;
+    let mut statuses = Vec::new();
+    for s in params.indexed("status")? {
+        match JobStatus::parse(&s) {
+            JobStatus::Unknown(_) | JobStatus::DoneWithFailure => {
+                return Err(refuse(ret::MALFORMED, format!("ParameterError, status [{s}] is not a job status")));
+            }
+            known => statuses.push(known),
+        }
+    }
+    let offset = params.number("offset")?.unwrap_or(0);
+    let limit = params.number("limit")?.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+    if params.number("verbose")?.is_some_and(|v| v > 1) {
+        return Err(refuse(ret::MALFORMED, "ParameterError, verbose must be 0 or 1"));
+    }
+    st.book.settle(now);
+    let query = JobQuery {
+        owner,
+        zone,
+        ids: (!ids.is_empty()).then_some(ids.as_slice()),
+        statuses: &statuses,
+        job_action: params.get("job_action"),
+    };
+    let found = st.book.find(&query, now);
+    to_json(&DescribeJobsResponse {
+        action: response_action(DESCRIBE_JOBS),
+        ret_code: ret::OK,
+        message: String::new(),
+        total_count: found.len() as u64,
+        job_set: found.into_iter().skip(offset).take(limit).collect(),
+    })
+}
+
+/// Parameters by name, each given once.
+struct Params<'a>(BTreeMap<&'a str, &'a str>);
+
+fn unique_params(list: &[(String, String)]) -> Result<Params<'_>, Refusal> {
+    let mut map = BTreeMap::new();
+    for (k, v) in list {
+        if map.insert(k.as_str(), v.as_str()).is_some() {
+            return Err(refuse(ret::MALFORMED, format!("ParameterError, parameter [{k}] is given more than once")));
+        }
+    }
+    Ok(Params(map))
+}
+
+impl<'a> Params<'a> {
+    fn get(&self, name: &str) -> Option<&'a str> {
+        self.0.get(name).copied()
+    }
+
+    fn require(&self, name: &str) -> Result<&'a str, Refusal> {
+        self.get(name).filter(|v| !v.is_empty()).ok_or_else(|| missing(name))
+    }
+
+    fn zone(&self) -> Result<&'a str, Refusal> {
+        let zone = self.require("zone")?;
+        check_zone(zone).map_err(|m| refuse(ret::MALFORMED, format!("ParameterError, {m}")))?;
+        Ok(zone)
+    }
+
+    fn number(&self, name: &str) -> Result<Option<usize>, Refusal> {
+        self.get(name)
+            .map(|v| {
+                v.parse::<usize>().map_err(|_| {
+                    refuse(ret::MALFORMED, format!("ParameterError, {name} [{v}] is not a non-negative integer"))
+                })
+            })
+            .transpose()
+    }
+
+    /// The values of `name.1`, `name.2`, … in index order.
+    fn indexed(&self, name: &str) -> Result<Vec<String>, Refusal> {
+        let prefix = format!("{name}.");
+        let mut out = Vec::new();
+        for (k, v) in self.0.range(prefix.as_str()..) {
+            let Some(index) = k.strip_prefix(&prefix) else { break };
+            let n: u32 = index.parse().ok().filter(|n| *n > 0).ok_or_else(|| {
+                refuse(ret::MALFORMED, format!("ParameterError, [{k}]: array parameters are {name}.1, {name}.2, …"))
+            })?;
+            out.push((n, (*v).to_owned()));
+        }
+        out.sort_unstable_by_key(|(n, _)| *n);
+        Ok(out.into_iter().map(|(_, v)| v).collect())
+    }
+}
+
+/// `j-` and 11 lower-case letters or digits, like `j-fcz8mvls4pr`.
+fn new_job_id(rng: &mut StdRng) -> String {
+    const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
+    let tail: String = (0..11).map(|_| ALPHABET[rng.random_range(0..ALPHABET.len())] as char).collect();
+    format!("j-{tail}")
+}
+
+/// The original request as JSON, without the signature and the credentials it was made with.
+fn directive(params: &Params<'_>) -> String {
+    let kept: BTreeMap<&str, &str> = params
+        .0
+        .iter()
+        .filter(|(k, _)| !matches!(**k, "signature" | "signature_method" | "signature_version" | "access_key_id"))
+        .map(|(k, v)| (*k, *v))
+        .collect();
+    serde_json::to_string(&kept).unwrap_or_default()
+}
+
+fn response_action(action: &str) -> String {
+    format!("{action}Response")
+}
+
+fn to_json(value: &impl Serialize) -> Result<Vec<u8>, Refusal> {
+    serde_json::to_vec(value).map_err(|e| refuse(ret::INTERNAL, format!("InternalError, {e}")))
+}
+
+fn error_reply(action: &str, refusal: Refusal) -> Reply {
+    let envelope = Envelope { action: response_action(action), ret_code: refusal.code, message: refusal.message };
+    // An envelope of three plain fields always serializes.
+    Reply { ret_code: refusal.code, body: serde_json::to_vec(&envelope).unwrap_or_default() }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sim::world::{World, DEFAULT_ACCESS_KEY_ID as AK, DEFAULT_SECRET_ACCESS_KEY as SK};
+
+    fn engine(yaml: &str) -> Engine {
+        let world = World::parse(yaml, std::path::Path::new("w.yaml")).unwrap();
+        Engine::new(world.check().unwrap(), 1)
+    }
+
+    fn signed(action: &str, extra: &[(&str, &str)], now: Now) -> ApiRequest {
+        let mut params = signer::common_params(action, "sh1a", AK, now.wall, SignatureMethod::HmacSha256);
+        params.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
+        let sig = signer::signature(Method::Get, "/iaas/", &params, SK.as_bytes(), SignatureMethod::HmacSha256);
+        params.push(("signature".to_owned(), sig));
+        ApiRequest { method: Method::Get, path: "/iaas/".to_owned(), params }
+    }
+
+    fn body(reply: &Reply) -> serde_json::Value {
+        serde_json::from_slice(&reply.body).unwrap()
+    }
+
+    const DEL_BOB: [(&str, &str); 4] = [
+        ("cluster", "cl-a"),
+        ("role", "maininstance"),
+        ("service", "del_user"),
+        ("service_params", r#"{"host":"%","user":"bob"}"#),
+    ];
+
+    #[test]
+    fn the_path_and_method_are_signed() {
+        let e = engine("{}");
+        let now = Now::current();
+        let mut req = signed(RUN_CLUSTER_CUSTOM_SERVICE, &DEL_BOB, now);
+        assert_eq!(e.call(&req, now).ret_code, ret::OK);
+        req.path = "/iaas".to_owned();
+        assert_eq!(e.call(&req, now).ret_code, ret::AUTH_FAILED);
+        req.path = "/iaas/".to_owned();
+        req.method = Method::Post;
+        assert_eq!(e.call(&req, now).ret_code, ret::AUTH_FAILED);
+    }
+
+    #[test]
+    fn refusals_carry_the_right_codes() {
+        let e = engine("{}");
+        let now = Now::current();
+        let with = |k: &str, v: &str| {
+            let extra: Vec<(&str, &str)> = DEL_BOB.iter().map(|&(a, b)| if a == k { (a, v) } else { (a, b) }).collect();
+            e.call(&signed(RUN_CLUSTER_CUSTOM_SERVICE, &extra, now), now).ret_code
+        };
+        assert_eq!(with("service_params", r#"{"host":"%","user":"root"}"#), ret::ACCESS_DENIED);
+        assert_eq!(with("service_params", r#"{"host":"%","user":"bob","x":1}"#), ret::MALFORMED);
+        assert_eq!(with("service_params", r#"{"host":"%","user":7}"#), ret::MALFORMED);
+        assert_eq!(with("service_params", r#"["bob"]"#), ret::MALFORMED);
+        assert_eq!(with("role", "analysis"), ret::MALFORMED);
+        assert_eq!(with("service", "add_user"), ret::MALFORMED);
+        assert_eq!(with("cluster", "i-abc"), ret::NOT_FOUND);
+        assert_eq!(e.call(&signed("RunInstances", &[], now), now).ret_code, ret::BAD_REQUEST);
+        let stale = signed(DESCRIBE_JOBS, &[], now);
+        assert_eq!(e.call(&stale, now.after(Duration::from_secs(61))).ret_code, ret::EXPIRED);
+        assert_eq!(e.call(&stale, now.after(Duration::from_secs(59))).ret_code, ret::OK);
+        let mut dup = signed(DESCRIBE_JOBS, &[("zone", "pek3a")], now);
+        assert_eq!(e.call(&dup, now).ret_code, ret::MALFORMED);
+        dup.params.retain(|(k, _)| k != "time_stamp");
+        assert_eq!(body(&e.call(&dup, now))["message"], "ParameterError, parameter [zone] is given more than once");
+        let stats = e.stats(now);
+        assert_eq!(stats.ret_code(ret::MALFORMED), 7);
+    }
+
+    #[test]
+    fn quota_windows_refuse_then_recover_and_refusals_do_not_count() {
+        let e = engine("quota: {requests: 2, window_s: 10}");
+        let t0 = Now::current();
+        let code = |t: Now| e.call(&signed(DESCRIBE_JOBS, &[], t), t).ret_code;
+        assert_eq!(code(t0), ret::OK);
+        assert_eq!(code(t0.after(Duration::from_secs(1))), ret::OK);
+        assert_eq!(code(t0.after(Duration::from_secs(2))), ret::QUOTA_EXCEEDED);
+        assert_eq!(code(t0.after(Duration::from_secs(9))), ret::QUOTA_EXCEEDED);
+        assert_eq!(code(t0.after(Duration::from_secs(10))), ret::OK);
+        assert_eq!(code(t0.after(Duration::from_secs(11))), ret::OK);
+        assert_eq!(code(t0.after(Duration::from_secs(12))), ret::QUOTA_EXCEEDED);
+    }
+
+    #[test]
+    fn directive_and_response_shape() {
+        let e = engine("{}");
+        let now = Now::current();
+        let r = body(&e.call(&signed(RUN_CLUSTER_CUSTOM_SERVICE, &DEL_BOB, now), now));
+        assert_eq!(r["action"], "RunClusterCustomServiceResponse");
+        assert_eq!(r["cluster_id"], "cl-a");
+        let id = r["job_id"].as_str().unwrap();
+        assert!(id.len() == 13 && id[2..].bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()), "{id}");
+        let d = body(&e.call(&signed(DESCRIBE_JOBS, &[("jobs.1", id)], now), now));
+        assert_eq!(d["action"], "DescribeJobsResponse");
+        let job: crate::qingcloud::types::Job = serde_json::from_value(d["job_set"][0].clone()).unwrap();
+        let target = job.directive_target().unwrap();
+        assert_eq!((target.cluster.as_str(), target.service.as_str()), ("cl-a", "del_user"));
+        assert_eq!(target.params.unwrap(), DelUserParams::new("bob", "%"));
+        assert!(!job.directive.contains("signature") && !job.directive.contains(AK), "{}", job.directive);
+        assert_eq!(job.resource_ids, "cl-a");
+        assert!(job.owner.starts_with("usr-"));
+    }
+}

@@ -1,0 +1,185 @@
+//! HTTP/1.1 over TCP: the accept loop, one task per connection, and the routing of requests to
+//! the [`Engine`]. Owns everything the network can do wrong on purpose: added latency, HTTP 502,
+//! connection resets and lost responses.
+//!
+//! Each connection is served by hyper directly (not through a router) because resets and lost
+//! responses need the socket itself: the request handler signals its connection task, which
+//! takes the socket back from hyper, sets `SO_LINGER` to zero and drops it, so the client sees a
+//! TCP RST and no response.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::{Bytes, Incoming};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Method, Request, Response, StatusCode};
+use hyper_util::rt::TokioIo;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{watch, Notify};
+use tokio::task::JoinSet;
+
+use super::engine::{ApiRequest, Engine, Reply};
+use super::faults::Fault;
+use super::jobs::Now;
+use crate::qingcloud::signer;
+
+/// Largest POST body accepted (a DescribeJobs with 100 ids is about 2.5 KB).
+const MAX_BODY: usize = 1 << 20;
+
+/// How long shutdown waits for requests in flight before cutting connections.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Accept connections until `shutdown` turns true (or its sender goes away), then let the
+/// connections finish their requests in flight.
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((stream, _peer)) => {
+                    // Small request/response pairs: do not wait for Nagle.
+                    let _ = stream.set_nodelay(true);
+                    connections.spawn(serve_connection(stream, engine.clone(), shutdown.clone()));
+                }
+                Err(err) => {
+                    // Typically out of file descriptors: back off instead of spinning.
+                    tracing::warn!(%err, "simulator: accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(_) = connections.join_next(), if !connections.is_empty() => {}
+            _ = shutdown.changed() => break,
+        }
+    }
+    drop(listener);
+    let drain = async { while connections.join_next().await.is_some() {} };
+    if tokio::time::timeout(DRAIN_TIMEOUT, drain).await.is_err() {
+        tracing::warn!("simulator: requests still in flight after {DRAIN_TIMEOUT:?}; cutting their connections");
+        connections.shutdown().await;
+    }
+    tracing::debug!("simulator: stopped");
+}
+
+async fn serve_connection(stream: TcpStream, engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+    let kill = Arc::new(Notify::new());
+    let service = {
+        let kill = kill.clone();
+        service_fn(move |req| handle(engine.clone(), kill.clone(), req))
+    };
+    let mut conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let mut draining = false;
+    loop {
+        tokio::select! {
+            result = &mut conn => {
+                if let Err(err) = result {
+                    tracing::debug!(%err, "simulator: connection ended with an error");
+                }
+                return;
+            }
+            () = kill.notified() => break,
+            _ = shutdown.changed(), if !draining => {
+                draining = true;
+                std::pin::Pin::new(&mut conn).graceful_shutdown();
+            }
+        }
+    }
+    // Abortive close: with a zero linger, dropping the socket sends RST instead of FIN.
+    let stream = conn.into_parts().io.into_inner();
+    if let Err(err) = stream.set_zero_linger() {
+        tracing::debug!(%err, "simulator: cannot set SO_LINGER; closing normally");
+    }
+}
+
+type Resp = Response<Full<Bytes>>;
+
+async fn handle(engine: Arc<Engine>, kill: Arc<Notify>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+    let path = req.uri().path();
+    let is_api = path == "/iaas/" || path == "/iaas";
+    Ok(match (req.method(), path) {
+        (&Method::GET, "/sim/stats") => json(StatusCode::OK, serde_json::to_vec(&engine.stats(Now::current()))),
+        (&Method::GET | &Method::POST, _) if is_api => api(engine, kill, req).await,
+        (_, "/sim/stats") => not_allowed("GET"),
+        _ if is_api => not_allowed("GET, POST"),
+        _ => plain(StatusCode::NOT_FOUND, "not found: the API is served on /iaas/ and statistics on /sim/stats\n"),
+    })
+}
+
+async fn api(engine: Arc<Engine>, kill: Arc<Notify>, req: Request<Incoming>) -> Resp {
+    let delay = engine.delay();
+    if !delay.is_zero() {
+        tokio::time::sleep(delay).await;
+    }
+    let method = if req.method() == Method::POST { signer::Method::Post } else { signer::Method::Get };
+    let path = req.uri().path().to_owned();
+    let params = match method {
+        signer::Method::Get => parse_form(req.uri().query().unwrap_or("").as_bytes()),
+        signer::Method::Post => match Limited::new(req.into_body(), MAX_BODY).collect().await {
+            Ok(body) => parse_form(&body.to_bytes()),
+            Err(err) => {
+                tracing::debug!(%err, "simulator: cannot read the request body");
+                return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body unreadable or larger than 1 MiB\n");
+            }
+        },
+    };
+    let action = params.iter().find(|(k, _)| k == "action").map_or("", |(_, v)| v.as_str()).to_owned();
+
+    let fault = engine.admit(&action);
+    match fault {
+        Some(Fault::Reset) => return drop_connection(&kill).await,
+        Some(Fault::Http502) => {
+            return plain(StatusCode::BAD_GATEWAY, "<html><body><h1>502 Bad Gateway</h1></body></html>\n")
+        }
+        Some(f @ (Fault::Busy | Fault::Internal)) => return reply(Engine::fault_reply(&action, f)),
+        Some(Fault::LostResponse) | None => {}
+    }
+    let answer = engine.call(&ApiRequest { method, path, params }, Now::current());
+    tracing::debug!(action, ret_code = answer.ret_code, "simulator: answered");
+    if fault == Some(Fault::LostResponse) {
+        return drop_connection(&kill).await;
+    }
+    reply(answer)
+}
+
+/// Ask the connection task to reset the connection, and never answer.
+async fn drop_connection(kill: &Notify) -> Resp {
+    kill.notify_one();
+    std::future::pending().await
+}
+
+fn parse_form(bytes: &[u8]) -> Vec<(String, String)> {
+    url::form_urlencoded::parse(bytes).into_owned().collect()
+}
+
+fn reply(answer: Reply) -> Resp {
+    json(StatusCode::OK, Ok::<_, Infallible>(answer.body))
+}
+
+fn json<E: std::fmt::Display>(status: StatusCode, body: Result<Vec<u8>, E>) -> Resp {
+    match body {
+        Ok(body) => {
+            let mut resp = Response::new(Full::new(Bytes::from(body)));
+            *resp.status_mut() = status;
+            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("application/json; charset=utf-8"));
+            resp
+        }
+        Err(err) => plain(StatusCode::INTERNAL_SERVER_ERROR, &format!("cannot encode the response: {err}\n")),
+    }
+}
+
+fn plain(status: StatusCode, text: &str) -> Resp {
+    let mut resp = Response::new(Full::new(Bytes::from(text.to_owned())));
+    *resp.status_mut() = status;
+    let kind = if text.starts_with("<html>") { "text/html" } else { "text/plain; charset=utf-8" };
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static(kind));
+    resp
+}
+
+fn not_allowed(allow: &'static str) -> Resp {
+    let mut resp = plain(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n");
+    resp.headers_mut().insert(ALLOW, HeaderValue::from_static(allow));
+    resp
+}

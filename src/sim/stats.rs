@@ -1,0 +1,106 @@
+//! What the simulator saw and did, as served by `GET /sim/stats` and [`super::SimHandle::stats`].
+//!
+//! The counters live inside the engine's single lock, so a snapshot is exact: every request
+//! answered before the snapshot was taken is in it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::faults::Fault;
+
+/// A snapshot of the simulator's counters and accounts.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// The seed of the fault and job generators (given in the world or drawn at start).
+    pub seed: u64,
+    /// Every API request received, including faulted and refused ones.
+    pub requests_total: u64,
+    /// API requests by their `action` parameter (`""` when absent).
+    pub requests_by_action: BTreeMap<String, u64>,
+    /// ret_code → how many responses carried it (as strings: `"0"`, `"1200"`, …). Includes
+    /// the ret_codes of responses that were then lost, and 5100/5000 faults.
+    pub ret_codes: BTreeMap<String, u64>,
+    /// Fault kind (`reset`, `http_502`, `busy`, `internal`, `lost_response`) → count.
+    pub faults_injected: BTreeMap<String, u64>,
+    /// Jobs created.
+    pub jobs: u64,
+    /// Jobs by their status at the time of the snapshot.
+    pub jobs_by_status: BTreeMap<String, u64>,
+    /// Every account the world listed or a request named, sorted by cluster, user, host.
+    pub accounts: Vec<AccountStats>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountStats {
+    pub cluster: String,
+    pub zone: String,
+    pub user: String,
+    pub host: String,
+    /// Does the account exist now (at the snapshot)?
+    pub exists: bool,
+    /// Accepted `del_user` requests (ret_code 0) for this account, including those whose
+    /// response was lost.
+    pub del_user_accepted: u64,
+    /// The job that deleted it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deleted_by: Option<String>,
+}
+
+impl Stats {
+    /// The account `user@host` on `cluster`, if the simulator knows it.
+    pub fn account(&self, cluster: &str, user: &str, host: &str) -> Option<&AccountStats> {
+        self.accounts.iter().find(|a| a.cluster == cluster && a.user == user && a.host == host)
+    }
+
+    /// How many responses carried `ret_code`.
+    pub fn ret_code(&self, ret_code: i64) -> u64 {
+        self.ret_codes.get(&ret_code.to_string()).copied().unwrap_or(0)
+    }
+
+    /// How many faults of this kind were injected.
+    pub fn faults(&self, fault: Fault) -> u64 {
+        self.faults_injected.get(fault.name()).copied().unwrap_or(0)
+    }
+}
+
+/// The running counters (the engine owns one, under its lock).
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub requests_total: u64,
+    pub requests_by_action: BTreeMap<String, u64>,
+    pub ret_codes: BTreeMap<i64, u64>,
+    pub faults_injected: BTreeMap<&'static str, u64>,
+}
+
+impl Counters {
+    pub fn request(&mut self, action: &str) {
+        self.requests_total += 1;
+        // Clients that loop on a typo would otherwise grow this map without bound.
+        let key = if self.requests_by_action.len() < 64 || self.requests_by_action.contains_key(action) {
+            action.to_owned()
+        } else {
+            "(other)".to_owned()
+        };
+        *self.requests_by_action.entry(key).or_default() += 1;
+    }
+
+    pub fn ret_code(&mut self, code: i64) {
+        *self.ret_codes.entry(code).or_default() += 1;
+    }
+
+    pub fn fault(&mut self, fault: Fault) {
+        *self.faults_injected.entry(fault.name()).or_default() += 1;
+    }
+
+    /// The counter part of a snapshot; every fault kind is present, zero or not.
+    pub fn fill(&self, stats: &mut Stats) {
+        stats.requests_total = self.requests_total;
+        stats.requests_by_action = self.requests_by_action.clone();
+        stats.ret_codes = self.ret_codes.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        stats.faults_injected = Fault::ALL
+            .iter()
+            .map(|f| (f.name().to_owned(), self.faults_injected.get(f.name()).copied().unwrap_or(0)))
+            .collect();
+    }
+}

@@ -1,0 +1,374 @@
+//! The world file (SPEC §6): who may call, which clusters and accounts exist, how long jobs take,
+//! the request quota and the faults to inject. [`World`] is the raw serde shape (unknown keys are
+//! refused); [`World::check`] turns it once into the checked [`Model`] the engine runs on.
+//!
+//! This module reads files and checks values; it serves nothing and keeps no state.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+/// The credential pair every default world accepts (the reference's example keys).
+pub const DEFAULT_ACCESS_KEY_ID: &str = "QYACCESSKEYIDEXAMPLE";
+pub const DEFAULT_SECRET_ACCESS_KEY: &str = "SECRETACCESSKEY";
+
+/// A world file as written. See the README section "Rehearsing against the simulator".
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct World {
+    /// Access keys the simulator accepts [default: the reference's example pair].
+    #[serde(default = "default_credentials")]
+    pub credentials: Vec<Credential>,
+    /// Clusters and their accounts. Absent: the auto world, where every `cl-*` cluster exists
+    /// (in the zone it is first addressed in) and every non-protected account exists until
+    /// deleted.
+    #[serde(default)]
+    pub clusters: Option<Vec<ClusterSpec>>,
+    #[serde(default)]
+    pub jobs: JobTimings,
+    /// Request quota per access key. Absent: unlimited.
+    #[serde(default)]
+    pub quota: Option<Quota>,
+    #[serde(default)]
+    pub faults: Faults,
+    /// Refuse (1400) a custom-service job on a cluster whose previous job is still running.
+    #[serde(default)]
+    pub one_job_per_cluster: bool,
+    /// Seed of the fault and job random generators. Absent: a fresh seed per start (reported
+    /// in `/sim/stats`).
+    #[serde(default)]
+    pub seed: Option<u64>,
+}
+
+/// One accepted access key. `Debug` never shows the secret.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Credential {
+    pub access_key_id: String,
+    pub secret_access_key: String,
+}
+
+impl fmt::Debug for Credential {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credential")
+            .field("access_key_id", &self.access_key_id)
+            .field("secret_access_key", &"[redacted]")
+            .finish()
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSpec {
+    pub id: String,
+    pub zone: String,
+    /// Accounts as `user@host`, e.g. `bob@%` or `app@10.0.0.%`.
+    #[serde(default)]
+    pub users: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JobTimings {
+    /// Time a job stays `pending`.
+    pub pending_ms: u64,
+    /// Time a job then stays `working` before it ends.
+    pub working_ms: u64,
+    /// Share of jobs that end `failed` regardless of the account (0.0–1.0).
+    pub fail_rate: f64,
+}
+
+impl Default for JobTimings {
+    /// About what the reference observed for a MySQL account service (≈ 6 s).
+    fn default() -> Self {
+        Self { pending_ms: 1000, working_ms: 5000, fail_rate: 0.0 }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Quota {
+    /// Requests allowed per access key in one window.
+    pub requests: u64,
+    /// Window length in seconds (fractions allowed).
+    pub window_s: f64,
+}
+
+/// Fault rates (each 0.0–1.0, drawn per API request) and added latency.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Faults {
+    /// ret_code 5100 instead of an answer.
+    pub busy_rate: f64,
+    /// ret_code 5000 instead of an answer.
+    pub internal_rate: f64,
+    /// HTTP 502 from the "gateway", no JSON.
+    pub http_502_rate: f64,
+    /// The TCP connection is reset with no response.
+    pub reset_rate: f64,
+    /// The request takes effect, then the connection is dropped before the answer.
+    pub lost_response_rate: f64,
+    /// Latency added to every API request.
+    pub delay_ms: u64,
+}
+
+fn default_credentials() -> Vec<Credential> {
+    vec![Credential {
+        access_key_id: DEFAULT_ACCESS_KEY_ID.to_owned(),
+        secret_access_key: DEFAULT_SECRET_ACCESS_KEY.to_owned(),
+    }]
+}
+
+impl Default for World {
+    /// The auto world with realistic job timings, no quota and no faults.
+    fn default() -> Self {
+        Self {
+            credentials: default_credentials(),
+            clusters: None,
+            jobs: JobTimings::default(),
+            quota: None,
+            faults: Faults::default(),
+            one_job_per_cluster: false,
+            seed: None,
+        }
+    }
+}
+
+/// Why a world file cannot be used.
+#[derive(Debug, thiserror::Error)]
+pub enum WorldError {
+    #[error("{path}: cannot read the world file: {source}")]
+    Read { path: String, source: std::io::Error },
+    #[error("{path}: {source}")]
+    Parse { path: String, source: serde_yaml::Error },
+    #[error("{path}: {message}")]
+    Invalid { path: String, message: String },
+}
+
+impl World {
+    /// Read and check a world file.
+    pub fn load(path: &Path) -> Result<World, WorldError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| WorldError::Read { path: path.display().to_string(), source })?;
+        Self::parse(&text, path)
+    }
+
+    /// Parse and check world YAML; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &Path) -> Result<World, WorldError> {
+        let path = origin.display().to_string();
+        let world: World =
+            serde_yaml::from_str(text).map_err(|source| WorldError::Parse { path: path.clone(), source })?;
+        world.check().map_err(|message| WorldError::Invalid { path, message })?;
+        Ok(world)
+    }
+
+    /// The world of `run --simulate`: auto clusters and accounts, jobs of tens of milliseconds,
+    /// no faults, no quota, the default credentials.
+    pub fn auto_fast() -> World {
+        World { jobs: JobTimings { pending_ms: 20, working_ms: 30, fail_rate: 0.0 }, ..World::default() }
+    }
+
+    /// Check every value once and build the model the engine runs on.
+    pub(crate) fn check(&self) -> Result<Model, String> {
+        let mut credentials = HashMap::new();
+        if self.credentials.is_empty() {
+            return Err("credentials: at least one access key is needed".to_owned());
+        }
+        for (i, c) in self.credentials.iter().enumerate() {
+            if c.access_key_id.is_empty() || c.secret_access_key.is_empty() {
+                return Err(format!("credentials[{i}]: access_key_id and secret_access_key must not be empty"));
+            }
+            if credentials.insert(c.access_key_id.clone(), c.secret_access_key.clone()).is_some() {
+                return Err(format!("credentials[{i}]: access key {:?} is listed twice", c.access_key_id));
+            }
+        }
+        let clusters = match &self.clusters {
+            None => None,
+            Some(list) => {
+                let mut map = BTreeMap::new();
+                for (i, c) in list.iter().enumerate() {
+                    check_cluster_id(&c.id).map_err(|m| format!("clusters[{i}].id: {m}"))?;
+                    check_zone(&c.zone).map_err(|m| format!("clusters[{i}].zone: {m}"))?;
+                    let mut users = BTreeSet::new();
+                    for (j, u) in c.users.iter().enumerate() {
+                        let (user, host) = parse_account(u).map_err(|m| format!("clusters[{i}].users[{j}]: {m}"))?;
+                        if !users.insert((user.to_owned(), host.to_owned())) {
+                            return Err(format!("clusters[{i}].users[{j}]: account {u:?} is listed twice"));
+                        }
+                    }
+                    let spec = ClusterModel { zone: c.zone.clone(), users };
+                    if map.insert(c.id.clone(), spec).is_some() {
+                        return Err(format!("clusters[{i}].id: cluster {:?} is listed twice", c.id));
+                    }
+                }
+                Some(map)
+            }
+        };
+        check_rate("jobs.fail_rate", self.jobs.fail_rate)?;
+        let f = &self.faults;
+        for (name, rate) in [
+            ("faults.busy_rate", f.busy_rate),
+            ("faults.internal_rate", f.internal_rate),
+            ("faults.http_502_rate", f.http_502_rate),
+            ("faults.reset_rate", f.reset_rate),
+            ("faults.lost_response_rate", f.lost_response_rate),
+        ] {
+            check_rate(name, rate)?;
+        }
+        let quota = match &self.quota {
+            None => None,
+            Some(q) => {
+                if q.requests == 0 {
+                    return Err("quota.requests must be at least 1".to_owned());
+                }
+                if !(q.window_s.is_finite() && q.window_s > 0.0) {
+                    return Err(format!("quota.window_s must be a positive number of seconds, not {}", q.window_s));
+                }
+                Some((q.requests, std::time::Duration::from_secs_f64(q.window_s)))
+            }
+        };
+        Ok(Model {
+            credentials,
+            clusters,
+            pending: std::time::Duration::from_millis(self.jobs.pending_ms),
+            working: std::time::Duration::from_millis(self.jobs.working_ms),
+            fail_rate: self.jobs.fail_rate,
+            quota,
+            faults: self.faults.clone(),
+            one_job_per_cluster: self.one_job_per_cluster,
+        })
+    }
+}
+
+/// The checked world.
+#[derive(Clone)]
+pub struct Model {
+    /// access key id → secret.
+    pub credentials: HashMap<String, String>,
+    /// `None` is the auto world.
+    pub clusters: Option<BTreeMap<String, ClusterModel>>,
+    pub pending: std::time::Duration,
+    pub working: std::time::Duration,
+    pub fail_rate: f64,
+    /// (requests, window) per access key.
+    pub quota: Option<(u64, std::time::Duration)>,
+    pub faults: Faults,
+    pub one_job_per_cluster: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClusterModel {
+    pub zone: String,
+    /// (user, host) pairs that exist when the simulator starts.
+    pub users: BTreeSet<(String, String)>,
+}
+
+fn check_rate(name: &str, rate: f64) -> Result<(), String> {
+    if (0.0..=1.0).contains(&rate) {
+        Ok(())
+    } else {
+        Err(format!("{name} must be between 0.0 and 1.0, not {rate}"))
+    }
+}
+
+/// `cl-` followed by lower-case letters or digits, as the API spells cluster ids.
+pub fn check_cluster_id(id: &str) -> Result<(), String> {
+    let ok = id.strip_prefix("cl-").is_some_and(|r| !r.is_empty() && r.bytes().all(is_lower_alnum));
+    if ok {
+        Ok(())
+    } else {
+        Err(format!("cluster id {id:?} does not match cl-[a-z0-9]+"))
+    }
+}
+
+/// Zones are lower-case letters, digits and hyphens.
+pub fn check_zone(zone: &str) -> Result<(), String> {
+    if !zone.is_empty() && zone.bytes().all(|b| is_lower_alnum(b) || b == b'-') {
+        Ok(())
+    } else {
+        Err(format!("zone {zone:?} does not match [a-z0-9-]+ (zones are lower-case)"))
+    }
+}
+
+fn is_lower_alnum(b: u8) -> bool {
+    b.is_ascii_lowercase() || b.is_ascii_digit()
+}
+
+/// `user@host` → (user, host). The host never contains `@`, so the last `@` separates them.
+pub fn parse_account(s: &str) -> Result<(&str, &str), String> {
+    match s.rsplit_once('@') {
+        Some((user, host)) if !user.is_empty() && !host.is_empty() => Ok((user, host)),
+        _ => Err(format!("account {s:?} is not user@host (e.g. bob@% or app@10.0.0.%)")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<World, WorldError> {
+        World::parse(text, Path::new("world.yaml"))
+    }
+
+    #[test]
+    fn empty_file_is_the_default_auto_world() {
+        let w = parse("{}").unwrap();
+        let m = w.check().unwrap();
+        assert!(m.clusters.is_none());
+        assert_eq!(m.credentials.get(DEFAULT_ACCESS_KEY_ID).map(String::as_str), Some(DEFAULT_SECRET_ACCESS_KEY));
+        assert!(m.quota.is_none());
+    }
+
+    #[test]
+    fn full_world_parses() {
+        let w = parse(
+            r#"
+credentials:
+  - access_key_id: AK1
+    secret_access_key: SK1
+clusters:
+  - id: cl-abc123
+    zone: sh1a
+    users: ["bob@%", "app@10.0.0.%", "we@ird@%"]
+jobs: {pending_ms: 10, working_ms: 20, fail_rate: 0.5}
+quota: {requests: 5, window_s: 0.5}
+faults: {busy_rate: 0.1, internal_rate: 0.1, http_502_rate: 0.1, reset_rate: 0.1, lost_response_rate: 0.1, delay_ms: 3}
+one_job_per_cluster: true
+seed: 7
+"#,
+        )
+        .unwrap();
+        let m = w.check().unwrap();
+        let c = &m.clusters.as_ref().unwrap()["cl-abc123"];
+        assert!(c.users.contains(&("we@ird".to_owned(), "%".to_owned())));
+        assert!(c.users.contains(&("app".to_owned(), "10.0.0.%".to_owned())));
+        assert_eq!(m.quota, Some((5, std::time::Duration::from_millis(500))));
+        assert_eq!(w.seed, Some(7));
+    }
+
+    #[test]
+    fn mistakes_are_named() {
+        let e = parse("faults: {busy: 0.1}").unwrap_err().to_string();
+        assert!(e.starts_with("world.yaml: faults: unknown field `busy`"), "{e}");
+        let e = parse("faults: {busy_rate: 1.5}").unwrap_err().to_string();
+        assert_eq!(e, "world.yaml: faults.busy_rate must be between 0.0 and 1.0, not 1.5");
+        let e = parse("clusters: [{id: cl-a, zone: sh1a, users: [bob]}]").unwrap_err().to_string();
+        assert!(e.contains("clusters[0].users[0]: account \"bob\" is not user@host"), "{e}");
+        let e = parse("clusters: [{id: x, zone: sh1a}]").unwrap_err().to_string();
+        assert!(e.contains("clusters[0].id: cluster id \"x\""), "{e}");
+        let e = parse("quota: {requests: 0, window_s: 1}").unwrap_err().to_string();
+        assert!(e.contains("quota.requests must be at least 1"), "{e}");
+        let e = parse("credentials: []").unwrap_err().to_string();
+        assert!(e.contains("at least one access key"), "{e}");
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let w = World::default();
+        let shown = format!("{w:?}");
+        assert!(shown.contains(DEFAULT_ACCESS_KEY_ID));
+        assert!(!shown.contains(DEFAULT_SECRET_ACCESS_KEY), "{shown}");
+    }
+}
