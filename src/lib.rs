@@ -10,5 +10,6 @@ pub mod cli;
 pub mod exit;
 pub mod limiter;
 pub mod manifest;
+pub mod plan;
 pub mod qingcloud;
 pub mod telemetry;

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::exit::Exit;
 use crate::limiter::Rate;
 
+mod plan;
 mod validate;
 
 /// Remove MySQL Plus database accounts across many QingCloud clusters in bulk, safely and with
@@ -62,6 +63,8 @@ pub enum OutputFormat {
 pub enum Command {
     /// Parse and validate manifests; one summary line per file. No database, no network.
     Validate(ValidateArgs),
+    /// Expand manifests into tasks and estimate API calls and duration. Nothing is sent.
+    Plan(PlanArgs),
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +271,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
     match command {
         Command::Validate(args) => validate::run(&global, args),
+        Command::Plan(args) => plan::run(&global, args),
     }
 }
 
