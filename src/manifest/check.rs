@@ -149,6 +149,20 @@ impl Ctx<'_> {
             }
             None => self.due_by,
         };
+        if let (Some(nb), Some(due)) = (nb, due) {
+            if due < nb.and_time(chrono::NaiveTime::MIN).and_utc() {
+                let mut p = path(at);
+                p.push(Seg::Key("not_before"));
+                self.err(
+                    p,
+                    format!(
+                        "not_before {nb} is after due_by {}: the task could never be done on time; give this entry its own due_by",
+                        due.format("%Y-%m-%dT%H:%M:%SZ")
+                    ),
+                );
+                ok = false;
+            }
+        }
         (nb, due, ok)
     }
 }
@@ -339,6 +353,14 @@ mod tests {
         assert_eq!(c.tasks[1].host.as_str(), "%");
         assert_eq!(c.tasks[1].not_before, NaiveDate::from_ymd_opt(2026, 12, 1));
         assert_eq!(c.tasks[1].due_by.unwrap().to_rfc3339(), "2026-12-02T00:00:00+00:00");
+    }
+
+    #[test]
+    fn not_before_after_due_by_is_refused() {
+        let doc = "version: 1\ndue_by: 2026-12-01T00:00:00Z\ndefaults: {zone: sh1a}\nclusters:\n  - id: cl-a\n    users:\n      - {user: u1, not_before: 2026-12-01}\n      - {user: u2, not_before: 2026-12-02}\n      - {user: u3, not_before: 2026-12-02, due_by: 2026-12-03T00:00:00Z}\n";
+        let errs = run(doc, None).1;
+        assert_eq!(errs.len(), 1, "{errs:?}");
+        assert!(errs[0].starts_with("clusters[0].users[1].not_before: not_before 2026-12-02 is after due_by"), "{errs:?}");
     }
 
     #[test]

@@ -74,7 +74,10 @@ fn owned(path: &[Seg]) -> Vec<Step> {
 
 enum Frame {
     Seq { next: usize, ignored: bool },
-    Map { key: Option<String>, want_key: bool, ignored: bool },
+    /// `recorded`: the path under which this mapping's own position was recorded, until its
+    /// first key has been seen (a block mapping's start mark is its first `:`, not its first
+    /// key, so the first key's position replaces it when earlier).
+    Map { key: Option<String>, want_key: bool, ignored: bool, recorded: Option<Vec<Step>> },
 }
 
 impl Frame {
@@ -130,20 +133,24 @@ fn walk(text: &str, wanted: &mut HashMap<Vec<Step>, Option<Pos>>) {
         match event {
             Event::StreamEnd => return,
             Event::Scalar(value, ..) => {
+                first_key(&mut stack, wanted, pos);
                 node_start(&mut stack, wanted, pos, Some(value));
                 node_end(&mut stack);
             }
             Event::Alias(_) => {
+                first_key(&mut stack, wanted, pos);
                 node_start(&mut stack, wanted, pos, None);
                 node_end(&mut stack);
             }
             Event::SequenceStart(..) => {
-                let ignored = node_start(&mut stack, wanted, pos, None);
+                first_key(&mut stack, wanted, pos);
+                let (ignored, _) = node_start(&mut stack, wanted, pos, None);
                 stack.push(Frame::Seq { next: 0, ignored });
             }
             Event::MappingStart(..) => {
-                let ignored = node_start(&mut stack, wanted, pos, None);
-                stack.push(Frame::Map { key: None, want_key: true, ignored });
+                first_key(&mut stack, wanted, pos);
+                let (ignored, recorded) = node_start(&mut stack, wanted, pos, None);
+                stack.push(Frame::Map { key: None, want_key: true, ignored, recorded });
             }
             Event::SequenceEnd | Event::MappingEnd => {
                 stack.pop();
@@ -154,16 +161,36 @@ fn walk(text: &str, wanted: &mut HashMap<Vec<Step>, Option<Pos>>) {
     }
 }
 
-/// A node begins at `pos`. Record it when its path is wanted; return whether its children are
-/// to be ignored (it is itself a mapping key, or inside one).
-fn node_start(stack: &mut [Frame], wanted: &mut HashMap<Vec<Step>, Option<Pos>>, pos: Pos, scalar: Option<String>) -> bool {
+/// A node begins at `pos` inside a mapping that waits for its first key: that key's position
+/// is where the mapping starts, if earlier than the recorded one.
+fn first_key(stack: &mut [Frame], wanted: &mut HashMap<Vec<Step>, Option<Pos>>, pos: Pos) {
+    if let Some(Frame::Map { want_key: true, recorded, .. }) = stack.last_mut() {
+        if let Some(path) = recorded.take() {
+            if let Some(Some(p)) = wanted.get_mut(&path) {
+                if (pos.line, pos.column) < (p.line, p.column) {
+                    *p = pos;
+                }
+            }
+        }
+    }
+}
+
+/// A node begins at `pos`. Record it when its path is wanted. Returns whether its children
+/// are to be ignored (it is itself a mapping key, or inside one), and the path it was
+/// recorded under, if any.
+fn node_start(
+    stack: &mut [Frame],
+    wanted: &mut HashMap<Vec<Step>, Option<Pos>>,
+    pos: Pos,
+    scalar: Option<String>,
+) -> (bool, Option<Vec<Step>>) {
     match stack.last_mut() {
-        Some(f) if f.ignored() => return true,
+        Some(f) if f.ignored() => return (true, None),
         Some(Frame::Map { key, want_key: true, .. }) => {
             // A mapping key: remember it; a complex key is never on a path we ask for.
             let complex = scalar.is_none();
             *key = scalar;
-            return complex;
+            return (complex, None);
         }
         _ => {}
     }
@@ -174,10 +201,13 @@ fn node_start(stack: &mut [Frame], wanted: &mut HashMap<Vec<Step>, Option<Pos>>,
             Frame::Map { key, .. } => Step::Key(key.clone().unwrap_or_default()),
         })
         .collect();
-    if let Some(slot) = wanted.get_mut(&path) {
-        slot.get_or_insert(pos);
+    match wanted.get_mut(&path) {
+        Some(slot @ None) => {
+            *slot = Some(pos);
+            (false, Some(path))
+        }
+        _ => (false, None),
     }
-    false
 }
 
 /// A node (scalar, alias, or a whole container) is finished: move its parent along.
@@ -201,11 +231,17 @@ mod tests {
         let p2 = [Seg::Key("clusters"), Seg::Index(1), Seg::Key("users"), Seg::Index(0)];
         let p3 = [Seg::Key("version")];
         let p4 = [Seg::Key("clusters"), Seg::Index(0), Seg::Key("users"), Seg::Index(0)];
-        let got = locate(DOC, &[&p1, &p2, &p3, &p4]);
+        let p5 = [Seg::Key("clusters"), Seg::Index(0)];
+        let p6 = [Seg::Key("clusters"), Seg::Index(0), Seg::Key("users"), Seg::Index(1)];
+        let got = locate(DOC, &[&p1, &p2, &p3, &p4, &p5, &p6, &[]]);
         assert_eq!(got[0], Pos { line: 6, column: 15 });
         assert_eq!(got[1], Pos { line: 8, column: 24 });
         assert_eq!(got[2], Pos { line: 1, column: 10 });
         assert_eq!(got[3], Pos { line: 5, column: 9 });
+        // Block mappings start at their first key.
+        assert_eq!(got[4], Pos { line: 3, column: 5 });
+        assert_eq!(got[5], Pos { line: 6, column: 9 });
+        assert_eq!(got[6], Pos { line: 1, column: 1 });
     }
 
     #[test]

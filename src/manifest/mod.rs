@@ -64,9 +64,9 @@ pub struct ManifestErrors(pub Vec<ManifestError>);
 impl fmt::Display for ManifestErrors {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let n = self.0.len();
-        writeln!(f, "{n} manifest error{}; nothing was sent", if n == 1 { "" } else { "s" })?;
+        write!(f, "{n} manifest error{}; nothing was sent", if n == 1 { "" } else { "s" })?;
         for e in &self.0 {
-            writeln!(f, "{e}")?;
+            write!(f, "\n{e}")?;
         }
         Ok(())
     }
