@@ -17,9 +17,16 @@
 //! task keeps the earliest `not_before` (an entry without one asks for removal now, which wins)
 //! and the earliest `due_by` (the strictest deadline asked for).
 //!
-//! Limits: a file larger than [`MAX_MANIFEST_BYTES`] is refused before it is parsed. serde_yaml
-//! refuses documents nested deeper than 128 levels and alias expansions larger than 100 times
-//! the document's own size ("billion laughs"); both are reported as errors of the file, quickly.
+//! Limits, each reported as an error of the file, quickly:
+//! - a file larger than [`MAX_MANIFEST_BYTES`] is refused before it is read in full;
+//! - flow collections nested deeper than [`MAX_FLOW_DEPTH`] are refused by a linear scan
+//!   before parsing, because libyaml's time grows with depth × tokens;
+//! - a document that expands (through aliases) to more than [`MAX_ENTRIES`] accounts and
+//!   cluster references is refused while it is deserialized;
+//! - serde_yaml itself refuses nesting deeper than 128 levels and alias expansions of more than
+//!   100 times the document's own events ("billion laughs"). The manifest's schema has no
+//!   free-form nested values, so a nested alias bomb is refused as a type error at its first
+//!   element anyway.
 
 mod check;
 mod locate;
@@ -39,6 +46,7 @@ use check::Origin;
 use locate::{Pos, Seg, YamlPath};
 
 pub use check::{parse_date, parse_instant, DEFAULT_HOST, VERSION};
+pub use raw::{MAX_ENTRIES, MAX_FLOW_DEPTH};
 
 pub use model::{Account, ClusterId, HostSpec, Task, TaskKey, UserName, Zone};
 
@@ -179,6 +187,13 @@ fn read_checked(path: &Path, default_zone: Option<&Zone>) -> Result<Loaded, Vec<
             }]);
         }
     };
+    if let Err((line, column)) = raw::check_flow_depth(&text) {
+        return Err(vec![ManifestError::at(
+            path,
+            Pos { line, column },
+            format!("flow collections ([…], {{…}}) are nested more than {} deep; a manifest needs 3", raw::MAX_FLOW_DEPTH),
+        )]);
+    }
     let raw = raw::from_yaml(&text).map_err(|e| vec![yaml_error(path, &text, &e)])?;
     let (checked, problems) = check::check(raw, default_zone);
     if !problems.is_empty() {
@@ -225,6 +240,14 @@ fn yaml_error(path: &Path, text: &str, e: &serde_yaml::Error) -> ManifestError {
     };
     let (pos, reason) = if message.ends_with("recursion limit exceeded") {
         (None, "the document is nested too deeply (more than 128 levels); a manifest needs 5".to_owned())
+    } else if message.ends_with(raw::TOO_MANY_ENTRIES) {
+        (
+            locate::first_alias(text),
+            format!(
+                "{}; aliases repeat lists too often (an alias bomb?); write the entries out or split the manifest",
+                raw::TOO_MANY_ENTRIES
+            ),
+        )
     } else if message.ends_with("repetition limit exceeded") {
         (
             locate::first_alias(text),

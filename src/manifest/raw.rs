@@ -7,6 +7,7 @@
 //! reported by the checker together with every other error of the file, instead of stopping
 //! deserialization at the first.
 
+use std::cell::Cell;
 use std::fmt;
 
 use serde::de::{self, MapAccess, Visitor};
@@ -120,8 +121,33 @@ impl<'de, T: Deserialize<'de>> Visitor<'de> for ShortOrFull<T> {
     }
 }
 
+/// Entries (accounts and cluster references) one document may expand to. Far above any real
+/// manifest (the benchmark's 100,000 tasks fit ten times over) and far below what fills memory:
+/// aliases can repeat a list of accounts under many clusters, so the count is of entries after
+/// expansion, not of lines.
+pub const MAX_ENTRIES: usize = 1_000_000;
+
+/// Said when the budget runs out; [`super::yaml_error`] recognises it.
+pub(crate) const TOO_MANY_ENTRIES: &str = "the manifest expands to more than 1000000 entries";
+
+thread_local! {
+    /// Entries left for the document being deserialized on this thread.
+    static BUDGET: Cell<usize> = const { Cell::new(usize::MAX) };
+}
+
+fn spend<E: de::Error>() -> Result<(), E> {
+    BUDGET.with(|b| match b.get() {
+        0 => Err(E::custom(TOO_MANY_ENTRIES)),
+        n => {
+            b.set(n - 1);
+            Ok(())
+        }
+    })
+}
+
 impl<'de> Deserialize<'de> for RawAccount {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        spend::<D::Error>()?;
         let v = ShortOrFull::<RawAccountFull> {
             expecting: "a user name (quote names that look like numbers or booleans) or a mapping with user, host, not_before, due_by",
             _full: std::marker::PhantomData,
@@ -135,6 +161,7 @@ impl<'de> Deserialize<'de> for RawAccount {
 
 impl<'de> Deserialize<'de> for RawClusterRef {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        spend::<D::Error>()?;
         let v = ShortOrFull::<RawClusterRefFull> {
             expecting: "a cluster id or a mapping with id and zone",
             _full: std::marker::PhantomData,
@@ -149,5 +176,108 @@ impl<'de> Deserialize<'de> for RawClusterRef {
 /// Deserialize a manifest document. This is the one place that calls serde_yaml, so the YAML
 /// parser can be swapped without touching anything else. `Ok(None)` is an empty document.
 pub(crate) fn from_yaml(text: &str) -> Result<Option<RawManifest>, serde_yaml::Error> {
-    serde_yaml::from_str(text)
+    BUDGET.with(|b| b.set(MAX_ENTRIES));
+    let result = serde_yaml::from_str(text);
+    BUDGET.with(|b| b.set(usize::MAX));
+    result
+}
+
+/// Flow collections (`[…]`, `{…}`) nested deeper than this are refused before parsing. A
+/// manifest needs three levels at most.
+pub const MAX_FLOW_DEPTH: usize = 64;
+
+/// Check flow nesting before the YAML parser sees the text. libyaml (and yaml-rust2) spend
+/// time proportional to the nesting depth on every token, so a file of a million `[` takes
+/// hours to be refused; this scan takes one linear pass.
+///
+/// It is a light tokenizer, not a YAML parser: it skips comments and quoted scalars (with their
+/// escapes) and counts brackets elsewhere, so brackets inside plain or block scalars are counted
+/// too, which can only overestimate. Returns the line and column of the bracket that went too
+/// deep.
+pub(crate) fn check_flow_depth(text: &str) -> Result<(), (usize, usize)> {
+    #[derive(PartialEq)]
+    enum St {
+        Out,
+        Single,
+        Double,
+        Comment,
+    }
+    let mut st = St::Out;
+    let (mut line, mut col) = (1usize, 0usize);
+    let mut depth = 0usize;
+    let mut prev: Option<char> = None;
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\n' {
+            line += 1;
+            col = 0;
+        } else {
+            col += 1;
+        }
+        match st {
+            St::Out => match c {
+                '#' if prev.is_none_or(char::is_whitespace) => st = St::Comment,
+                '\'' | '"' if prev.is_none_or(|p| p.is_whitespace() || matches!(p, '[' | '{' | ',')) => {
+                    st = if c == '"' { St::Double } else { St::Single };
+                }
+                '[' | '{' => {
+                    depth += 1;
+                    if depth > MAX_FLOW_DEPTH {
+                        return Err((line, col));
+                    }
+                }
+                ']' | '}' => depth = depth.saturating_sub(1),
+                _ => {}
+            },
+            St::Single => {
+                if c == '\'' {
+                    if chars.peek() == Some(&'\'') {
+                        chars.next();
+                        col += 1;
+                    } else {
+                        st = St::Out;
+                    }
+                }
+            }
+            St::Double => match c {
+                '\\' => {
+                    if let Some(n) = chars.next() {
+                        if n == '\n' {
+                            line += 1;
+                            col = 0;
+                        } else {
+                            col += 1;
+                        }
+                    }
+                }
+                '"' => st = St::Out,
+                _ => {}
+            },
+            St::Comment => {
+                if c == '\n' {
+                    st = St::Out;
+                }
+            }
+        }
+        prev = Some(c);
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flow_depth() {
+        assert_eq!(check_flow_depth("a: [b, {c: [d]}]\n"), Ok(()));
+        let deep = format!("a: {}{}\n", "[".repeat(65), "]".repeat(65));
+        assert_eq!(check_flow_depth(&deep), Err((1, 4 + 64)));
+        // Brackets in comments and quoted scalars do not count.
+        let quoted = format!("a: '{0}' # {0}\nb: \"{0}\\\" {0}\"\nc: 'it''s {0}'\n", "[".repeat(70));
+        assert_eq!(check_flow_depth(&quoted), Ok(()));
+        // A quote inside a plain scalar does not start a quoted scalar.
+        let plain = format!("a: bob's {}\n", "[".repeat(65));
+        assert!(check_flow_depth(&plain).is_err());
+    }
 }
