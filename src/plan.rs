@@ -121,12 +121,7 @@ pub struct Plan {
 
 /// Expand a set of manifests into a plan. `is_done` says whether a task was already done by
 /// an earlier run; such a task is `skipped` whatever its dates.
-pub fn build(
-    set: &ManifestSet,
-    today: NaiveDate,
-    is_done: impl Fn(&TaskKey) -> bool,
-    inputs: &EstimateInputs,
-) -> Plan {
+pub fn build(set: &ManifestSet, today: NaiveDate, is_done: impl Fn(&TaskKey) -> bool, inputs: &EstimateInputs) -> Plan {
     let tasks: Vec<PlannedTask> = set
         .tasks
         .iter()
@@ -376,10 +371,9 @@ impl Plan {
                     let mut state = match p.state {
                         PlanState::Pending => "pending".to_owned(),
                         PlanState::Skipped => "skipped (already done)".to_owned(),
-                        PlanState::NotDue => format!(
-                            "not due until {}",
-                            p.task.not_before.map(|d| d.to_string()).unwrap_or_default()
-                        ),
+                        PlanState::NotDue => {
+                            format!("not due until {}", p.task.not_before.map(|d| d.to_string()).unwrap_or_default())
+                        }
                     };
                     if let (Some(due), PlanState::Pending | PlanState::NotDue) = (p.task.due_by, p.state) {
                         let _ = write!(state, ", due by {}", due.format("%Y-%m-%dT%H:%M:%SZ"));
@@ -485,7 +479,8 @@ mod tests {
 
     #[test]
     fn the_rate_bounds_a_large_run() {
-        let tasks: Vec<Task> = (0..1000).map(|i| task(&format!("cl-{}", i % 100), "sh1a", &format!("u{i}"), None)).collect();
+        let tasks: Vec<Task> =
+            (0..1000).map(|i| task(&format!("cl-{}", i % 100), "sh1a", &format!("u{i}"), None)).collect();
         let e = estimate(&tasks, &inputs());
         assert_eq!(e.submit_calls, 1000);
         // Every call costs 2 s at 1800/h, so the run takes at least 2 s per call made.

@@ -46,8 +46,9 @@ pub(crate) fn env_zone() -> anyhow::Result<Option<Zone>> {
 /// Today in UTC, or the date in [`TODAY_ENV`].
 fn today() -> anyhow::Result<NaiveDate> {
     match std::env::var(TODAY_ENV) {
-        Ok(d) if !d.trim().is_empty() => manifest::parse_date(&d)
-            .map_err(|why| Coded::new(Exit::Config, format!("{TODAY_ENV}: {why}")).into()),
+        Ok(d) if !d.trim().is_empty() => {
+            manifest::parse_date(&d).map_err(|why| Coded::new(Exit::Config, format!("{TODAY_ENV}: {why}")).into())
+        }
         _ => Ok(Utc::now().date_naive()),
     }
 }

@@ -185,7 +185,10 @@ pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
 pub(crate) fn check(raw: Option<RawManifest>, fallback_zone: Option<&Zone>) -> (Checked, Vec<(YamlPath, String)>) {
     let mut out = Checked::default();
     let Some(raw) = raw else {
-        return (out, vec![(Vec::new(), "manifest is empty; it needs `version: 1` and `clusters:` or `users:`".into())]);
+        return (
+            out,
+            vec![(Vec::new(), "manifest is empty; it needs `version: 1` and `clusters:` or `users:`".into())],
+        );
     };
     let mut cx =
         Ctx { errors: Vec::new(), zone: Inherited::Absent, host: Inherited::Absent, fallback_zone, due_by: None };
@@ -310,7 +313,14 @@ pub(crate) fn check(raw: Option<RawManifest>, fallback_zone: Option<&Zone>) -> (
                 }
             };
             if let (Some(cluster), Some(zone), Some(user), Some(host), true) = (id, zone, &user, &host, ok) {
-                out.tasks.push(Task { cluster, zone, user: user.clone(), host: host.clone(), not_before: nb, due_by: due });
+                out.tasks.push(Task {
+                    cluster,
+                    zone,
+                    user: user.clone(),
+                    host: host.clone(),
+                    not_before: nb,
+                    due_by: due,
+                });
                 out.origins.push(Origin::User { user: ui, cluster: ci });
             }
         }
@@ -360,7 +370,10 @@ mod tests {
         let doc = "version: 1\ndue_by: 2026-12-01T00:00:00Z\ndefaults: {zone: sh1a}\nclusters:\n  - id: cl-a\n    users:\n      - {user: u1, not_before: 2026-12-01}\n      - {user: u2, not_before: 2026-12-02}\n      - {user: u3, not_before: 2026-12-02, due_by: 2026-12-03T00:00:00Z}\n";
         let errs = run(doc, None).1;
         assert_eq!(errs.len(), 1, "{errs:?}");
-        assert!(errs[0].starts_with("clusters[0].users[1].not_before: not_before 2026-12-02 is after due_by"), "{errs:?}");
+        assert!(
+            errs[0].starts_with("clusters[0].users[1].not_before: not_before 2026-12-02 is after due_by"),
+            "{errs:?}"
+        );
     }
 
     #[test]

@@ -73,11 +73,19 @@ fn owned(path: &[Seg]) -> Vec<Step> {
 }
 
 enum Frame {
-    Seq { next: usize, ignored: bool },
+    Seq {
+        next: usize,
+        ignored: bool,
+    },
     /// `recorded`: the path under which this mapping's own position was recorded, until its
     /// first key has been seen (a block mapping's start mark is its first `:`, not its first
     /// key, so the first key's position replaces it when earlier).
-    Map { key: Option<String>, want_key: bool, ignored: bool, recorded: Option<Vec<Step>> },
+    Map {
+        key: Option<String>,
+        want_key: bool,
+        ignored: bool,
+        recorded: Option<Vec<Step>>,
+    },
 }
 
 impl Frame {
@@ -254,7 +262,10 @@ mod tests {
 
     #[test]
     fn renders_paths() {
-        assert_eq!(display(&[Seg::Key("users"), Seg::Index(2), Seg::Key("clusters"), Seg::Index(0)]), "users[2].clusters[0]");
+        assert_eq!(
+            display(&[Seg::Key("users"), Seg::Index(2), Seg::Key("clusters"), Seg::Index(0)]),
+            "users[2].clusters[0]"
+        );
     }
 
     #[test]

@@ -191,7 +191,10 @@ fn read_checked(path: &Path, default_zone: Option<&Zone>) -> Result<Loaded, Vec<
         return Err(vec![ManifestError::at(
             path,
             Pos { line, column },
-            format!("flow collections ([…], {{…}}) are nested more than {} deep; a manifest needs 3", raw::MAX_FLOW_DEPTH),
+            format!(
+                "flow collections ([…], {{…}}) are nested more than {} deep; a manifest needs 3",
+                raw::MAX_FLOW_DEPTH
+            ),
         )]);
     }
     let raw = raw::from_yaml(&text).map_err(|e| vec![yaml_error(path, &text, &e)])?;
@@ -199,7 +202,11 @@ fn read_checked(path: &Path, default_zone: Option<&Zone>) -> Result<Loaded, Vec<
     if !problems.is_empty() {
         let paths: Vec<&[Seg]> = problems.iter().map(|(p, _)| p.as_slice()).collect();
         let positions = locate::locate(&text, &paths);
-        return Err(problems.into_iter().zip(positions).map(|((_, why), pos)| ManifestError::at(path, pos, why)).collect());
+        return Err(problems
+            .into_iter()
+            .zip(positions)
+            .map(|((_, why), pos)| ManifestError::at(path, pos, why))
+            .collect());
     }
     let file = ManifestFile {
         path: path.to_owned(),
@@ -232,10 +239,9 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
 fn yaml_error(path: &Path, text: &str, e: &serde_yaml::Error) -> ManifestError {
     let full = e.to_string();
     let message = match e.location() {
-        Some(l) => full
-            .strip_suffix(&format!(" at line {} column {}", l.line(), l.column()))
-            .unwrap_or(&full)
-            .to_owned(),
+        Some(l) => {
+            full.strip_suffix(&format!(" at line {} column {}", l.line(), l.column())).unwrap_or(&full).to_owned()
+        }
         None => full.clone(),
     };
     let (pos, reason) = if message.ends_with("recursion limit exceeded") {
@@ -256,9 +262,7 @@ fn yaml_error(path: &Path, text: &str, e: &serde_yaml::Error) -> ManifestError {
     } else {
         (None, message)
     };
-    let pos = pos
-        .or_else(|| e.location().map(|l| Pos { line: l.line(), column: l.column() }))
-        .unwrap_or(Pos::START);
+    let pos = pos.or_else(|| e.location().map(|l| Pos { line: l.line(), column: l.column() })).unwrap_or(Pos::START);
     ManifestError::at(path, pos, reason)
 }
 
@@ -310,12 +314,8 @@ fn merge(loaded: &[Loaded]) -> Result<(Vec<Task>, Vec<String>), ManifestErrors> 
     if conflicts.is_empty() && repeats.is_empty() {
         return Ok((tasks, Vec::new()));
     }
-    let wanted: Vec<(usize, usize)> = conflicts
-        .iter()
-        .copied()
-        .chain(repeats.iter().map(|&(a, b, _)| (a, b)))
-        .flat_map(|(a, b)| [a, b])
-        .collect();
+    let wanted: Vec<(usize, usize)> =
+        conflicts.iter().copied().chain(repeats.iter().map(|&(a, b, _)| (a, b))).flat_map(|(a, b)| [a, b]).collect();
     let where_ = locate_tasks(loaded, &wanted);
     let at = |k: (usize, usize)| where_[&k].clone();
     if !conflicts.is_empty() {
