@@ -10,6 +10,7 @@ pub mod cli;
 pub mod exit;
 pub mod limiter;
 pub mod manifest;
+pub mod plan;
 pub mod qingcloud;
 pub mod runner;
 pub mod sim;

@@ -12,6 +12,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::exit::Exit;
 use crate::limiter::Rate;
 
+mod plan;
 mod sim;
 mod validate;
 
@@ -63,6 +64,8 @@ pub enum OutputFormat {
 pub enum Command {
     /// Parse and validate manifests; one summary line per file. No database, no network.
     Validate(ValidateArgs),
+    /// Expand manifests into tasks and estimate API calls and duration. Nothing is sent.
+    Plan(PlanArgs),
     /// Run the QingCloud API simulator (for rehearsals, tests and benchmarks)
     Sim(SimArgs),
 }
@@ -277,6 +280,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
     match command {
         Command::Validate(args) => validate::run(&global, args),
+        Command::Plan(args) => plan::run(&global, args),
         Command::Sim(args) => sim::run(&global, args).await,
     }
 }

@@ -1,12 +1,38 @@
-//! `validate MANIFEST...`: parse and check, print one summary line per file.
+//! `validate MANIFEST...`: parse and check, print one summary line per file, warnings to
+//! stderr. Every error of every file is reported (exit 65); no database, no network.
 
 use crate::cli::{GlobalOpts, ValidateArgs};
 use crate::exit::Exit;
+use crate::manifest;
 
 pub fn run(_global: &GlobalOpts, args: ValidateArgs) -> anyhow::Result<Exit> {
-    for path in &args.manifests {
-        let tasks = crate::manifest::load(path)?;
-        println!("{}: {} tasks", path.display(), tasks.len());
+    let zone = super::plan::env_zone()?;
+    let set = manifest::load_set(&args.manifests, zone.as_ref())?;
+    for w in &set.warnings {
+        eprintln!("warning: {w}");
+    }
+    for file in &set.files {
+        let s = file.summary();
+        println!(
+            "{}: ok: {} {}, {} {}, {} {}, {} {}",
+            file.path.display(),
+            s.tasks,
+            plural(s.tasks, "task", "tasks"),
+            s.clusters,
+            plural(s.clusters, "cluster", "clusters"),
+            s.zones,
+            plural(s.zones, "zone", "zones"),
+            s.accounts,
+            plural(s.accounts, "account", "accounts"),
+        );
     }
     Ok(Exit::Ok)
+}
+
+pub(crate) fn plural<'a>(n: usize, one: &'a str, many: &'a str) -> &'a str {
+    if n == 1 {
+        one
+    } else {
+        many
+    }
 }

@@ -1,0 +1,527 @@
+//! The plan: what a run of a set of manifests would do, without doing it. Pure: the set of
+//! manifests, "today" (UTC) and what is already done come in as arguments; nothing here reads
+//! the clock, the database or the network.
+//!
+//! Each task is `pending`, `not_due` (its `not_before` is after today) or `skipped` (already
+//! done, as told by the `is_done` seam, which the database answers once it exists).
+//!
+//! # The estimate
+//!
+//! [`estimate`] replays the runner's schedule on a virtual clock, with these rules:
+//! - every API call takes one slot of the rate (calls are at least `1/rate` apart; burst 1);
+//! - one `RunClusterCustomService` per pending task, submitted when fewer than
+//!   `max_in_flight` jobs are in flight and the task's cluster has none (one job per cluster);
+//! - a job takes `job_duration` (default 6 s: the `add_user` transcript in the API reference
+//!   shows a MySQL account custom service finishing about 6 s after it was created);
+//! - while jobs are in flight, a polling round runs every `poll_interval`: one `DescribeJobs`
+//!   per zone with jobs in flight and per 100 of them; a job is seen finished by the first call
+//!   made at or after its end, which frees its slot and its cluster;
+//! - submissions go first: a polling round runs once it is due and nothing can be submitted
+//!   (all slots taken, or every cluster with work left has a job running). Under a tight rate
+//!   this spends the calls on new work; polling every zone every few seconds would otherwise
+//!   use most of a 1800/h budget.
+//!
+//! It assumes every job succeeds at the first attempt and no quota error happens: it is the
+//! least a run will take, not a promise.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+use crate::limiter::Rate;
+use crate::manifest::{ClusterId, ManifestSet, Task, TaskKey, Zone};
+
+/// What a run would do with a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PlanState {
+    /// Would be submitted.
+    Pending,
+    /// `not_before` is after today.
+    NotDue,
+    /// Already done by an earlier run.
+    Skipped,
+}
+
+impl PlanState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PlanState::Pending => "pending",
+            PlanState::NotDue => "not_due",
+            PlanState::Skipped => "skipped",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlannedTask {
+    pub task: Task,
+    pub state: PlanState,
+}
+
+/// The assumptions of the estimate; `run --dry-run` passes its own options.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EstimateInputs {
+    pub rate: Rate,
+    /// Jobs in flight over all clusters (never more than one per cluster).
+    pub max_in_flight: u32,
+    pub poll_interval: Duration,
+    /// How long one `del_user` job takes.
+    pub job_duration: Duration,
+}
+
+impl EstimateInputs {
+    /// Observed in the API reference's job transcript.
+    pub const JOB_DURATION: Duration = Duration::from_secs(6);
+}
+
+impl Default for EstimateInputs {
+    fn default() -> Self {
+        Self {
+            rate: Rate::DEFAULT,
+            max_in_flight: 20,
+            poll_interval: Duration::from_secs(3),
+            job_duration: Self::JOB_DURATION,
+        }
+    }
+}
+
+/// API calls and time a run of the pending tasks would take at least.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Estimate {
+    /// `submit_calls + describe_calls`.
+    pub api_calls: u64,
+    /// `RunClusterCustomService`: one per pending task.
+    pub submit_calls: u64,
+    /// `DescribeJobs` polling rounds' calls.
+    pub describe_calls: u64,
+    /// From the first call until the last job is seen finished.
+    pub duration: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PlanManifest {
+    pub path: String,
+    pub sha256: String,
+    pub ticket: Option<String>,
+    pub requested_by: Option<String>,
+    pub reason: Option<String>,
+    pub due_by: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Plan {
+    pub today: NaiveDate,
+    pub manifests: Vec<PlanManifest>,
+    pub tasks: Vec<PlannedTask>,
+    pub warnings: Vec<String>,
+    pub inputs: EstimateInputs,
+    pub estimate: Estimate,
+}
+
+/// Expand a set of manifests into a plan. `is_done` says whether a task was already done by
+/// an earlier run; such a task is `skipped` whatever its dates.
+pub fn build(set: &ManifestSet, today: NaiveDate, is_done: impl Fn(&TaskKey) -> bool, inputs: &EstimateInputs) -> Plan {
+    let tasks: Vec<PlannedTask> = set
+        .tasks
+        .iter()
+        .map(|t| {
+            let state = if is_done(&t.key()) {
+                PlanState::Skipped
+            } else if t.is_not_due(today) {
+                PlanState::NotDue
+            } else {
+                PlanState::Pending
+            };
+            PlannedTask { task: t.clone(), state }
+        })
+        .collect();
+    let estimate = estimate(tasks.iter().filter(|p| p.state == PlanState::Pending).map(|p| &p.task), inputs);
+    let manifests = set
+        .files
+        .iter()
+        .map(|f| PlanManifest {
+            path: f.path.display().to_string(),
+            sha256: f.sha256.clone(),
+            ticket: f.ticket.clone(),
+            requested_by: f.requested_by.clone(),
+            reason: f.reason.clone(),
+            due_by: f.due_by,
+        })
+        .collect();
+    Plan { today, manifests, tasks, warnings: set.warnings.clone(), inputs: *inputs, estimate }
+}
+
+/// Calls per `DescribeJobs` at most (the API's page limit).
+pub const DESCRIBE_BATCH: usize = 100;
+
+/// Replay the schedule of the module doc for `tasks` (all of them to be submitted).
+pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &EstimateInputs) -> Estimate {
+    // Virtual time in microseconds.
+    let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
+    let interval = us(inputs.rate.interval()).max(1);
+    let poll_every = us(inputs.poll_interval).max(1);
+    let job = us(inputs.job_duration);
+    let max_in_flight = inputs.max_in_flight.max(1) as usize;
+
+    // Clusters in first-seen order: (zone index, tasks left).
+    let mut zone_ix: HashMap<&Zone, usize> = HashMap::new();
+    let mut cluster_ix: HashMap<&ClusterId, usize> = HashMap::new();
+    let mut clusters: Vec<(usize, u64)> = Vec::new();
+    let mut submit_calls = 0u64;
+    for t in tasks {
+        let nz = zone_ix.len();
+        let z = *zone_ix.entry(&t.zone).or_insert(nz);
+        let nc = cluster_ix.len();
+        let c = *cluster_ix.entry(&t.cluster).or_insert(nc);
+        if c == clusters.len() {
+            clusters.push((z, 0));
+        }
+        clusters[c].1 += 1;
+        submit_calls += 1;
+    }
+    let mut ready: VecDeque<usize> = (0..clusters.len()).collect();
+    // (zone, finish time, cluster)
+    let mut in_flight: Vec<(usize, u64, usize)> = Vec::new();
+    let mut describe_calls = 0u64;
+    let mut next_call = 0u64; // earliest time the rate allows the next call
+    let mut next_poll: Option<u64> = None;
+    let mut end = 0u64;
+
+    while !ready.is_empty() || !in_flight.is_empty() {
+        let can_submit = !ready.is_empty() && in_flight.len() < max_in_flight;
+        let poll_at = next_poll.map(|p| p.max(next_call));
+        if !can_submit {
+            let start = poll_at.expect("a poll is due");
+            in_flight.sort_by_key(|&(zone, finish, _)| (zone, finish));
+            let mut still = Vec::with_capacity(in_flight.len());
+            let mut i = 0;
+            while i < in_flight.len() {
+                let zone = in_flight[i].0;
+                let zone_end = in_flight[i..].iter().position(|j| j.0 != zone).map_or(in_flight.len(), |n| i + n);
+                for batch in in_flight[i..zone_end].chunks(DESCRIBE_BATCH) {
+                    let at = start.max(next_call);
+                    next_call = at + interval;
+                    describe_calls += 1;
+                    end = end.max(at);
+                    for &(z, finish, c) in batch {
+                        if finish <= at {
+                            if clusters[c].1 > 0 {
+                                ready.push_back(c);
+                            }
+                        } else {
+                            still.push((z, finish, c));
+                        }
+                    }
+                }
+                i = zone_end;
+            }
+            in_flight = still;
+            next_poll = if in_flight.is_empty() { None } else { Some(start + poll_every) };
+        } else {
+            let c = ready.pop_front().expect("a cluster is ready");
+            let at = next_call;
+            next_call = at + interval;
+            clusters[c].1 -= 1;
+            in_flight.push((clusters[c].0, at + job, c));
+            next_poll.get_or_insert(at + poll_every);
+            end = end.max(at);
+        }
+    }
+    Estimate {
+        api_calls: submit_calls + describe_calls,
+        submit_calls,
+        describe_calls,
+        duration: Duration::from_micros(end),
+    }
+}
+
+impl Plan {
+    pub fn count(&self, state: PlanState) -> usize {
+        self.tasks.iter().filter(|t| t.state == state).count()
+    }
+
+    /// The plan as a stable JSON document (pretty-printed, fields in a fixed order).
+    pub fn to_json(&self) -> String {
+        #[derive(Serialize)]
+        struct Doc<'a> {
+            today: NaiveDate,
+            manifests: Vec<Manifest<'a>>,
+            rate: String,
+            counts: Counts,
+            tasks: Vec<TaskDoc<'a>>,
+            warnings: &'a [String],
+            estimate: EstimateDoc,
+        }
+        #[derive(Serialize)]
+        struct Manifest<'a> {
+            path: &'a str,
+            sha256: &'a str,
+            ticket: Option<&'a str>,
+            requested_by: Option<&'a str>,
+            reason: Option<&'a str>,
+            due_by: Option<DateTime<Utc>>,
+        }
+        #[derive(Serialize)]
+        struct Counts {
+            total: usize,
+            pending: usize,
+            not_due: usize,
+            skipped: usize,
+        }
+        #[derive(Serialize)]
+        struct TaskDoc<'a> {
+            cluster: &'a str,
+            zone: &'a str,
+            user: &'a str,
+            host: &'a str,
+            state: PlanState,
+            not_before: Option<NaiveDate>,
+            due_by: Option<DateTime<Utc>>,
+        }
+        #[derive(Serialize)]
+        struct EstimateDoc {
+            api_calls: u64,
+            submit_calls: u64,
+            describe_calls: u64,
+            duration_s: u64,
+            max_in_flight: u32,
+            poll_interval_s: f64,
+            job_duration_s: f64,
+        }
+        let doc = Doc {
+            today: self.today,
+            manifests: self
+                .manifests
+                .iter()
+                .map(|m| Manifest {
+                    path: &m.path,
+                    sha256: &m.sha256,
+                    ticket: m.ticket.as_deref(),
+                    requested_by: m.requested_by.as_deref(),
+                    reason: m.reason.as_deref(),
+                    due_by: m.due_by,
+                })
+                .collect(),
+            rate: self.inputs.rate.to_string(),
+            counts: Counts {
+                total: self.tasks.len(),
+                pending: self.count(PlanState::Pending),
+                not_due: self.count(PlanState::NotDue),
+                skipped: self.count(PlanState::Skipped),
+            },
+            tasks: self
+                .tasks
+                .iter()
+                .map(|p| TaskDoc {
+                    cluster: p.task.cluster.as_str(),
+                    zone: p.task.zone.as_str(),
+                    user: p.task.user.as_str(),
+                    host: p.task.host.as_str(),
+                    state: p.state,
+                    not_before: p.task.not_before,
+                    due_by: p.task.due_by,
+                })
+                .collect(),
+            warnings: &self.warnings,
+            estimate: EstimateDoc {
+                api_calls: self.estimate.api_calls,
+                submit_calls: self.estimate.submit_calls,
+                describe_calls: self.estimate.describe_calls,
+                duration_s: duration_s(self.estimate.duration),
+                max_in_flight: self.inputs.max_in_flight,
+                poll_interval_s: self.inputs.poll_interval.as_secs_f64(),
+                job_duration_s: self.inputs.job_duration.as_secs_f64(),
+            },
+        };
+        serde_json::to_string_pretty(&doc).expect("plain data always serializes")
+    }
+
+    /// The plan for people: tasks grouped by zone and cluster, then counts and the estimate.
+    pub fn to_human(&self) -> String {
+        let mut out = String::new();
+        let n = self.manifests.len();
+        let _ = writeln!(out, "Plan for {n} manifest{} (today is {} UTC)", if n == 1 { "" } else { "s" }, self.today);
+        for m in &self.manifests {
+            let mut line = format!("  {}  sha256 {}", m.path, &m.sha256[..m.sha256.len().min(12)]);
+            if let Some(t) = &m.ticket {
+                let _ = write!(line, "  ticket {t}");
+            }
+            if let Some(r) = &m.requested_by {
+                let _ = write!(line, "  requested by {r}");
+            }
+            let _ = writeln!(out, "{line}");
+        }
+        let mut groups: BTreeMap<&Zone, BTreeMap<&ClusterId, Vec<&PlannedTask>>> = BTreeMap::new();
+        for p in &self.tasks {
+            groups.entry(&p.task.zone).or_default().entry(&p.task.cluster).or_default().push(p);
+        }
+        let width = self.tasks.iter().map(|p| p.task.user.as_str().len() + 1 + p.task.host.as_str().len()).max();
+        let width = width.unwrap_or(0).min(48);
+        for (zone, clusters) in &groups {
+            let _ = writeln!(out, "\nzone {zone}");
+            for (cluster, tasks) in clusters {
+                let _ = writeln!(out, "  {cluster}");
+                for p in tasks {
+                    let account = format!("{}@{}", p.task.user, p.task.host);
+                    let mut state = match p.state {
+                        PlanState::Pending => "pending".to_owned(),
+                        PlanState::Skipped => "skipped (already done)".to_owned(),
+                        PlanState::NotDue => {
+                            format!("not due until {}", p.task.not_before.map(|d| d.to_string()).unwrap_or_default())
+                        }
+                    };
+                    if let (Some(due), PlanState::Pending | PlanState::NotDue) = (p.task.due_by, p.state) {
+                        let _ = write!(state, ", due by {}", due.format("%Y-%m-%dT%H:%M:%SZ"));
+                    }
+                    let _ = writeln!(out, "    {account:<width$}  {state}");
+                }
+            }
+        }
+        let _ = writeln!(
+            out,
+            "\n{} task{}: {} pending, {} not due, {} skipped",
+            self.tasks.len(),
+            if self.tasks.len() == 1 { "" } else { "s" },
+            self.count(PlanState::Pending),
+            self.count(PlanState::NotDue),
+            self.count(PlanState::Skipped),
+        );
+        let e = &self.estimate;
+        let _ = writeln!(
+            out,
+            "Estimate at {}: {} API calls ({} RunClusterCustomService, {} DescribeJobs), at least {}",
+            self.inputs.rate,
+            e.api_calls,
+            e.submit_calls,
+            e.describe_calls,
+            humantime::format_duration(Duration::from_secs(duration_s(e.duration))),
+        );
+        let _ = writeln!(
+            out,
+            "  assuming at most {} jobs in flight (one per cluster), {} per job, polling every {}",
+            self.inputs.max_in_flight,
+            humantime::format_duration(self.inputs.job_duration),
+            humantime::format_duration(self.inputs.poll_interval),
+        );
+        out
+    }
+}
+
+/// Whole seconds, rounded up.
+fn duration_s(d: Duration) -> u64 {
+    d.as_secs() + u64::from(d.subsec_nanos() > 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::manifest::{HostSpec, UserName};
+
+    fn task(cluster: &str, zone: &str, user: &str, not_before: Option<&str>) -> Task {
+        Task {
+            cluster: ClusterId::parse(cluster).unwrap(),
+            zone: Zone::parse(zone).unwrap(),
+            user: UserName::parse(user).unwrap(),
+            host: HostSpec::parse("%").unwrap(),
+            not_before: not_before.map(|d| d.parse().unwrap()),
+            due_by: None,
+        }
+    }
+
+    fn inputs() -> EstimateInputs {
+        EstimateInputs::default()
+    }
+
+    #[test]
+    fn one_task_is_one_submit_and_two_polls() {
+        // Submit at 0 s; polls at 3 s (still running) and 6 s (finished).
+        let e = estimate(&[task("cl-a", "sh1a", "u1", None)], &inputs());
+        assert_eq!((e.submit_calls, e.describe_calls, e.duration), (1, 2, Duration::from_secs(6)));
+        assert_eq!(e.api_calls, 3);
+    }
+
+    #[test]
+    fn two_clusters_run_side_by_side() {
+        // Submits at 0 s and 2 s (the rate's 2 s interval); polls at 4 s, 7 s (a done), 10 s (b done).
+        let e = estimate(&[task("cl-a", "sh1a", "u1", None), task("cl-b", "sh1a", "u1", None)], &inputs());
+        assert_eq!((e.submit_calls, e.describe_calls, e.duration), (2, 3, Duration::from_secs(10)));
+    }
+
+    #[test]
+    fn submissions_go_before_a_due_poll() {
+        // Submits at 0, 2 and 4 s (the poll due at 3 s waits); polls at 6 s (a), 9 s (b), 12 s (c).
+        let tasks =
+            [task("cl-a", "sh1a", "u1", None), task("cl-b", "sh1a", "u1", None), task("cl-c", "sh1a", "u1", None)];
+        let e = estimate(&tasks, &inputs());
+        assert_eq!((e.submit_calls, e.describe_calls, e.duration), (3, 3, Duration::from_secs(12)));
+    }
+
+    #[test]
+    fn one_cluster_runs_one_job_at_a_time() {
+        // u1: submit 0, seen done at 6; u2: submit 8, polls 11, 14 (done).
+        let e = estimate(&[task("cl-a", "sh1a", "u1", None), task("cl-a", "sh1a", "u2", None)], &inputs());
+        assert_eq!((e.submit_calls, e.describe_calls, e.duration), (2, 4, Duration::from_secs(14)));
+    }
+
+    #[test]
+    fn each_zone_is_polled_on_its_own() {
+        let fast = EstimateInputs { rate: "100/s".parse().unwrap(), ..inputs() };
+        let e = estimate(&[task("cl-a", "sh1a", "u1", None), task("cl-b", "pek3", "u1", None)], &fast);
+        // One round at 3 s (two zones: two calls), one at 6 s (two calls).
+        assert_eq!(e.describe_calls, 4);
+    }
+
+    #[test]
+    fn describe_jobs_batches_at_most_100_ids() {
+        let fast = EstimateInputs { rate: "1000/s".parse().unwrap(), max_in_flight: 250, ..inputs() };
+        let tasks: Vec<Task> = (0..250).map(|i| task(&format!("cl-{i}"), "sh1a", "u1", None)).collect();
+        let e = estimate(&tasks, &fast);
+        // All 250 are submitted within 0.25 s and end between 6 s and 6.25 s. Rounds of three
+        // calls (100 + 100 + 50 ids) at 3 s (none done), 6 s (only the first done), 9 s (all).
+        assert_eq!((e.submit_calls, e.describe_calls), (250, 9));
+    }
+
+    #[test]
+    fn the_rate_bounds_a_large_run() {
+        let tasks: Vec<Task> =
+            (0..1000).map(|i| task(&format!("cl-{}", i % 100), "sh1a", &format!("u{i}"), None)).collect();
+        let e = estimate(&tasks, &inputs());
+        assert_eq!(e.submit_calls, 1000);
+        // Every call costs 2 s at 1800/h, so the run takes at least 2 s per call made.
+        assert!(e.duration >= Duration::from_secs(2 * (e.api_calls - 1)), "{e:?}");
+        assert!(e.describe_calls > 0);
+    }
+
+    #[test]
+    fn nothing_to_do_costs_nothing() {
+        assert_eq!(estimate(&[], &inputs()), Estimate::default());
+    }
+
+    #[test]
+    fn states_follow_done_then_dates() {
+        let set = ManifestSet {
+            files: Vec::new(),
+            tasks: vec![
+                task("cl-a", "sh1a", "u1", None),
+                task("cl-a", "sh1a", "u2", Some("2026-12-01")),
+                task("cl-a", "sh1a", "u3", Some("2026-11-30")),
+                task("cl-a", "sh1a", "u4", Some("2026-12-01")),
+            ],
+            warnings: Vec::new(),
+        };
+        let today: NaiveDate = "2026-11-30".parse().unwrap();
+        let plan = build(&set, today, |k| k.user.as_str() == "u4", &inputs());
+        let states: Vec<_> = plan.tasks.iter().map(|p| p.state).collect();
+        assert_eq!(states, [PlanState::Pending, PlanState::NotDue, PlanState::Pending, PlanState::Skipped]);
+        assert_eq!(plan.estimate.submit_calls, 2);
+        let json: serde_json::Value = serde_json::from_str(&plan.to_json()).unwrap();
+        assert_eq!(json["tasks"][1]["state"], "not_due");
+        assert_eq!(json["counts"]["skipped"], 1);
+        assert_eq!(json["estimate"]["api_calls"], plan.estimate.api_calls);
+        assert!(plan.to_human().contains("u2@%  not due until 2026-12-01"));
+    }
+}

@@ -1,0 +1,102 @@
+//! What people read from the `validate` and `plan` commands: help texts and plan output,
+//! snapshotted. "Today" is frozen with `QC_OFFBOARD_TODAY` so `not_before` states are stable.
+
+use std::path::Path;
+
+use crate::helpers::{qc, tempdir};
+
+fn stdout_of(args: &[&str]) -> String {
+    let home = tempdir();
+    let out = qc(home.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("QC_OFFBOARD_TODAY", "2030-11-30")
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn help() {
+    insta::assert_snapshot!("help", stdout_of(&["--help"]));
+}
+
+#[test]
+fn plan_help() {
+    insta::assert_snapshot!("plan_help", stdout_of(&["plan", "--help"]));
+}
+
+#[test]
+fn plan_example_human() {
+    insta::assert_snapshot!("plan_example_human", stdout_of(&["plan", "manifests/example.yaml"]));
+}
+
+#[test]
+fn plan_example_json() {
+    let text = stdout_of(&["plan", "manifests/example.yaml", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 13);
+    for t in v["tasks"].as_array().unwrap() {
+        for key in ["cluster", "zone", "user", "host", "state"] {
+            assert!(t[key].is_string(), "{key} in {t}");
+        }
+    }
+    assert!(v["estimate"]["api_calls"].as_u64().unwrap() > 12);
+    insta::assert_snapshot!("plan_example_json", text);
+}
+
+#[test]
+fn plan_marks_entries_not_yet_due() {
+    let early = stdout_of(&["plan", "manifests/nightly-cleanup.yaml", "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(&early).unwrap();
+    assert_eq!(v["counts"]["not_due"], 2, "{early}");
+    // On a later day every entry is due.
+    let home = tempdir();
+    let out = qc(home.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("QC_OFFBOARD_TODAY", "2031-04-01")
+        .args(["plan", "manifests/nightly-cleanup.yaml", "--output", "json"])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((v["counts"]["pending"].as_u64(), v["counts"]["not_due"].as_u64()), (Some(6), Some(0)));
+}
+
+#[test]
+fn plan_rate_changes_the_estimate() {
+    let slow = stdout_of(&["plan", "manifests/offboard-bob.yaml", "--output", "json"]);
+    let fast = stdout_of(&["plan", "manifests/offboard-bob.yaml", "--output", "json", "--rate", "50/s"]);
+    let s: serde_json::Value = serde_json::from_str(&slow).unwrap();
+    let f: serde_json::Value = serde_json::from_str(&fast).unwrap();
+    assert_eq!(f["rate"], "50/s");
+    assert!(s["estimate"]["duration_s"].as_u64() > f["estimate"]["duration_s"].as_u64());
+}
+
+#[test]
+fn plan_refuses_invalid_manifests_with_65() {
+    let dir = tempdir();
+    let p = dir.path().join("m.yaml");
+    std::fs::write(&p, "version: 1\nclusters: [{id: cl-a, zone: sh1a, users: [root]}]\n").unwrap();
+    let out = qc(dir.path()).arg("plan").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(out.stdout.is_empty());
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("{}:2:43: user \"root\" is protected", p.display())));
+}
+
+#[test]
+fn validate_prints_one_line_per_file() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let home = tempdir();
+    let out = qc(home.path())
+        .current_dir(root)
+        .args(["validate", "manifests/example.yaml", "manifests/nightly-cleanup.yaml"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert_eq!(
+        String::from_utf8(out.stdout).unwrap(),
+        "manifests/example.yaml: ok: 13 tasks, 3 clusters, 2 zones, 10 accounts\n\
+         manifests/nightly-cleanup.yaml: ok: 6 tasks, 3 clusters, 2 zones, 6 accounts\n"
+    );
+}
