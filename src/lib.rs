@@ -11,4 +11,6 @@ pub mod exit;
 pub mod limiter;
 pub mod manifest;
 pub mod qingcloud;
+pub mod report;
+pub mod store;
 pub mod telemetry;
