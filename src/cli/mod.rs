@@ -12,6 +12,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::exit::Exit;
 use crate::limiter::Rate;
 
+mod audit;
+mod report;
+mod status;
 mod validate;
 
 /// Remove MySQL Plus database accounts across many QingCloud clusters in bulk, safely and with
@@ -62,6 +65,15 @@ pub enum OutputFormat {
 pub enum Command {
     /// Parse and validate manifests; one summary line per file. No database, no network.
     Validate(ValidateArgs),
+    /// Runs (newest first), or one run's counts by state
+    Status(StatusArgs),
+    /// One row per task with its outcome: the evidence export
+    Report(ReportArgs),
+    /// Verify the audit log's hash chain, or print a checkpoint of it
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -268,6 +280,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
     match command {
         Command::Validate(args) => validate::run(&global, args),
+        Command::Status(args) => status::run(&global, args).await,
+        Command::Report(args) => report::run(&global, args).await,
+        Command::Audit { command } => audit::run(&global, command).await,
     }
 }
 
