@@ -201,7 +201,8 @@ pub fn write_table(mut w: impl Write, rows: &[ReportRow]) -> io::Result<()> {
         return writeln!(w, "no tasks match");
     }
     const MESSAGE_WIDTH: usize = 60;
-    let header = ["RUN", "TASK", "CLUSTER", "USER", "HOST", "OUTCOME", "TRIES", "JOB", "RET", "FINISHED", "LATE", "MESSAGE"];
+    let header =
+        ["RUN", "TASK", "CLUSTER", "USER", "HOST", "OUTCOME", "TRIES", "JOB", "RET", "FINISHED", "LATE", "MESSAGE"];
     let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
     let cells: Vec<[String; 12]> = rows
         .iter()

@@ -79,7 +79,10 @@ async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
         }
         OutputFormat::Human if runs.is_empty() => println!("no runs recorded in {}", store.path().display()),
         OutputFormat::Human => {
-            let header = ["RUN", "STARTED", "FINISHED", "EXIT", "TICKET", "TASKS", "DELETED", "FAILED", "SKIPPED", "PENDING", "NOT_DUE"];
+            let header = [
+                "RUN", "STARTED", "FINISHED", "EXIT", "TICKET", "TASKS", "DELETED", "FAILED", "SKIPPED", "PENDING",
+                "NOT_DUE",
+            ];
             let rows: Vec<[String; 11]> = runs
                 .iter()
                 .map(|r| {
@@ -107,7 +110,14 @@ async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
                 }
             }
             let line = |cells: Vec<&str>| {
-                cells.iter().zip(widths).map(|(c, w)| format!("{c:<w$}")).collect::<Vec<_>>().join("  ").trim_end().to_string()
+                cells
+                    .iter()
+                    .zip(widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
             };
             println!("{}", line(header.to_vec()));
             for row in &rows {

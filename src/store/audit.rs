@@ -79,7 +79,15 @@ pub fn canonical_record(
     out
 }
 
-fn digest(prev: &[u8; 32], seq: i64, at: &str, run_id: Option<i64>, task_id: Option<i64>, kind: &str, detail: &str) -> [u8; 32] {
+fn digest(
+    prev: &[u8; 32],
+    seq: i64,
+    at: &str,
+    run_id: Option<i64>,
+    task_id: Option<i64>,
+    kind: &str,
+    detail: &str,
+) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev);
     h.update(canonical_record(seq, at, run_id, task_id, kind, detail));
@@ -141,7 +149,8 @@ pub(crate) async fn append(conn: &mut SqliteConnection, entries: &[Entry]) -> Re
     if entries.is_empty() {
         return Ok(());
     }
-    let tip = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
+    let tip =
+        sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&mut *conn).await?;
     let (mut seq, mut prev) = match tip {
         None => (0, [0u8; 32]),
         Some(row) => {
@@ -152,9 +161,8 @@ pub(crate) async fn append(conn: &mut SqliteConnection, entries: &[Entry]) -> Re
     };
     let at = ts(Utc::now());
     for chunk in entries.chunks(INSERT_CHUNK) {
-        let mut sql = String::from(
-            "INSERT INTO audit_log (seq, at, run_id, task_id, kind, detail, prev_hash, hash) VALUES ",
-        );
+        let mut sql =
+            String::from("INSERT INTO audit_log (seq, at, run_id, task_id, kind, detail, prev_hash, hash) VALUES ");
         for i in 0..chunk.len() {
             sql.push_str(if i == 0 { "(?,?,?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?,?,?)" });
         }
@@ -290,7 +298,9 @@ impl Verification {
 impl Store {
     /// The newest record as a checkpoint (`0:000…` when the log is empty).
     pub async fn audit_checkpoint(&self) -> Result<Checkpoint, StoreError> {
-        let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1").fetch_optional(&self.reader).await?;
+        let row = sqlx::query("SELECT seq, hash FROM audit_log ORDER BY seq DESC LIMIT 1")
+            .fetch_optional(&self.reader)
+            .await?;
         Ok(match row {
             None => Checkpoint { seq: 0, hash: GENESIS_HASH.into() },
             Some(r) => Checkpoint { seq: r.try_get("seq")?, hash: r.try_get("hash")? },
@@ -346,7 +356,10 @@ impl Store {
                 };
                 let computed = digest(&stored_prev, seq, at, run_id, task_id, kind, detail);
                 if computed != stored_hash {
-                    let problem = match self.written_as(&mut tx, &stored_prev, &stored_hash, (at, run_id, task_id, kind, detail)).await? {
+                    let problem = match self
+                        .written_as(&mut tx, &stored_prev, &stored_hash, (at, run_id, task_id, kind, detail))
+                        .await?
+                    {
                         Some(written_as) if written_as != seq => Problem::Reordered { seq, written_as },
                         _ => Problem::HashMismatch { seq },
                     };
@@ -418,7 +431,8 @@ mod tests {
     #[test]
     fn hash_of_a_known_record() {
         // Recomputable with any SHA-256 tool: 32 zero bytes followed by the canonical bytes.
-        let h = record_hash(GENESIS_HASH, 1, "2026-11-28T12:00:00.000000Z", Some(1), None, "run_started", "{}").unwrap();
+        let h =
+            record_hash(GENESIS_HASH, 1, "2026-11-28T12:00:00.000000Z", Some(1), None, "run_started", "{}").unwrap();
         let mut bytes = vec![0u8; 32];
         bytes.extend(canonical_record(1, "2026-11-28T12:00:00.000000Z", Some(1), None, "run_started", "{}"));
         assert_eq!(h, hex::encode(Sha256::digest(&bytes)));

@@ -94,8 +94,11 @@ impl Store {
         if let LockOutcome::TakenOver { previous } = &outcome {
             let ticket = run_ticket(&mut tx, run_id).await?;
             let detail = json!({"previous": previous, "pid": pid, "host": host});
-            audit::append(&mut tx, &[Entry::new(Some(run_id), None, "lock_taken_over", &with_ticket(detail, ticket.as_deref()))])
-                .await?;
+            audit::append(
+                &mut tx,
+                &[Entry::new(Some(run_id), None, "lock_taken_over", &with_ticket(detail, ticket.as_deref()))],
+            )
+            .await?;
         }
         tx.commit().await?;
         Ok(outcome)
@@ -104,7 +107,8 @@ impl Store {
     /// Release the lock if `run_id` holds it; `false` when it did not.
     pub async fn release_lock(&self, run_id: i64) -> Result<bool, StoreError> {
         let mut tx = self.write().await?;
-        let done = sqlx::query("DELETE FROM run_lock WHERE id = 1 AND run_id = ?").bind(run_id).execute(&mut *tx).await?;
+        let done =
+            sqlx::query("DELETE FROM run_lock WHERE id = 1 AND run_id = ?").bind(run_id).execute(&mut *tx).await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

@@ -12,7 +12,7 @@ use super::audit::{self, with_ticket, Entry};
 use super::tasks::{task_from_row, TASK_COLUMNS};
 use super::{opt_ts, ts, NewRun, NewTask, ReportFilter, RunRow, Store, StoreError, TaskRow, TaskState};
 
-/// Task rows per multi-row INSERT (12 parameters each).
+/// Task rows per multi-row INSERT (10 parameters each).
 const TASK_CHUNK: usize = 500;
 
 const RUN_COLUMNS: &str = "id, started_at, finished_at, exit_code, ticket, requested_by, reason, due_by, operator, \
@@ -87,21 +87,20 @@ impl Store {
 
         // Ids are assigned here (inside the write lock) so that the audit records can name them
         // without a round trip per task.
-        let first_id: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM tasks").fetch_one(&mut *tx).await?;
+        let first_id: i64 =
+            sqlx::query_scalar("SELECT COALESCE(MAX(id), 0) + 1 FROM tasks").fetch_one(&mut *tx).await?;
         let now = ts(started_at);
         for (chunk_no, chunk) in tasks.chunks(TASK_CHUNK).enumerate() {
             let mut sql = String::from(
                 "INSERT INTO tasks (id, run_id, cluster, zone, user, host, state, not_before, due_by, \
-                 finished_at, updated_at) VALUES ",
+                 updated_at) VALUES ",
             );
             for i in 0..chunk.len() {
-                sql.push_str(if i == 0 { "(?,?,?,?,?,?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?,?,?,?,?,?)" });
+                sql.push_str(if i == 0 { "(?,?,?,?,?,?,?,?,?,?)" } else { ",(?,?,?,?,?,?,?,?,?,?)" });
             }
             let mut q = sqlx::query(&sql);
             for (i, t) in chunk.iter().enumerate() {
                 let id = first_id + (chunk_no * TASK_CHUNK + i) as i64;
-                // A task skipped as already done is finished the moment it is created.
-                let finished = (t.state == TaskState::Skipped).then(|| now.clone());
                 q = q
                     .bind(id)
                     .bind(run_id)
@@ -112,7 +111,6 @@ impl Store {
                     .bind(t.state.as_str())
                     .bind(t.not_before.map(|d| d.format("%F").to_string()))
                     .bind(opt_ts(t.due_by))
-                    .bind(finished)
                     .bind(&now);
                 entries.push(Entry::new(
                     Some(run_id),
@@ -142,14 +140,15 @@ impl Store {
     /// Close a run: its end time, exit code and summary, audited as `run_finished`.
     pub async fn finish_run(&self, run_id: i64, exit_code: i64, summary: serde_json::Value) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        let ticket: Option<Option<String>> =
-            sqlx::query_scalar("UPDATE runs SET finished_at = ?, exit_code = ?, summary = ? WHERE id = ? RETURNING ticket")
-                .bind(ts(Utc::now()))
-                .bind(exit_code)
-                .bind(summary.to_string())
-                .bind(run_id)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let ticket: Option<Option<String>> = sqlx::query_scalar(
+            "UPDATE runs SET finished_at = ?, exit_code = ?, summary = ? WHERE id = ? RETURNING ticket",
+        )
+        .bind(ts(Utc::now()))
+        .bind(exit_code)
+        .bind(summary.to_string())
+        .bind(run_id)
+        .fetch_optional(&mut *tx)
+        .await?;
         let Some(ticket) = ticket else { return Err(StoreError::NoSuchRun(run_id)) };
         let detail = with_ticket(json!({"exit_code": exit_code, "summary": summary}), ticket.as_deref());
         audit::append(&mut tx, &[Entry::new(Some(run_id), None, "run_finished", &detail)]).await?;
@@ -193,7 +192,8 @@ impl Store {
 
     /// All runs, newest first.
     pub async fn runs(&self) -> Result<Vec<RunRow>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC")).fetch_all(&self.reader).await?;
+        let rows =
+            sqlx::query(&format!("SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC")).fetch_all(&self.reader).await?;
         let mut manifests = self.manifests(None).await?;
         rows.iter()
             .map(|row| {
@@ -268,10 +268,11 @@ impl Store {
 
     /// The tasks of a run that ended `failed`, for `retry`.
     pub async fn failed_tasks(&self, run_id: i64) -> Result<Vec<TaskRow>, StoreError> {
-        let rows = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ? AND state = 'failed' ORDER BY id"))
-            .bind(run_id)
-            .fetch_all(&self.reader)
-            .await?;
+        let rows =
+            sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ? AND state = 'failed' ORDER BY id"))
+                .bind(run_id)
+                .fetch_all(&self.reader)
+                .await?;
         rows.iter().map(task_from_row).collect()
     }
 

@@ -1,4 +1,6 @@
 //! Integration tests, compiled as one binary. Each area has its own module; `helpers` holds what
 //! they share (the real binary with a scrubbed environment, temporary directories, the simulator).
 
+mod audit;
 mod helpers;
+mod store;
