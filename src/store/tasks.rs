@@ -2,11 +2,14 @@
 //! in the same transaction), and the record of every API call.
 
 use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
 use serde_json::{json, Map, Value};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::audit::{self, with_ticket, Entry};
+use super::runs::run_ticket;
 use super::{opt_ts, ts, ApiCallRow, Attempts, Store, StoreError, TaskRow, TaskState, Transition};
 
 pub(crate) const TASK_COLUMNS: &str = "id, run_id, cluster, zone, user, host, state, not_before, due_by, attempts, \
@@ -51,8 +54,9 @@ impl Store {
         let mut tx = self.write().await?;
         let mut results = Vec::with_capacity(transitions.len());
         let mut entries = Vec::with_capacity(transitions.len());
+        let mut tickets = HashMap::new();
         for t in transitions {
-            match apply(&mut tx, t).await? {
+            match apply(&mut tx, t, &mut tickets).await? {
                 Some((row, entry)) => {
                     results.push(Some(row));
                     entries.push(entry);
@@ -129,19 +133,15 @@ impl Store {
 }
 
 /// One guarded update inside a write transaction, and the audit record describing it.
-async fn apply(conn: &mut SqliteConnection, t: &Transition) -> Result<Option<(TaskRow, Entry)>, StoreError> {
-    let current = sqlx::query("SELECT t.state, r.ticket FROM tasks t JOIN runs r ON r.id = t.run_id WHERE t.id = ?")
-        .bind(t.task_id)
-        .fetch_optional(&mut *conn)
-        .await?;
-    let Some(current) = current else { return Ok(None) };
-    let state: String = current.try_get("state")?;
-    let from: TaskState = state.parse().map_err(StoreError::Corrupt)?;
-    if !t.from.contains(&from) {
+/// `tickets` caches each run's ticket for the length of the transaction.
+async fn apply(
+    conn: &mut SqliteConnection,
+    t: &Transition,
+    tickets: &mut HashMap<i64, Option<String>>,
+) -> Result<Option<(TaskRow, Entry)>, StoreError> {
+    if t.from.is_empty() {
         return Ok(None);
     }
-    let ticket: Option<String> = current.try_get("ticket")?;
-
     let c = &t.change;
     let (attempts_mode, attempts_value) = match c.attempts {
         None => (0, None),
@@ -153,7 +153,8 @@ async fn apply(conn: &mut SqliteConnection, t: &Transition) -> Result<Option<(Ta
     let (submitted_set, submitted) = time(&c.submitted_at);
     let (next_set, next) = time(&c.next_attempt_at);
     let (finished_set, finished) = time(&c.finished_at);
-    let row = sqlx::query(&format!(
+    let guard = (0..t.from.len()).map(|i| format!("?{}", 20 + i)).collect::<Vec<_>>().join(", ");
+    let sql = format!(
         "UPDATE tasks SET state = ?1, \
          attempts = CASE ?2 WHEN 1 THEN attempts + 1 WHEN 2 THEN ?3 ELSE attempts END, \
          job_id = CASE WHEN ?4 THEN ?5 ELSE job_id END, \
@@ -164,33 +165,41 @@ async fn apply(conn: &mut SqliteConnection, t: &Transition) -> Result<Option<(Ta
          submitted_at = CASE WHEN ?12 THEN ?13 ELSE submitted_at END, \
          next_attempt_at = CASE WHEN ?14 THEN ?15 ELSE next_attempt_at END, \
          finished_at = CASE WHEN ?16 THEN ?17 ELSE finished_at END, \
-         updated_at = ?18 \
-         WHERE id = ?19 AND state = ?20 RETURNING {TASK_COLUMNS}"
-    ))
-    .bind(t.to.as_str())
-    .bind(attempts_mode)
-    .bind(attempts_value)
-    .bind(c.job_id.is_some())
-    .bind(c.job_id.clone().flatten())
-    .bind(c.last_ret_code.is_some())
-    .bind(c.last_ret_code.flatten())
-    .bind(c.last_message.is_some())
-    .bind(c.last_message.clone().flatten())
-    .bind(intent_set)
-    .bind(intent)
-    .bind(submitted_set)
-    .bind(submitted)
-    .bind(next_set)
-    .bind(next)
-    .bind(finished_set)
-    .bind(finished)
-    .bind(ts(Utc::now()))
-    .bind(t.task_id)
-    .bind(from.as_str())
-    .fetch_optional(&mut *conn)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
+         updated_at = ?18, \
+         prev_state = state \
+         WHERE id = ?19 AND state IN ({guard}) RETURNING {TASK_COLUMNS}, prev_state"
+    );
+    let mut update = sqlx::query(&sql)
+        .bind(t.to.as_str())
+        .bind(attempts_mode)
+        .bind(attempts_value)
+        .bind(c.job_id.is_some())
+        .bind(c.job_id.clone().flatten())
+        .bind(c.last_ret_code.is_some())
+        .bind(c.last_ret_code.flatten())
+        .bind(c.last_message.is_some())
+        .bind(c.last_message.clone().flatten())
+        .bind(intent_set)
+        .bind(intent)
+        .bind(submitted_set)
+        .bind(submitted)
+        .bind(next_set)
+        .bind(next)
+        .bind(finished_set)
+        .bind(finished)
+        .bind(ts(Utc::now()))
+        .bind(t.task_id);
+    for s in &t.from {
+        update = update.bind(s.as_str());
+    }
+    let Some(row) = update.fetch_optional(&mut *conn).await? else { return Ok(None) };
+    let prev_state: String = row.try_get("prev_state")?;
+    let from: TaskState = prev_state.parse().map_err(StoreError::Corrupt)?;
     let row = task_from_row(&row)?;
+    if !tickets.contains_key(&row.run_id) {
+        tickets.insert(row.run_id, run_ticket(&mut *conn, row.run_id).await?);
+    }
+    let ticket = tickets.get(&row.run_id).cloned().flatten();
 
     // The record names the account and the resulting values of every column the change set,
     // so the log alone answers "when was bob removed from cl-x, and by which job".

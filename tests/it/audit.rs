@@ -232,3 +232,49 @@ async fn an_empty_log_verifies_against_the_genesis_checkpoint() {
         .code(1)
         .stdout(predicate::str::contains("truncated"));
 }
+
+#[tokio::test]
+async fn values_that_are_not_what_was_written_are_named() {
+    let dir = tempdir();
+    let path = written_db(dir.path()).await;
+    // Details may hold any character, the packing separator included.
+    let store = Store::open(&path).await.unwrap();
+    store.audit_event(Some(1), None, "note", json!({"text": "a|b|7|x|", "n": "\u{e9}"})).await.unwrap();
+    store.close().await;
+    verify(dir.path(), &path, None).success().stdout(predicate::str::contains("13 records checked"));
+
+    for (n, (edit, found)) in [
+        ("run_id = 'abc'", "record 5: malformed, run_id is not an integer"),
+        ("task_id = 2.5", "record 5: malformed, task_id is not an integer"),
+        ("hash = 'zz'", "record 5: malformed, hash is not 64 hex digits"),
+        ("prev_hash = ''", "record 5: malformed, prev_hash is not 64 hex digits"),
+        ("detail = x'ff00'", "record 5: hash mismatch"),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let copy = dir.path().join(format!("copy{n}.db"));
+        std::fs::copy(&path, &copy).unwrap();
+        tamper(&copy, &[&format!("UPDATE audit_log SET {edit} WHERE seq = 5")]).await;
+        verify(dir.path(), &copy, None).code(1).stdout(predicate::str::contains(found));
+    }
+}
+
+#[tokio::test]
+async fn records_are_checked_across_pages() {
+    let dir = tempdir();
+    let path = db_path(dir.path());
+    let store = Store::open(&path).await.unwrap();
+    let tasks: Vec<_> = (0..12_000).map(|i| new_task("cl-a1", &format!("u{i}"))).collect();
+    store.create_run(&new_run(None), &tasks).await.unwrap();
+    store.close().await;
+    verify(dir.path(), &path, None).success().stdout(predicate::str::contains("12001 records checked"));
+    let edited = dir.path().join("edited.db");
+    std::fs::copy(&path, &edited).unwrap();
+    tamper(&edited, &["UPDATE audit_log SET detail = replace(detail, 'u9000', 'u9001') WHERE seq = 9002"]).await;
+    verify(dir.path(), &edited, None).code(1).stdout(predicate::str::contains("record 9002: hash mismatch"));
+    tamper(&path, &["DELETE FROM audit_log WHERE seq = 5001"]).await;
+    verify(dir.path(), &path, None)
+        .code(1)
+        .stdout(predicate::str::contains("record 5002: gap in seq, record 5001 is missing"));
+}
