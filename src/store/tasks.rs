@@ -196,10 +196,14 @@ async fn apply(
     let prev_state: String = row.try_get("prev_state")?;
     let from: TaskState = prev_state.parse().map_err(StoreError::Corrupt)?;
     let row = task_from_row(&row)?;
-    if !tickets.contains_key(&row.run_id) {
-        tickets.insert(row.run_id, run_ticket(&mut *conn, row.run_id).await?);
-    }
-    let ticket = tickets.get(&row.run_id).cloned().flatten();
+    let ticket = match tickets.get(&row.run_id) {
+        Some(ticket) => ticket.clone(),
+        None => {
+            let ticket = run_ticket(&mut *conn, row.run_id).await?;
+            tickets.insert(row.run_id, ticket.clone());
+            ticket
+        }
+    };
 
     // The record names the account and the resulting values of every column the change set,
     // so the log alone answers "when was bob removed from cl-x, and by which job".
