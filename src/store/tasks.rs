@@ -2,7 +2,7 @@
 //! in the same transaction), and the record of every API call.
 
 use chrono::{DateTime, Utc};
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
 use sqlx::sqlite::SqliteRow;
@@ -11,6 +11,9 @@ use sqlx::{Row, SqliteConnection};
 use super::audit::{self, with_ticket, Entry};
 use super::runs::run_ticket;
 use super::{opt_ts, ts, ApiCallRow, Attempts, Store, StoreError, TaskRow, TaskState, Transition};
+
+/// Transitions per UPDATE (19 parameters each, far below SQLite's 32766).
+const TRANSITION_CHUNK: usize = 500;
 
 pub(crate) const TASK_COLUMNS: &str = "id, run_id, cluster, zone, user, host, state, not_before, due_by, attempts, \
     job_id, last_ret_code, last_message, started_at, intent_at, submitted_at, next_attempt_at, finished_at, updated_at";
@@ -49,20 +52,41 @@ impl Store {
     }
 
     /// Several guarded transitions in one transaction, applied in order; one result per
-    /// transition (`None` where the guard did not match).
+    /// transition (`None` where the guard did not match). A later transition of the same task
+    /// sees the earlier one.
     pub async fn transition_many(&self, transitions: &[Transition]) -> Result<Vec<Option<TaskRow>>, StoreError> {
         let mut tx = self.write().await?;
         let mut results = Vec::with_capacity(transitions.len());
         let mut entries = Vec::with_capacity(transitions.len());
-        let mut tickets = HashMap::new();
-        for t in transitions {
-            match apply(&mut tx, t, &mut tickets).await? {
-                Some((row, entry)) => {
-                    results.push(Some(row));
-                    entries.push(entry);
-                }
-                None => results.push(None),
+        let mut tickets: HashMap<i64, Option<String>> = HashMap::new();
+        let now = ts(Utc::now());
+        let mut start = 0;
+        while start < transitions.len() {
+            // A segment names each task at most once, so one UPDATE can apply it.
+            let mut seen = HashSet::new();
+            let mut end = start;
+            while end < transitions.len() && end - start < TRANSITION_CHUNK && seen.insert(transitions[end].task_id) {
+                end += 1;
             }
+            let segment = &transitions[start..end];
+            let mut updated = update_segment(&mut tx, segment, &now).await?;
+            for t in segment {
+                let Some((row, from)) = updated.remove(&t.task_id) else {
+                    results.push(None);
+                    continue;
+                };
+                let ticket = match tickets.get(&row.run_id) {
+                    Some(ticket) => ticket.clone(),
+                    None => {
+                        let ticket = run_ticket(&mut tx, row.run_id).await?;
+                        tickets.insert(row.run_id, ticket.clone());
+                        ticket
+                    }
+                };
+                entries.push(audit_entry(t, &row, from, ticket.as_deref()));
+                results.push(Some(row));
+            }
+            start = end;
         }
         if entries.is_empty() {
             tx.rollback().await?;
@@ -132,81 +156,91 @@ impl Store {
     }
 }
 
-/// One guarded update inside a write transaction, and the audit record describing it.
-/// `tickets` caches each run's ticket for the length of the transaction.
-async fn apply(
+/// Apply transitions of distinct tasks with one `UPDATE … FROM (VALUES …)`: each row carries
+/// its task id, its guard (`|state|state|`), the new state and the change. Returns, per task
+/// updated, the new row and the state it left (from `prev_state`, which the UPDATE sets to the
+/// old `state`). Tasks whose state is not in their guard are left alone and absent.
+async fn update_segment(
     conn: &mut SqliteConnection,
-    t: &Transition,
-    tickets: &mut HashMap<i64, Option<String>>,
-) -> Result<Option<(TaskRow, Entry)>, StoreError> {
-    if t.from.is_empty() {
-        return Ok(None);
+    segment: &[Transition],
+    now: &str,
+) -> Result<HashMap<i64, (TaskRow, TaskState)>, StoreError> {
+    let mut values = String::new();
+    for i in 0..segment.len() {
+        values.push_str(if i == 0 {
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        } else {
+            ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        });
     }
-    let c = &t.change;
-    let (attempts_mode, attempts_value) = match c.attempts {
-        None => (0, None),
-        Some(Attempts::Increment) => (1, None),
-        Some(Attempts::Set(n)) => (2, Some(n)),
-    };
-    let time = |v: &Option<Option<DateTime<Utc>>>| (v.is_some(), v.flatten().map(ts));
-    let (intent_set, intent) = time(&c.intent_at);
-    let (submitted_set, submitted) = time(&c.submitted_at);
-    let (next_set, next) = time(&c.next_attempt_at);
-    let (finished_set, finished) = time(&c.finished_at);
-    let guard = (0..t.from.len()).map(|i| format!("?{}", 20 + i)).collect::<Vec<_>>().join(", ");
+    // VALUES columns are column1…column19, in the order bound below.
     let sql = format!(
-        "UPDATE tasks SET state = ?1, \
-         attempts = CASE ?2 WHEN 1 THEN attempts + 1 WHEN 2 THEN ?3 ELSE attempts END, \
-         job_id = CASE WHEN ?4 THEN ?5 ELSE job_id END, \
-         last_ret_code = CASE WHEN ?6 THEN ?7 ELSE last_ret_code END, \
-         last_message = CASE WHEN ?8 THEN ?9 ELSE last_message END, \
-         intent_at = CASE WHEN ?10 THEN ?11 ELSE intent_at END, \
-         started_at = CASE WHEN ?10 THEN COALESCE(started_at, ?11) ELSE started_at END, \
-         submitted_at = CASE WHEN ?12 THEN ?13 ELSE submitted_at END, \
-         next_attempt_at = CASE WHEN ?14 THEN ?15 ELSE next_attempt_at END, \
-         finished_at = CASE WHEN ?16 THEN ?17 ELSE finished_at END, \
-         updated_at = ?18, \
-         prev_state = state \
-         WHERE id = ?19 AND state IN ({guard}) RETURNING {TASK_COLUMNS}, prev_state"
+        "UPDATE tasks SET prev_state = tasks.state, state = v.column3, \
+         attempts = CASE v.column4 WHEN 1 THEN tasks.attempts + 1 WHEN 2 THEN v.column5 ELSE tasks.attempts END, \
+         job_id = CASE WHEN v.column6 THEN v.column7 ELSE tasks.job_id END, \
+         last_ret_code = CASE WHEN v.column8 THEN v.column9 ELSE tasks.last_ret_code END, \
+         last_message = CASE WHEN v.column10 THEN v.column11 ELSE tasks.last_message END, \
+         intent_at = CASE WHEN v.column12 THEN v.column13 ELSE tasks.intent_at END, \
+         started_at = CASE WHEN v.column12 THEN COALESCE(tasks.started_at, v.column13) ELSE tasks.started_at END, \
+         submitted_at = CASE WHEN v.column14 THEN v.column15 ELSE tasks.submitted_at END, \
+         next_attempt_at = CASE WHEN v.column16 THEN v.column17 ELSE tasks.next_attempt_at END, \
+         finished_at = CASE WHEN v.column18 THEN v.column19 ELSE tasks.finished_at END, \
+         updated_at = ? \
+         FROM (VALUES {values}) AS v \
+         WHERE tasks.id = v.column1 AND instr(v.column2, '|' || tasks.state || '|') > 0 \
+         RETURNING {TASK_COLUMNS}, prev_state"
     );
-    let mut update = sqlx::query(&sql)
-        .bind(t.to.as_str())
-        .bind(attempts_mode)
-        .bind(attempts_value)
-        .bind(c.job_id.is_some())
-        .bind(c.job_id.clone().flatten())
-        .bind(c.last_ret_code.is_some())
-        .bind(c.last_ret_code.flatten())
-        .bind(c.last_message.is_some())
-        .bind(c.last_message.clone().flatten())
-        .bind(intent_set)
-        .bind(intent)
-        .bind(submitted_set)
-        .bind(submitted)
-        .bind(next_set)
-        .bind(next)
-        .bind(finished_set)
-        .bind(finished)
-        .bind(ts(Utc::now()))
-        .bind(t.task_id);
-    for s in &t.from {
-        update = update.bind(s.as_str());
+    let mut q = sqlx::query(&sql).bind(now);
+    for t in segment {
+        let c = &t.change;
+        let guard: String = t.from.iter().fold("|".to_string(), |g, s| g + s.as_str() + "|");
+        let (attempts_mode, attempts_value) = match c.attempts {
+            None => (0, None),
+            Some(Attempts::Increment) => (1, None),
+            Some(Attempts::Set(n)) => (2, Some(n)),
+        };
+        let time = |v: &Option<Option<DateTime<Utc>>>| (v.is_some(), v.flatten().map(ts));
+        let (intent_set, intent) = time(&c.intent_at);
+        let (submitted_set, submitted) = time(&c.submitted_at);
+        let (next_set, next) = time(&c.next_attempt_at);
+        let (finished_set, finished) = time(&c.finished_at);
+        q = q
+            .bind(t.task_id)
+            .bind(guard)
+            .bind(t.to.as_str())
+            .bind(attempts_mode)
+            .bind(attempts_value)
+            .bind(c.job_id.is_some())
+            .bind(c.job_id.clone().flatten())
+            .bind(c.last_ret_code.is_some())
+            .bind(c.last_ret_code.flatten())
+            .bind(c.last_message.is_some())
+            .bind(c.last_message.clone().flatten())
+            .bind(intent_set)
+            .bind(intent)
+            .bind(submitted_set)
+            .bind(submitted)
+            .bind(next_set)
+            .bind(next)
+            .bind(finished_set)
+            .bind(finished);
     }
-    let Some(row) = update.fetch_optional(&mut *conn).await? else { return Ok(None) };
-    let prev_state: String = row.try_get("prev_state")?;
-    let from: TaskState = prev_state.parse().map_err(StoreError::Corrupt)?;
-    let row = task_from_row(&row)?;
-    let ticket = match tickets.get(&row.run_id) {
-        Some(ticket) => ticket.clone(),
-        None => {
-            let ticket = run_ticket(&mut *conn, row.run_id).await?;
-            tickets.insert(row.run_id, ticket.clone());
-            ticket
-        }
-    };
+    let rows = q.fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| {
+            let prev_state: String = row.try_get("prev_state")?;
+            let from: TaskState = prev_state.parse().map_err(StoreError::Corrupt)?;
+            let row = task_from_row(row)?;
+            Ok((row.id, (row, from)))
+        })
+        .collect()
+}
 
-    // The record names the account and the resulting values of every column the change set,
-    // so the log alone answers "when was bob removed from cl-x, and by which job".
+/// The `task_state` record of an applied transition: the account, `from` and `to`, and the
+/// resulting value of every column the change set, so the log alone answers "when was bob
+/// removed from cl-x, and by which job". The caller's detail is merged in.
+fn audit_entry(t: &Transition, row: &TaskRow, from: TaskState, ticket: Option<&str>) -> Entry {
+    let c = &t.change;
     let mut detail = match &t.detail {
         Value::Object(m) => m.clone(),
         Value::Null => Map::new(),
@@ -226,13 +260,12 @@ async fn apply(
     put(c.job_id.is_some(), "job_id", json!(row.job_id));
     put(c.last_ret_code.is_some(), "ret_code", json!(row.last_ret_code));
     put(c.last_message.is_some(), "message", json!(row.last_message));
-    put(intent_set, "intent_at", json!(opt_ts(row.intent_at)));
-    put(submitted_set, "submitted_at", json!(opt_ts(row.submitted_at)));
-    put(next_set, "next_attempt_at", json!(opt_ts(row.next_attempt_at)));
-    put(finished_set, "finished_at", json!(opt_ts(row.finished_at)));
-    let detail = with_ticket(Value::Object(detail), ticket.as_deref());
-    let entry = Entry::new(Some(row.run_id), Some(row.id), "task_state", &detail);
-    Ok(Some((row, entry)))
+    put(c.intent_at.is_some(), "intent_at", json!(opt_ts(row.intent_at)));
+    put(c.submitted_at.is_some(), "submitted_at", json!(opt_ts(row.submitted_at)));
+    put(c.next_attempt_at.is_some(), "next_attempt_at", json!(opt_ts(row.next_attempt_at)));
+    put(c.finished_at.is_some(), "finished_at", json!(opt_ts(row.finished_at)));
+    let detail = with_ticket(Value::Object(detail), ticket);
+    Entry::new(Some(row.run_id), Some(row.id), "task_state", &detail)
 }
 
 pub(crate) fn task_from_row(row: &SqliteRow) -> Result<TaskRow, StoreError> {

@@ -603,3 +603,45 @@ async fn status_and_report_commands_read_the_database() {
         .code(78)
         .stderr(predicate::str::contains(".local/share/qc-offboard/audit.db"));
 }
+
+#[tokio::test]
+async fn large_batches_keep_the_order_of_transitions_of_one_task() {
+    let dir = tempdir();
+    let store = Store::open(db_path(dir.path())).await.unwrap();
+    let tasks: Vec<_> = (0..700).map(|i| new_task("cl-a1", &format!("u{i}"))).collect();
+    let run_id = store.create_run(&new_run(Some("B-1")), &tasks).await.unwrap();
+    let ids: Vec<i64> = store.tasks(run_id).await.unwrap().iter().map(|t| t.id).collect();
+    let step = |id: i64, from: TaskState, to: TaskState| Transition {
+        task_id: id,
+        from: vec![from],
+        to,
+        change: TaskChange::new().increment_attempts().job_id(format!("j-{id}")),
+        detail: json!({"batch": true}),
+    };
+    // Each task twice, the second step depending on the first, plus a step whose guard fails.
+    let mut batch = Vec::new();
+    for pair in ids.chunks(2) {
+        for &id in pair {
+            batch.push(step(id, TaskState::Pending, TaskState::Submitting));
+        }
+        for &id in pair {
+            batch.push(step(id, TaskState::Submitting, TaskState::Submitted));
+        }
+        batch.push(step(pair[0], TaskState::Pending, TaskState::Failed));
+    }
+    let before = store.audit_len().await.unwrap();
+    let results = store.transition_many(&batch).await.unwrap();
+    assert_eq!(results.iter().filter(|r| r.is_some()).count(), 1400);
+    assert_eq!(results.iter().filter(|r| r.is_none()).count(), 350);
+    for (t, r) in batch.iter().zip(&results) {
+        if let Some(row) = r {
+            assert_eq!((row.id, row.state), (t.task_id, t.to));
+        }
+    }
+    for row in store.tasks(run_id).await.unwrap() {
+        assert_eq!((row.state, row.attempts, row.job_id), (TaskState::Submitted, 2, Some(format!("j-{}", row.id))));
+    }
+    assert_eq!(store.audit_len().await.unwrap(), before + 1400);
+    let v = store.verify_audit(None).await.unwrap();
+    assert!(v.is_intact(), "{:?}", v.problem);
+}
