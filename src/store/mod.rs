@@ -25,6 +25,7 @@ mod model;
 mod runs;
 mod tasks;
 
+use std::ffi::OsString;
 use std::fs::{DirBuilder, OpenOptions};
 use std::io;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -87,13 +88,14 @@ pub struct Store {
 /// The default database path (SPEC §1): `$XDG_DATA_HOME/qc-offboard/audit.db`, else
 /// `~/.local/share/qc-offboard/audit.db`; `sim-audit.db` beside it for `--simulate` runs.
 pub fn default_path(simulate: bool) -> Result<PathBuf, StoreError> {
+    path_in(std::env::var_os("XDG_DATA_HOME"), std::env::var_os("HOME"), simulate)
+}
+
+fn path_in(xdg_data_home: Option<OsString>, home: Option<OsString>, simulate: bool) -> Result<PathBuf, StoreError> {
     // The XDG spec says a relative XDG_DATA_HOME is invalid and must be ignored.
-    let data = match std::env::var_os("XDG_DATA_HOME").map(PathBuf::from) {
+    let data = match xdg_data_home.map(PathBuf::from) {
         Some(dir) if dir.is_absolute() => dir,
-        _ => {
-            let home = std::env::var_os("HOME").filter(|h| !h.is_empty()).ok_or(StoreError::NoHome)?;
-            PathBuf::from(home).join(".local/share")
-        }
+        _ => PathBuf::from(home.filter(|h| !h.is_empty()).ok_or(StoreError::NoHome)?).join(".local/share"),
     };
     Ok(data.join("qc-offboard").join(if simulate { SIM_DB_FILE } else { DB_FILE }))
 }
@@ -215,6 +217,18 @@ mod tests {
         }
         let dir_mode = std::fs::metadata(dir.path().join("a/b")).unwrap().permissions().mode() & 0o777;
         assert_eq!(dir_mode & 0o077, 0, "directory mode {dir_mode:o}");
+    }
+
+    #[test]
+    fn default_paths_follow_xdg() {
+        let os = |s: &str| Some(OsString::from(s));
+        assert_eq!(path_in(os("/x"), os("/h"), false).unwrap(), PathBuf::from("/x/qc-offboard/audit.db"));
+        assert_eq!(path_in(os("/x"), os("/h"), true).unwrap(), PathBuf::from("/x/qc-offboard/sim-audit.db"));
+        let home = PathBuf::from("/h/.local/share/qc-offboard/audit.db");
+        assert_eq!(path_in(None, os("/h"), false).unwrap(), home);
+        assert_eq!(path_in(os("rel"), os("/h"), false).unwrap(), home, "a relative XDG_DATA_HOME is ignored");
+        assert!(matches!(path_in(None, None, false), Err(StoreError::NoHome)));
+        assert_eq!(resolve_path(Some(Path::new("/d/my.db")), true).unwrap(), PathBuf::from("/d/my.db"));
     }
 
     #[test]
