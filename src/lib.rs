@@ -14,4 +14,6 @@ pub mod plan;
 pub mod qingcloud;
 pub mod runner;
 pub mod sim;
+pub mod report;
+pub mod store;
 pub mod telemetry;

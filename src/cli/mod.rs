@@ -14,6 +14,9 @@ use crate::limiter::Rate;
 
 mod plan;
 mod sim;
+mod audit;
+mod report;
+mod status;
 mod validate;
 
 /// Remove MySQL Plus database accounts across many QingCloud clusters in bulk, safely and with
@@ -68,6 +71,15 @@ pub enum Command {
     Plan(PlanArgs),
     /// Run the QingCloud API simulator (for rehearsals, tests and benchmarks)
     Sim(SimArgs),
+    /// Runs (newest first), or one run's counts by state
+    Status(StatusArgs),
+    /// One row per task with its outcome: the evidence export
+    Report(ReportArgs),
+    /// Verify the audit log's hash chain, or print a checkpoint of it
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -282,6 +294,9 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Validate(args) => validate::run(&global, args),
         Command::Plan(args) => plan::run(&global, args),
         Command::Sim(args) => sim::run(&global, args).await,
+        Command::Status(args) => status::run(&global, args).await,
+        Command::Report(args) => report::run(&global, args).await,
+        Command::Audit { command } => audit::run(&global, command).await,
     }
 }
 

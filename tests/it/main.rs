@@ -1,9 +1,11 @@
 //! Integration tests, compiled as one binary. Each area has its own module; `helpers` holds what
 //! they share (the real binary with a scrubbed environment, temporary directories, the simulator).
 
+mod audit;
 mod cli;
 mod client;
 mod config;
 mod helpers;
 mod manifest;
 mod sim;
+mod store;

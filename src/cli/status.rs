@@ -1,0 +1,180 @@
+//! `status [RUN_ID]`: the runs, newest first, or one run's counts by state.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::json;
+
+use crate::cli::{GlobalOpts, OutputFormat, StatusArgs};
+use crate::exit::{Coded, Exit};
+use crate::store::{self, RunRow, Store, StoreError, TaskState};
+
+/// Open the database the read-only commands look at; it must exist.
+pub(super) async fn open_existing(global: &GlobalOpts) -> anyhow::Result<Store> {
+    let opened = match store::resolve_path(global.db.as_deref(), false) {
+        Ok(path) => Store::open_existing(&path).await,
+        Err(e) => Err(e),
+    };
+    opened.map_err(|e| match e {
+        StoreError::Missing(_) | StoreError::NoHome => Coded::new(Exit::Config, e.to_string()).into(),
+        other => anyhow::Error::new(other),
+    })
+}
+
+pub async fn run(global: &GlobalOpts, args: StatusArgs) -> anyhow::Result<Exit> {
+    let store = open_existing(global).await?;
+    match args.run_id {
+        None => list(&store, args.output).await?,
+        Some(id) => {
+            let Some(run) = store.run(id).await? else {
+                return Err(Coded::new(Exit::Usage, format!("no run {id} in {}", store.path().display())).into());
+            };
+            let counts = store.counts(id).await?;
+            one(&run, &counts, args.output)?;
+        }
+    }
+    store.close().await;
+    Ok(Exit::Ok)
+}
+
+fn time(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Secs, true)
+}
+
+/// Every state with its count, zeros included, in the order of [`TaskState::ALL`].
+fn all_counts(counts: &BTreeMap<TaskState, i64>) -> serde_json::Map<String, serde_json::Value> {
+    TaskState::ALL.iter().map(|s| (s.as_str().to_string(), json!(counts.get(s).copied().unwrap_or(0)))).collect()
+}
+
+fn in_progress(counts: &BTreeMap<TaskState, i64>) -> i64 {
+    [TaskState::Pending, TaskState::Submitting, TaskState::Submitted, TaskState::RetryWait]
+        .iter()
+        .map(|s| counts.get(s).copied().unwrap_or(0))
+        .sum()
+}
+
+async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
+    let runs = store.runs().await?;
+    let mut counts = store.counts_by_run().await?;
+    match output {
+        OutputFormat::Json => {
+            let items: Vec<_> = runs
+                .iter()
+                .map(|r| {
+                    let c = counts.remove(&r.id).unwrap_or_default();
+                    json!({
+                        "id": r.id,
+                        "started_at": time(r.started_at),
+                        "finished_at": r.finished_at.map(time),
+                        "exit_code": r.exit_code,
+                        "ticket": r.ticket,
+                        "retry_of": r.retry_of,
+                        "simulated": r.simulated,
+                        "total": c.values().sum::<i64>(),
+                        "counts": all_counts(&c),
+                    })
+                })
+                .collect();
+            println!("{}", serde_json::to_string_pretty(&items)?);
+        }
+        OutputFormat::Human if runs.is_empty() => println!("no runs recorded in {}", store.path().display()),
+        OutputFormat::Human => {
+            let header = [
+                "RUN", "STARTED", "FINISHED", "EXIT", "TICKET", "TASKS", "DELETED", "FAILED", "SKIPPED", "PENDING",
+                "NOT_DUE",
+            ];
+            let rows: Vec<[String; 11]> = runs
+                .iter()
+                .map(|r| {
+                    let c = counts.remove(&r.id).unwrap_or_default();
+                    let n = |s: TaskState| c.get(&s).copied().unwrap_or(0).to_string();
+                    [
+                        if r.simulated { format!("{} (sim)", r.id) } else { r.id.to_string() },
+                        time(r.started_at),
+                        r.finished_at.map(time).unwrap_or_else(|| "-".into()),
+                        r.exit_code.map(|c| c.to_string()).unwrap_or_else(|| "-".into()),
+                        r.ticket.clone().unwrap_or_else(|| "-".into()),
+                        c.values().sum::<i64>().to_string(),
+                        n(TaskState::Deleted),
+                        n(TaskState::Failed),
+                        n(TaskState::Skipped),
+                        in_progress(&c).to_string(),
+                        n(TaskState::NotDue),
+                    ]
+                })
+                .collect();
+            let mut widths = header.map(str::len);
+            for row in &rows {
+                for (w, cell) in widths.iter_mut().zip(row) {
+                    *w = (*w).max(cell.chars().count());
+                }
+            }
+            let line = |cells: Vec<&str>| {
+                cells
+                    .iter()
+                    .zip(widths)
+                    .map(|(c, w)| format!("{c:<w$}"))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+                    .trim_end()
+                    .to_string()
+            };
+            println!("{}", line(header.to_vec()));
+            for row in &rows {
+                println!("{}", line(row.iter().map(String::as_str).collect()));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn one(run: &RunRow, counts: &BTreeMap<TaskState, i64>, output: OutputFormat) -> anyhow::Result<()> {
+    let total: i64 = counts.values().sum();
+    match output {
+        OutputFormat::Json => {
+            let mut value = serde_json::to_value(run)?;
+            if let Some(obj) = value.as_object_mut() {
+                obj.insert("total".into(), json!(total));
+                obj.insert("counts".into(), serde_json::Value::Object(all_counts(counts)));
+            }
+            println!("{}", serde_json::to_string_pretty(&value)?);
+        }
+        OutputFormat::Human => {
+            let label = |l: &str, v: String| println!("{l:<12}{v}");
+            label("run", format!("{}{}", run.id, if run.simulated { " (simulated)" } else { "" }));
+            if let Some(t) = &run.ticket {
+                label("ticket", t.clone());
+            }
+            if let Some(r) = &run.requested_by {
+                label("requested by", r.clone());
+            }
+            if let Some(r) = &run.reason {
+                label("reason", r.clone());
+            }
+            if let Some(d) = run.due_by {
+                label("due by", time(d));
+            }
+            label("started", format!("{} by {} on {}", time(run.started_at), run.operator, run.host));
+            label(
+                "finished",
+                match (run.finished_at, run.exit_code) {
+                    (Some(f), Some(c)) => format!("{} (exit {c})", time(f)),
+                    (Some(f), None) => time(f),
+                    _ => "not yet".into(),
+                },
+            );
+            label("endpoint", format!("{} (access key {})", run.endpoint, run.access_key_id));
+            if let Some(prev) = run.retry_of {
+                label("retry of", format!("run {prev}"));
+            }
+            for (path, sha) in &run.manifests {
+                label("manifest", format!("{path} (sha256 {sha})"));
+            }
+            label("tasks", total.to_string());
+            for s in TaskState::ALL {
+                println!("  {:<12}{}", s.as_str(), counts.get(&s).copied().unwrap_or(0));
+            }
+        }
+    }
+    Ok(())
+}

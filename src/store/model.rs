@@ -1,0 +1,274 @@
+//! The rows of the database and the values written into it. Plain data: no SQL here.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::Serialize;
+
+/// Where a task stands (SPEC §4). Stored as the lower-case text of [`TaskState::as_str`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting to be submitted.
+    Pending,
+    /// `not_before` lies in the future; a later run of the manifest picks it up.
+    NotDue,
+    /// Already deleted by an earlier run against the same endpoint and access key.
+    Skipped,
+    /// The intent to submit is recorded; the request may or may not have reached the API.
+    Submitting,
+    /// The API accepted the request; the job id is recorded.
+    Submitted,
+    /// An attempt failed transiently; the next one is due at `next_attempt_at`.
+    RetryWait,
+    /// The job succeeded: the account is gone.
+    Deleted,
+    /// Given up: a permanent error, or `--max-attempts` used.
+    Failed,
+}
+
+impl TaskState {
+    pub const ALL: [TaskState; 8] = [
+        TaskState::Pending,
+        TaskState::NotDue,
+        TaskState::Skipped,
+        TaskState::Submitting,
+        TaskState::Submitted,
+        TaskState::RetryWait,
+        TaskState::Deleted,
+        TaskState::Failed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Pending => "pending",
+            TaskState::NotDue => "not_due",
+            TaskState::Skipped => "skipped",
+            TaskState::Submitting => "submitting",
+            TaskState::Submitted => "submitted",
+            TaskState::RetryWait => "retry_wait",
+            TaskState::Deleted => "deleted",
+            TaskState::Failed => "failed",
+        }
+    }
+
+    /// Nothing more will happen to the task in its run: `deleted`, `failed`, `skipped`, and
+    /// `not_due` (a later run of the manifest creates a new task once the date has come).
+    pub fn is_final(self) -> bool {
+        matches!(self, TaskState::Deleted | TaskState::Failed | TaskState::Skipped | TaskState::NotDue)
+    }
+}
+
+impl fmt::Display for TaskState {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for TaskState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        TaskState::ALL.into_iter().find(|t| t.as_str() == s).ok_or_else(|| format!("unknown task state {s:?}"))
+    }
+}
+
+/// A run to record: where its work came from, who asked, and against what.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewRun {
+    /// (path, SHA-256 hex of the file's bytes), in the order given.
+    pub manifests: Vec<(String, String)>,
+    pub ticket: Option<String>,
+    pub requested_by: Option<String>,
+    pub reason: Option<String>,
+    pub due_by: Option<DateTime<Utc>>,
+    /// Who ran it (the login name).
+    pub operator: String,
+    /// Where it ran (the host name).
+    pub host: String,
+    pub endpoint: String,
+    pub access_key_id: String,
+    /// The effective options (rate, limits…), as JSON. Never the secret key.
+    pub options: serde_json::Value,
+    /// The run whose failed tasks this one retries.
+    pub retry_of: Option<i64>,
+    pub simulated: bool,
+}
+
+/// A task to create with its run. `state` is `pending`, `not_due` or `skipped`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NewTask {
+    pub cluster: String,
+    pub zone: String,
+    pub user: String,
+    pub host: String,
+    pub state: TaskState,
+    pub not_before: Option<NaiveDate>,
+    pub due_by: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RunRow {
+    pub id: i64,
+    pub started_at: DateTime<Utc>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub exit_code: Option<i64>,
+    pub manifests: Vec<(String, String)>,
+    pub ticket: Option<String>,
+    pub requested_by: Option<String>,
+    pub reason: Option<String>,
+    pub due_by: Option<DateTime<Utc>>,
+    pub operator: String,
+    pub host: String,
+    pub endpoint: String,
+    pub access_key_id: String,
+    pub options: serde_json::Value,
+    pub summary: Option<serde_json::Value>,
+    pub retry_of: Option<i64>,
+    pub simulated: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TaskRow {
+    pub id: i64,
+    pub run_id: i64,
+    pub cluster: String,
+    pub zone: String,
+    pub user: String,
+    pub host: String,
+    pub state: TaskState,
+    pub not_before: Option<NaiveDate>,
+    pub due_by: Option<DateTime<Utc>>,
+    pub attempts: i64,
+    pub job_id: Option<String>,
+    pub last_ret_code: Option<i64>,
+    pub last_message: Option<String>,
+    /// The first submission intent: when work on the task began.
+    pub started_at: Option<DateTime<Utc>>,
+    /// The latest submission intent.
+    pub intent_at: Option<DateTime<Utc>>,
+    pub submitted_at: Option<DateTime<Utc>>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub finished_at: Option<DateTime<Utc>>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// How a transition changes `attempts`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempts {
+    Increment,
+    Set(i64),
+}
+
+/// The columns a transition changes besides `state`. `None` leaves a column alone;
+/// `Some(None)` clears it; `Some(Some(v))` sets it. The builder methods set values.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TaskChange {
+    pub attempts: Option<Attempts>,
+    pub job_id: Option<Option<String>>,
+    pub last_ret_code: Option<Option<i64>>,
+    pub last_message: Option<Option<String>>,
+    /// Setting it also sets `started_at` when that is still empty.
+    pub intent_at: Option<Option<DateTime<Utc>>>,
+    pub submitted_at: Option<Option<DateTime<Utc>>>,
+    pub next_attempt_at: Option<Option<DateTime<Utc>>>,
+    pub finished_at: Option<Option<DateTime<Utc>>>,
+}
+
+impl TaskChange {
+    pub fn new() -> Self {
+        Self::default()
+    }
+    pub fn increment_attempts(mut self) -> Self {
+        self.attempts = Some(Attempts::Increment);
+        self
+    }
+    pub fn attempts(mut self, n: i64) -> Self {
+        self.attempts = Some(Attempts::Set(n));
+        self
+    }
+    pub fn job_id(mut self, id: impl Into<String>) -> Self {
+        self.job_id = Some(Some(id.into()));
+        self
+    }
+    pub fn ret_code(mut self, code: i64) -> Self {
+        self.last_ret_code = Some(Some(code));
+        self
+    }
+    pub fn message(mut self, message: impl Into<String>) -> Self {
+        self.last_message = Some(Some(message.into()));
+        self
+    }
+    pub fn intent_at(mut self, t: DateTime<Utc>) -> Self {
+        self.intent_at = Some(Some(t));
+        self
+    }
+    pub fn submitted_at(mut self, t: DateTime<Utc>) -> Self {
+        self.submitted_at = Some(Some(t));
+        self
+    }
+    pub fn next_attempt_at(mut self, t: DateTime<Utc>) -> Self {
+        self.next_attempt_at = Some(Some(t));
+        self
+    }
+    pub fn clear_next_attempt_at(mut self) -> Self {
+        self.next_attempt_at = Some(None);
+        self
+    }
+    pub fn finished_at(mut self, t: DateTime<Utc>) -> Self {
+        self.finished_at = Some(Some(t));
+        self
+    }
+}
+
+/// One guarded state change: applied only when the task is in one of `from`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub task_id: i64,
+    pub from: Vec<TaskState>,
+    pub to: TaskState,
+    pub change: TaskChange,
+    /// Extra facts for the audit record (an object's keys are merged into the record's detail).
+    pub detail: serde_json::Value,
+}
+
+/// One API call as sent and answered. `params_json` is the request's parameters as JSON
+/// without `signature`; the caller strips it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ApiCallRow {
+    pub action: String,
+    pub params_json: String,
+    pub http_status: Option<i64>,
+    pub ret_code: Option<i64>,
+    pub message: Option<String>,
+    pub job_id: Option<String>,
+    pub started_at: DateTime<Utc>,
+    pub latency_ms: i64,
+}
+
+/// Which tasks `report` shows. Every field narrows; `None` means any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ReportFilter {
+    pub run_id: Option<i64>,
+    pub user: Option<String>,
+    pub cluster: Option<String>,
+    /// Tasks whose work started at or after this instant; a task never started counts from its
+    /// run's start.
+    pub since: Option<DateTime<Utc>>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn states_round_trip_through_text() {
+        for s in TaskState::ALL {
+            assert_eq!(s.as_str().parse::<TaskState>(), Ok(s));
+            assert_eq!(serde_json::to_value(s).unwrap(), serde_json::json!(s.as_str()));
+        }
+        assert!("done".parse::<TaskState>().is_err());
+        assert!(TaskState::Deleted.is_final() && TaskState::NotDue.is_final());
+        assert!(!TaskState::RetryWait.is_final() && !TaskState::Submitting.is_final());
+    }
+}

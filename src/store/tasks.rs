@@ -1,0 +1,294 @@
+//! Tasks and API calls: reading tasks, guarded state transitions (each with its audit record
+//! in the same transaction), and the record of every API call.
+
+use chrono::{DateTime, Utc};
+use std::collections::{HashMap, HashSet};
+
+use serde_json::{json, Map, Value};
+use sqlx::sqlite::SqliteRow;
+use sqlx::{Row, SqliteConnection};
+
+use super::audit::{self, with_ticket, Entry};
+use super::runs::run_ticket;
+use super::{opt_ts, ts, ApiCallRow, Attempts, Store, StoreError, TaskRow, TaskState, Transition};
+
+/// Transitions per UPDATE (19 parameters each, far below SQLite's 32766).
+const TRANSITION_CHUNK: usize = 500;
+
+pub(crate) const TASK_COLUMNS: &str = "id, run_id, cluster, zone, user, host, state, not_before, due_by, attempts, \
+    job_id, last_ret_code, last_message, started_at, intent_at, submitted_at, next_attempt_at, finished_at, updated_at";
+
+impl Store {
+    /// The tasks of a run, in creation order.
+    pub async fn tasks(&self, run_id: i64) -> Result<Vec<TaskRow>, StoreError> {
+        let rows = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ? ORDER BY id"))
+            .bind(run_id)
+            .fetch_all(&self.reader)
+            .await?;
+        rows.iter().map(task_from_row).collect()
+    }
+
+    pub async fn task(&self, task_id: i64) -> Result<Option<TaskRow>, StoreError> {
+        let row = sqlx::query(&format!("SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?"))
+            .bind(task_id)
+            .fetch_optional(&self.reader)
+            .await?;
+        row.as_ref().map(task_from_row).transpose()
+    }
+
+    /// Move a task to `to` if, and only if, it is in one of `from`; apply `change` and append a
+    /// `task_state` audit record in the same transaction. `None`, with nothing written, when the
+    /// task is in another state (or does not exist).
+    pub async fn transition(
+        &self,
+        task_id: i64,
+        from: &[TaskState],
+        to: TaskState,
+        change: &super::TaskChange,
+        detail: Value,
+    ) -> Result<Option<TaskRow>, StoreError> {
+        let t = Transition { task_id, from: from.to_vec(), to, change: change.clone(), detail };
+        Ok(self.transition_many(std::slice::from_ref(&t)).await?.pop().flatten())
+    }
+
+    /// Several guarded transitions in one transaction, applied in order; one result per
+    /// transition (`None` where the guard did not match). A later transition of the same task
+    /// sees the earlier one.
+    pub async fn transition_many(&self, transitions: &[Transition]) -> Result<Vec<Option<TaskRow>>, StoreError> {
+        let mut tx = self.write().await?;
+        let mut results = Vec::with_capacity(transitions.len());
+        let mut entries = Vec::with_capacity(transitions.len());
+        let mut tickets: HashMap<i64, Option<String>> = HashMap::new();
+        let now = ts(Utc::now());
+        let mut start = 0;
+        while start < transitions.len() {
+            // A segment names each task at most once, so one UPDATE can apply it.
+            let mut seen = HashSet::new();
+            let mut end = start;
+            while end < transitions.len() && end - start < TRANSITION_CHUNK && seen.insert(transitions[end].task_id) {
+                end += 1;
+            }
+            let segment = &transitions[start..end];
+            let mut updated = update_segment(&mut tx, segment, &now).await?;
+            for t in segment {
+                let Some((row, from)) = updated.remove(&t.task_id) else {
+                    results.push(None);
+                    continue;
+                };
+                let ticket = match tickets.get(&row.run_id) {
+                    Some(ticket) => ticket.clone(),
+                    None => {
+                        let ticket = run_ticket(&mut tx, row.run_id).await?;
+                        tickets.insert(row.run_id, ticket.clone());
+                        ticket
+                    }
+                };
+                entries.push(audit_entry(t, &row, from, ticket.as_deref()));
+                results.push(Some(row));
+            }
+            start = end;
+        }
+        if entries.is_empty() {
+            tx.rollback().await?;
+        } else {
+            audit::append(&mut tx, &entries).await?;
+            tx.commit().await?;
+        }
+        Ok(results)
+    }
+
+    /// Record one API call (parameters without the signature).
+    pub async fn record_call(&self, run_id: i64, task_id: Option<i64>, call: &ApiCallRow) -> Result<(), StoreError> {
+        self.record_calls(&[(run_id, task_id, call.clone())]).await
+    }
+
+    /// Record several API calls in one transaction.
+    pub async fn record_calls(&self, calls: &[(i64, Option<i64>, ApiCallRow)]) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        for (run_id, task_id, c) in calls {
+            sqlx::query(
+                "INSERT INTO api_calls (run_id, task_id, action, params, http_status, ret_code, message, job_id, \
+                 started_at, latency_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+            )
+            .bind(run_id)
+            .bind(task_id)
+            .bind(&c.action)
+            .bind(&c.params_json)
+            .bind(c.http_status)
+            .bind(c.ret_code)
+            .bind(&c.message)
+            .bind(&c.job_id)
+            .bind(ts(c.started_at))
+            .bind(c.latency_ms)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// The API calls recorded for a run, oldest first.
+    pub async fn calls(&self, run_id: i64) -> Result<Vec<(Option<i64>, ApiCallRow)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT task_id, action, params, http_status, ret_code, message, job_id, started_at, latency_ms \
+             FROM api_calls WHERE run_id = ? ORDER BY id",
+        )
+        .bind(run_id)
+        .fetch_all(&self.reader)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("task_id")?,
+                    ApiCallRow {
+                        action: r.try_get("action")?,
+                        params_json: r.try_get("params")?,
+                        http_status: r.try_get("http_status")?,
+                        ret_code: r.try_get("ret_code")?,
+                        message: r.try_get("message")?,
+                        job_id: r.try_get("job_id")?,
+                        started_at: r.try_get("started_at")?,
+                        latency_ms: r.try_get("latency_ms")?,
+                    },
+                ))
+            })
+            .collect()
+    }
+}
+
+/// Apply transitions of distinct tasks with one `UPDATE … FROM (VALUES …)`: each row carries
+/// its task id, its guard (`|state|state|`), the new state and the change. Returns, per task
+/// updated, the new row and the state it left (from `prev_state`, which the UPDATE sets to the
+/// old `state`). Tasks whose state is not in their guard are left alone and absent.
+async fn update_segment(
+    conn: &mut SqliteConnection,
+    segment: &[Transition],
+    now: &str,
+) -> Result<HashMap<i64, (TaskRow, TaskState)>, StoreError> {
+    let mut values = String::new();
+    for i in 0..segment.len() {
+        values.push_str(if i == 0 {
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        } else {
+            ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+        });
+    }
+    // VALUES columns are column1…column19, in the order bound below.
+    let sql = format!(
+        "UPDATE tasks SET prev_state = tasks.state, state = v.column3, \
+         attempts = CASE v.column4 WHEN 1 THEN tasks.attempts + 1 WHEN 2 THEN v.column5 ELSE tasks.attempts END, \
+         job_id = CASE WHEN v.column6 THEN v.column7 ELSE tasks.job_id END, \
+         last_ret_code = CASE WHEN v.column8 THEN v.column9 ELSE tasks.last_ret_code END, \
+         last_message = CASE WHEN v.column10 THEN v.column11 ELSE tasks.last_message END, \
+         intent_at = CASE WHEN v.column12 THEN v.column13 ELSE tasks.intent_at END, \
+         started_at = CASE WHEN v.column12 THEN COALESCE(tasks.started_at, v.column13) ELSE tasks.started_at END, \
+         submitted_at = CASE WHEN v.column14 THEN v.column15 ELSE tasks.submitted_at END, \
+         next_attempt_at = CASE WHEN v.column16 THEN v.column17 ELSE tasks.next_attempt_at END, \
+         finished_at = CASE WHEN v.column18 THEN v.column19 ELSE tasks.finished_at END, \
+         updated_at = ? \
+         FROM (VALUES {values}) AS v \
+         WHERE tasks.id = v.column1 AND instr(v.column2, '|' || tasks.state || '|') > 0 \
+         RETURNING {TASK_COLUMNS}, prev_state"
+    );
+    let mut q = sqlx::query(&sql).bind(now);
+    for t in segment {
+        let c = &t.change;
+        let guard: String = t.from.iter().fold("|".to_string(), |g, s| g + s.as_str() + "|");
+        let (attempts_mode, attempts_value) = match c.attempts {
+            None => (0, None),
+            Some(Attempts::Increment) => (1, None),
+            Some(Attempts::Set(n)) => (2, Some(n)),
+        };
+        let time = |v: &Option<Option<DateTime<Utc>>>| (v.is_some(), v.flatten().map(ts));
+        let (intent_set, intent) = time(&c.intent_at);
+        let (submitted_set, submitted) = time(&c.submitted_at);
+        let (next_set, next) = time(&c.next_attempt_at);
+        let (finished_set, finished) = time(&c.finished_at);
+        q = q
+            .bind(t.task_id)
+            .bind(guard)
+            .bind(t.to.as_str())
+            .bind(attempts_mode)
+            .bind(attempts_value)
+            .bind(c.job_id.is_some())
+            .bind(c.job_id.clone().flatten())
+            .bind(c.last_ret_code.is_some())
+            .bind(c.last_ret_code.flatten())
+            .bind(c.last_message.is_some())
+            .bind(c.last_message.clone().flatten())
+            .bind(intent_set)
+            .bind(intent)
+            .bind(submitted_set)
+            .bind(submitted)
+            .bind(next_set)
+            .bind(next)
+            .bind(finished_set)
+            .bind(finished);
+    }
+    let rows = q.fetch_all(&mut *conn).await?;
+    rows.iter()
+        .map(|row| {
+            let prev_state: String = row.try_get("prev_state")?;
+            let from: TaskState = prev_state.parse().map_err(StoreError::Corrupt)?;
+            let row = task_from_row(row)?;
+            Ok((row.id, (row, from)))
+        })
+        .collect()
+}
+
+/// The `task_state` record of an applied transition: the account, `from` and `to`, and the
+/// resulting value of every column the change set, so the log alone answers "when was bob
+/// removed from cl-x, and by which job". The caller's detail is merged in.
+fn audit_entry(t: &Transition, row: &TaskRow, from: TaskState, ticket: Option<&str>) -> Entry {
+    let c = &t.change;
+    let mut detail = match &t.detail {
+        Value::Object(m) => m.clone(),
+        Value::Null => Map::new(),
+        other => Map::from_iter([("value".to_string(), other.clone())]),
+    };
+    let facts = json!({
+        "cluster": row.cluster, "user": row.user, "host": row.host,
+        "from": from, "to": row.state,
+    });
+    detail.extend(facts.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
+    let mut put = |set: bool, key: &str, value: Value| {
+        if set {
+            detail.insert(key.to_string(), value);
+        }
+    };
+    put(c.attempts.is_some(), "attempts", json!(row.attempts));
+    put(c.job_id.is_some(), "job_id", json!(row.job_id));
+    put(c.last_ret_code.is_some(), "ret_code", json!(row.last_ret_code));
+    put(c.last_message.is_some(), "message", json!(row.last_message));
+    put(c.intent_at.is_some(), "intent_at", json!(opt_ts(row.intent_at)));
+    put(c.submitted_at.is_some(), "submitted_at", json!(opt_ts(row.submitted_at)));
+    put(c.next_attempt_at.is_some(), "next_attempt_at", json!(opt_ts(row.next_attempt_at)));
+    put(c.finished_at.is_some(), "finished_at", json!(opt_ts(row.finished_at)));
+    let detail = with_ticket(Value::Object(detail), ticket);
+    Entry::new(Some(row.run_id), Some(row.id), "task_state", &detail)
+}
+
+pub(crate) fn task_from_row(row: &SqliteRow) -> Result<TaskRow, StoreError> {
+    let state: String = row.try_get("state")?;
+    Ok(TaskRow {
+        id: row.try_get("id")?,
+        run_id: row.try_get("run_id")?,
+        cluster: row.try_get("cluster")?,
+        zone: row.try_get("zone")?,
+        user: row.try_get("user")?,
+        host: row.try_get("host")?,
+        state: state.parse().map_err(StoreError::Corrupt)?,
+        not_before: row.try_get("not_before")?,
+        due_by: row.try_get("due_by")?,
+        attempts: row.try_get("attempts")?,
+        job_id: row.try_get("job_id")?,
+        last_ret_code: row.try_get("last_ret_code")?,
+        last_message: row.try_get("last_message")?,
+        started_at: row.try_get("started_at")?,
+        intent_at: row.try_get("intent_at")?,
+        submitted_at: row.try_get("submitted_at")?,
+        next_attempt_at: row.try_get("next_attempt_at")?,
+        finished_at: row.try_get("finished_at")?,
+        updated_at: row.try_get("updated_at")?,
+    })
+}
