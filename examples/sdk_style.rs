@@ -42,12 +42,17 @@ async fn main() -> anyhow::Result<()> {
             let mut deleted = 0u32;
             for t in tasks {
                 let params = DelUserParams::new(t.user.as_str(), t.host.as_str());
-                let call = client.run_cluster_custom_service(&t.cluster, &t.zone, ROLE_MAININSTANCE, DEL_USER, &params).await;
+                let call =
+                    client.run_cluster_custom_service(&t.cluster, &t.zone, ROLE_MAININSTANCE, DEL_USER, &params).await;
                 let Ok(resp) = call.result else { continue };
                 loop {
                     tokio::time::sleep(Duration::from_secs(2)).await;
                     let calls = client.describe_jobs(&t.zone, std::slice::from_ref(&resp.job_id)).await;
-                    let status = calls.into_iter().find_map(|c| c.result.ok()).and_then(|r| r.job_set.into_iter().next()).map(|j| j.status);
+                    let status = calls
+                        .into_iter()
+                        .find_map(|c| c.result.ok())
+                        .and_then(|r| r.job_set.into_iter().next())
+                        .map(|j| j.status);
                     match status {
                         Some(s) if s.is_running() => continue,
                         Some(s) => {

@@ -1,6 +1,8 @@
 //! Logging setup: tracing to stderr, as text or JSON, with `-v`/`-q` choosing the level.
 //! Output meant for people goes to stdout and never passes through here.
 
+use std::io::IsTerminal;
+
 use crate::cli::{GlobalOpts, LogFormat};
 use tracing_subscriber::EnvFilter;
 
@@ -23,6 +25,6 @@ pub fn init(global: &GlobalOpts) {
     // A second init (tests calling into the library twice) is harmless: keep the first.
     let _ = match global.log_format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text => builder.with_target(false).try_init(),
+        LogFormat::Text => builder.with_target(false).with_ansi(std::io::stderr().is_terminal()).try_init(),
     };
 }

@@ -12,10 +12,11 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::exit::Exit;
 use crate::limiter::Rate;
 
-mod plan;
-mod sim;
 mod audit;
+mod plan;
 mod report;
+mod run;
+mod sim;
 mod status;
 mod validate;
 
@@ -69,8 +70,12 @@ pub enum Command {
     Validate(ValidateArgs),
     /// Expand manifests into tasks and estimate API calls and duration. Nothing is sent.
     Plan(PlanArgs),
-    /// Run the QingCloud API simulator (for rehearsals, tests and benchmarks)
-    Sim(SimArgs),
+    /// Execute: submit del_user requests, poll the jobs, retry, record everything
+    Run(RunArgs),
+    /// Continue an interrupted run (default: the newest unfinished one)
+    Resume(ResumeArgs),
+    /// Start a new run, linked to RUN_ID, over RUN_ID's tasks that ended failed
+    Retry(RetryArgs),
     /// Runs (newest first), or one run's counts by state
     Status(StatusArgs),
     /// One row per task with its outcome: the evidence export
@@ -80,6 +85,8 @@ pub enum Command {
         #[command(subcommand)]
         command: AuditCommand,
     },
+    /// Run the QingCloud API simulator (for rehearsals, tests and benchmarks)
+    Sim(SimArgs),
 }
 
 #[derive(Debug, Args)]
@@ -158,9 +165,9 @@ pub struct ExecOpts {
     /// A job still pending/working after this is reconciled, then retried or failed
     #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DUR")]
     pub job_timeout: Duration,
-    /// Base interval between DescribeJobs rounds
-    #[arg(long, default_value = "3s", value_parser = parse_duration, value_name = "DUR")]
-    pub poll_interval: Duration,
+    /// Base interval between DescribeJobs rounds [default: 3s; 200ms with --simulate]
+    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    pub poll_interval: Option<Duration>,
     /// Stop submitting after this long and leave the rest pending (exit 75)
     #[arg(long, value_parser = parse_duration, value_name = "DUR")]
     pub deadline: Option<Duration>,
@@ -292,7 +299,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
     match command {
         Command::Validate(args) => validate::run(&global, args),
-        Command::Plan(args) => plan::run(&global, args),
+        Command::Plan(args) => plan::run(&global, args).await,
+        Command::Run(args) => run::run(&global, args).await,
+        Command::Resume(args) => run::resume(&global, args).await,
+        Command::Retry(args) => run::retry(&global, args).await,
         Command::Sim(args) => sim::run(&global, args).await,
         Command::Status(args) => status::run(&global, args).await,
         Command::Report(args) => report::run(&global, args).await,

@@ -1,36 +1,74 @@
 //! `plan MANIFEST... [--output human|json]`: expand the manifests into tasks, mark those not
-//! yet due (and, once the database exists, those already done), and estimate API calls and
+//! yet due and those already done (read from the database), and estimate API calls and
 //! duration under the configured rate. Nothing is sent and nothing is written.
 
 use chrono::{NaiveDate, Utc};
 
-use crate::cli::{GlobalOpts, OutputFormat, PlanArgs};
+use std::collections::HashSet;
+
+use crate::cli::{ApiOpts, GlobalOpts, OutputFormat, PlanArgs};
 use crate::exit::{Coded, Exit};
 use crate::limiter::Rate;
-use crate::manifest::{self, Zone};
+use crate::manifest::{self, TaskKey, Zone};
 use crate::plan::{self, EstimateInputs};
+use crate::qingcloud::config::{self, ConfigInput};
+use crate::store::{self, Store};
 
 /// The environment variable that pretends today (UTC) is another date, `YYYY-MM-DD`. Meant for
 /// tests and for previewing which `not_before` entries a future run will pick up.
 pub const TODAY_ENV: &str = "QC_OFFBOARD_TODAY";
 
-pub fn run(_global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
-    // `--endpoint`/`--config` are accepted for symmetry with `run`; the plan reads neither
-    // until already-done tasks are looked up in the database.
-    let _ = &args.api;
+pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
     let zone = env_zone()?;
     let set = manifest::load_set(&args.manifests, zone.as_ref())?;
     for w in &set.warnings {
         eprintln!("warning: {w}");
     }
+    let done = done_before(global, &args.api).await?;
     let inputs = EstimateInputs { rate: args.rate.rate.unwrap_or(Rate::DEFAULT), ..EstimateInputs::default() };
-    // Nothing is recorded yet, so nothing is done yet.
-    let plan = plan::build(&set, today()?, |_| false, &inputs);
-    match args.output {
+    print_plan(&set, today()?, &done, &inputs, args.output);
+    Ok(Exit::Ok)
+}
+
+/// Accounts deleted by earlier runs against the configured endpoint and access key, read from
+/// the database when it exists. Without credentials (or a database) nothing counts as done,
+/// and the operator is told so.
+async fn done_before(global: &GlobalOpts, api: &ApiOpts) -> anyhow::Result<HashSet<(String, String, String)>> {
+    let path = match &global.db {
+        Some(p) => p.clone(),
+        None => store::default_path(false)?,
+    };
+    if !path.exists() {
+        return Ok(HashSet::new());
+    }
+    let input = ConfigInput { endpoint: api.endpoint.clone(), config: api.config.clone() };
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let resolved = match config::resolve(&input, &|k| std::env::var(k).ok(), home.as_deref()) {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("note: tasks done by earlier runs are not marked ({e})");
+            return Ok(HashSet::new());
+        }
+    };
+    let store = Store::open_existing(&path).await?;
+    Ok(store.deleted_keys(resolved.settings.endpoint.as_str(), &resolved.settings.credentials.access_key_id).await?)
+}
+
+/// Print the plan of `set`: tasks in `done` are `skipped`, those whose `not_before` is after
+/// `today` are `not_due`.
+pub(crate) fn print_plan(
+    set: &manifest::ManifestSet,
+    today: NaiveDate,
+    done: &HashSet<(String, String, String)>,
+    inputs: &EstimateInputs,
+    output: OutputFormat,
+) {
+    let is_done = |k: &TaskKey| done.contains(&(k.cluster.to_string(), k.user.to_string(), k.host.to_string()));
+    let plan = plan::build(set, today, is_done, inputs);
+    match output {
         OutputFormat::Human => print!("{}", plan.to_human()),
         OutputFormat::Json => println!("{}", plan.to_json()),
     }
-    Ok(Exit::Ok)
 }
 
 /// `QINGCLOUD_ZONE`, the zone of clusters whose manifest gives none. Empty counts as unset.
@@ -44,7 +82,7 @@ pub(crate) fn env_zone() -> anyhow::Result<Option<Zone>> {
 }
 
 /// Today in UTC, or the date in [`TODAY_ENV`].
-fn today() -> anyhow::Result<NaiveDate> {
+pub(crate) fn today() -> anyhow::Result<NaiveDate> {
     match std::env::var(TODAY_ENV) {
         Ok(d) if !d.trim().is_empty() => {
             manifest::parse_date(&d).map_err(|why| Coded::new(Exit::Config, format!("{TODAY_ENV}: {why}")).into())

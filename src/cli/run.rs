@@ -8,7 +8,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use chrono::Utc;
 use serde_json::json;
 
 use crate::cli::{ExecOpts, GlobalOpts, LogFormat, ResumeArgs, RetryArgs, RunArgs};
@@ -16,7 +15,7 @@ use crate::exit::{Coded, Exit};
 use crate::limiter::{Limiter, Rate};
 use crate::manifest::Zone;
 use crate::qingcloud::client::Client;
-use crate::qingcloud::config::{self, ConfigInput, Settings};
+use crate::qingcloud::config::{self, ConfigInput, Credentials, Settings};
 use crate::runner::{self, Ctx, LimiterGate, Progress, RunOptions, StopReason};
 use crate::store::{self, LockOutcome, NewRun, NewTask, Store, TaskState};
 
@@ -40,8 +39,15 @@ impl Target {
                 .context("cannot start the in-process simulator")?;
             let endpoint = url::Url::parse(&sim.endpoint())?;
             tracing::info!(endpoint = %endpoint, "running against the in-process simulator");
-            let settings = Settings::for_simulator(endpoint);
-            return Ok(Target { settings, recorded_endpoint: SIMULATED_ENDPOINT.to_owned(), simulate, _sim: Some(sim) });
+            let credentials =
+                Credentials::new(crate::sim::DEFAULT_ACCESS_KEY_ID, crate::sim::DEFAULT_SECRET_ACCESS_KEY);
+            let settings = Settings::new(endpoint, credentials);
+            return Ok(Target {
+                settings,
+                recorded_endpoint: SIMULATED_ENDPOINT.to_owned(),
+                simulate,
+                _sim: Some(sim),
+            });
         }
         let input = ConfigInput { endpoint: api.endpoint.clone(), config: api.config.clone() };
         let home = std::env::var_os("HOME").map(PathBuf::from);
@@ -61,18 +67,16 @@ pub fn env_zone() -> Option<Zone> {
 }
 
 fn db_path(global: &GlobalOpts, simulate: bool) -> anyhow::Result<PathBuf> {
-    match &global.db {
-        Some(p) => Ok(p.clone()),
-        None => store::default_path(simulate).context("cannot find a home for the database; pass --db"),
-    }
+    Ok(store::resolve_path(global.db.as_deref(), simulate)?)
 }
 
 fn rate_of(exec: &ExecOpts, simulate: bool) -> Rate {
     exec.rate.rate.unwrap_or(if simulate { Rate::SIMULATE } else { Rate::DEFAULT })
 }
 
-fn this_host() -> String {
-    rustix::system::uname().nodename().to_string_lossy().into_owned()
+/// The simulator's jobs take tens of milliseconds; real ones take seconds.
+fn poll_interval_of(exec: &ExecOpts, simulate: bool) -> Duration {
+    exec.poll_interval.unwrap_or(if simulate { Duration::from_millis(200) } else { Duration::from_secs(3) })
 }
 
 fn operator() -> String {
@@ -86,15 +90,15 @@ fn options_json(exec: &ExecOpts, rate: Rate) -> serde_json::Value {
         "max_in_flight": exec.max_in_flight,
         "max_attempts": exec.max_attempts,
         "job_timeout_s": exec.job_timeout.as_secs(),
-        "poll_interval_ms": exec.poll_interval.as_millis() as u64,
+        "poll_interval_ms": exec.poll_interval.map(|d| d.as_millis() as u64),
         "deadline_s": exec.deadline.map(|d| d.as_secs()),
         "max_fail": exec.max_fail.map(|m| format!("{m:?}")),
     })
 }
 
-/// Take the database's run lock or explain who holds it (exit 73).
-async fn lock(store: &Store) -> anyhow::Result<()> {
-    match store.acquire_lock(std::process::id(), &this_host()).await? {
+/// Take the database's run lock for `run_id`, or explain who holds it (exit 73).
+async fn lock(store: &Store, run_id: i64) -> anyhow::Result<()> {
+    match store.acquire_lock(run_id, i64::from(std::process::id()), &store::this_host()).await? {
         LockOutcome::Acquired => Ok(()),
         LockOutcome::TakenOver { previous } => {
             tracing::warn!(
@@ -107,8 +111,8 @@ async fn lock(store: &Store) -> anyhow::Result<()> {
         LockOutcome::Held(h) => Err(Coded::new(
             Exit::Locked,
             format!(
-                "another run holds the database's run lock: pid {} on {}, started {}; wait for it to finish",
-                h.pid, h.host, h.started_at
+                "run {} holds the database's run lock: pid {} on {}, started {}; wait for it to finish",
+                h.run_id, h.pid, h.host, h.started_at
             ),
         )
         .into()),
@@ -130,13 +134,19 @@ pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
     let rate = rate_of(&args.exec, target.simulate);
     let store = Store::open(&db_path(global, target.simulate)?).await?;
     let done = store.deleted_keys(&target.recorded_endpoint, &target.settings.credentials.access_key_id).await?;
-    let today = Utc::now().date_naive();
+    let today = crate::cli::plan::today()?;
 
     if args.dry_run {
-        return crate::cli::plan::print_plan(&set, today, &done, rate, &args.exec, crate::cli::OutputFormat::Human);
+        let inputs = crate::plan::EstimateInputs {
+            rate,
+            max_in_flight: args.exec.max_in_flight,
+            poll_interval: poll_interval_of(&args.exec, target.simulate),
+            ..Default::default()
+        };
+        crate::cli::plan::print_plan(&set, today, &done, &inputs, crate::cli::OutputFormat::Human);
+        return Ok(Exit::Ok);
     }
 
-    lock(&store).await?;
     let tasks: Vec<NewTask> = set
         .tasks
         .iter()
@@ -168,27 +178,35 @@ pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
         reason: first.and_then(|f| f.reason.clone()),
         due_by: set.files.iter().filter_map(|f| f.due_by).min(),
         operator: operator(),
-        host: this_host(),
+        host: store::this_host(),
         endpoint: target.recorded_endpoint.clone(),
         access_key_id: target.settings.credentials.access_key_id.clone(),
         options: options_json(&args.exec, rate),
         retry_of: None,
         simulated: target.simulate,
     };
-    let run_id = match store.create_run(&new_run, &tasks).await {
-        Ok(id) => id,
-        Err(e) => {
-            store.release_lock().await.ok();
-            return Err(e.into());
-        }
-    };
+    let run_id = store.create_run(&new_run, &tasks).await?;
+    lock_new_run(&store, run_id).await?;
     drive(global, &store, &target, run_id, &args.exec, rate).await
+}
+
+/// Lock for a run just made; when another run holds the lock, the new run is closed with 73
+/// (so the refusal itself is on record) and nothing is sent.
+async fn lock_new_run(store: &Store, run_id: i64) -> anyhow::Result<()> {
+    if let Err(e) = lock(store, run_id).await {
+        let exit = crate::exit::code_for(&e);
+        store.finish_run(run_id, i64::from(exit.code()), json!({ "refused": format!("{e:#}") })).await?;
+        return Err(e);
+    }
+    Ok(())
 }
 
 pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exit> {
     let store = Store::open(&db_path(global, args.simulate)?).await?;
     let run = match args.run_id {
-        Some(id) => store.run(id).await?.ok_or_else(|| Coded::new(Exit::Usage, format!("no run {id} in this database")))?,
+        Some(id) => {
+            store.run(id).await?.ok_or_else(|| Coded::new(Exit::Usage, format!("no run {id} in this database")))?
+        }
         None => match store.newest_unfinished_run().await? {
             Some(r) => r,
             None => {
@@ -213,8 +231,15 @@ pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exi
         .into());
     }
     let rate = rate_of(&args.exec, target.simulate);
-    lock(&store).await?;
-    store.audit_event(Some(run.id), None, "run_resumed", json!({ "pid": std::process::id(), "host": this_host() })).await?;
+    lock(&store, run.id).await?;
+    store
+        .audit_event(
+            Some(run.id),
+            None,
+            "run_resumed",
+            json!({ "pid": std::process::id(), "host": store::this_host() }),
+        )
+        .await?;
     drive(global, &store, &target, run.id, &args.exec, rate).await
 }
 
@@ -231,7 +256,6 @@ pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit>
     }
     let target = Target::resolve(&args.exec.api, args.simulate || old.simulated).await?;
     let rate = rate_of(&args.exec, target.simulate);
-    lock(&store).await?;
     let tasks: Vec<NewTask> = failed
         .iter()
         .map(|t| NewTask {
@@ -251,33 +275,35 @@ pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit>
         reason: old.reason.clone(),
         due_by: old.due_by,
         operator: operator(),
-        host: this_host(),
+        host: store::this_host(),
         endpoint: target.recorded_endpoint.clone(),
         access_key_id: target.settings.credentials.access_key_id.clone(),
         options: options_json(&args.exec, rate),
         retry_of: Some(old.id),
         simulated: target.simulate,
     };
-    let run_id = match store.create_run(&new_run, &tasks).await {
-        Ok(id) => id,
-        Err(e) => {
-            store.release_lock().await.ok();
-            return Err(e.into());
-        }
-    };
+    let run_id = store.create_run(&new_run, &tasks).await?;
+    lock_new_run(&store, run_id).await?;
     println!("run {run_id} retries the {} failed task(s) of run {}", tasks.len(), old.id);
     drive(global, &store, &target, run_id, &args.exec, rate).await
 }
 
 /// Execute a run that exists in the database and holds the lock; finish it, release the lock,
 /// print the summary, send the pings.
-async fn drive(global: &GlobalOpts, store: &Store, target: &Target, run_id: i64, exec: &ExecOpts, rate: Rate) -> anyhow::Result<Exit> {
+async fn drive(
+    global: &GlobalOpts,
+    store: &Store,
+    target: &Target,
+    run_id: i64,
+    exec: &ExecOpts,
+    rate: Rate,
+) -> anyhow::Result<Exit> {
     let pinger = exec.ping_url.as_deref().map(Pinger::new);
     if let Some(p) = &pinger {
         p.send("/start", format!("qc-offboard run {run_id} started")).await;
     }
     let outcome = drive_inner(global, store, target, run_id, exec, rate).await;
-    if let Err(e) = store.release_lock().await {
+    if let Err(e) = store.release_lock(run_id).await {
         tracing::warn!("could not release the run lock: {e}");
     }
     let (exit, summary) = match outcome {
@@ -311,7 +337,7 @@ async fn drive_inner(
         max_in_flight: exec.max_in_flight,
         max_attempts: exec.max_attempts,
         job_timeout: exec.job_timeout,
-        poll_interval: exec.poll_interval,
+        poll_interval: poll_interval_of(exec, target.simulate),
         deadline: exec.deadline,
         max_fail: exec.max_fail,
     };

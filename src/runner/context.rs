@@ -7,6 +7,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use crate::limiter::Limiter;
+use crate::qingcloud::client::CallRecord;
 use crate::qingcloud::client::{ApiError, Call, Client, Gate};
 use crate::store::{ApiCallRow, Store};
 
@@ -53,10 +54,15 @@ pub enum CallVerdict {
 
 impl Ctx {
     /// Store the call's record and tell the limiter what the answer means for the rate.
-    pub async fn note_call<T>(&self, task_id: Option<i64>, call: &Call<T>, sent_at: Instant) -> anyhow::Result<CallVerdict> {
-        self.store.record_call(self.run_id, task_id, &ApiCallRow::from_record(&call.record)).await?;
+    pub async fn note_call<T>(
+        &self,
+        task_id: Option<i64>,
+        call: &Call<T>,
+        sent_at: Instant,
+    ) -> anyhow::Result<CallVerdict> {
+        self.store.record_call(self.run_id, task_id, &call_row(&call.record)).await?;
         let verdict = match &call.result {
-            Err(ApiError::Throttled { .. }) => {
+            Err(ApiError::Throttled(_)) => {
                 if let Some(rate) = self.limiter.on_throttle(sent_at) {
                     tracing::warn!(rate_per_s = rate, "quota exceeded (2500): rate lowered");
                     self.store
@@ -70,7 +76,7 @@ impl Ctx {
                 }
                 CallVerdict::Throttled
             }
-            Err(ApiError::AuthFailed { message, .. }) => CallVerdict::AuthFailed(message.clone()),
+            Err(ApiError::AuthFailed(f)) => CallVerdict::AuthFailed(f.message.clone()),
             Err(_) if call.record.http_status.is_none() => CallVerdict::NoAnswer,
             _ => {
                 if let Some(rate) = self.limiter.on_success() {
@@ -80,5 +86,25 @@ impl Ctx {
             }
         };
         Ok(verdict)
+    }
+}
+
+/// The database row of an API call. The client's record never holds the signature.
+pub fn call_row(r: &CallRecord) -> ApiCallRow {
+    let params: serde_json::Map<String, serde_json::Value> = r
+        .params
+        .iter()
+        .filter(|(k, _)| k != "signature")
+        .map(|(k, v)| (k.clone(), serde_json::Value::from(v.as_str())))
+        .collect();
+    ApiCallRow {
+        action: r.action.clone(),
+        params_json: serde_json::Value::Object(params).to_string(),
+        http_status: r.http_status.map(i64::from),
+        ret_code: r.ret_code,
+        message: r.message.clone(),
+        job_id: r.job_id.clone(),
+        started_at: r.started_at,
+        latency_ms: i64::try_from(r.latency.as_millis()).unwrap_or(i64::MAX),
     }
 }

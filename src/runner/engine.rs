@@ -15,8 +15,8 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::context::Ctx;
-use super::poll::{self, InFlight, JobOutcome, RoundResult};
 use super::policy;
+use super::poll::{self, InFlight, JobOutcome, RoundResult};
 use super::progress::Progress;
 use super::queue::Queue;
 use super::submit::{self, Submitted, TaskRef};
@@ -125,6 +125,15 @@ impl Loop {
         rows.sort_by_key(|r| (r.due_by.is_none(), r.due_by, r.id));
         let today = Utc::now().date_naive();
         let now = Instant::now();
+        // Every job id this run's calls returned, per task: reconciliation must not adopt those.
+        let mut jobs_seen: HashMap<i64, HashSet<String>> = HashMap::new();
+        if rows.iter().any(|r| r.state == TaskState::Submitting) {
+            for (task, call) in self.ctx.store.calls(self.ctx.run_id).await? {
+                if let (Some(task), Some(job)) = (task, call.job_id) {
+                    jobs_seen.entry(task).or_default().insert(job);
+                }
+            }
+        }
         for row in rows {
             let mut t = task_ref(&row)?;
             match row.state {
@@ -152,7 +161,7 @@ impl Loop {
                 TaskState::Pending | TaskState::RetryWait => self.queue.push(row.id, t.cluster.as_str(), row.due_by),
                 TaskState::Submitting => {
                     // A submission in doubt from an interrupted process: reconcile first.
-                    t.known_jobs.extend(self.ctx.store.job_ids_of_task(row.id).await?);
+                    t.known_jobs.extend(jobs_seen.get(&row.id).into_iter().flatten().cloned());
                     self.queue.mark_busy(t.cluster.as_str());
                     self.in_doubt.push((now, row.id));
                 }
@@ -215,10 +224,16 @@ impl Loop {
             if self.finished() {
                 return Ok(());
             }
-            let wake = [self.queue.next_wake(), self.next_poll.filter(|_| !self.poll_running), self.in_doubt.iter().map(|(t, _)| *t).min(), deadline.filter(|_| !self.stopping()), self.stop_at]
-                .into_iter()
-                .flatten()
-                .min();
+            let wake = [
+                self.queue.next_wake(),
+                self.next_poll.filter(|_| !self.poll_running),
+                self.in_doubt.iter().map(|(t, _)| *t).min(),
+                deadline.filter(|_| !self.stopping()),
+                self.stop_at,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
             let sleep = async {
                 match wake {
                     Some(t) => tokio::time::sleep_until(t).await,

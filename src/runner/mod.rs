@@ -6,11 +6,14 @@
 //! `submitted` (job id recorded) → `deleted` | `retry_wait` → … | `failed`; `skipped` and
 //! `not_due` are decided when the run is made.
 
-// pub mod context;  (wired when the store, client and simulator land)
-// pub mod engine;  (wired when the store, client and simulator land)
-// pub mod poll;  (wired when the store, client and simulator land)
+pub mod context;
+pub mod engine;
 pub mod policy;
-// pub mod progress;  (wired when the store, client and simulator land)
+pub mod poll;
+pub mod progress;
 pub mod queue;
-// pub mod submit;  (wired when the store, client and simulator land)
+pub mod submit;
 
+pub use context::{Ctx, LimiterGate, RunOptions};
+pub use engine::{execute, StopReason};
+pub use progress::Progress;

@@ -45,7 +45,11 @@ pub struct RoundResult {
 }
 
 /// Poll every job in `jobs` once.
-pub async fn round(ctx: Arc<Ctx>, jobs: Vec<InFlight>, last_status: HashMap<String, String>) -> anyhow::Result<(RoundResult, HashMap<String, String>)> {
+pub async fn round(
+    ctx: Arc<Ctx>,
+    jobs: Vec<InFlight>,
+    last_status: HashMap<String, String>,
+) -> anyhow::Result<(RoundResult, HashMap<String, String>)> {
     let mut by_zone: HashMap<Zone, Vec<InFlight>> = HashMap::new();
     for j in jobs {
         by_zone.entry(j.task.zone.clone()).or_default().push(j);
@@ -103,7 +107,7 @@ async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome
                 j.task.id,
                 &[TaskState::Submitted],
                 TaskState::Deleted,
-                &TaskChange { finished_at: Some(Utc::now()), ..TaskChange::default() },
+                &TaskChange::new().finished_at(Utc::now()),
                 json!({ "job_id": j.job_id, "job_status": job.status.as_str(), "status_time": job.status_time }),
             )
             .await?;
@@ -144,11 +148,19 @@ async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> anyhow::Re
         }
         None => {
             // DescribeJobs does not know the job: it is proven absent, so retrying is safe.
-            let message = format!("job {} not found by DescribeJobs after {}", j.job_id, humantime::format_duration(ctx.opts.job_timeout));
-            Ok(match submit::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
-                Submitted::RetryAt { at, attempts } => JobOutcome::Retry { at, attempts },
-                _ => JobOutcome::Failed,
-            })
+            let message = format!(
+                "job {} not found by DescribeJobs after {}",
+                j.job_id,
+                humantime::format_duration(ctx.opts.job_timeout)
+            );
+            Ok(
+                match submit::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message)
+                    .await?
+                {
+                    Submitted::RetryAt { at, attempts } => JobOutcome::Retry { at, attempts },
+                    _ => JobOutcome::Failed,
+                },
+            )
         }
     }
 }

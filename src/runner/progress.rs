@@ -38,7 +38,9 @@ impl Progress {
     pub fn update(&self, deleted: u64, failed: u64, in_flight: u64, rate_per_s: f64) {
         if let Some(bar) = &self.bar {
             bar.set_position(deleted + failed);
-            bar.set_message(format!("deleted {deleted} · failed {failed} · in flight {in_flight} · rate {rate_per_s:.2}/s"));
+            bar.set_message(format!(
+                "deleted {deleted} · failed {failed} · in flight {in_flight} · rate {rate_per_s:.2}/s"
+            ));
         }
     }
 

@@ -64,7 +64,7 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
             task.id,
             &[TaskState::Pending, TaskState::RetryWait],
             TaskState::Submitting,
-            &TaskChange { intent_at: Some(intent_at), ..TaskChange::default() },
+            &TaskChange::new().intent_at(intent_at),
             json!({ "attempt": attempt }),
         )
         .await?;
@@ -77,8 +77,10 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
     let mut expired_left = 3;
     loop {
         let sent_at = Instant::now();
-        let call =
-            ctx.client.run_cluster_custom_service(&task.cluster, &task.zone, ROLE_MAININSTANCE, DEL_USER, &params).await;
+        let call = ctx
+            .client
+            .run_cluster_custom_service(&task.cluster, &task.zone, ROLE_MAININSTANCE, DEL_USER, &params)
+            .await;
         let verdict = ctx.note_call(Some(task.id), &call, sent_at).await?;
         match call.result {
             Ok(resp) => {
@@ -87,20 +89,18 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
                         task.id,
                         &[TaskState::Submitting],
                         TaskState::Submitted,
-                        &TaskChange {
-                            attempts: Some(attempt),
-                            job_id: Some(resp.job_id.clone()),
-                            submitted_at: Some(Utc::now()),
-                            ret_code: Some(0),
-                            message: Some(String::new()),
-                            ..TaskChange::default()
-                        },
+                        &TaskChange::new()
+                            .attempts(i64::from(attempt))
+                            .job_id(resp.job_id.clone())
+                            .submitted_at(Utc::now())
+                            .ret_code(0)
+                            .message(""),
                         json!({ "job_id": resp.job_id }),
                     )
                     .await?;
                 return Ok(Submitted::Job { job_id: resp.job_id, attempts: attempt });
             }
-            Err(ApiError::Expired { .. }) if expired_left > 0 => {
+            Err(ApiError::Expired(_)) if expired_left > 0 => {
                 expired_left -= 1;
                 tracing::warn!("time stamp expired (1300): re-signing at once; check this machine's clock");
                 continue;
@@ -109,11 +109,11 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
                 let ret_code = err.ret_code();
                 let message = err.to_string();
                 return match (&err, verdict) {
-                    (ApiError::Throttled { .. }, _) => {
+                    (ApiError::Throttled(_), _) => {
                         back_to_pending(&ctx, &task, ret_code, &message, "throttled; no attempt used").await?;
                         Ok(Submitted::Throttled)
                     }
-                    (ApiError::AuthFailed { .. }, _) => {
+                    (ApiError::AuthFailed(_), _) => {
                         back_to_pending(&ctx, &task, ret_code, &message, "credentials refused; run stops").await?;
                         Ok(Submitted::AuthFailed(message))
                     }
@@ -128,11 +128,11 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
                             .await?;
                         Ok(Submitted::InDoubt { intent_at })
                     }
-                    (ApiError::Transient { .. }, CallVerdict::NoAnswer) if err.is_connect() => {
+                    (ApiError::Transient(_), CallVerdict::NoAnswer) => {
                         back_to_pending(&ctx, &task, ret_code, &message, "endpoint unreachable; nothing sent").await?;
                         Ok(Submitted::Unreachable(message))
                     }
-                    (ApiError::Transient { .. } | ApiError::Expired { .. }, _) => {
+                    (ApiError::Transient(_) | ApiError::Expired(_), _) => {
                         retry_or_fail(&ctx, &task, attempt, &[TaskState::Submitting], ret_code, &message).await
                     }
                     _ => {
@@ -145,17 +145,30 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
     }
 }
 
-async fn back_to_pending(ctx: &Ctx, task: &TaskRef, ret_code: Option<i64>, message: &str, why: &str) -> anyhow::Result<()> {
+async fn back_to_pending(
+    ctx: &Ctx,
+    task: &TaskRef,
+    ret_code: Option<i64>,
+    message: &str,
+    why: &str,
+) -> anyhow::Result<()> {
     ctx.store
         .transition(
             task.id,
             &[TaskState::Submitting],
             TaskState::Pending,
-            &TaskChange { ret_code, message: Some(message.to_owned()), ..TaskChange::default() },
+            &outcome_change(ret_code, message),
             json!({ "reason": why, "ret_code": ret_code }),
         )
         .await?;
     Ok(())
+}
+
+/// The last ret_code (cleared when there is none) and message of an outcome.
+fn outcome_change(ret_code: Option<i64>, message: &str) -> TaskChange {
+    let mut change = TaskChange::new().message(message);
+    change.last_ret_code = Some(ret_code);
+    change
 }
 
 /// The attempt failed transiently: wait and retry, or end `failed` when attempts are used up.
@@ -179,13 +192,7 @@ pub async fn retry_or_fail(
             task.id,
             from,
             TaskState::RetryWait,
-            &TaskChange {
-                attempts: Some(attempts),
-                ret_code,
-                message: Some(message.to_owned()),
-                next_attempt_at: Some(next),
-                ..TaskChange::default()
-            },
+            &outcome_change(ret_code, message).attempts(i64::from(attempts)).next_attempt_at(next),
             json!({ "retry_in_ms": wait.as_millis() as u64, "ret_code": ret_code, "message": message }),
         )
         .await?;
@@ -205,13 +212,7 @@ pub async fn fail(
             task_id,
             from,
             TaskState::Failed,
-            &TaskChange {
-                attempts: Some(attempts),
-                ret_code,
-                message: Some(message.to_owned()),
-                finished_at: Some(Utc::now()),
-                ..TaskChange::default()
-            },
+            &outcome_change(ret_code, message).attempts(i64::from(attempts)).finished_at(Utc::now()),
             json!({ "ret_code": ret_code, "message": message }),
         )
         .await?;
@@ -263,7 +264,9 @@ pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted
                 continue;
             }
             let Some(target) = job.directive_target() else { continue };
-            if target.cluster == task.cluster.as_str() && target.service == DEL_USER && target.params.as_ref() == Some(&want)
+            if target.cluster == task.cluster.as_str()
+                && target.service == DEL_USER
+                && target.params.as_ref() == Some(&want)
             {
                 let attempts = task.attempts + 1;
                 ctx.store
@@ -271,12 +274,10 @@ pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted
                         task.id,
                         &[TaskState::Submitting],
                         TaskState::Submitted,
-                        &TaskChange {
-                            attempts: Some(attempts),
-                            job_id: Some(job.job_id.clone()),
-                            submitted_at: Some(Utc::now()),
-                            ..TaskChange::default()
-                        },
+                        &TaskChange::new()
+                            .attempts(i64::from(attempts))
+                            .job_id(job.job_id.clone())
+                            .submitted_at(Utc::now()),
                         json!({ "reason": "reconciled: job found and adopted", "job_id": job.job_id }),
                     )
                     .await?;
