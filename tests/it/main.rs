@@ -7,5 +7,6 @@ mod client;
 mod config;
 mod helpers;
 mod manifest;
+mod runner;
 mod sim;
 mod store;

@@ -1,0 +1,386 @@
+//! The runner end to end: the real binary against the simulator over loopback TCP, with the
+//! simulator in this test process so its state can be read while the runner lives and dies.
+
+use std::path::PathBuf;
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use qc_offboard::sim::{SimHandle, Stats};
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::helpers::{start_sim, tempdir, world};
+
+/// A simulator, a home, a database and a manifest for one test.
+struct Rig {
+    home: tempfile::TempDir,
+    sim: SimHandle,
+    db: PathBuf,
+    manifest: PathBuf,
+}
+
+/// `clusters` clusters spread over `zones` zones with `users` accounts each.
+fn manifest_text(clusters: usize, users: usize, zones: &[&str]) -> String {
+    let mut s = String::from("version: 1\nticket: OPS-1\nrequested_by: hr@example.com\nclusters:\n");
+    for c in 0..clusters {
+        s.push_str(&format!("  - id: cl-t{c:03}\n    zone: {}\n    users:\n", zones[c % zones.len()]));
+        for u in 0..users {
+            s.push_str(&format!("      - u{c}x{u}\n"));
+        }
+    }
+    s
+}
+
+impl Rig {
+    async fn new(world_yaml: &str, manifest: &str) -> Rig {
+        let home = tempdir();
+        let sim = start_sim(world(world_yaml)).await;
+        let db = home.path().join("audit.db");
+        let path = home.path().join("manifest.yaml");
+        std::fs::write(&path, manifest).expect("write manifest");
+        Rig { home, sim, db, manifest: path }
+    }
+
+    /// The real binary, scrubbed environment, credentials of the simulator, this rig's database.
+    fn cmd(&self, args: &[&str]) -> tokio::process::Command {
+        let mut cmd = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("qc-offboard"));
+        cmd.env_clear()
+            .env("HOME", self.home.path())
+            .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+            .env("QINGCLOUD_ACCESS_KEY", "QYACCESSKEYIDEXAMPLE")
+            .env("QINGCLOUD_SECRET_KEY", "SECRETACCESSKEY")
+            .env("QINGCLOUD_ENDPOINT", self.sim.endpoint())
+            .env("QC_OFFBOARD_DB", &self.db)
+            .env("RUST_LOG", "qc_offboard=info")
+            .arg("--no-progress")
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        cmd
+    }
+
+    /// `run MANIFEST` with fast polling and the extra arguments.
+    fn run_cmd(&self, extra: &[&str]) -> tokio::process::Command {
+        let manifest = self.manifest.to_str().expect("utf-8 path");
+        let mut args = vec!["run", manifest];
+        args.extend_from_slice(&with_defaults(extra));
+        self.cmd(&args)
+    }
+
+    async fn output(mut cmd: tokio::process::Command) -> Output {
+        tokio::time::timeout(Duration::from_secs(120), cmd.output())
+            .await
+            .expect("the command finishes within 120 s")
+            .expect("the command runs")
+    }
+
+    async fn run(&self, extra: &[&str]) -> Output {
+        Self::output(self.run_cmd(extra)).await
+    }
+
+    async fn resume(&self, extra: &[&str]) -> Output {
+        let mut args = vec!["resume"];
+        args.extend_from_slice(&with_defaults(extra));
+        Self::output(self.cmd(&args)).await
+    }
+
+    async fn report(&self) -> Vec<Value> {
+        let out = Self::output(self.cmd(&["report", "--format", "json"])).await;
+        assert!(out.status.success(), "report: {}", text(&out.stderr));
+        serde_json::from_slice(&out.stdout).expect("report JSON")
+    }
+
+    async fn audit_verify(&self) -> Output {
+        Self::output(self.cmd(&["audit", "verify"])).await
+    }
+
+    fn stats(&self) -> Stats {
+        self.sim.stats()
+    }
+}
+
+/// Fast polling and a generous rate unless the test sets its own.
+fn with_defaults<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+    let mut args = extra.to_vec();
+    if !extra.contains(&"--poll-interval") {
+        args.extend(["--poll-interval", "50ms"]);
+    }
+    if !extra.contains(&"--rate") {
+        args.extend(["--rate", "200/s"]);
+    }
+    args
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+fn code(out: &Output) -> i32 {
+    out.status.code().unwrap_or(-1)
+}
+
+/// Every account of the manifest is gone and was sent exactly one accepted `del_user`.
+fn assert_all_deleted_exactly_once(stats: &Stats, expected: usize) {
+    let accounts: Vec<_> = stats.accounts.iter().filter(|a| a.del_user_accepted > 0 || !a.exists).collect();
+    assert_eq!(accounts.len(), expected, "accounts touched: {:#?}", stats.accounts);
+    for a in &stats.accounts {
+        assert!(!a.exists, "{}@{} on {} still exists", a.user, a.host, a.cluster);
+        assert_eq!(
+            a.del_user_accepted, 1,
+            "{}@{} on {} was accepted {} times",
+            a.user, a.host, a.cluster, a.del_user_accepted
+        );
+    }
+}
+
+fn run_calls(stats: &Stats) -> u64 {
+    stats.requests_by_action.get("RunClusterCustomService").copied().unwrap_or(0)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn happy_path_across_three_zones() {
+    let rig =
+        Rig::new("jobs: {pending_ms: 20, working_ms: 30}\n", &manifest_text(6, 3, &["sh1a", "pek3", "gd2"])).await;
+    let out = rig.run(&[]).await;
+    assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("18 deleted, 0 skipped, 0 failed, 0 pending"), "{}", text(&out.stdout));
+    let stats = rig.stats();
+    assert_all_deleted_exactly_once(&stats, 18);
+    assert_eq!(run_calls(&stats), 18);
+    // Polling is batched: far fewer DescribeJobs than jobs polled one by one would need.
+    let describe = stats.requests_by_action.get("DescribeJobs").copied().unwrap_or(0);
+    assert!(describe > 0);
+    let rows = rig.report().await;
+    assert_eq!(rows.len(), 18);
+    for r in &rows {
+        assert_eq!(r["outcome"], "deleted", "{r}");
+        assert_eq!(r["attempts"], 1, "{r}");
+        assert!(r["job_id"].as_str().is_some_and(|j| j.starts_with("j-")), "{r}");
+    }
+    let zones: std::collections::BTreeSet<&str> = rows.iter().filter_map(|r| r["zone"].as_str()).collect();
+    assert_eq!(zones.into_iter().collect::<Vec<_>>(), ["gd2", "pek3", "sh1a"]);
+    let verify = rig.audit_verify().await;
+    assert_eq!(code(&verify), 0, "{}", text(&verify.stdout));
+}
+
+/// One fault kind at a high rate: every account still ends deleted exactly once.
+async fn survives(faults: &str) {
+    let world_yaml = format!("seed: 11\njobs: {{pending_ms: 20, working_ms: 30}}\nfaults: {{{faults}}}\n");
+    let rig = Rig::new(&world_yaml, &manifest_text(4, 3, &["sh1a", "pek3"])).await;
+    let out = rig.run(&["--max-attempts", "30"]).await;
+    assert_eq!(code(&out), 0, "faults {faults}\nstdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let stats = rig.stats();
+    assert!(
+        stats.faults_injected.values().sum::<u64>() > 0 || faults.contains("delay"),
+        "no fault was injected: {stats:?}"
+    );
+    assert_all_deleted_exactly_once(&stats, 12);
+    let verify = rig.audit_verify().await;
+    assert_eq!(code(&verify), 0, "{}", text(&verify.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_server_busy() {
+    survives("busy_rate: 0.3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_internal_errors() {
+    survives("internal_rate: 0.3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_http_502() {
+    survives("http_502_rate: 0.3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_connection_resets() {
+    survives("reset_rate: 0.3").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn survives_added_latency() {
+    survives("delay_ms: 40").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lost_responses_never_cause_a_second_del_user() {
+    let world_yaml = "seed: 5\njobs: {pending_ms: 20, working_ms: 30}\nfaults: {lost_response_rate: 0.4}\n";
+    let rig = Rig::new(world_yaml, &manifest_text(4, 4, &["sh1a", "pek3"])).await;
+    let out = rig.run(&["--max-attempts", "30"]).await;
+    assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let stats = rig.stats();
+    assert!(stats.faults_injected.get("lost_response").copied().unwrap_or(0) > 0, "{stats:?}");
+    assert_all_deleted_exactly_once(&stats, 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_at_random_instants_then_resume_deletes_each_account_exactly_once() {
+    let world_yaml = "jobs: {pending_ms: 60, working_ms: 120}\nfaults: {lost_response_rate: 0.05}\n";
+    let rig = Rig::new(world_yaml, &manifest_text(16, 5, &["sh1a", "pek3"])).await;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(2026);
+    let mut kills = 0;
+    let mut first = true;
+    while kills < 10 {
+        let mut cmd = if first {
+            rig.run_cmd(&["--rate", "15/s", "--max-attempts", "30"])
+        } else {
+            rig.cmd(&["resume", "--poll-interval", "50ms", "--rate", "15/s", "--max-attempts", "30"])
+        };
+        first = false;
+        let mut child = cmd.spawn().expect("runner starts");
+        let wait = Duration::from_millis(rng.random_range(30..500));
+        match tokio::time::timeout(wait, child.wait()).await {
+            Ok(status) => {
+                // It finished before the kill: the work is done.
+                assert!(status.expect("wait").success());
+                break;
+            }
+            Err(_) => {
+                child.start_kill().expect("SIGKILL");
+                child.wait().await.expect("reaped");
+                kills += 1;
+            }
+        }
+    }
+    assert!(kills >= 10, "the run finished after only {kills} kills; make it longer");
+    let out = rig.resume(&["--max-attempts", "30"]).await;
+    assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert_all_deleted_exactly_once(&rig.stats(), 80);
+    let rows = rig.report().await;
+    assert!(rows.iter().all(|r| r["outcome"] == "deleted"), "{rows:#?}");
+    let verify = rig.audit_verify().await;
+    assert_eq!(code(&verify), 0, "{}", text(&verify.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn quota_storm_lowers_the_rate_and_costs_no_attempts() {
+    let world_yaml = "jobs: {pending_ms: 10, working_ms: 10}\nquota: {requests: 4, window_s: 1}\n";
+    let rig = Rig::new(world_yaml, &manifest_text(5, 2, &["sh1a"])).await;
+    let out = rig.run(&["--rate", "50/s", "--burst", "5", "--max-attempts", "1"]).await;
+    assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let stats = rig.stats();
+    assert!(stats.ret_code(2500) > 0, "the quota was never hit: {stats:?}");
+    assert_all_deleted_exactly_once(&stats, 10);
+    // --max-attempts 1 and every task deleted: no 2500 cost an attempt.
+    let rows = rig.report().await;
+    assert!(rows.iter().all(|r| r["attempts"] == 1), "{rows:#?}");
+    assert!(text(&out.stderr).contains("rate lowered"), "{}", text(&out.stderr));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_stop_with_69_and_lose_nothing() {
+    let rig = Rig::new("jobs: {pending_ms: 10, working_ms: 10}\n", &manifest_text(3, 2, &["sh1a"])).await;
+    let mut cmd = rig.run_cmd(&[]);
+    cmd.env("QINGCLOUD_SECRET_KEY", "WRONGSECRET");
+    let out = Rig::output(cmd).await;
+    assert_eq!(code(&out), 69, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert!(!text(&out.stdout).contains("WRONGSECRET") && !text(&out.stderr).contains("WRONGSECRET"));
+    let rows = rig.report().await;
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r["outcome"] == "pending" && r["attempts"] == 0), "{rows:#?}");
+    // With the right secret, the same run finishes.
+    let out = rig.resume(&[]).await;
+    assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert_all_deleted_exactly_once(&rig.stats(), 6);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_account_fails_and_exits_1() {
+    let world_yaml =
+        "jobs: {pending_ms: 10, working_ms: 10}\nclusters:\n  - id: cl-t000\n    zone: sh1a\n    users: [\"u0x0@%\"]\n";
+    let rig = Rig::new(world_yaml, &manifest_text(1, 2, &["sh1a"])).await;
+    let out = rig.run(&["--max-attempts", "2"]).await;
+    assert_eq!(code(&out), 1, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("1 deleted") && stdout.contains("1 failed"), "{stdout}");
+    assert!(stdout.contains("u0x1@%"), "the failed account is listed: {stdout}");
+    let rows = rig.report().await;
+    let failed: Vec<_> = rows.iter().filter(|r| r["outcome"] == "failed").collect();
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0]["user"], "u0x1");
+    assert_eq!(failed[0]["attempts"], 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlapping_run_is_refused_with_73() {
+    let rig = Rig::new("jobs: {pending_ms: 3000, working_ms: 3000}\n", &manifest_text(2, 1, &["sh1a"])).await;
+    let mut first = rig.run_cmd(&[]).spawn().expect("first run starts");
+    // Wait until the first run holds the lock (it has submitted its jobs).
+    crate::helpers::eventually("the first run to submit", || async { (run_calls(&rig.stats()) >= 2).then_some(()) })
+        .await;
+    let second = rig.run(&[]).await;
+    assert_eq!(code(&second), 73, "stdout: {}\nstderr: {}", text(&second.stdout), text(&second.stderr));
+    assert!(text(&second.stderr).contains("holds the database's run lock"), "{}", text(&second.stderr));
+    assert!(text(&second.stderr).contains(&format!("pid {}", first.id().expect("pid"))), "{}", text(&second.stderr));
+    first.start_kill().expect("kill");
+    first.wait().await.expect("reaped");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_stops_with_75_and_resume_finishes() {
+    let rig = Rig::new("jobs: {pending_ms: 100, working_ms: 200}\n", &manifest_text(4, 4, &["sh1a", "pek3"])).await;
+    let mut child = rig.run_cmd(&["--rate", "20/s"]).spawn().expect("run starts");
+    crate::helpers::eventually("some submissions", || async { (run_calls(&rig.stats()) >= 3).then_some(()) }).await;
+    let pid = rustix::process::Pid::from_raw(child.id().expect("pid") as i32).expect("pid");
+    rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
+    let out =
+        tokio::time::timeout(Duration::from_secs(60), child.wait_with_output()).await.expect("exits").expect("output");
+    assert_eq!(code(&out), 75, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("resume"), "{}", text(&out.stdout));
+    assert!(run_calls(&rig.stats()) < 16, "the run stopped submitting");
+    let out = rig.resume(&[]).await;
+    assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert_all_deleted_exactly_once(&rig.stats(), 16);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_same_manifest_again_is_all_skipped_without_a_call() {
+    let rig = Rig::new("jobs: {pending_ms: 10, working_ms: 10}\n", &manifest_text(3, 2, &["sh1a", "pek3"])).await;
+    let out = rig.run(&[]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let calls_before = run_calls(&rig.stats());
+    assert_eq!(calls_before, 6);
+    let out = rig.run(&[]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("0 deleted, 6 skipped"), "{}", text(&out.stdout));
+    assert_eq!(run_calls(&rig.stats()), calls_before, "no RunClusterCustomService call the second time");
+    // `plan` knows too.
+    let manifest = rig.manifest.to_str().expect("utf-8");
+    let out = Rig::output(rig.cmd(&["plan", manifest, "--output", "json"])).await;
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let plan: Value = serde_json::from_slice(&out.stdout).expect("plan JSON");
+    let tasks = plan["tasks"].as_array().expect("tasks");
+    assert_eq!(tasks.len(), 6);
+    assert!(tasks.iter().all(|t| t["state"] == "skipped"), "{plan:#}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_report_start_and_success() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let ping_url = format!("http://{}/ping/abc", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen2 = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let mut buf = vec![0u8; 8192];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen2.lock().expect("lock").push(req);
+            let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        }
+    });
+    let rig = Rig::new("jobs: {pending_ms: 10, working_ms: 10}\n", &manifest_text(1, 2, &["sh1a"])).await;
+    let out = rig.run(&["--ping-url", &ping_url]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let seen = seen.lock().expect("lock").clone();
+    assert_eq!(seen.len(), 2, "{seen:#?}");
+    assert!(seen[0].starts_with("POST /ping/abc/start "), "{}", seen[0]);
+    assert!(seen[1].starts_with("POST /ping/abc "), "{}", seen[1]);
+    assert!(seen[1].contains("2 deleted"), "the summary is the body: {}", seen[1]);
+}
