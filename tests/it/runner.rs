@@ -323,7 +323,7 @@ async fn an_overlapping_run_is_refused_with_73() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_stops_with_75_and_resume_finishes() {
     let rig = Rig::new("jobs: {pending_ms: 100, working_ms: 200}\n", &manifest_text(4, 4, &["sh1a", "pek3"])).await;
-    let mut child = rig.run_cmd(&["--rate", "20/s"]).spawn().expect("run starts");
+    let child = rig.run_cmd(&["--rate", "20/s"]).spawn().expect("run starts");
     crate::helpers::eventually("some submissions", || async { (run_calls(&rig.stats()) >= 3).then_some(()) }).await;
     let pid = rustix::process::Pid::from_raw(child.id().expect("pid") as i32).expect("pid");
     rustix::process::kill_process(pid, rustix::process::Signal::TERM).expect("SIGTERM");
