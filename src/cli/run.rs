@@ -341,7 +341,8 @@ async fn drive_inner(
         deadline: exec.deadline,
         max_fail: exec.max_fail,
     };
-    let ctx = Arc::new(Ctx { store: store.clone(), client, limiter, run_id, opts });
+    let journal = runner::journal::Journal::start(store.clone());
+    let ctx = Arc::new(Ctx { store: store.clone(), journal, client, limiter, run_id, opts });
     let progress = if global.no_progress || global.log_format == LogFormat::Json {
         Progress::hidden()
     } else {

@@ -9,7 +9,7 @@ use tokio::time::Instant;
 use crate::limiter::Limiter;
 use crate::qingcloud::client::CallRecord;
 use crate::qingcloud::client::{ApiError, Call, Client, Gate};
-use crate::store::{ApiCallRow, Store};
+use crate::store::{ApiCallRow, Store, TaskChange, TaskRow, TaskState, Transition};
 
 /// Options of one execution (SPEC §1, `run`/`resume`/`retry`).
 #[derive(Debug, Clone)]
@@ -33,6 +33,7 @@ impl Gate for LimiterGate {
 
 pub struct Ctx {
     pub store: Store,
+    pub journal: super::journal::Journal,
     pub client: Client,
     pub limiter: Arc<Limiter>,
     pub run_id: i64,
@@ -53,6 +54,19 @@ pub enum CallVerdict {
 }
 
 impl Ctx {
+    /// A guarded state change through the journal (committed before this returns).
+    pub async fn transition(
+        &self,
+        task_id: i64,
+        from: &[TaskState],
+        to: TaskState,
+        change: &TaskChange,
+        detail: serde_json::Value,
+    ) -> anyhow::Result<Option<TaskRow>> {
+        let t = Transition { task_id, from: from.to_vec(), to, change: change.clone(), detail };
+        self.journal.transition(t).await
+    }
+
     /// Store the call's record and tell the limiter what the answer means for the rate.
     pub async fn note_call<T>(
         &self,
@@ -60,7 +74,7 @@ impl Ctx {
         call: &Call<T>,
         sent_at: Instant,
     ) -> anyhow::Result<CallVerdict> {
-        self.store.record_call(self.run_id, task_id, &call_row(&call.record)).await?;
+        self.journal.record_call(self.run_id, task_id, call_row(&call.record)).await?;
         let verdict = match &call.result {
             Err(ApiError::Throttled(_)) => {
                 if let Some(rate) = self.limiter.on_throttle(sent_at) {

@@ -144,7 +144,6 @@ impl Loop {
                         // Its date has come since the run was made (a resumed run).
                         let moved = self
                             .ctx
-                            .store
                             .transition(
                                 row.id,
                                 &[TaskState::NotDue],

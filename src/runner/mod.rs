@@ -8,6 +8,7 @@
 
 pub mod context;
 pub mod engine;
+pub mod journal;
 pub mod policy;
 pub mod poll;
 pub mod progress;

@@ -102,15 +102,14 @@ pub async fn round(
 
 async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome> {
     if job.status.is_success() {
-        ctx.store
-            .transition(
-                j.task.id,
-                &[TaskState::Submitted],
-                TaskState::Deleted,
-                &TaskChange::new().finished_at(Utc::now()),
-                json!({ "job_id": j.job_id, "job_status": job.status.as_str(), "status_time": job.status_time }),
-            )
-            .await?;
+        ctx.transition(
+            j.task.id,
+            &[TaskState::Submitted],
+            TaskState::Deleted,
+            &TaskChange::new().finished_at(Utc::now()),
+            json!({ "job_id": j.job_id, "job_status": job.status.as_str(), "status_time": job.status_time }),
+        )
+        .await?;
         return Ok(JobOutcome::Deleted);
     }
     if job.status.is_running() {

@@ -59,7 +59,6 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
     let intent_at = Utc::now();
     let attempt = task.attempts + 1;
     let marked = ctx
-        .store
         .transition(
             task.id,
             &[TaskState::Pending, TaskState::RetryWait],
@@ -84,20 +83,19 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
         let verdict = ctx.note_call(Some(task.id), &call, sent_at).await?;
         match call.result {
             Ok(resp) => {
-                ctx.store
-                    .transition(
-                        task.id,
-                        &[TaskState::Submitting],
-                        TaskState::Submitted,
-                        &TaskChange::new()
-                            .attempts(i64::from(attempt))
-                            .job_id(resp.job_id.clone())
-                            .submitted_at(Utc::now())
-                            .ret_code(0)
-                            .message(""),
-                        json!({ "job_id": resp.job_id }),
-                    )
-                    .await?;
+                ctx.transition(
+                    task.id,
+                    &[TaskState::Submitting],
+                    TaskState::Submitted,
+                    &TaskChange::new()
+                        .attempts(i64::from(attempt))
+                        .job_id(resp.job_id.clone())
+                        .submitted_at(Utc::now())
+                        .ret_code(0)
+                        .message(""),
+                    json!({ "job_id": resp.job_id }),
+                )
+                .await?;
                 return Ok(Submitted::Job { job_id: resp.job_id, attempts: attempt });
             }
             Err(ApiError::Expired(_)) if expired_left > 0 => {
@@ -152,15 +150,14 @@ async fn back_to_pending(
     message: &str,
     why: &str,
 ) -> anyhow::Result<()> {
-    ctx.store
-        .transition(
-            task.id,
-            &[TaskState::Submitting],
-            TaskState::Pending,
-            &outcome_change(ret_code, message),
-            json!({ "reason": why, "ret_code": ret_code }),
-        )
-        .await?;
+    ctx.transition(
+        task.id,
+        &[TaskState::Submitting],
+        TaskState::Pending,
+        &outcome_change(ret_code, message),
+        json!({ "reason": why, "ret_code": ret_code }),
+    )
+    .await?;
     Ok(())
 }
 
@@ -187,15 +184,14 @@ pub async fn retry_or_fail(
     }
     let wait = policy::backoff(attempts, &mut rand::rng());
     let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-    ctx.store
-        .transition(
-            task.id,
-            from,
-            TaskState::RetryWait,
-            &outcome_change(ret_code, message).attempts(i64::from(attempts)).next_attempt_at(next),
-            json!({ "retry_in_ms": wait.as_millis() as u64, "ret_code": ret_code, "message": message }),
-        )
-        .await?;
+    ctx.transition(
+        task.id,
+        from,
+        TaskState::RetryWait,
+        &outcome_change(ret_code, message).attempts(i64::from(attempts)).next_attempt_at(next),
+        json!({ "retry_in_ms": wait.as_millis() as u64, "ret_code": ret_code, "message": message }),
+    )
+    .await?;
     Ok(Submitted::RetryAt { at: Instant::now() + wait, attempts })
 }
 
@@ -207,15 +203,14 @@ pub async fn fail(
     ret_code: Option<i64>,
     message: &str,
 ) -> anyhow::Result<()> {
-    ctx.store
-        .transition(
-            task_id,
-            from,
-            TaskState::Failed,
-            &outcome_change(ret_code, message).attempts(i64::from(attempts)).finished_at(Utc::now()),
-            json!({ "ret_code": ret_code, "message": message }),
-        )
-        .await?;
+    ctx.transition(
+        task_id,
+        from,
+        TaskState::Failed,
+        &outcome_change(ret_code, message).attempts(i64::from(attempts)).finished_at(Utc::now()),
+        json!({ "ret_code": ret_code, "message": message }),
+    )
+    .await?;
     Ok(())
 }
 
@@ -269,18 +264,17 @@ pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted
                 && target.params.as_ref() == Some(&want)
             {
                 let attempts = task.attempts + 1;
-                ctx.store
-                    .transition(
-                        task.id,
-                        &[TaskState::Submitting],
-                        TaskState::Submitted,
-                        &TaskChange::new()
-                            .attempts(i64::from(attempts))
-                            .job_id(job.job_id.clone())
-                            .submitted_at(Utc::now()),
-                        json!({ "reason": "reconciled: job found and adopted", "job_id": job.job_id }),
-                    )
-                    .await?;
+                ctx.transition(
+                    task.id,
+                    &[TaskState::Submitting],
+                    TaskState::Submitted,
+                    &TaskChange::new()
+                        .attempts(i64::from(attempts))
+                        .job_id(job.job_id.clone())
+                        .submitted_at(Utc::now()),
+                    json!({ "reason": "reconciled: job found and adopted", "job_id": job.job_id }),
+                )
+                .await?;
                 return Ok(Submitted::Job { job_id: job.job_id.clone(), attempts });
             }
         }
