@@ -51,6 +51,9 @@ enum Event {
     Poll(anyhow::Result<(RoundResult, HashMap<String, String>)>),
 }
 
+/// How long requests already under way may take to finish after a stop.
+const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// Connection failures in a row, before any answer, that mean the endpoint is unreachable.
 const UNREACHABLE_AFTER: u32 = 3;
 
@@ -185,21 +188,37 @@ impl Loop {
         self.stop.is_some()
     }
 
-    /// Stops after which nothing more may be sent at all.
+    /// Stops after which nothing new is started: requests already under way may finish (for at
+    /// most [`GRACE`]) and record their answers; jobs in flight are left for `resume` to poll.
     fn hard_stop(&self) -> bool {
-        matches!(self.stop, Some(StopReason::Signal | StopReason::AuthFailed(_) | StopReason::Unreachable(_)))
+        matches!(
+            self.stop,
+            Some(StopReason::Signal | StopReason::Deadline | StopReason::AuthFailed(_) | StopReason::Unreachable(_))
+        )
     }
 
     fn request_stop(&mut self, why: StopReason) {
         if self.stop.is_none() {
             tracing::warn!("{}; no new submissions", why.describe());
+            // After --max-fail, jobs already running are followed for at most one job timeout;
+            // after any other stop, requests under way get a short grace.
+            let grace = if why == StopReason::MaxFail { self.ctx.opts.job_timeout } else { GRACE };
+            self.stop_at = Some(Instant::now() + grace);
             self.stop = Some(why);
-            // Jobs already running are followed for at most one job timeout.
-            self.stop_at = Some(Instant::now() + self.ctx.opts.job_timeout);
         }
     }
 
-    fn finished(&self) -> bool {
+    /// Is the run over? Past the stop's time limit, what is still running is abandoned: the
+    /// database already holds each task's intent, so `resume` reconciles whatever was cut off.
+    fn finished(&mut self) -> bool {
+        let out_of_time = self.stop_at.is_some_and(|t| Instant::now() >= t);
+        if self.stopping() && out_of_time {
+            if !self.work.is_empty() {
+                tracing::warn!(pending = self.work.len(), "stop grace over: leaving requests under way to resume");
+                self.work.abort_all();
+            }
+            return true;
+        }
         if !self.work.is_empty() {
             return false;
         }
@@ -207,7 +226,7 @@ impl Loop {
             return true;
         }
         if self.stopping() {
-            return self.in_flight.is_empty() || self.stop_at.is_some_and(|t| Instant::now() >= t);
+            return self.in_flight.is_empty();
         }
         self.queue.queued() == 0 && self.in_flight.is_empty() && self.in_doubt.is_empty()
     }

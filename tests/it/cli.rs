@@ -32,7 +32,8 @@ fn run_help() {
     let text = stdout_of(&["run", "--help"]);
     // Every flag with an environment variable says so (help wraps lines: compare words).
     let words = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    for env in ["QINGCLOUD_ENDPOINT", "QINGCLOUD_CONFIG", "QC_OFFBOARD_RATE", "QC_OFFBOARD_PING_URL", "QC_OFFBOARD_DB"] {
+    for env in ["QINGCLOUD_ENDPOINT", "QINGCLOUD_CONFIG", "QC_OFFBOARD_RATE", "QC_OFFBOARD_PING_URL", "QC_OFFBOARD_DB"]
+    {
         assert!(words.contains(&format!("[env: {env}=]")), "{env} missing from run --help");
     }
     insta::assert_snapshot!("run_help", text);

@@ -70,10 +70,21 @@ impl Rig {
     }
 
     async fn output(mut cmd: tokio::process::Command) -> Output {
-        tokio::time::timeout(Duration::from_secs(120), cmd.output())
-            .await
-            .expect("the command finishes within 120 s")
-            .expect("the command runs")
+        // stderr goes to a file so that a command that hangs can still be diagnosed.
+        let log = tempfile::NamedTempFile::new().expect("stderr file");
+        cmd.stderr(log.reopen().expect("stderr file"));
+        let child = cmd.spawn().expect("the command runs");
+        match tokio::time::timeout(Duration::from_secs(120), child.wait_with_output()).await {
+            Ok(out) => {
+                let mut out = out.expect("the command runs");
+                out.stderr = std::fs::read(log.path()).unwrap_or_default();
+                out
+            }
+            Err(_) => panic!(
+                "the command did not finish within 120 s; stderr:\n{}",
+                std::fs::read_to_string(log.path()).unwrap_or_default()
+            ),
+        }
     }
 
     async fn run(&self, extra: &[&str]) -> Output {
@@ -383,4 +394,102 @@ async fn pings_report_start_and_success() {
     assert!(seen[0].starts_with("POST /ping/abc/start "), "{}", seen[0]);
     assert!(seen[1].starts_with("POST /ping/abc "), "{}", seen[1]);
     assert!(seen[1].contains("2 deleted"), "the summary is the body: {}", seen[1]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_secret_appears_in_no_output_and_not_in_the_database() {
+    let rig = Rig::new("jobs: {pending_ms: 10, working_ms: 10}\n", &manifest_text(2, 2, &["sh1a"])).await;
+    let mut cmd = rig.run_cmd(&["-vvv"]);
+    cmd.env("RUST_LOG", "trace");
+    let out = Rig::output(cmd).await;
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("DescribeJobs"), "trace logging was on");
+    for (name, bytes) in [("stdout", &out.stdout), ("stderr", &out.stderr)] {
+        assert!(!text(bytes).contains("SECRETACCESSKEY"), "the secret is in {name}");
+    }
+    for suffix in ["", "-wal"] {
+        let path = PathBuf::from(format!("{}{suffix}", rig.db.display()));
+        if let Ok(bytes) = std::fs::read(&path) {
+            assert!(!bytes.windows(15).any(|w| w == b"SECRETACCESSKEY"), "the secret is in {}", path.display());
+        }
+    }
+    let report = Rig::output(rig.cmd(&["report", "--format", "csv"])).await;
+    assert!(!text(&report.stdout).contains("SECRETACCESSKEY"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deadline_while_the_quota_is_exhausted_stops_with_75() {
+    let world_yaml = "jobs: {pending_ms: 10, working_ms: 10}\nquota: {requests: 3, window_s: 600}\n";
+    let rig = Rig::new(world_yaml, &manifest_text(4, 2, &["sh1a"])).await;
+    let out = rig.run(&["--deadline", "2s"]).await;
+    assert_eq!(code(&out), 75, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("stopped at --deadline") && stdout.contains("resume"), "{stdout}");
+    let rows = rig.report().await;
+    assert!(rows.iter().any(|r| r["outcome"] == "pending"), "{rows:#?}");
+    let verify = rig.audit_verify().await;
+    assert_eq!(code(&verify), 0, "{}", text(&verify.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn max_fail_stops_submitting_with_75_and_retry_makes_a_linked_run() {
+    let world_yaml =
+        "jobs: {pending_ms: 10, working_ms: 10}\nclusters:\n  - id: cl-t000\n    zone: sh1a\n    users: []\n";
+    let rig = Rig::new(world_yaml, &manifest_text(1, 4, &["sh1a"])).await;
+    let out = rig.run(&["--max-fail", "1", "--max-attempts", "1"]).await;
+    assert_eq!(code(&out), 75, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("stopped by --max-fail"), "{}", text(&out.stdout));
+    assert_eq!(run_calls(&rig.stats()), 1, "nothing submitted after the first failure");
+    // `retry` takes the failed task only, in a new run linked to the first.
+    let out = Rig::output(rig.cmd(&["retry", "1", "--max-attempts", "1", "--poll-interval", "50ms"])).await;
+    assert_eq!(code(&out), 1, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("run 2 retries the 1 failed task(s) of run 1"), "{}", text(&out.stdout));
+    let status = Rig::output(rig.cmd(&["status", "--output", "json"])).await;
+    let runs: Value = serde_json::from_slice(&status.stdout).expect("status JSON");
+    let text_all = runs.to_string();
+    assert!(text_all.contains("\"retry_of\":1"), "{text_all}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_endpoint_exits_69_and_keeps_the_run() {
+    let rig = Rig::new("jobs: {pending_ms: 10, working_ms: 10}\n", &manifest_text(1, 2, &["sh1a"])).await;
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = closed.local_addr().expect("addr").port();
+    drop(closed);
+    let mut cmd = rig.run_cmd(&[]);
+    cmd.env("QINGCLOUD_ENDPOINT", format!("http://127.0.0.1:{port}/iaas/"));
+    let out = Rig::output(cmd).await;
+    assert_eq!(code(&out), 69, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let rows = rig.report().await;
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r["outcome"] == "pending" && r["attempts"] == 0), "{rows:#?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dry_run_sends_nothing_and_writes_no_run() {
+    let rig = Rig::new("jobs: {pending_ms: 10, working_ms: 10}\n", &manifest_text(2, 2, &["sh1a"])).await;
+    let out = rig.run(&["--dry-run"]).await;
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains("cl-t000"), "the plan is printed: {}", text(&out.stdout));
+    assert_eq!(rig.stats().requests_total, 0, "nothing was sent");
+    let status = Rig::output(rig.cmd(&["status", "--output", "json"])).await;
+    let runs: Value = serde_json::from_slice(&status.stdout).unwrap_or(Value::Null);
+    assert!(runs.as_array().is_none_or(|a| a.is_empty()), "no run recorded: {runs}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn missing_credentials_exit_78_and_an_invalid_manifest_65_before_anything_is_written() {
+    let rig = Rig::new("{}\n", &manifest_text(1, 1, &["sh1a"])).await;
+    let mut cmd = rig.run_cmd(&[]);
+    cmd.env_remove("QINGCLOUD_ACCESS_KEY").env_remove("QINGCLOUD_SECRET_KEY");
+    let out = Rig::output(cmd).await;
+    assert_eq!(code(&out), 78, "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("QINGCLOUD_ACCESS_KEY"), "{}", text(&out.stderr));
+    std::fs::write(&rig.manifest, "version: 1\nclusters:\n  - id: cl-t000\n    zone: sh1a\n    users: [root]\n")
+        .expect("write");
+    let out = rig.run(&[]).await;
+    assert_eq!(code(&out), 65, "{}", text(&out.stderr));
+    assert!(text(&out.stderr).contains("manifest.yaml:5:"), "{}", text(&out.stderr));
+    assert!(!rig.db.exists(), "no database was written");
+    assert_eq!(rig.stats().requests_total, 0);
 }
