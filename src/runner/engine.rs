@@ -21,7 +21,8 @@ use super::progress::Progress;
 use super::queue::Queue;
 use super::submit::{self, Submitted, TaskRef};
 use crate::manifest::{ClusterId, Zone};
-use crate::store::{TaskRow, TaskState};
+use crate::qingcloud::types::RUN_CLUSTER_CUSTOM_SERVICE;
+use crate::store::{TaskChange, TaskRow, TaskState};
 
 /// Why a run stopped before every task was final.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,12 +129,15 @@ impl Loop {
         rows.sort_by_key(|r| (r.due_by.is_none(), r.due_by, r.id));
         let today = Utc::now().date_naive();
         let now = Instant::now();
-        // Every job id this run's calls returned, per task: reconciliation must not adopt those.
-        let mut jobs_seen: HashMap<i64, HashSet<String>> = HashMap::new();
+        // The job ids this run's calls returned, per task, with when the call was made. For a
+        // task left `submitting`, a job returned at or after its intent is the answer to that
+        // very submission (the process died between recording the answer and the new state);
+        // jobs returned before the intent belong to earlier attempts and must never be adopted.
+        let mut jobs_seen: HashMap<i64, Vec<(chrono::DateTime<Utc>, String, String)>> = HashMap::new();
         if rows.iter().any(|r| r.state == TaskState::Submitting) {
             for (task, call) in self.ctx.store.calls(self.ctx.run_id).await? {
                 if let (Some(task), Some(job)) = (task, call.job_id) {
-                    jobs_seen.entry(task).or_default().insert(job);
+                    jobs_seen.entry(task).or_default().push((call.started_at, call.action, job));
                 }
             }
         }
@@ -162,10 +166,33 @@ impl Loop {
                 }
                 TaskState::Pending | TaskState::RetryWait => self.queue.push(row.id, t.cluster.as_str(), row.due_by),
                 TaskState::Submitting => {
-                    // A submission in doubt from an interrupted process: reconcile first.
-                    t.known_jobs.extend(jobs_seen.get(&row.id).into_iter().flatten().cloned());
                     self.queue.mark_busy(t.cluster.as_str());
-                    self.in_doubt.push((now, row.id));
+                    let intent = row.intent_at.unwrap_or(chrono::DateTime::<Utc>::MIN_UTC);
+                    let seen = jobs_seen.remove(&row.id).unwrap_or_default();
+                    let answered =
+                        seen.iter().find(|(at, action, _)| *at >= intent && action == RUN_CLUSTER_CUSTOM_SERVICE);
+                    if let Some((_, _, job_id)) = answered {
+                        // The answer was recorded: adopt its job without asking the API.
+                        let attempts = t.attempts + 1;
+                        self.ctx
+                            .transition(
+                                row.id,
+                                &[TaskState::Submitting],
+                                TaskState::Submitted,
+                                &TaskChange::new().attempts(i64::from(attempts)).job_id(job_id.clone()).submitted_at(Utc::now()),
+                                serde_json::json!({ "reason": "resumed: the submission's answer was recorded", "job_id": job_id }),
+                            )
+                            .await?;
+                        t.attempts = attempts;
+                        t.known_jobs.insert(job_id.clone());
+                        let flight = InFlight { task: t.clone(), job_id: job_id.clone(), submitted_at: Utc::now() };
+                        self.in_flight.insert(row.id, flight);
+                        self.next_poll = Some(now);
+                    } else {
+                        // A submission in doubt from an interrupted process: reconcile first.
+                        t.known_jobs.extend(seen.into_iter().map(|(_, _, job)| job));
+                        self.in_doubt.push((now, row.id));
+                    }
                 }
                 TaskState::Submitted => {
                     self.queue.mark_busy(t.cluster.as_str());
