@@ -6,4 +6,5 @@ mod client;
 mod config;
 mod helpers;
 mod manifest;
+mod props;
 mod sim;
