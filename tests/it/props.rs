@@ -988,6 +988,41 @@ fn param_pair() -> impl Strategy<Value = (String, String)> {
     )
 }
 
+/// Extra parameters of a signed request: mostly the actions' own (the common ones would only
+/// be refused as given twice).
+fn action_params() -> impl Strategy<Value = Vec<(String, String)>> {
+    let own = prop::sample::select(&PARAM_NAMES[7..]).prop_map(str::to_owned);
+    let pair = prop_oneof![
+        6 => (own, prop_oneof![4 => prop::sample::select(PARAM_VALUES).prop_map(str::to_owned), 1 => any::<String>()]),
+        1 => param_pair(),
+    ];
+    prop::collection::vec(pair, 0..6)
+}
+
+/// A well-formed `del_user` for any user and host text, and perhaps one more parameter.
+fn del_user_params() -> impl Strategy<Value = Vec<(String, String)>> {
+    (
+        prop::sample::select(&["cl-abc", "cl-x1", "cl-", "i-abc"][..]),
+        prop_oneof![3 => prop::sample::select(&["bob", "root", "", "a\"b", "用户"][..]).prop_map(str::to_owned), 2 => any::<String>()],
+        prop_oneof![3 => prop::sample::select(&["%", "10.0.0.%", ""][..]).prop_map(str::to_owned), 1 => any::<String>()],
+        prop::option::weighted(0.2, param_pair()),
+    )
+        .prop_map(|(cluster, user, host, more)| {
+            let service_params = qc_offboard::qingcloud::types::DelUserParams::new(&user, &host).to_json();
+            let mut p: Vec<(String, String)> = [
+                ("cluster", cluster),
+                ("role", "maininstance"),
+                ("service", "del_user"),
+                ("service_params", service_params.as_str()),
+            ]
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+            p.extend(more);
+            p
+        })
+}
+
 /// Characters allowed in a request target's query, `%` escapes (good and bad) and separators.
 fn raw_query() -> impl Strategy<Value = String> {
     let token = prop_oneof![
@@ -999,6 +1034,26 @@ fn raw_query() -> impl Strategy<Value = String> {
     prop::collection::vec(token, 0..24).prop_map(|t| t.concat())
 }
 
+#[derive(Debug, Clone, Copy)]
+enum When {
+    Now,
+    MinuteAgo,
+    Earliest,
+    Latest,
+}
+
+impl When {
+    fn at(self) -> chrono::DateTime<chrono::Utc> {
+        use chrono::{DateTime, TimeDelta, Utc};
+        match self {
+            When::Now => Utc::now(),
+            When::MinuteAgo => Utc::now() - TimeDelta::seconds(61),
+            When::Earliest => DateTime::<Utc>::MIN_UTC,
+            When::Latest => DateTime::<Utc>::MAX_UTC,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 enum SimRequest {
     /// An unsigned GET with this query string.
@@ -1006,8 +1061,8 @@ enum SimRequest {
     /// An unsigned POST form with this body.
     Form(Vec<u8>),
     /// A correctly signed request of `action` with arbitrary extra parameters, so that the
-    /// action's own parameter parsing is reached.
-    Signed { action: String, extra: Vec<(String, String)>, post: bool },
+    /// action's own parameter parsing is reached, sent at a time stamp now or far off.
+    Signed { action: String, extra: Vec<(String, String)>, post: bool, when: When },
     /// Bytes that may not be HTTP at all, then the end of the stream.
     Raw(Vec<u8>),
 }
@@ -1021,12 +1076,16 @@ fn sim_request() -> impl Strategy<Value = SimRequest> {
         ].prop_map(SimRequest::Form),
         4 => (
             prop_oneof![
-                4 => prop::sample::select(&["DescribeJobs", "RunClusterCustomService"][..]).prop_map(str::to_owned),
-                1 => any::<String>(),
+                3 => (Just("RunClusterCustomService".to_owned()), del_user_params()),
+                3 => (prop::sample::select(&["DescribeJobs", "RunClusterCustomService"][..]).prop_map(str::to_owned), action_params()),
+                1 => (any::<String>(), action_params()),
             ],
-            prop::collection::vec(param_pair(), 0..8),
             any::<bool>(),
-        ).prop_map(|(action, extra, post)| SimRequest::Signed { action, extra, post }),
+            prop_oneof![
+                6 => Just(When::Now),
+                1 => prop::sample::select(&[When::MinuteAgo, When::Earliest, When::Latest][..]),
+            ],
+        ).prop_map(|((action, extra), post, when)| SimRequest::Signed { action, extra, post, when }),
         1 => prop_oneof![
             prop::collection::vec(any::<u8>(), 0..256),
             raw_query().prop_map(|q| format!("GET /iaas/?{q} HTTP/1.1\r\nHost: x\r\n\r\n").into_bytes()),
@@ -1095,11 +1154,11 @@ async fn send_sim_request(
                 return Err("an unsigned request was accepted".into());
             }
         }
-        SimRequest::Signed { action, extra, post } => {
+        SimRequest::Signed { action, extra, post, when } => {
             let mut api = api.clone();
             api.method = if *post { Method::Post } else { Method::Get };
             let extra: Vec<(&str, &str)> = extra.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
-            let params = api.signed(action, "sh1a", &extra, chrono::Utc::now());
+            let params = api.signed(action, "sh1a", &extra, when.at());
             let resp = api.send(&params).await.map_err(|e| e.to_string())?;
             ret_code_of(resp).await?;
         }
@@ -1119,7 +1178,7 @@ fn the_simulator_answers_anything_and_keeps_serving() {
     let sim = rt.block_on(start_sim(world("seed: 1\njobs: {pending_ms: 0, working_ms: 0}")));
     let api = Api::new(&sim.endpoint());
     let http = http_client();
-    let mut runner = TestRunner::new(config(64));
+    let mut runner = TestRunner::new(config(128));
     let result = runner.run(&sim_request(), |req| {
         rt.block_on(async {
             send_sim_request(&api, &http, sim.addr, &req).await.map_err(TestCaseError::fail)?;
