@@ -345,7 +345,7 @@ fn zone(z: &str) -> Zone {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     #[test]
     fn manifest_arbitrary_bytes_are_loaded_or_refused_with_positions(
@@ -610,7 +610,7 @@ impl GenManifest {
 }
 
 proptest! {
-    #![proptest_config(config(128))]
+    #![proptest_config(config(256))]
 
     #[test]
     fn manifests_of_valid_parts_validate_to_exactly_their_tasks(m in gen_manifest()) {
@@ -774,7 +774,7 @@ fn check_classified<T: std::fmt::Debug>(
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(2048))]
 
     #[test]
     fn any_answer_classifies(status in status(), body in body()) {
@@ -856,7 +856,7 @@ fn params() -> impl Strategy<Value = Vec<(String, String)>> {
 }
 
 proptest! {
-    #![proptest_config(config(512))]
+    #![proptest_config(config(1024))]
 
     #[test]
     fn encode_is_reversible_and_uses_only_unreserved_and_upper_hex(s in prop_oneof![any::<String>(), confusable()]) {
@@ -1178,7 +1178,7 @@ fn the_simulator_answers_anything_and_keeps_serving() {
     let sim = rt.block_on(start_sim(world("seed: 1\njobs: {pending_ms: 0, working_ms: 0}")));
     let api = Api::new(&sim.endpoint());
     let http = http_client();
-    let mut runner = TestRunner::new(config(128));
+    let mut runner = TestRunner::new(config(256));
     let result = runner.run(&sim_request(), |req| {
         rt.block_on(async {
             send_sim_request(&api, &http, sim.addr, &req).await.map_err(TestCaseError::fail)?;
@@ -1433,7 +1433,7 @@ fn check_world(text: &str) -> Result<(), TestCaseError> {
 }
 
 proptest! {
-    #![proptest_config(config(256))]
+    #![proptest_config(config(512))]
 
     #[test]
     fn world_yaml_parses_or_is_refused(text in document(WORLD_KEYS, WORLD_VALUES)) {
