@@ -7,6 +7,9 @@
 //! small steps (AIMD). The arithmetic lives in [`Aimd`], a pure type with unit tests; [`Limiter`]
 //! only adds the clock and the governor instance.
 
+// Outside tests, every possible failure is an error or an `expect` that says why it cannot fire.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
@@ -35,9 +38,10 @@ impl Rate {
         f64::from(self.count) / self.period.as_secs_f64()
     }
 
-    /// The time between two calls at this rate.
+    /// The time between two calls at this rate. A count of 0 (which parsing refuses) is read
+    /// as 1 rather than dividing by zero.
     pub fn interval(&self) -> Duration {
-        self.period / self.count
+        self.period / self.count.max(1)
     }
 }
 
@@ -115,7 +119,8 @@ impl Aimd {
     /// How long the rate must hold without a throttle before it grows: ten calls' worth at the
     /// current rate, but at least 5 s and at most 2 min.
     pub fn increase_every(&self) -> Duration {
-        Duration::from_secs_f64((10.0 / self.current).clamp(5.0, 120.0))
+        // A NaN rate (which parsing rules out) would make the clamp NaN: take the longest wait.
+        Duration::try_from_secs_f64((10.0 / self.current).clamp(5.0, 120.0)).unwrap_or(Duration::from_secs(120))
     }
 
     /// Callers must not send before this instant.
@@ -154,7 +159,11 @@ impl Aimd {
 }
 
 fn governor_for(per_second: f64, burst: NonZeroU32) -> DefaultDirectRateLimiter {
-    let period = Duration::from_secs_f64(1.0 / per_second).max(Duration::from_nanos(1));
+    // A rate of zero, negative or NaN (which parsing and the AIMD floor rule out) has no
+    // period: read it as one call a day instead of panicking.
+    let period = Duration::try_from_secs_f64(1.0 / per_second)
+        .unwrap_or(Duration::from_secs(24 * 3600))
+        .max(Duration::from_nanos(1));
     // with_period only fails for a zero period, excluded just above.
     let quota = Quota::with_period(period).expect("non-zero period").allow_burst(burst);
     RateLimiter::direct(quota)
@@ -243,6 +252,18 @@ impl Limiter {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rates_outside_what_parsing_allows_do_not_panic() {
+        let zero = Rate { count: 0, period: Duration::from_secs(1) };
+        assert_eq!(zero.interval(), Duration::from_secs(1));
+        let limiter = Limiter::new(zero, 1);
+        assert_eq!(limiter.current_rate(), 0.0);
+        let nan = Rate { count: 0, period: Duration::ZERO };
+        assert_eq!(Aimd::new(nan).increase_every(), Duration::from_secs(120));
+        drop(governor_for(f64::NAN, NonZeroU32::MIN));
+        drop(governor_for(-1.0, NonZeroU32::MIN));
+    }
 
     #[test]
     fn aimd_halves_pauses_and_recovers() {

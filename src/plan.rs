@@ -24,6 +24,9 @@
 //! It assumes every job succeeds at the first attempt and no quota error happens: it is the
 //! least a run will take, not a promise.
 
+// Outside tests, every possible failure is an error or an `expect` that says why it cannot fire.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -160,7 +163,8 @@ pub const DESCRIBE_BATCH: usize = 100;
 
 /// Replay the schedule of the module doc for `tasks` (all of them to be submitted).
 pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &EstimateInputs) -> Estimate {
-    // Virtual time in microseconds.
+    // Virtual time in microseconds. Sums saturate: absurd durations (a poll interval of
+    // millennia) give an absurd estimate, not an overflow.
     let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     let interval = us(inputs.rate.interval()).max(1);
     let poll_every = us(inputs.poll_interval).max(1);
@@ -195,6 +199,8 @@ pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &Estimate
         let can_submit = !ready.is_empty() && in_flight.len() < max_in_flight;
         let poll_at = next_poll.map(|p| p.max(next_call));
         if !can_submit {
+            // Nothing can be submitted, so jobs are in flight (`ready` is empty or the slots
+            // are full), and `next_poll` is set whenever jobs are in flight.
             let start = poll_at.expect("a poll is due");
             in_flight.sort_by_key(|&(zone, finish, _)| (zone, finish));
             let mut still = Vec::with_capacity(in_flight.len());
@@ -204,7 +210,7 @@ pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &Estimate
                 let zone_end = in_flight[i..].iter().position(|j| j.0 != zone).map_or(in_flight.len(), |n| i + n);
                 for batch in in_flight[i..zone_end].chunks(DESCRIBE_BATCH) {
                     let at = start.max(next_call);
-                    next_call = at + interval;
+                    next_call = at.saturating_add(interval);
                     describe_calls += 1;
                     end = end.max(at);
                     for &(z, finish, c) in batch {
@@ -220,14 +226,15 @@ pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &Estimate
                 i = zone_end;
             }
             in_flight = still;
-            next_poll = if in_flight.is_empty() { None } else { Some(start + poll_every) };
+            next_poll = if in_flight.is_empty() { None } else { Some(start.saturating_add(poll_every)) };
         } else {
+            // can_submit holds, so `ready` is not empty.
             let c = ready.pop_front().expect("a cluster is ready");
             let at = next_call;
-            next_call = at + interval;
+            next_call = at.saturating_add(interval);
             clusters[c].1 -= 1;
-            in_flight.push((clusters[c].0, at + job, c));
-            next_poll.get_or_insert(at + poll_every);
+            in_flight.push((clusters[c].0, at.saturating_add(job), c));
+            next_poll.get_or_insert(at.saturating_add(poll_every));
             end = end.max(at);
         }
     }
@@ -337,6 +344,8 @@ impl Plan {
                 job_duration_s: self.inputs.job_duration.as_secs_f64(),
             },
         };
+        // Structs of strings, integers, floats and dates with string keys: serde_json cannot
+        // fail on them (a non-finite float is written as null).
         serde_json::to_string_pretty(&doc).expect("plain data always serializes")
     }
 
@@ -434,6 +443,15 @@ mod tests {
 
     fn inputs() -> EstimateInputs {
         EstimateInputs::default()
+    }
+
+    #[test]
+    fn absurd_durations_saturate_instead_of_overflowing() {
+        let huge = Duration::from_secs(u64::MAX / 1000);
+        let tasks = [task("cl-a", "sh1a", "u1", None), task("cl-a", "sh1a", "u2", None)];
+        let e = estimate(&tasks, &EstimateInputs { poll_interval: huge, job_duration: huge, ..inputs() });
+        assert_eq!((e.submit_calls, e.describe_calls), (2, 2));
+        assert_eq!(e.duration, Duration::from_micros(u64::MAX));
     }
 
     #[test]

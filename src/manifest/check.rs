@@ -120,6 +120,7 @@ impl Ctx<'_> {
         match &self.host {
             Inherited::Given(h) => Some(h.clone()),
             Inherited::Refused => None,
+            // DEFAULT_HOST is the constant "%", which every host rule accepts.
             Inherited::Absent => Some(HostSpec::parse(DEFAULT_HOST).expect("% is a valid host")),
         }
     }

@@ -28,6 +28,9 @@
 //!   free-form nested values, so a nested alias bomb is refused as a type error at its first
 //!   element anyway.
 
+// Outside tests, every possible failure is an error or an `expect` that says why it cannot fire.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod check;
 mod locate;
 pub mod model;
@@ -317,7 +320,8 @@ fn merge(loaded: &[Loaded]) -> Result<(Vec<Task>, Vec<String>), ManifestErrors> 
     let wanted: Vec<(usize, usize)> =
         conflicts.iter().copied().chain(repeats.iter().map(|&(a, b, _)| (a, b))).flat_map(|(a, b)| [a, b]).collect();
     let where_ = locate_tasks(loaded, &wanted);
-    let at = |k: (usize, usize)| where_[&k].clone();
+    // Every wanted task was located; a miss would only lose the position, never the error.
+    let at = |k: (usize, usize)| where_.get(&k).cloned().unwrap_or_else(|| (loaded[k.0].file.path.clone(), Pos::START));
     if !conflicts.is_empty() {
         return Err(ManifestErrors(
             conflicts

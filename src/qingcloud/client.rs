@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, TimeDelta, Utc};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use url::Url;
 
 use crate::manifest::model::{ClusterId, Zone};
@@ -300,7 +300,7 @@ impl Client {
         let outcome = self.exchange(method, signed.query_string()).await;
         let latency = started.elapsed();
         let (http_status, result) = match outcome {
-            Ok((status, body)) => (Some(status), interpret::<T>(status, &body)),
+            Ok((status, body)) => (Some(status), classify_body::<T>(status, &body)),
             Err((status, e)) => (status, Err(e)),
         };
         let (ret_code, message) = match &result {
@@ -431,8 +431,11 @@ fn transport_error(e: reqwest::Error) -> ApiError {
     }
 }
 
-/// Turn a complete response into the typed result.
-fn interpret<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, ApiError> {
+/// Turn a complete response (HTTP status and the whole body, already cut at
+/// [`MAX_BODY_BYTES`]) into the typed result. Pure and total: any status and any bytes give
+/// either a `T` (HTTP 200, `ret_code` 0, the shape of `T`) or a classified [`ApiError`] that
+/// carries `status`. The client calls it for every answer that came back whole.
+pub fn classify_body<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, ApiError> {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let envelope = json.as_ref().and_then(envelope);
 
@@ -470,9 +473,19 @@ fn interpret<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, ApiErro
     })
 }
 
-/// The `ret_code`/`message` part of any JSON answer, if it has one.
+/// The `ret_code`/`message` part of any JSON object with an integer `ret_code`. Read field by
+/// field rather than as a whole, so that an odd `message` (null, a number) or `action` cannot
+/// hide the `ret_code` that decides the class.
 fn envelope(v: &serde_json::Value) -> Option<Envelope> {
-    Envelope::deserialize(v).ok()
+    use serde_json::Value;
+    let obj = v.as_object()?;
+    let ret_code = obj.get("ret_code")?.as_i64()?;
+    let text = |key: &str| match obj.get(key) {
+        None | Some(Value::Null) => String::new(),
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    };
+    Some(Envelope { action: text("action"), ret_code, message: text("message") })
 }
 
 /// The start of a body as printable text, for an error message.

@@ -1,6 +1,6 @@
 //! Wire types of the two actions we use, shared by the client (which reads them) and the
-//! simulator (which writes them). Reading is tolerant: unknown fields are ignored, missing ones
-//! take defaults, unknown job statuses are kept rather than refused.
+//! simulator (which writes them). Reading is tolerant: unknown fields are ignored, missing (or
+//! `null`) optional ones take defaults, unknown job statuses are kept rather than refused.
 
 use serde::{Deserialize, Serialize};
 
@@ -89,22 +89,22 @@ impl<'de> Deserialize<'de> for JobStatus {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Job {
     pub job_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub job_action: String,
     pub status: JobStatus,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub create_time: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub status_time: String,
     /// Affected resources, separated by spaces.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub resource_ids: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub owner: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub error_codes: String,
     /// JSON of the original request, as a string.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub directive: String,
 }
 
@@ -144,41 +144,46 @@ impl Job {
 /// The body of every response: `ret_code` and, on errors, `message`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Envelope {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub action: String,
     pub ret_code: i64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, deserialize_with = "string_or_null", skip_serializing_if = "String::is_empty")]
     pub message: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RunClusterCustomServiceResponse {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub action: String,
     pub ret_code: i64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, deserialize_with = "string_or_null", skip_serializing_if = "String::is_empty")]
     pub message: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub job_id: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub service: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub role: String,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub cluster_id: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DescribeJobsResponse {
-    #[serde(default)]
+    #[serde(default, deserialize_with = "string_or_null")]
     pub action: String,
     pub ret_code: i64,
-    #[serde(default, skip_serializing_if = "String::is_empty")]
+    #[serde(default, deserialize_with = "string_or_null", skip_serializing_if = "String::is_empty")]
     pub message: String,
     #[serde(default)]
     pub total_count: u64,
     #[serde(default)]
     pub job_set: Vec<Job>,
+}
+
+/// An optional text field: absent or `null` is the empty string.
+fn string_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
 }
 
 /// Well-known ret_codes (reference §5.1).

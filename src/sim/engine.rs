@@ -170,7 +170,11 @@ impl Engine {
     fn process(&self, req: &ApiRequest, action: &str, now: Now) -> Result<Vec<u8>, Refusal> {
         let params = unique_params(&req.params)?;
         let access_key = self.authenticate(req, &params, now)?;
-        let owner = &self.owners[access_key];
+        // `owners` has an entry for every credential, and authenticate only returns those.
+        let owner = self
+            .owners
+            .get(access_key)
+            .ok_or_else(|| refuse(ret::INTERNAL, "InternalError, the access key has no owner"))?;
         let mut st = self.lock();
         self.charge_quota(&mut st, access_key, now)?;
         match action {

@@ -15,6 +15,9 @@
 //! # let _ = stats; Ok(()) }
 //! ```
 
+// Outside tests, every possible failure is an error or an `expect` that says why it cannot fire.
+#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+
 mod engine;
 mod faults;
 mod jobs;
@@ -34,10 +37,11 @@ use tokio::task::JoinHandle;
 pub use engine::{DEFAULT_LIMIT, MAX_LIMIT, MAX_SKEW, PROTECTED_USERS};
 pub use faults::Fault;
 pub use jobs::{ERROR_INJECTED, ERROR_NO_SUCH_ACCOUNT};
+pub use server::Limits;
 pub use stats::{AccountStats, Stats};
 pub use world::{
     ClusterSpec, Credential, Faults, JobTimings, Quota, World, WorldError, DEFAULT_ACCESS_KEY_ID,
-    DEFAULT_SECRET_ACCESS_KEY,
+    DEFAULT_SECRET_ACCESS_KEY, MAX_WORLD_DURATION,
 };
 
 /// A running simulator. Dropping it stops accepting connections; [`SimHandle::shutdown`] also
@@ -50,16 +54,21 @@ pub struct SimHandle {
     task: Option<JoinHandle<()>>,
 }
 
-/// Check `world`, bind `addr` and serve in the background on the current tokio runtime.
-/// An invalid world is an `InvalidInput` error.
+/// Check `world`, bind `addr` and serve in the background on the current tokio runtime, with
+/// the default [`Limits`]. An invalid world is an `InvalidInput` error.
 pub async fn start(world: World, addr: SocketAddr) -> io::Result<SimHandle> {
+    start_with_limits(world, addr, Limits::default()).await
+}
+
+/// [`start`] with other per-connection [`Limits`] (tests use short timeouts).
+pub async fn start_with_limits(world: World, addr: SocketAddr, limits: Limits) -> io::Result<SimHandle> {
     let model = world.check().map_err(|m| io::Error::new(io::ErrorKind::InvalidInput, format!("world: {m}")))?;
     let seed = world.seed.unwrap_or_else(|| rand::rng().random());
     let listener = TcpListener::bind(addr).await?;
     let addr = listener.local_addr()?;
     let engine = Arc::new(engine::Engine::new(model, seed));
     let (shutdown, shutdown_rx) = watch::channel(false);
-    let task = tokio::spawn(server::serve(listener, engine.clone(), shutdown_rx));
+    let task = tokio::spawn(server::serve(listener, engine.clone(), limits, shutdown_rx));
     tracing::info!(%addr, seed, "simulator listening");
     Ok(SimHandle { addr, engine, shutdown, task: Some(task) })
 }

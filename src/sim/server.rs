@@ -17,7 +17,7 @@ use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
@@ -27,15 +27,46 @@ use super::faults::Fault;
 use super::jobs::Now;
 use crate::qingcloud::signer;
 
-/// Largest POST body accepted (a DescribeJobs with 100 ids is about 2.5 KB).
-const MAX_BODY: usize = 1 << 20;
-
 /// How long shutdown waits for requests in flight before cutting connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// The smallest head buffer hyper accepts; a smaller limit is raised to it.
+const MIN_HEAD_BYTES: usize = 8192;
+
+/// What one connection may cost the simulator, so that a slow or hostile client can hold
+/// neither memory nor a connection without bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest request head (request line with its query string, and the headers). A longer
+    /// one is answered 414 or 431 by the HTTP layer and the connection is closed. At least
+    /// 8 KiB. The HTTP layer reads in growing chunks and checks between them, so a head is
+    /// refused somewhere between this and about twice this.
+    pub max_head_bytes: usize,
+    /// Longest POST body; a longer one is answered 413.
+    pub max_body_bytes: usize,
+    /// Time a client has to send a complete request head, counted from when the server starts
+    /// waiting for one, so an idle keep-alive connection is closed after this too.
+    pub header_read_timeout: Duration,
+    /// Time a client has to send a complete POST body; a slower one is answered 408.
+    pub body_read_timeout: Duration,
+}
+
+impl Default for Limits {
+    /// 64 KiB of head (a GET `DescribeJobs` with 100 ids is about 2.5 KB; the client posts
+    /// anything over 2 KB), 1 MiB of body, 30 s for each.
+    fn default() -> Self {
+        Self {
+            max_head_bytes: 64 * 1024,
+            max_body_bytes: 1 << 20,
+            header_read_timeout: Duration::from_secs(30),
+            body_read_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Accept connections until `shutdown` turns true (or its sender goes away), then let the
 /// connections finish their requests in flight.
-pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, engine: Arc<Engine>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
     let mut connections = JoinSet::new();
     loop {
         tokio::select! {
@@ -43,7 +74,7 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut shutdown: wat
                 Ok((stream, _peer)) => {
                     // Small request/response pairs: do not wait for Nagle.
                     let _ = stream.set_nodelay(true);
-                    connections.spawn(serve_connection(stream, engine.clone(), shutdown.clone()));
+                    connections.spawn(serve_connection(stream, engine.clone(), limits, shutdown.clone()));
                 }
                 Err(err) => {
                     // Typically out of file descriptors: back off instead of spinning.
@@ -64,13 +95,17 @@ pub async fn serve(listener: TcpListener, engine: Arc<Engine>, mut shutdown: wat
     tracing::debug!("simulator: stopped");
 }
 
-async fn serve_connection(stream: TcpStream, engine: Arc<Engine>, mut shutdown: watch::Receiver<bool>) {
+async fn serve_connection(stream: TcpStream, engine: Arc<Engine>, limits: Limits, mut shutdown: watch::Receiver<bool>) {
     let kill = Arc::new(Notify::new());
     let service = {
         let kill = kill.clone();
-        service_fn(move |req| handle(engine.clone(), kill.clone(), req))
+        service_fn(move |req| handle(engine.clone(), kill.clone(), limits, req))
     };
-    let mut conn = http1::Builder::new().serve_connection(TokioIo::new(stream), service);
+    let mut conn = http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_read_timeout)
+        .max_buf_size(limits.max_head_bytes.max(MIN_HEAD_BYTES))
+        .serve_connection(TokioIo::new(stream), service);
     let mut draining = false;
     loop {
         tokio::select! {
@@ -96,19 +131,28 @@ async fn serve_connection(stream: TcpStream, engine: Arc<Engine>, mut shutdown: 
 
 type Resp = Response<Full<Bytes>>;
 
-async fn handle(engine: Arc<Engine>, kill: Arc<Notify>, req: Request<Incoming>) -> Result<Resp, Infallible> {
+async fn handle(
+    engine: Arc<Engine>,
+    kill: Arc<Notify>,
+    limits: Limits,
+    req: Request<Incoming>,
+) -> Result<Resp, Infallible> {
     let path = req.uri().path();
     let is_api = path == "/iaas/" || path == "/iaas";
     Ok(match (req.method(), path) {
         (&Method::GET, "/sim/stats") => json(StatusCode::OK, serde_json::to_vec(&engine.stats(Now::current()))),
-        (&Method::GET | &Method::POST, _) if is_api => api(engine, kill, req).await,
+        (&Method::GET | &Method::POST, _) if is_api => api(engine, kill, limits, req).await,
         (_, "/sim/stats") => not_allowed("GET"),
         _ if is_api => not_allowed("GET, POST"),
         _ => plain(StatusCode::NOT_FOUND, "not found: the API is served on /iaas/ and statistics on /sim/stats\n"),
     })
 }
 
-async fn api(engine: Arc<Engine>, kill: Arc<Notify>, req: Request<Incoming>) -> Resp {
+async fn api(engine: Arc<Engine>, kill: Arc<Notify>, limits: Limits, req: Request<Incoming>) -> Resp {
+    // A body announced as too long is refused before any of it is read.
+    if hyper::body::Body::size_hint(req.body()).lower() > limits.max_body_bytes as u64 {
+        return too_large(limits);
+    }
     let delay = engine.delay();
     if !delay.is_zero() {
         tokio::time::sleep(delay).await;
@@ -117,13 +161,20 @@ async fn api(engine: Arc<Engine>, kill: Arc<Notify>, req: Request<Incoming>) -> 
     let path = req.uri().path().to_owned();
     let params = match method {
         signer::Method::Get => parse_form(req.uri().query().unwrap_or("").as_bytes()),
-        signer::Method::Post => match Limited::new(req.into_body(), MAX_BODY).collect().await {
-            Ok(body) => parse_form(&body.to_bytes()),
-            Err(err) => {
-                tracing::debug!(%err, "simulator: cannot read the request body");
-                return plain(StatusCode::PAYLOAD_TOO_LARGE, "request body unreadable or larger than 1 MiB\n");
+        signer::Method::Post => {
+            let body = Limited::new(req.into_body(), limits.max_body_bytes).collect();
+            match tokio::time::timeout(limits.body_read_timeout, body).await {
+                Ok(Ok(body)) => parse_form(&body.to_bytes()),
+                Ok(Err(err)) => {
+                    tracing::debug!(%err, "simulator: cannot read the request body");
+                    return too_large(limits);
+                }
+                Err(_) => {
+                    tracing::debug!("simulator: request body not received in time");
+                    return plain(StatusCode::REQUEST_TIMEOUT, "request body not received in time\n");
+                }
             }
-        },
+        }
     };
     let action = params.iter().find(|(k, _)| k == "action").map_or("", |(_, v)| v.as_str()).to_owned();
 
@@ -142,6 +193,11 @@ async fn api(engine: Arc<Engine>, kill: Arc<Notify>, req: Request<Incoming>) -> 
         return drop_connection(&kill).await;
     }
     reply(answer)
+}
+
+fn too_large(limits: Limits) -> Resp {
+    let text = format!("request body unreadable or longer than {} bytes\n", limits.max_body_bytes);
+    plain(StatusCode::PAYLOAD_TOO_LARGE, &text)
 }
 
 /// Ask the connection task to reset the connection, and never answer.

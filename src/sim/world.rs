@@ -7,12 +7,18 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::path::Path;
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 /// The credential pair every default world accepts (the reference's example keys).
 pub const DEFAULT_ACCESS_KEY_ID: &str = "QYACCESSKEYIDEXAMPLE";
 pub const DEFAULT_SECRET_ACCESS_KEY: &str = "SECRETACCESSKEY";
+
+/// Longest job phase (`pending_ms`, `working_ms`), added latency (`delay_ms`) and quota window
+/// (`window_s`) a world may ask for: a day is far beyond any rehearsal, and keeps the clock
+/// arithmetic of jobs and windows far from overflowing.
+pub const MAX_WORLD_DURATION: Duration = Duration::from_secs(24 * 60 * 60);
 
 /// A world file as written. See the README section "Rehearsing against the simulator".
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -206,6 +212,9 @@ impl World {
                 Some(map)
             }
         };
+        let pending = check_millis("jobs.pending_ms", self.jobs.pending_ms)?;
+        let working = check_millis("jobs.working_ms", self.jobs.working_ms)?;
+        check_millis("faults.delay_ms", self.faults.delay_ms)?;
         check_rate("jobs.fail_rate", self.jobs.fail_rate)?;
         let f = &self.faults;
         for (name, rate) in [
@@ -223,17 +232,24 @@ impl World {
                 if q.requests == 0 {
                     return Err("quota.requests must be at least 1".to_owned());
                 }
-                if !(q.window_s.is_finite() && q.window_s > 0.0) {
-                    return Err(format!("quota.window_s must be a positive number of seconds, not {}", q.window_s));
-                }
-                Some((q.requests, std::time::Duration::from_secs_f64(q.window_s)))
+                let window = Duration::try_from_secs_f64(q.window_s)
+                    .ok()
+                    .filter(|w| !w.is_zero() && *w <= MAX_WORLD_DURATION)
+                    .ok_or_else(|| {
+                        format!(
+                            "quota.window_s must be a positive number of seconds up to {}, not {}",
+                            MAX_WORLD_DURATION.as_secs(),
+                            q.window_s
+                        )
+                    })?;
+                Some((q.requests, window))
             }
         };
         Ok(Model {
             credentials,
             clusters,
-            pending: std::time::Duration::from_millis(self.jobs.pending_ms),
-            working: std::time::Duration::from_millis(self.jobs.working_ms),
+            pending,
+            working,
             fail_rate: self.jobs.fail_rate,
             quota,
             faults: self.faults.clone(),
@@ -263,6 +279,15 @@ pub struct ClusterModel {
     pub zone: String,
     /// (user, host) pairs that exist when the simulator starts.
     pub users: BTreeSet<(String, String)>,
+}
+
+fn check_millis(name: &str, ms: u64) -> Result<Duration, String> {
+    let d = Duration::from_millis(ms);
+    if d <= MAX_WORLD_DURATION {
+        Ok(d)
+    } else {
+        Err(format!("{name} must be at most {} (a day), not {ms}", MAX_WORLD_DURATION.as_millis()))
+    }
 }
 
 fn check_rate(name: &str, rate: f64) -> Result<(), String> {

@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod helpers;
 mod manifest;
+mod props;
 mod runner;
 mod sim;
 mod store;
