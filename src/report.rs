@@ -84,7 +84,8 @@ pub struct ReportRow {
     pub late: bool,
 }
 
-pub(crate) fn time(t: DateTime<Utc>) -> String {
+/// An instant as the report writes it (RFC 3339, UTC, fractional seconds only when present).
+pub fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 

@@ -220,8 +220,7 @@ pub async fn gather(store: &Store, filter: &ReportFilter, now: DateTime<Utc>) ->
             let run = by_id.get(&task.run_id);
             let api_calls: Vec<CallEvidence> =
                 calls.remove(&task.id).unwrap_or_default().iter().map(CallEvidence::of).collect();
-            let requested_at =
-                api_calls.iter().find(|c| c.action == SUBMIT_ACTION).map(|c| c.at).or(task.started_at);
+            let requested_at = api_calls.iter().find(|c| c.action == SUBMIT_ACTION).map(|c| c.at).or(task.started_at);
             let range = task_ranges.get(&task.id).copied();
             let audit = range.map(|r| TaskAudit {
                 first_seq: r.first,
@@ -308,8 +307,8 @@ pub fn write_table(mut w: impl Write, evidence: &Evidence) -> io::Result<()> {
         line(&mut w, "requested at", dash(t.requested_at.map(time)))?;
         line(&mut w, "job", dash(r.job_id.clone()))?;
         let api = match (r.ret_code, &r.message) {
-            (Some(c), Some(m)) => format!("ret_code {c}: {m}"),
-            (Some(c), None) => format!("ret_code {c}"),
+            (Some(c), Some(m)) if !m.is_empty() => format!("ret_code {c}: {m}"),
+            (Some(c), _) => format!("ret_code {c}"),
             (None, _) => "-".into(),
         };
         line(&mut w, "api status", api)?;

@@ -152,16 +152,15 @@ fn account_row(w: &mut impl Write, t: &EvidenceRow) -> io::Result<()> {
         r.outcome.as_str().to_string()
     };
     let api = match (r.ret_code, &r.message) {
-        (Some(c), Some(m)) => format!("{c}: {}", escape(m)),
-        (Some(c), None) => c.to_string(),
+        (Some(c), Some(m)) if !m.is_empty() => format!("{c}: {}", escape(m)),
+        (Some(c), _) => c.to_string(),
         (None, _) => "–".into(),
     };
     let (audit, verified) = match t.audit {
         Some(a) if a.verified => (format!("{}–{} ({})", a.first_seq, a.last_seq, a.records), "yes".to_string()),
-        Some(a) => (
-            format!("{}–{} ({})", a.first_seq, a.last_seq, a.records),
-            "<span class=\"bad\">NO</span>".to_string(),
-        ),
+        Some(a) => {
+            (format!("{}–{} ({})", a.first_seq, a.last_seq, a.records), "<span class=\"bad\">NO</span>".to_string())
+        }
         None => ("–".into(), "<span class=\"bad\">no records</span>".into()),
     };
     writeln!(
@@ -186,14 +185,14 @@ fn account_row(w: &mut impl Write, t: &EvidenceRow) -> io::Result<()> {
     };
     writeln!(
         w,
-        "<tr class=\"calls\"><td colspan=\"{}\">API calls:<ul>{calls}</ul></td></tr>",
+        "<tr class=\"calls\"><td colspan=\"{}\">API calls:\n<ul>\n{calls}</ul></td></tr>",
         ACCOUNT_COLUMNS.len()
     )
 }
 
 fn call_item(c: &CallEvidence) -> String {
     let mut s = format!("<li>{}", escape(&c.summary()));
-    if let Some(m) = &c.message {
+    if let Some(m) = c.message.as_deref().filter(|m| !m.is_empty()) {
         s.push_str(&format!(": {}", escape(m)));
     }
     if c.action == "RunClusterCustomService" {
@@ -201,7 +200,7 @@ fn call_item(c: &CallEvidence) -> String {
             s.push_str(&format!(" <code>service_params={}</code>", escape(p)));
         }
     }
-    s.push_str("</li>");
+    s.push_str("</li>\n");
     s
 }
 
@@ -211,7 +210,10 @@ mod tests {
 
     #[test]
     fn escaping_covers_markup_and_quotes() {
-        assert_eq!(escape(r#"<script>alert("x") & 'y'</script>"#), "&lt;script&gt;alert(&quot;x&quot;) &amp; &#39;y&#39;&lt;/script&gt;");
+        assert_eq!(
+            escape(r#"<script>alert("x") & 'y'</script>"#),
+            "&lt;script&gt;alert(&quot;x&quot;) &amp; &#39;y&#39;&lt;/script&gt;"
+        );
         assert_eq!(escape("plain"), "plain");
     }
 }
