@@ -67,6 +67,9 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
             let _ = e;
             return Exit::DataErr;
         }
+        if let Some(e) = cause.downcast_ref::<crate::planfile::PlanFileError>() {
+            return e.exit();
+        }
         if cause.downcast_ref::<crate::qingcloud::config::ConfigError>().is_some() {
             return Exit::Config;
         }

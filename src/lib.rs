@@ -6,11 +6,13 @@
 //! `manifest` and `qingcloud::signer` are pure and depend on nothing of ours. The simulator
 //! (`sim`) shares only the signer and the wire types with the client.
 
+pub mod audit_key;
 pub mod cli;
 pub mod exit;
 pub mod limiter;
 pub mod manifest;
 pub mod plan;
+pub mod planfile;
 pub mod qingcloud;
 pub mod report;
 pub mod runner;

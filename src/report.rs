@@ -10,7 +10,14 @@
 //! `pending` or `not_due` task is late once `due_by` has passed, since the account still exists.
 //! A task without `due_by` is never late.
 //!
+//! With `--user`, and always in HTML, each row comes with its evidence ([`evidence`]): the
+//! requester, approver and operator, when the request went out, the API calls behind it, and
+//! its audit records with the verdict of the hash chain. [`html`] renders the auditor's page.
+//!
 //! This module reads through `store` and formats; it holds no SQL.
+
+pub mod evidence;
+pub mod html;
 
 use std::io::{self, Write};
 
@@ -77,11 +84,12 @@ pub struct ReportRow {
     pub late: bool,
 }
 
-fn time(t: DateTime<Utc>) -> String {
+/// An instant as the report writes it (RFC 3339, UTC, fractional seconds only when present).
+pub fn time(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
 }
 
-fn ser_time<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
+pub(crate) fn ser_time<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) -> Result<S::Ok, S::Error> {
     match t {
         Some(t) => s.serialize_str(&time(*t)),
         None => s.serialize_none(),
@@ -147,7 +155,7 @@ pub const CSV_HEADER: [&str; 16] = [
     "late",
 ];
 
-fn fields(r: &ReportRow) -> [String; 16] {
+pub(crate) fn fields(r: &ReportRow) -> [String; 16] {
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let opt_t = |t: Option<DateTime<Utc>>| t.map(time).unwrap_or_default();
     [

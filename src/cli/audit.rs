@@ -1,23 +1,50 @@
-//! `audit verify [--checkpoint SEQ:HASH]` and `audit checkpoint`.
+//! `audit verify [--checkpoint SEQ:HASH[:HMAC] [--key KEYFILE]]` and
+//! `audit checkpoint [--key KEYFILE [--create-key]]`.
 
+use std::path::Path;
+
+use crate::audit_key::{AuditKey, KeyError, SignedCheckpoint};
 use crate::cli::{AuditCommand, GlobalOpts};
 use crate::exit::{Coded, Exit};
-use crate::store::Checkpoint;
 
 pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<Exit> {
     match command {
-        AuditCommand::Checkpoint => {
+        AuditCommand::Checkpoint { key, create_key } => {
+            // The key first: a bad key file must not leave a half-done job behind.
+            let key = key.map(|path| key_from(&path, create_key)).transpose()?;
             let store = super::status::open_existing(global).await?;
             let cp = store.audit_checkpoint().await?;
             store.close().await;
-            println!("{cp}");
+            match key {
+                Some(key) => println!("{}", key.sign(&cp)),
+                None => println!("{cp}"),
+            }
             Ok(Exit::Ok)
         }
-        AuditCommand::Verify { checkpoint } => {
+        AuditCommand::Verify { checkpoint, key } => {
             let checkpoint = checkpoint
-                .map(|s| s.parse::<Checkpoint>())
+                .map(|s| s.parse::<SignedCheckpoint>())
                 .transpose()
                 .map_err(|e| Coded::new(Exit::Usage, format!("--checkpoint: {e}")))?;
+            if let (Some(signed), Some(path)) = (&checkpoint, &key) {
+                let key = key_from(path, false)?;
+                if signed.hmac.is_none() {
+                    println!("checkpoint {signed} is NOT signed, but --key asks for a signed one (SEQ:HASH:HMAC)");
+                    return Ok(Exit::TasksFailed);
+                }
+                if !key.verify(signed) {
+                    println!(
+                        "checkpoint signature does NOT match: {} was not signed with the key in {} (forged or altered)",
+                        signed.checkpoint,
+                        path.display()
+                    );
+                    return Ok(Exit::TasksFailed);
+                }
+                println!("checkpoint signature is valid");
+            } else if checkpoint.as_ref().is_some_and(|c| c.hmac.is_some()) {
+                eprintln!("note: the checkpoint's signature is not checked without --key KEYFILE");
+            }
+            let checkpoint = checkpoint.map(|c| c.checkpoint);
             let store = super::status::open_existing(global).await?;
             let v = store.verify_audit(checkpoint.as_ref()).await?;
             store.close().await;
@@ -37,4 +64,10 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
             }
         }
     }
+}
+
+/// Load (or, with `create`, make) the key; a missing or bad key file is a configuration error.
+fn key_from(path: &Path, create: bool) -> anyhow::Result<AuditKey> {
+    let key = if create { AuditKey::create(path) } else { AuditKey::load(path) };
+    key.map_err(|e: KeyError| Coded::new(Exit::Config, e.to_string()).into())
 }

@@ -108,13 +108,29 @@ pub struct PlanArgs {
     pub api: ApiOpts,
     #[command(flatten)]
     pub rate: RateOpts,
+    /// Also write the plan as a file for `run --plan`: the exact tasks, the manifests' SHA-256,
+    /// the ticket, the endpoint and access key id it is for, and a content hash (needs
+    /// credentials)
+    #[arg(long, value_name = "PLAN_FILE")]
+    pub out: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Manifest files (YAML)
-    #[arg(required = true, value_name = "MANIFEST")]
+    #[arg(required_unless_present = "plan", conflicts_with = "plan", value_name = "MANIFEST")]
     pub manifests: Vec<PathBuf>,
+    /// Execute exactly the tasks of a plan file written by `plan --out`; refused (exit 65,
+    /// nothing sent) if it was edited or was made for another endpoint or access key
+    #[arg(long, value_name = "PLAN_FILE")]
+    pub plan: Option<PathBuf>,
+    /// Who approved the plan; recorded with the run and in the audit log
+    #[arg(long, value_name = "NAME", requires = "plan")]
+    pub approved_by: Option<String>,
+    /// Two-person rule: refuse the plan unless --approved-by names someone other than its
+    /// requested_by
+    #[arg(long, requires = "approved_by")]
+    pub require_approval: bool,
     /// Same as `plan`: nothing is sent
     #[arg(long)]
     pub dry_run: bool,
@@ -193,6 +209,8 @@ pub enum ReportFormat {
     Table,
     Json,
     Csv,
+    /// One self-contained HTML page (no scripts) for auditors
+    Html,
 }
 
 #[derive(Debug, Args)]
@@ -218,11 +236,21 @@ pub enum AuditCommand {
     /// Walk the audit hash chain: exit 0 when intact, 1 naming the first bad record
     Verify {
         /// A SEQ:HASH printed earlier by `audit checkpoint`; detects truncation after it
-        #[arg(long, value_name = "SEQ:HASH")]
+        #[arg(long, value_name = "SEQ:HASH[:HMAC]")]
         checkpoint: Option<String>,
+        /// Key file: check the checkpoint's HMAC-SHA256 signature (written by `audit checkpoint --key`)
+        #[arg(long, value_name = "KEYFILE", requires = "checkpoint")]
+        key: Option<PathBuf>,
     },
     /// Print the newest SEQ:HASH so it can be stored outside the database
-    Checkpoint,
+    Checkpoint {
+        /// Key file: sign the checkpoint with HMAC-SHA256 and print SEQ:HASH:HMAC
+        #[arg(long, value_name = "KEYFILE")]
+        key: Option<PathBuf>,
+        /// Create the key file (32 random bytes as hex, mode 0600); refuses to overwrite one
+        #[arg(long, requires = "key")]
+        create_key: bool,
+    },
 }
 
 #[derive(Debug, Args)]

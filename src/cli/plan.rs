@@ -1,6 +1,8 @@
-//! `plan MANIFEST... [--output human|json]`: expand the manifests into tasks, mark those not
-//! yet due and those already done (read from the database), and estimate API calls and
-//! duration under the configured rate. Nothing is sent and nothing is written.
+//! `plan MANIFEST... [--output human|json] [--out PLAN_FILE]`: expand the manifests into
+//! tasks, mark those not yet due and those already done (read from the database), and estimate
+//! API calls and duration under the configured rate. Nothing is sent; nothing is written but
+//! the plan file of `--out` (see `planfile`), which names the endpoint and access key id it is
+//! for and so needs credentials.
 
 use chrono::{NaiveDate, Utc};
 
@@ -11,6 +13,7 @@ use crate::exit::{Coded, Exit};
 use crate::limiter::Rate;
 use crate::manifest::{self, TaskKey, Zone};
 use crate::plan::{self, EstimateInputs};
+use crate::planfile::PlanFile;
 use crate::qingcloud::config::{self, ConfigInput};
 use crate::store::{self, Store};
 
@@ -24,10 +27,53 @@ pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
     for w in &set.warnings {
         eprintln!("warning: {w}");
     }
-    let done = done_before(global, &args.api).await?;
     let inputs = EstimateInputs { rate: args.rate.rate.unwrap_or(Rate::DEFAULT), ..EstimateInputs::default() };
-    print_plan(&set, today()?, &done, &inputs, args.output);
+    let Some(out) = &args.out else {
+        let done = done_before(global, &args.api).await?;
+        print_plan(&set, today()?, &done, &inputs, args.output);
+        return Ok(Exit::Ok);
+    };
+    // A plan file names its endpoint and access key: without credentials it cannot be made.
+    let input = ConfigInput { endpoint: args.api.endpoint.clone(), config: args.api.config.clone() };
+    let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
+    let resolved = config::resolve(&input, &|k| std::env::var(k).ok(), home.as_deref())?;
+    let endpoint = resolved.settings.endpoint.as_str();
+    let access_key_id = &resolved.settings.credentials.access_key_id;
+    let done = done_at(global, endpoint, access_key_id).await?;
+    let plan = build_plan(&set, today()?, &done, &inputs);
+    let file = PlanFile::new(&set, &plan, endpoint, access_key_id, Utc::now());
+    file.write(out)?;
+    match args.output {
+        OutputFormat::Human => print!("{}", plan.to_human()),
+        OutputFormat::Json => println!("{}", plan.to_json()),
+    }
+    eprintln!(
+        "plan written to {}: {} tasks for {endpoint} (access key {access_key_id}), content hash {}",
+        out.display(),
+        file.tasks.len(),
+        file.content_hash
+    );
     Ok(Exit::Ok)
+}
+
+/// Accounts deleted by earlier runs against `endpoint` with `access_key_id`, from the
+/// database when it exists.
+async fn done_at(
+    global: &GlobalOpts,
+    endpoint: &str,
+    access_key_id: &str,
+) -> anyhow::Result<HashSet<(String, String, String)>> {
+    let path = match &global.db {
+        Some(p) => p.clone(),
+        None => store::default_path(false)?,
+    };
+    if !path.exists() {
+        return Ok(HashSet::new());
+    }
+    let store = Store::open_existing(&path).await?;
+    let done = store.deleted_keys(endpoint, access_key_id).await?;
+    store.close().await;
+    Ok(done)
 }
 
 /// Accounts deleted by earlier runs against the configured endpoint and access key, read from
@@ -50,8 +96,7 @@ async fn done_before(global: &GlobalOpts, api: &ApiOpts) -> anyhow::Result<HashS
             return Ok(HashSet::new());
         }
     };
-    let store = Store::open_existing(&path).await?;
-    Ok(store.deleted_keys(resolved.settings.endpoint.as_str(), &resolved.settings.credentials.access_key_id).await?)
+    done_at(global, resolved.settings.endpoint.as_str(), &resolved.settings.credentials.access_key_id).await
 }
 
 /// Print the plan of `set`: tasks in `done` are `skipped`, those whose `not_before` is after
@@ -63,12 +108,21 @@ pub(crate) fn print_plan(
     inputs: &EstimateInputs,
     output: OutputFormat,
 ) {
-    let is_done = |k: &TaskKey| done.contains(&(k.cluster.to_string(), k.user.to_string(), k.host.to_string()));
-    let plan = plan::build(set, today, is_done, inputs);
+    let plan = build_plan(set, today, done, inputs);
     match output {
         OutputFormat::Human => print!("{}", plan.to_human()),
         OutputFormat::Json => println!("{}", plan.to_json()),
     }
+}
+
+fn build_plan(
+    set: &manifest::ManifestSet,
+    today: NaiveDate,
+    done: &HashSet<(String, String, String)>,
+    inputs: &EstimateInputs,
+) -> plan::Plan {
+    let is_done = |k: &TaskKey| done.contains(&(k.cluster.to_string(), k.user.to_string(), k.host.to_string()));
+    plan::build(set, today, is_done, inputs)
 }
 
 /// `QINGCLOUD_ZONE`, the zone of clusters whose manifest gives none. Empty counts as unset.

@@ -14,6 +14,7 @@ use crate::cli::{ExecOpts, GlobalOpts, LogFormat, ResumeArgs, RetryArgs, RunArgs
 use crate::exit::{Coded, Exit};
 use crate::limiter::{Limiter, Rate};
 use crate::manifest::Zone;
+use crate::planfile::{self, PlanFile};
 use crate::qingcloud::client::Client;
 use crate::qingcloud::config::{self, ConfigInput, Credentials, Settings};
 use crate::runner::{self, Ctx, LimiterGate, Progress, RunOptions, StopReason};
@@ -120,6 +121,9 @@ async fn lock(store: &Store, run_id: i64) -> anyhow::Result<()> {
 }
 
 pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
+    if let Some(plan_path) = &args.plan {
+        return run_plan(global, &args, plan_path).await;
+    }
     let target = Target::resolve(&args.exec.api, args.simulate).await;
     let default_zone = match &target {
         Ok(t) => t.default_zone().or_else(env_zone),
@@ -182,6 +186,51 @@ pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
         endpoint: target.recorded_endpoint.clone(),
         access_key_id: target.settings.credentials.access_key_id.clone(),
         options: options_json(&args.exec, rate),
+        retry_of: None,
+        simulated: target.simulate,
+    };
+    let run_id = store.create_run(&new_run, &tasks).await?;
+    lock_new_run(&store, run_id).await?;
+    drive(global, &store, &target, run_id, &args.exec, rate).await
+}
+
+/// `run --plan PLAN_FILE`: exactly the tasks of a reviewed plan, refused (exit 65, nothing
+/// sent, nothing written) when the file was edited, was made for another endpoint or key, or
+/// fails the two-person rule.
+async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Path) -> anyhow::Result<Exit> {
+    let target = Target::resolve(&args.exec.api, args.simulate).await?;
+    let access_key_id = target.settings.credentials.access_key_id.clone();
+    let plan = PlanFile::load_verified(plan_path, &target.recorded_endpoint, &access_key_id)?;
+    planfile::check_approval(&plan, args.approved_by.as_deref(), args.require_approval)?;
+    let rate = rate_of(&args.exec, target.simulate);
+    let store = Store::open(&db_path(global, target.simulate)?).await?;
+    let done = store.deleted_keys(&target.recorded_endpoint, &access_key_id).await?;
+    let tasks = plan.new_tasks(|c, u, h| done.contains(&(c.to_owned(), u.to_owned(), h.to_owned())));
+    let mut options = options_json(&args.exec, rate);
+    let extra = plan.run_options(plan_path, args.approved_by.as_deref(), args.require_approval);
+    if let (Some(o), serde_json::Value::Object(extra)) = (options.as_object_mut(), extra) {
+        o.extend(extra);
+    }
+    if args.dry_run {
+        println!(
+            "plan {} ({}) is valid: {} tasks; nothing was sent",
+            plan_path.display(),
+            plan.content_hash,
+            tasks.len()
+        );
+        return Ok(Exit::Ok);
+    }
+    let new_run = NewRun {
+        manifests: plan.manifests.clone(),
+        ticket: plan.ticket.clone(),
+        requested_by: plan.requested_by.clone(),
+        reason: plan.reason.clone(),
+        due_by: plan.due_by,
+        operator: operator(),
+        host: store::this_host(),
+        endpoint: target.recorded_endpoint.clone(),
+        access_key_id,
+        options,
         retry_of: None,
         simulated: target.simulate,
     };

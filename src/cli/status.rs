@@ -1,4 +1,5 @@
-//! `status [RUN_ID]`: the runs, newest first, or one run's counts by state.
+//! `status [RUN_ID]`: the runs, newest first, or one run's counts by state, and how its tasks
+//! stand against their deadlines (on time, late, still open; see `store::DeadlineCounts`).
 
 use std::collections::BTreeMap;
 
@@ -7,7 +8,7 @@ use serde_json::json;
 
 use crate::cli::{GlobalOpts, OutputFormat, StatusArgs};
 use crate::exit::{Coded, Exit};
-use crate::store::{self, RunRow, Store, StoreError, TaskState};
+use crate::store::{self, DeadlineCounts, RunRow, Store, StoreError, TaskState};
 
 /// Open the database the read-only commands look at; it must exist.
 pub(super) async fn open_existing(global: &GlobalOpts) -> anyhow::Result<Store> {
@@ -30,7 +31,8 @@ pub async fn run(global: &GlobalOpts, args: StatusArgs) -> anyhow::Result<Exit> 
                 return Err(Coded::new(Exit::Usage, format!("no run {id} in {}", store.path().display())).into());
             };
             let counts = store.counts(id).await?;
-            one(&run, &counts, args.output)?;
+            let deadline = store.deadline_counts(Some(id), Utc::now()).await?.remove(&id).unwrap_or_default();
+            one(&run, &counts, &deadline, args.output)?;
         }
     }
     store.close().await;
@@ -56,12 +58,14 @@ fn in_progress(counts: &BTreeMap<TaskState, i64>) -> i64 {
 async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
     let runs = store.runs().await?;
     let mut counts = store.counts_by_run().await?;
+    let mut deadlines = store.deadline_counts(None, Utc::now()).await?;
     match output {
         OutputFormat::Json => {
             let items: Vec<_> = runs
                 .iter()
                 .map(|r| {
                     let c = counts.remove(&r.id).unwrap_or_default();
+                    let d = deadlines.remove(&r.id).unwrap_or_default();
                     json!({
                         "id": r.id,
                         "started_at": time(r.started_at),
@@ -72,6 +76,7 @@ async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
                         "simulated": r.simulated,
                         "total": c.values().sum::<i64>(),
                         "counts": all_counts(&c),
+                        "deadline": d,
                     })
                 })
                 .collect();
@@ -81,12 +86,13 @@ async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
         OutputFormat::Human => {
             let header = [
                 "RUN", "STARTED", "FINISHED", "EXIT", "TICKET", "TASKS", "DELETED", "FAILED", "SKIPPED", "PENDING",
-                "NOT_DUE",
+                "NOT_DUE", "ON_TIME", "LATE",
             ];
-            let rows: Vec<[String; 11]> = runs
+            let rows: Vec<[String; 13]> = runs
                 .iter()
                 .map(|r| {
                     let c = counts.remove(&r.id).unwrap_or_default();
+                    let d = deadlines.remove(&r.id).unwrap_or_default();
                     let n = |s: TaskState| c.get(&s).copied().unwrap_or(0).to_string();
                     [
                         if r.simulated { format!("{} (sim)", r.id) } else { r.id.to_string() },
@@ -100,6 +106,8 @@ async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
                         n(TaskState::Skipped),
                         in_progress(&c).to_string(),
                         n(TaskState::NotDue),
+                        d.on_time.to_string(),
+                        d.late.to_string(),
                     ]
                 })
                 .collect();
@@ -128,7 +136,12 @@ async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn one(run: &RunRow, counts: &BTreeMap<TaskState, i64>, output: OutputFormat) -> anyhow::Result<()> {
+fn one(
+    run: &RunRow,
+    counts: &BTreeMap<TaskState, i64>,
+    deadline: &DeadlineCounts,
+    output: OutputFormat,
+) -> anyhow::Result<()> {
     let total: i64 = counts.values().sum();
     match output {
         OutputFormat::Json => {
@@ -136,6 +149,7 @@ fn one(run: &RunRow, counts: &BTreeMap<TaskState, i64>, output: OutputFormat) ->
             if let Some(obj) = value.as_object_mut() {
                 obj.insert("total".into(), json!(total));
                 obj.insert("counts".into(), serde_json::Value::Object(all_counts(counts)));
+                obj.insert("deadline".into(), serde_json::to_value(deadline)?);
             }
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
@@ -174,6 +188,13 @@ fn one(run: &RunRow, counts: &BTreeMap<TaskState, i64>, output: OutputFormat) ->
             for s in TaskState::ALL {
                 println!("  {:<12}{}", s.as_str(), counts.get(&s).copied().unwrap_or(0));
             }
+            label(
+                "deadline",
+                format!(
+                    "{} on time, {} late, {} open, {} without due_by",
+                    deadline.on_time, deadline.late, deadline.open, deadline.no_deadline
+                ),
+            );
         }
     }
     Ok(())

@@ -20,6 +20,7 @@
 //! must never be given a secret key: API parameters arrive already stripped of the signature.
 
 mod audit;
+mod evidence;
 mod lock;
 mod model;
 mod runs;
@@ -38,6 +39,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePo
 use sqlx::{Sqlite, Transaction};
 
 pub use audit::{canonical_record, record_hash, Checkpoint, Problem, Verification, GENESIS_HASH};
+pub use evidence::{DeadlineCounts, SeqRange, TaskCall};
 pub use lock::{this_host, LockHolder, LockOutcome};
 pub use model::{
     ApiCallRow, Attempts, NewRun, NewTask, ReportFilter, RunRow, TaskChange, TaskRow, TaskState, Transition,
