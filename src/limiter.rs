@@ -173,6 +173,10 @@ fn governor_for(per_second: f64, burst: NonZeroU32) -> DefaultDirectRateLimiter 
 pub struct Limiter {
     burst: NonZeroU32,
     state: Mutex<LimiterState>,
+    /// Callers wait their turn in arrival order (tokio's mutex is fair): governor alone lets
+    /// waiters race for each free slot, so a call could wait many times longer than another
+    /// queued after it, and the clusters behind it would trail the end of a run.
+    turn: tokio::sync::Mutex<()>,
 }
 
 struct LimiterState {
@@ -191,7 +195,7 @@ impl Limiter {
         let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let aimd = Aimd::new(rate);
         let gcra = Arc::new(governor_for(aimd.current(), burst));
-        Self { burst, state: Mutex::new(LimiterState { aimd, gcra }) }
+        Self { burst, state: Mutex::new(LimiterState { aimd, gcra }), turn: tokio::sync::Mutex::new(()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
@@ -199,8 +203,9 @@ impl Limiter {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Wait until one more call may be sent.
+    /// Wait until one more call may be sent. Callers are served in the order they arrived.
     pub async fn ready(&self) {
+        let _turn = self.turn.lock().await;
         loop {
             let (paused, gcra) = {
                 let s = self.lock();

@@ -69,6 +69,8 @@ struct Loop {
     poll_running: bool,
     next_poll: Option<Instant>,
     unchanged_rounds: u32,
+    /// The shortest time from submission to a seen success in this run.
+    quickest_job: Option<std::time::Duration>,
     statuses: HashMap<String, String>,
     total: u64,
     failed: u64,
@@ -107,6 +109,7 @@ pub async fn execute(ctx: Arc<Ctx>, progress: &Progress) -> anyhow::Result<Optio
         poll_running: false,
         next_poll: None,
         unchanged_rounds: 0,
+        quickest_job: None,
         statuses: HashMap::new(),
         total: rows.len() as u64,
         failed: 0,
@@ -393,7 +396,13 @@ impl Loop {
                 for (id, outcome) in round.outcomes {
                     match outcome {
                         JobOutcome::Running => continue,
-                        JobOutcome::Deleted => self.deleted += 1,
+                        JobOutcome::Deleted => {
+                            self.deleted += 1;
+                            if let Some(f) = self.in_flight.get(&id) {
+                                let took = (Utc::now() - f.submitted_at).to_std().unwrap_or_default();
+                                self.quickest_job = Some(self.quickest_job.map_or(took, |q| q.min(took)));
+                            }
+                        }
                         JobOutcome::Failed => self.note_failed(),
                         JobOutcome::Retry { at, attempts } => {
                             if let Some(t) = self.tasks.get_mut(&id) {
@@ -407,8 +416,14 @@ impl Loop {
                     self.release(id);
                 }
                 self.unchanged_rounds = if round.changed { 0 } else { self.unchanged_rounds + 1 };
-                if !self.in_flight.is_empty() {
-                    let delay = policy::next_poll_delay(self.ctx.opts.poll_interval, self.unchanged_rounds);
+                if let Some(oldest) = self.in_flight.values().map(|f| f.submitted_at).min() {
+                    let base = self.ctx.opts.poll_interval;
+                    let delay = if round.changed {
+                        let age = (Utc::now() - oldest).to_std().unwrap_or_default();
+                        policy::poll_delay_after_change(base, age, self.quickest_job)
+                    } else {
+                        policy::next_poll_delay(base, self.unchanged_rounds)
+                    };
                     self.next_poll = Some(Instant::now() + delay);
                 }
             }

@@ -33,6 +33,16 @@ pub fn next_poll_delay(base: Duration, unchanged_rounds: u32) -> Duration {
     Duration::from_secs_f64((base.as_secs_f64() * factor).min(cap.as_secs_f64()))
 }
 
+/// The wait before the next round when the last one saw jobs finish: due when the oldest job
+/// still in flight has run as long as the quickest job seen so far, but no sooner than half of
+/// `base` (so polls stay a small share of the calls) and no later than `base`.
+pub fn poll_delay_after_change(base: Duration, oldest_age: Duration, quickest_job: Option<Duration>) -> Duration {
+    match quickest_job {
+        None => base,
+        Some(q) => q.saturating_sub(oldest_age).clamp(base / 2, base),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +65,24 @@ mod tests {
         // Full jitter spreads over the whole range, not around one value.
         assert!(draws.iter().any(|d| *d < Duration::from_secs(2)));
         assert!(draws.iter().any(|d| *d > Duration::from_secs(6)));
+    }
+
+    #[test]
+    fn poll_delay_follows_the_quickest_job_within_bounds() {
+        let base = Duration::from_secs(3);
+        assert_eq!(poll_delay_after_change(base, Duration::ZERO, None), base);
+        // The oldest job will reach the quickest job's duration in 2 s.
+        assert_eq!(
+            poll_delay_after_change(base, Duration::from_secs(1), Some(Duration::from_secs(3))),
+            Duration::from_secs(2)
+        );
+        // Already past it: not sooner than half the base.
+        assert_eq!(
+            poll_delay_after_change(base, Duration::from_secs(9), Some(Duration::from_secs(2))),
+            Duration::from_millis(1500)
+        );
+        // Long jobs: not later than the base.
+        assert_eq!(poll_delay_after_change(base, Duration::ZERO, Some(Duration::from_secs(60))), base);
     }
 
     #[test]

@@ -77,19 +77,31 @@ pub async fn round(
                 }
             }
         }
+        // Settle the jobs concurrently so their state changes share the journal's commits.
+        let mut settling = tokio::task::JoinSet::new();
         for j in in_zone {
-            let outcome = match found.get(&j.job_id) {
-                Some(job) => {
-                    let status = job.status.as_str().to_owned();
-                    if statuses.insert(j.job_id.clone(), status.clone()).as_deref() != Some(status.as_str()) {
-                        result.changed = true;
-                    }
-                    settle(&ctx, &j, job).await?
+            let job = found.remove(&j.job_id);
+            if let Some(job) = &job {
+                let status = job.status.as_str().to_owned();
+                if statuses.insert(j.job_id.clone(), status.clone()).as_deref() != Some(status.as_str()) {
+                    result.changed = true;
                 }
-                // Only an answered call proves a job unknown; after an error we know nothing.
-                None if answered.contains(&j.job_id) => timeout_check(&ctx, &j, None).await?,
-                None => JobOutcome::Running,
-            };
+            }
+            // Only an answered call proves a job unknown; after an error we know nothing.
+            let proven_unknown = answered.contains(&j.job_id);
+            let ctx = Arc::clone(&ctx);
+            settling.spawn(async move {
+                let outcome = match &job {
+                    Some(job) => settle(&ctx, &j, job).await,
+                    None if proven_unknown => timeout_check(&ctx, &j, None).await,
+                    None => Ok(JobOutcome::Running),
+                };
+                (j, outcome)
+            });
+        }
+        while let Some(joined) = settling.join_next().await {
+            let (j, outcome) = joined.map_err(|e| anyhow::anyhow!("settling a job panicked: {e}"))?;
+            let outcome = outcome?;
             if outcome != JobOutcome::Running {
                 statuses.remove(&j.job_id);
                 result.changed = true;

@@ -2,8 +2,10 @@
 //!
 //! Rules it enforces: at most one job per cluster (a cluster with a job in flight is *busy* and
 //! none of its tasks is handed out); among idle clusters, the one whose next task has the
-//! earliest deadline goes first, ties in round-robin order so one big cluster does not starve
-//! the others; tasks waiting for a retry come back when their time has come.
+//! earliest deadline goes first; then the one with the most tasks left, since jobs on a cluster
+//! run one after another and its queue is the longest chain of work (this keeps the end of a
+//! run from trailing on a few clusters); then round-robin; tasks waiting for a retry come back
+//! when their time has come.
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, BinaryHeap, HashMap, HashSet, VecDeque};
@@ -24,8 +26,8 @@ fn due_key(due: Option<DateTime<Utc>>) -> DueKey {
 pub struct Queue {
     ready: HashMap<String, VecDeque<TaskId>>,
     due: HashMap<TaskId, DueKey>,
-    idle_with_work: BTreeSet<(DueKey, u64, String)>,
-    in_idle_set: HashMap<String, (DueKey, u64)>,
+    idle_with_work: BTreeSet<(DueKey, Reverse<usize>, u64, String)>,
+    in_idle_set: HashMap<String, (DueKey, Reverse<usize>, u64)>,
     busy: HashSet<String>,
     waiting: BinaryHeap<Reverse<(Instant, TaskId)>>,
     waiting_cluster: HashMap<TaskId, String>,
@@ -79,7 +81,7 @@ impl Queue {
     pub fn pop(&mut self) -> Option<(TaskId, String)> {
         let first = self.idle_with_work.iter().next().cloned()?;
         self.idle_with_work.remove(&first);
-        let cluster = first.2;
+        let cluster = first.3;
         self.in_idle_set.remove(&cluster);
         let queue = self.ready.get_mut(&cluster)?;
         let task = queue.pop_front()?;
@@ -95,7 +97,7 @@ impl Queue {
     pub fn mark_busy(&mut self, cluster: &str) {
         self.busy.insert(cluster.to_owned());
         if let Some(key) = self.in_idle_set.remove(cluster) {
-            self.idle_with_work.remove(&(key.0, key.1, cluster.to_owned()));
+            self.idle_with_work.remove(&(key.0, key.1, key.2, cluster.to_owned()));
         }
     }
 
@@ -133,16 +135,18 @@ impl Queue {
     /// Put the cluster in (or take it out of) the idle-with-work set according to its state.
     fn refresh(&mut self, cluster: &str) {
         if let Some(key) = self.in_idle_set.remove(cluster) {
-            self.idle_with_work.remove(&(key.0, key.1, cluster.to_owned()));
+            self.idle_with_work.remove(&(key.0, key.1, key.2, cluster.to_owned()));
         }
         if self.busy.contains(cluster) {
             return;
         }
-        let Some(head) = self.ready.get(cluster).and_then(|q| q.front()) else { return };
+        let Some(queue) = self.ready.get(cluster) else { return };
+        let Some(head) = queue.front() else { return };
         let due = self.due.get(head).copied().unwrap_or((true, None));
+        let left = Reverse(queue.len());
         self.seq += 1;
-        self.idle_with_work.insert((due, self.seq, cluster.to_owned()));
-        self.in_idle_set.insert(cluster.to_owned(), (due, self.seq));
+        self.idle_with_work.insert((due, left, self.seq, cluster.to_owned()));
+        self.in_idle_set.insert(cluster.to_owned(), (due, left, self.seq));
     }
 }
 
@@ -167,6 +171,16 @@ mod tests {
         q.release("cl-a");
         assert_eq!(q.pop(), Some((2, "cl-a".into())));
         assert_eq!(q.queued(), 0);
+    }
+
+    #[test]
+    fn the_cluster_with_most_work_left_goes_first() {
+        let mut q = Queue::new();
+        q.push(1, "cl-a", None);
+        q.push(2, "cl-b", None);
+        q.push(3, "cl-b", None);
+        assert_eq!(q.pop(), Some((2, "cl-b".into())));
+        assert_eq!(q.pop(), Some((1, "cl-a".into())));
     }
 
     #[test]
