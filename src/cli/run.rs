@@ -175,23 +175,48 @@ pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
         })
         .collect();
     let first = set.files.first();
-    let new_run = NewRun {
+    let origin = Origin {
         manifests: set.files.iter().map(|f| (f.path.display().to_string(), f.sha256.clone())).collect(),
         ticket: first.and_then(|f| f.ticket.clone()),
         requested_by: first.and_then(|f| f.requested_by.clone()),
         reason: first.and_then(|f| f.reason.clone()),
         due_by: set.files.iter().filter_map(|f| f.due_by).min(),
-        operator: operator(),
-        host: store::this_host(),
-        endpoint: target.recorded_endpoint.clone(),
-        access_key_id: target.settings.credentials.access_key_id.clone(),
-        options: options_json(&args.exec, rate),
         retry_of: None,
-        simulated: target.simulate,
     };
-    let run_id = store.create_run(&new_run, &tasks).await?;
+    let run_id = store.create_run(&origin.new_run(&target, options_json(&args.exec, rate)), &tasks).await?;
     lock_new_run(&store, run_id).await?;
     drive(global, &store, &target, run_id, &args.exec, rate).await
+}
+
+/// Where a run's work comes from: manifests and their ticket metadata, copied from a plan file
+/// or from the run being retried.
+struct Origin {
+    manifests: Vec<(String, String)>,
+    ticket: Option<String>,
+    requested_by: Option<String>,
+    reason: Option<String>,
+    due_by: Option<chrono::DateTime<chrono::Utc>>,
+    retry_of: Option<i64>,
+}
+
+impl Origin {
+    /// The run record: this origin, run by this operator on this host against `target`.
+    fn new_run(self, target: &Target, options: serde_json::Value) -> NewRun {
+        NewRun {
+            manifests: self.manifests,
+            ticket: self.ticket,
+            requested_by: self.requested_by,
+            reason: self.reason,
+            due_by: self.due_by,
+            operator: operator(),
+            host: store::this_host(),
+            endpoint: target.recorded_endpoint.clone(),
+            access_key_id: target.settings.credentials.access_key_id.clone(),
+            options,
+            retry_of: self.retry_of,
+            simulated: target.simulate,
+        }
+    }
 }
 
 /// `run --plan PLAN_FILE`: exactly the tasks of a reviewed plan, refused (exit 65, nothing
@@ -220,21 +245,15 @@ async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Pa
         );
         return Ok(Exit::Ok);
     }
-    let new_run = NewRun {
+    let origin = Origin {
         manifests: plan.manifests.clone(),
         ticket: plan.ticket.clone(),
         requested_by: plan.requested_by.clone(),
         reason: plan.reason.clone(),
         due_by: plan.due_by,
-        operator: operator(),
-        host: store::this_host(),
-        endpoint: target.recorded_endpoint.clone(),
-        access_key_id,
-        options,
         retry_of: None,
-        simulated: target.simulate,
     };
-    let run_id = store.create_run(&new_run, &tasks).await?;
+    let run_id = store.create_run(&origin.new_run(&target, options), &tasks).await?;
     lock_new_run(&store, run_id).await?;
     drive(global, &store, &target, run_id, &args.exec, rate).await
 }
@@ -317,21 +336,15 @@ pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit>
             due_by: t.due_by,
         })
         .collect();
-    let new_run = NewRun {
+    let origin = Origin {
         manifests: old.manifests.clone(),
         ticket: old.ticket.clone(),
         requested_by: old.requested_by.clone(),
         reason: old.reason.clone(),
         due_by: old.due_by,
-        operator: operator(),
-        host: store::this_host(),
-        endpoint: target.recorded_endpoint.clone(),
-        access_key_id: target.settings.credentials.access_key_id.clone(),
-        options: options_json(&args.exec, rate),
         retry_of: Some(old.id),
-        simulated: target.simulate,
     };
-    let run_id = store.create_run(&new_run, &tasks).await?;
+    let run_id = store.create_run(&origin.new_run(&target, options_json(&args.exec, rate)), &tasks).await?;
     lock_new_run(&store, run_id).await?;
     println!("run {run_id} retries the {} failed task(s) of run {}", tasks.len(), old.id);
     drive(global, &store, &target, run_id, &args.exec, rate).await

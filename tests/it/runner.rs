@@ -493,3 +493,65 @@ async fn missing_credentials_exit_78_and_an_invalid_manifest_65_before_anything_
     assert!(!rig.db.exists(), "no database was written");
     assert_eq!(rig.stats().requests_total, 0);
 }
+
+/// One cell of the fault matrix: a world with `faults`, a tight quota and `seed`.
+async fn matrix_cell(faults: &str, seed: u64) -> Result<(), String> {
+    let world_yaml = format!(
+        "seed: {seed}\njobs: {{pending_ms: 20, working_ms: 30, fail_rate: 0.1}}\nquota: {{requests: 30, window_s: 1}}\nfaults: {{{faults}}}\n"
+    );
+    let rig = Rig::new(&world_yaml, &manifest_text(4, 3, &["sh1a", "pek3"])).await;
+    // The rate a little above the quota, as when other tools share the key.
+    let out = rig.run(&["--max-attempts", "40", "--rate", "40/s"]).await;
+    let cell = format!("faults {{{faults}}} seed {seed}");
+    if code(&out) != 0 {
+        return Err(format!("{cell}: exit {}\n{}\n{}", code(&out), text(&out.stdout), text(&out.stderr)));
+    }
+    let stats = rig.stats();
+    if let Some(a) = stats.accounts.iter().find(|a| a.exists) {
+        return Err(format!("{cell}: {}@{} on {} still exists", a.user, a.host, a.cluster));
+    }
+    // A second accepted del_user for an account is allowed only after a job of it failed.
+    let extra: u64 = stats.accounts.iter().map(|a| a.del_user_accepted.saturating_sub(1)).sum();
+    let failed_jobs = stats.jobs_by_status.get("failed").copied().unwrap_or(0);
+    if extra != failed_jobs {
+        return Err(format!("{cell}: {extra} repeated del_user but {failed_jobs} failed jobs"));
+    }
+    let verify = rig.audit_verify().await;
+    if code(&verify) != 0 {
+        return Err(format!("{cell}: audit verify: {}", text(&verify.stdout)));
+    }
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fault_matrix_with_a_tight_quota_loses_nothing_and_repeats_only_failed_jobs() {
+    let kinds = [
+        "busy_rate: 0.2",
+        "internal_rate: 0.2",
+        "http_502_rate: 0.2",
+        "reset_rate: 0.2",
+        "lost_response_rate: 0.2",
+        "delay_ms: 15",
+        "busy_rate: 0.08, internal_rate: 0.08, http_502_rate: 0.08, reset_rate: 0.08, lost_response_rate: 0.08, delay_ms: 5",
+    ];
+    let mut cells = Vec::new();
+    for (i, kind) in kinds.iter().enumerate() {
+        let seeds: &[u64] = if i + 1 == kinds.len() { &[101, 202, 303] } else { &[7, 8] };
+        cells.extend(seeds.iter().map(|s| (*kind, *s)));
+    }
+    let mut failures = Vec::new();
+    // A few cells at a time keep this 2-core machine responsive.
+    for chunk in cells.chunks(3) {
+        let mut set = tokio::task::JoinSet::new();
+        for (faults, seed) in chunk {
+            let (faults, seed) = (faults.to_string(), *seed);
+            set.spawn(async move { matrix_cell(&faults, seed).await });
+        }
+        while let Some(r) = set.join_next().await {
+            if let Err(e) = r.expect("cell task") {
+                failures.push(e);
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{} of {} cells failed:\n{}", failures.len(), cells.len(), failures.join("\n\n"));
+}
