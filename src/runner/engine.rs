@@ -13,6 +13,7 @@ use chrono::Utc;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
+use tracing::Instrument as _;
 
 use super::context::Ctx;
 use super::policy;
@@ -80,6 +81,19 @@ struct Loop {
     stop: Option<StopReason>,
     stop_at: Option<Instant>,
     work: JoinSet<Event>,
+}
+
+/// The span every log line about one task carries: its id, cluster, account and, once known,
+/// its job.
+pub fn task_span(task: &TaskRef) -> tracing::Span {
+    tracing::info_span!(
+        "task",
+        id = task.id,
+        cluster = %task.cluster,
+        user = %task.user,
+        host = %task.host,
+        job_id = tracing::field::Empty
+    )
 }
 
 fn task_ref(row: &TaskRow) -> anyhow::Result<TaskRef> {
@@ -324,7 +338,9 @@ impl Loop {
                 let Some(task) = self.tasks.get(&id).cloned() else { continue };
                 self.reconciling.insert(id);
                 let ctx = Arc::clone(&self.ctx);
-                self.work.spawn(async move { Event::Reconcile(id, submit::reconcile(ctx, task).await) });
+                let span = task_span(&task);
+                self.work
+                    .spawn(async move { Event::Reconcile(id, submit::reconcile(ctx, task).await) }.instrument(span));
             }
         }
         if !self.stopping() {
@@ -334,7 +350,8 @@ impl Loop {
                 let Some(task) = self.tasks.get(&id).cloned() else { continue };
                 self.submitting.insert(id);
                 let ctx = Arc::clone(&self.ctx);
-                self.work.spawn(async move { Event::Submit(id, submit::submit(ctx, task).await) });
+                let span = task_span(&task);
+                self.work.spawn(async move { Event::Submit(id, submit::submit(ctx, task).await) }.instrument(span));
             }
         }
         let poll_due = self.next_poll.is_some_and(|t| t <= now);

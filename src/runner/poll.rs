@@ -90,14 +90,18 @@ pub async fn round(
             // Only an answered call proves a job unknown; after an error we know nothing.
             let proven_unknown = answered.contains(&j.job_id);
             let ctx = Arc::clone(&ctx);
-            settling.spawn(async move {
-                let outcome = match &job {
-                    Some(job) => settle(&ctx, &j, job).await,
-                    None if proven_unknown => timeout_check(&ctx, &j, None).await,
-                    None => Ok(JobOutcome::Running),
-                };
-                (j, outcome)
-            });
+            let span = tracing::info_span!("task", id = j.task.id, cluster = %j.task.cluster, user = %j.task.user, host = %j.task.host, job_id = %j.job_id);
+            settling.spawn(tracing::Instrument::instrument(
+                async move {
+                    let outcome = match &job {
+                        Some(job) => settle(&ctx, &j, job).await,
+                        None if proven_unknown => timeout_check(&ctx, &j, None).await,
+                        None => Ok(JobOutcome::Running),
+                    };
+                    (j, outcome)
+                },
+                span,
+            ));
         }
         while let Some(joined) = settling.join_next().await {
             let (j, outcome) = joined.map_err(|e| anyhow::anyhow!("settling a job panicked: {e}"))?;
@@ -122,6 +126,7 @@ async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome
             json!({ "job_id": j.job_id, "job_status": job.status.as_str(), "status_time": job.status_time }),
         )
         .await?;
+        tracing::debug!("deleted");
         return Ok(JobOutcome::Deleted);
     }
     if job.status.is_running() {

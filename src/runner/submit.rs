@@ -96,6 +96,8 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
                     json!({ "job_id": resp.job_id }),
                 )
                 .await?;
+                tracing::Span::current().record("job_id", resp.job_id.as_str());
+                tracing::debug!(attempt, "submitted");
                 return Ok(Submitted::Job { job_id: resp.job_id, attempts: attempt });
             }
             Err(ApiError::Expired(_)) if expired_left > 0 => {
