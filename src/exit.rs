@@ -63,8 +63,7 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
         if let Some(coded) = cause.downcast_ref::<Coded>() {
             return coded.exit;
         }
-        if let Some(e) = cause.downcast_ref::<crate::manifest::ManifestErrors>() {
-            let _ = e;
+        if cause.downcast_ref::<crate::manifest::ManifestErrors>().is_some() {
             return Exit::DataErr;
         }
         if let Some(e) = cause.downcast_ref::<crate::planfile::PlanFileError>() {
@@ -72,6 +71,14 @@ pub fn code_for(err: &anyhow::Error) -> Exit {
         }
         if cause.downcast_ref::<crate::qingcloud::config::ConfigError>().is_some() {
             return Exit::Config;
+        }
+        // A database that cannot be found or created where it was asked for is a matter of
+        // configuration (--db, QC_OFFBOARD_DB, HOME), not a bug.
+        if let Some(e) = cause.downcast_ref::<crate::store::StoreError>() {
+            use crate::store::StoreError as S;
+            if matches!(e, S::NoHome | S::Missing(_) | S::CreateDir { .. } | S::CreateFile { .. } | S::Open { .. }) {
+                return Exit::Config;
+            }
         }
     }
     Exit::Software

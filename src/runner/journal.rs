@@ -78,7 +78,7 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Write>) {
             }
         }
         if !calls.is_empty() {
-            let result = store.record_calls(&calls).await.map_err(|e| e.to_string());
+            let result = store.record_calls(&calls).await.map_err(|e| with_causes(&e));
             for ack in call_acks {
                 // A writer that went away (its run stopped) needs no answer.
                 let _ = ack.send(result.clone());
@@ -92,7 +92,7 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Write>) {
                     }
                 }
                 Err(e) => {
-                    let msg = e.to_string();
+                    let msg = with_causes(&e);
                     for ack in transition_acks {
                         let _ = ack.send(Err(msg.clone()));
                     }
@@ -100,4 +100,16 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Write>) {
             }
         }
     }
+}
+
+/// An error and its causes on one line, as the final report prints them.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }

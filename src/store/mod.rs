@@ -61,21 +61,21 @@ pub enum StoreError {
     NoHome,
     #[error("no database at {0} (pass --db or set QC_OFFBOARD_DB to the file a run wrote)")]
     Missing(PathBuf),
-    #[error("cannot create the database directory {path}: {source}")]
+    #[error("cannot create the database directory {path}")]
     CreateDir { path: PathBuf, source: io::Error },
-    #[error("cannot create the database file {path}: {source}")]
+    #[error("cannot create the database file {path}")]
     CreateFile { path: PathBuf, source: io::Error },
-    #[error("cannot open the database {path}: {source}")]
+    #[error("cannot open the database {path}")]
     Open { path: PathBuf, source: sqlx::Error },
-    #[error("cannot bring the database {path} up to date: {source}")]
+    #[error("cannot bring the database {path} up to date")]
     Migrate { path: PathBuf, source: sqlx::migrate::MigrateError },
-    #[error("database error: {0}")]
+    #[error("database error")]
     Sql(#[from] sqlx::Error),
     #[error("the database holds a value this version cannot read: {0}")]
     Corrupt(String),
     #[error("no run {0} in the database")]
     NoSuchRun(i64),
-    #[error("cannot encode JSON for the database: {0}")]
+    #[error("cannot encode JSON for the database")]
     Json(#[from] serde_json::Error),
 }
 

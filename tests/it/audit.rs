@@ -110,6 +110,12 @@ async fn each_field_of_a_record_is_covered_by_its_hash() {
     {
         let copy = dir.path().join(format!("copy{n}.db"));
         std::fs::copy(&path, &copy).unwrap();
+        // Closing the store normally folds the WAL into the file, but the last connection may
+        // still be closing: copy the WAL too, so the copy holds every committed record.
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        if wal.exists() {
+            std::fs::copy(&wal, format!("{}-wal", copy.display())).unwrap();
+        }
         tamper(&copy, &[&format!("UPDATE audit_log SET {edit} WHERE seq = 8")]).await;
         verify(dir.path(), &copy, None).code(1).stdout(predicate::str::contains("record 8: hash mismatch"));
     }
@@ -255,6 +261,12 @@ async fn values_that_are_not_what_was_written_are_named() {
     {
         let copy = dir.path().join(format!("copy{n}.db"));
         std::fs::copy(&path, &copy).unwrap();
+        // Closing the store normally folds the WAL into the file, but the last connection may
+        // still be closing: copy the WAL too, so the copy holds every committed record.
+        let wal = PathBuf::from(format!("{}-wal", path.display()));
+        if wal.exists() {
+            std::fs::copy(&wal, format!("{}-wal", copy.display())).unwrap();
+        }
         tamper(&copy, &[&format!("UPDATE audit_log SET {edit} WHERE seq = 5")]).await;
         verify(dir.path(), &copy, None).code(1).stdout(predicate::str::contains(found));
     }
