@@ -24,6 +24,18 @@ async fn written_db(dir: &Path) -> PathBuf {
     path
 }
 
+/// A copy of the database at `to`. Closing the store normally folds the WAL into the file, but
+/// its last connection may still be closing: the WAL is copied too, so the copy holds every
+/// committed record.
+fn copy_db(from: &Path, to: &Path) -> PathBuf {
+    std::fs::copy(from, to).unwrap();
+    let wal = PathBuf::from(format!("{}-wal", from.display()));
+    if wal.exists() {
+        std::fs::copy(&wal, format!("{}-wal", to.display())).unwrap();
+    }
+    to.to_owned()
+}
+
 /// What someone holding the file can do: drop the append-only triggers, then run `sql`.
 async fn tamper(path: &Path, sql: &[&str]) {
     let mut raw = raw_connection(path).await;
@@ -108,14 +120,7 @@ async fn each_field_of_a_record_is_covered_by_its_hash() {
     .into_iter()
     .enumerate()
     {
-        let copy = dir.path().join(format!("copy{n}.db"));
-        std::fs::copy(&path, &copy).unwrap();
-        // Closing the store normally folds the WAL into the file, but the last connection may
-        // still be closing: copy the WAL too, so the copy holds every committed record.
-        let wal = PathBuf::from(format!("{}-wal", path.display()));
-        if wal.exists() {
-            std::fs::copy(&wal, format!("{}-wal", copy.display())).unwrap();
-        }
+        let copy = copy_db(&path, &dir.path().join(format!("copy{n}.db")));
         tamper(&copy, &[&format!("UPDATE audit_log SET {edit} WHERE seq = 8")]).await;
         verify(dir.path(), &copy, None).code(1).stdout(predicate::str::contains("record 8: hash mismatch"));
     }
@@ -259,14 +264,7 @@ async fn values_that_are_not_what_was_written_are_named() {
     .into_iter()
     .enumerate()
     {
-        let copy = dir.path().join(format!("copy{n}.db"));
-        std::fs::copy(&path, &copy).unwrap();
-        // Closing the store normally folds the WAL into the file, but the last connection may
-        // still be closing: copy the WAL too, so the copy holds every committed record.
-        let wal = PathBuf::from(format!("{}-wal", path.display()));
-        if wal.exists() {
-            std::fs::copy(&wal, format!("{}-wal", copy.display())).unwrap();
-        }
+        let copy = copy_db(&path, &dir.path().join(format!("copy{n}.db")));
         tamper(&copy, &[&format!("UPDATE audit_log SET {edit} WHERE seq = 5")]).await;
         verify(dir.path(), &copy, None).code(1).stdout(predicate::str::contains(found));
     }
@@ -281,8 +279,7 @@ async fn records_are_checked_across_pages() {
     store.create_run(&new_run(None), &tasks).await.unwrap();
     store.close().await;
     verify(dir.path(), &path, None).success().stdout(predicate::str::contains("12001 records checked"));
-    let edited = dir.path().join("edited.db");
-    std::fs::copy(&path, &edited).unwrap();
+    let edited = copy_db(&path, &dir.path().join("edited.db"));
     tamper(&edited, &["UPDATE audit_log SET detail = replace(detail, 'u9000', 'u9001') WHERE seq = 9002"]).await;
     verify(dir.path(), &edited, None).code(1).stdout(predicate::str::contains("record 9002: hash mismatch"));
     tamper(&path, &["DELETE FROM audit_log WHERE seq = 5001"]).await;
