@@ -179,10 +179,10 @@ pub struct ExecOpts {
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
     /// A job still pending/working after this is reconciled, then retried or failed
-    #[arg(long, default_value = "15m", value_parser = parse_duration, value_name = "DUR")]
+    #[arg(long, default_value = "15m", value_parser = parse_job_timeout, value_name = "DUR")]
     pub job_timeout: Duration,
     /// Base interval between DescribeJobs rounds [default: 3s; 200ms with --simulate]
-    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    #[arg(long, value_parser = parse_poll_interval, value_name = "DUR")]
     pub poll_interval: Option<Duration>,
     /// Stop submitting after this long and leave the rest pending (exit 75)
     #[arg(long, value_parser = parse_duration, value_name = "DUR")]
@@ -290,6 +290,28 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 3s, 15m, 2h)"))
 }
 
+fn parse_within(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < min || d > max {
+        return Err(format!(
+            "{s:?} is out of range: between {} and {}",
+            humantime::format_duration(min),
+            humantime::format_duration(max)
+        ));
+    }
+    Ok(d)
+}
+
+/// `--poll-interval`: from 10 ms (the simulator) to 10 min.
+pub fn parse_poll_interval(s: &str) -> Result<Duration, String> {
+    parse_within(s, Duration::from_millis(10), Duration::from_secs(600))
+}
+
+/// `--job-timeout`: from 1 s to 7 days.
+pub fn parse_job_timeout(s: &str) -> Result<Duration, String> {
+    parse_within(s, Duration::from_secs(1), Duration::from_secs(7 * 86_400))
+}
+
 /// `--max-fail`: an absolute count or a percentage of the run's tasks.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum MaxFail {
@@ -358,5 +380,9 @@ mod tests {
         assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
         assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
         assert!(parse_duration("soon").is_err());
+        assert_eq!(parse_poll_interval("50ms"), Ok(Duration::from_millis(50)));
+        assert!(parse_poll_interval("1ms").unwrap_err().contains("out of range"));
+        assert!(parse_job_timeout("30d").is_err());
+        assert_eq!(parse_job_timeout("15m"), Ok(Duration::from_secs(900)));
     }
 }

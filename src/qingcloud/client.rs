@@ -84,6 +84,9 @@ impl Default for JobFilter {
 #[error("cannot build the HTTP client: {0}")]
 pub struct BuildError(#[source] reqwest::Error);
 
+/// How long an idle connection is kept for reuse.
+pub const IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(20);
+
 /// The QingCloud API client. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Client {
     http: reqwest::Client,
@@ -113,6 +116,10 @@ impl Client {
             .connect_timeout(settings.connect_timeout)
             .timeout(settings.request_timeout)
             .redirect(reqwest::redirect::Policy::none())
+            // Drop idle connections before servers typically do (the simulator after 30 s), so
+            // a request is never sent on a connection the server is closing: its lost answer
+            // would cost a reconciliation.
+            .pool_idle_timeout(IDLE_CONNECTION_TIMEOUT)
             .build()
             .map_err(BuildError)?;
         Ok(Self {
