@@ -90,7 +90,8 @@ pub async fn round(
             // Only an answered call proves a job unknown; after an error we know nothing.
             let proven_unknown = answered.contains(&j.job_id);
             let ctx = Arc::clone(&ctx);
-            let span = tracing::info_span!("task", id = j.task.id, cluster = %j.task.cluster, user = %j.task.user, host = %j.task.host, job_id = %j.job_id);
+            let span = super::engine::task_span(&j.task);
+            span.record("job_id", j.job_id.as_str());
             settling.spawn(tracing::Instrument::instrument(
                 async move {
                     let outcome = match &job {

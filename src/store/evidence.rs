@@ -85,16 +85,7 @@ impl Store {
             let call = TaskCall {
                 id: r.try_get("id")?,
                 recorded_for: r.try_get("recorded_for")?,
-                call: ApiCallRow {
-                    action: r.try_get("action")?,
-                    params_json: r.try_get("params")?,
-                    http_status: r.try_get("http_status")?,
-                    ret_code: r.try_get("ret_code")?,
-                    message: r.try_get("message")?,
-                    job_id: r.try_get("job_id")?,
-                    started_at: r.try_get("started_at")?,
-                    latency_ms: r.try_get("latency_ms")?,
-                },
+                call: ApiCallRow::from_row(&r)?,
             };
             out.entry(r.try_get("for_task")?).or_default().push(call);
         }

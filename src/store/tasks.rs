@@ -136,23 +136,23 @@ impl Store {
         .bind(run_id)
         .fetch_all(&self.reader)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok((
-                    r.try_get("task_id")?,
-                    ApiCallRow {
-                        action: r.try_get("action")?,
-                        params_json: r.try_get("params")?,
-                        http_status: r.try_get("http_status")?,
-                        ret_code: r.try_get("ret_code")?,
-                        message: r.try_get("message")?,
-                        job_id: r.try_get("job_id")?,
-                        started_at: r.try_get("started_at")?,
-                        latency_ms: r.try_get("latency_ms")?,
-                    },
-                ))
-            })
-            .collect()
+        rows.iter().map(|r| Ok((r.try_get("task_id")?, ApiCallRow::from_row(r)?))).collect()
+    }
+}
+
+impl ApiCallRow {
+    /// An `api_calls` row read by any query selecting its columns under their own names.
+    pub(super) fn from_row(r: &SqliteRow) -> Result<ApiCallRow, StoreError> {
+        Ok(ApiCallRow {
+            action: r.try_get("action")?,
+            params_json: r.try_get("params")?,
+            http_status: r.try_get("http_status")?,
+            ret_code: r.try_get("ret_code")?,
+            message: r.try_get("message")?,
+            job_id: r.try_get("job_id")?,
+            started_at: r.try_get("started_at")?,
+            latency_ms: r.try_get("latency_ms")?,
+        })
     }
 }
 
