@@ -63,6 +63,9 @@ impl PlanState {
 pub struct PlannedTask {
     pub task: Task,
     pub state: PlanState,
+    /// A pending task whose account has a live attempt in this earlier run: the run adopts that
+    /// attempt (reconciles or follows it) instead of sending `del_user` again.
+    pub in_flight_run: Option<i64>,
 }
 
 /// The assumptions of the estimate; `run --dry-run` passes its own options.
@@ -139,7 +142,7 @@ pub fn build(set: &ManifestSet, today: NaiveDate, is_done: impl Fn(&TaskKey) -> 
             } else {
                 PlanState::Pending
             };
-            PlannedTask { task: t.clone(), state }
+            PlannedTask { task: t.clone(), state, in_flight_run: None }
         })
         .collect();
     let estimate = estimate(tasks.iter().filter(|p| p.state == PlanState::Pending).map(|p| &p.task), inputs);
@@ -156,6 +159,18 @@ pub fn build(set: &ManifestSet, today: NaiveDate, is_done: impl Fn(&TaskKey) -> 
         })
         .collect();
     Plan { today, manifests, tasks, warnings: set.warnings.clone(), inputs: *inputs, estimate }
+}
+
+impl Plan {
+    /// Mark the pending tasks whose account has a live attempt in another run (`in_flight`
+    /// answers with that run's id).
+    pub fn mark_in_flight(&mut self, in_flight: impl Fn(&TaskKey) -> Option<i64>) {
+        for p in &mut self.tasks {
+            if p.state == PlanState::Pending {
+                p.in_flight_run = in_flight(&p.task.key());
+            }
+        }
+    }
 }
 
 /// Calls per `DescribeJobs` at most (the API's page limit).
@@ -288,6 +303,8 @@ impl Plan {
             state: PlanState,
             not_before: Option<NaiveDate>,
             due_by: Option<DateTime<Utc>>,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            in_flight_run: Option<i64>,
         }
         #[derive(Serialize)]
         struct EstimateDoc {
@@ -331,6 +348,7 @@ impl Plan {
                     state: p.state,
                     not_before: p.task.not_before,
                     due_by: p.task.due_by,
+                    in_flight_run: p.in_flight_run,
                 })
                 .collect(),
             warnings: &self.warnings,
@@ -377,7 +395,10 @@ impl Plan {
                 for p in tasks {
                     let account = format!("{}@{}", p.task.user, p.task.host);
                     let mut state = match p.state {
-                        PlanState::Pending => "pending".to_owned(),
+                        PlanState::Pending => match p.in_flight_run {
+                            Some(run) => format!("pending (in flight in run {run}: adopted, not sent again)"),
+                            None => "pending".to_owned(),
+                        },
                         PlanState::Skipped => "skipped (already done)".to_owned(),
                         PlanState::NotDue => {
                             format!("not due until {}", p.task.not_before.map(|d| d.to_string()).unwrap_or_default())

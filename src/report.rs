@@ -34,6 +34,10 @@ pub enum Outcome {
     Skipped,
     Pending,
     NotDue,
+    /// The account did not exist on the cluster ("account not found").
+    Absent,
+    /// The attempt was adopted by a later run, whose row shows the outcome.
+    HandedOver,
 }
 
 impl Outcome {
@@ -43,6 +47,8 @@ impl Outcome {
             TaskState::Failed => Outcome::Failed,
             TaskState::Skipped => Outcome::Skipped,
             TaskState::NotDue => Outcome::NotDue,
+            TaskState::Absent => Outcome::Absent,
+            TaskState::HandedOver => Outcome::HandedOver,
             TaskState::Pending | TaskState::Submitting | TaskState::Submitted | TaskState::RetryWait => {
                 Outcome::Pending
             }
@@ -56,6 +62,18 @@ impl Outcome {
             Outcome::Skipped => "skipped",
             Outcome::Pending => "pending",
             Outcome::NotDue => "not_due",
+            Outcome::Absent => "absent",
+            Outcome::HandedOver => "handed_over",
+        }
+    }
+
+    /// The outcome as a person reads it.
+    pub fn label(self) -> &'static str {
+        match self {
+            Outcome::Absent => "account not found",
+            Outcome::NotDue => "not due",
+            Outcome::HandedOver => "handed over",
+            other => other.as_str(),
         }
     }
 }
@@ -100,8 +118,8 @@ pub(crate) fn ser_time<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) ->
 pub fn is_late(task: &TaskRow, now: DateTime<Utc>) -> bool {
     let Some(due) = task.due_by else { return false };
     match Outcome::of(task.state) {
-        Outcome::Deleted => task.finished_at.unwrap_or(task.updated_at) > due,
-        Outcome::Skipped => false,
+        Outcome::Deleted | Outcome::Absent => task.finished_at.unwrap_or(task.updated_at) > due,
+        Outcome::Skipped | Outcome::HandedOver => false,
         Outcome::Failed | Outcome::Pending | Outcome::NotDue => now > due,
     }
 }
@@ -293,6 +311,7 @@ mod tests {
             next_attempt_at: None,
             finished_at: finished.map(t),
             updated_at: t("2026-01-01T00:00:00Z"),
+            adopted_from: None,
         }
     }
 

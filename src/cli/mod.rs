@@ -113,6 +113,14 @@ pub struct PlanArgs {
     /// credentials)
     #[arg(long, value_name = "PLAN_FILE")]
     pub out: Option<PathBuf>,
+    /// Preview the plan as of another day (UTC), e.g. which `not_before` entries a later night
+    /// picks up; not with --out (a plan file is made for today). `run` always uses the clock
+    #[arg(long, env = "QC_OFFBOARD_TODAY", hide_env_values = true, value_name = "YYYY-MM-DD", value_parser = parse_today)]
+    pub today: Option<chrono::NaiveDate>,
+}
+
+fn parse_today(s: &str) -> Result<chrono::NaiveDate, String> {
+    crate::manifest::parse_date(s.trim())
 }
 
 #[derive(Debug, Args)]
@@ -178,7 +186,8 @@ pub struct ExecOpts {
     /// Submissions per task before it ends `failed`
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_attempts: u32,
-    /// A job still pending/working after this is reconciled, then retried or failed
+    /// A job still pending/working after this ends its task `failed`, never resubmitted (keep it
+    /// above the service's 10-minute custom-service timeout); also bounds waiting out a busy cluster
     #[arg(long, default_value = "15m", value_parser = parse_job_timeout, value_name = "DUR")]
     pub job_timeout: Duration,
     /// Base interval between DescribeJobs rounds [default: 3s; 200ms with --simulate]
@@ -193,6 +202,15 @@ pub struct ExecOpts {
     /// Healthcheck pings: URL/start on start, URL on success, URL/fail otherwise
     #[arg(long, env = "QC_OFFBOARD_PING_URL", value_name = "URL")]
     pub ping_url: Option<String>,
+    /// What means "the account does not exist" (task ends `absent`): job:CODE (a failed job's
+    /// error_codes) or refusal:RET_CODE[:TEXT]; repeat for several; replaces the defaults
+    /// [default: job:2100, refusal:2100:does not exist]
+    #[arg(long = "absent-on", value_name = "RULE")]
+    pub absent_on: Vec<crate::runner::verdict::AbsentRule>,
+    /// After a lost answer, how long listings are given to show the job before its absence
+    /// counts as proven [default: 30s; 1s with --simulate]
+    #[arg(long, value_parser = parse_settle, value_name = "DUR")]
+    pub reconcile_settle: Option<Duration>,
 }
 
 #[derive(Debug, Args)]
@@ -283,6 +301,15 @@ pub struct RateOpts {
     /// GCRA burst: calls allowed back to back before the rate applies
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
     pub burst: u32,
+}
+
+/// `--reconcile-settle`: 0 s to 1 h.
+fn parse_settle(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d > Duration::from_secs(3600) {
+        return Err(format!("{s:?}: --reconcile-settle is at most 1h"));
+    }
+    Ok(d)
 }
 
 /// A duration written as `500ms`, `3s`, `15m`, `2h` or a combination such as `1h30m`.

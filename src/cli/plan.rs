@@ -6,7 +6,7 @@
 
 use chrono::{NaiveDate, Utc};
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 
 use crate::cli::{ApiOpts, GlobalOpts, OutputFormat, PlanArgs};
 use crate::exit::{Coded, Exit};
@@ -15,11 +15,10 @@ use crate::manifest::{self, TaskKey, Zone};
 use crate::plan::{self, EstimateInputs};
 use crate::planfile::PlanFile;
 use crate::qingcloud::config::{self, ConfigInput};
-use crate::store::{self, Store};
+use crate::store::{self, AccountKey, Standing, Store};
 
-/// The environment variable that pretends today (UTC) is another date, `YYYY-MM-DD`. Meant for
-/// tests and for previewing which `not_before` entries a future run will pick up.
-pub const TODAY_ENV: &str = "QC_OFFBOARD_TODAY";
+/// What earlier runs did with each account: done, or in flight in a run.
+pub(crate) type Standings = HashMap<AccountKey, Standing>;
 
 pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
     let zone = env_zone()?;
@@ -30,17 +29,26 @@ pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
     let inputs = EstimateInputs { rate: args.rate.rate.unwrap_or(Rate::DEFAULT), ..EstimateInputs::default() };
     let Some(out) = &args.out else {
         let done = done_before(global, &args.api).await?;
-        print_plan(&set, today()?, &done, &inputs, args.output);
+        print_plan(&set, args.today.unwrap_or_else(today), &done, &inputs, args.output);
         return Ok(Exit::Ok);
     };
+    if args.today.is_some() {
+        return Err(Coded::new(
+            Exit::Usage,
+            "--today previews a plan; a plan file (--out) is always made for today (unset QC_OFFBOARD_TODAY)",
+        )
+        .into());
+    }
     // A plan file names its endpoint and access key: without credentials it cannot be made.
     let input = ConfigInput { endpoint: args.api.endpoint.clone(), config: args.api.config.clone() };
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
     let resolved = config::resolve(&input, &|k| std::env::var(k).ok(), home.as_deref())?;
-    let endpoint = resolved.settings.endpoint.as_str();
+    // The endpoint as an identity, exactly as `run` records it.
+    let endpoint_id = store::endpoint_identity(resolved.settings.endpoint.as_str());
+    let endpoint = endpoint_id.as_str();
     let access_key_id = &resolved.settings.credentials.access_key_id;
     let done = done_at(global, endpoint, access_key_id).await?;
-    let plan = build_plan(&set, today()?, &done, &inputs);
+    let plan = build_plan(&set, today(), &done, &inputs);
     let file = PlanFile::new(&set, &plan, endpoint, access_key_id, Utc::now());
     file.write(out)?;
     match args.output {
@@ -56,22 +64,18 @@ pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
     Ok(Exit::Ok)
 }
 
-/// Accounts deleted by earlier runs against `endpoint` with `access_key_id`, from the
+/// What earlier runs against `endpoint` with `access_key_id` did with each account, from the
 /// database when it exists.
-async fn done_at(
-    global: &GlobalOpts,
-    endpoint: &str,
-    access_key_id: &str,
-) -> anyhow::Result<HashSet<(String, String, String)>> {
+async fn done_at(global: &GlobalOpts, endpoint: &str, access_key_id: &str) -> anyhow::Result<Standings> {
     let path = match &global.db {
         Some(p) => p.clone(),
         None => store::default_path(false)?,
     };
     if !path.exists() {
-        return Ok(HashSet::new());
+        return Ok(Standings::new());
     }
     let store = Store::open_existing(&path).await?;
-    let done = store.deleted_keys(endpoint, access_key_id).await?;
+    let done = store.standings(endpoint, access_key_id).await?;
     store.close().await;
     Ok(done)
 }
@@ -79,13 +83,13 @@ async fn done_at(
 /// Accounts deleted by earlier runs against the configured endpoint and access key, read from
 /// the database when it exists. Without credentials (or a database) nothing counts as done,
 /// and the operator is told so.
-async fn done_before(global: &GlobalOpts, api: &ApiOpts) -> anyhow::Result<HashSet<(String, String, String)>> {
+async fn done_before(global: &GlobalOpts, api: &ApiOpts) -> anyhow::Result<Standings> {
     let path = match &global.db {
         Some(p) => p.clone(),
         None => store::default_path(false)?,
     };
     if !path.exists() {
-        return Ok(HashSet::new());
+        return Ok(Standings::new());
     }
     let input = ConfigInput { endpoint: api.endpoint.clone(), config: api.config.clone() };
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
@@ -93,18 +97,18 @@ async fn done_before(global: &GlobalOpts, api: &ApiOpts) -> anyhow::Result<HashS
         Ok(r) => r,
         Err(e) => {
             eprintln!("note: tasks done by earlier runs are not marked ({e})");
-            return Ok(HashSet::new());
+            return Ok(Standings::new());
         }
     };
     done_at(global, resolved.settings.endpoint.as_str(), &resolved.settings.credentials.access_key_id).await
 }
 
-/// Print the plan of `set`: tasks in `done` are `skipped`, those whose `not_before` is after
-/// `today` are `not_due`.
+/// Print the plan of `set`: tasks `done` in earlier runs are `skipped`, those whose
+/// `not_before` is after `today` are `not_due`, pending ones in flight elsewhere say so.
 pub(crate) fn print_plan(
     set: &manifest::ManifestSet,
     today: NaiveDate,
-    done: &HashSet<(String, String, String)>,
+    done: &Standings,
     inputs: &EstimateInputs,
     output: OutputFormat,
 ) {
@@ -115,14 +119,15 @@ pub(crate) fn print_plan(
     }
 }
 
-fn build_plan(
-    set: &manifest::ManifestSet,
-    today: NaiveDate,
-    done: &HashSet<(String, String, String)>,
-    inputs: &EstimateInputs,
-) -> plan::Plan {
-    let is_done = |k: &TaskKey| done.contains(&(k.cluster.to_string(), k.user.to_string(), k.host.to_string()));
-    plan::build(set, today, is_done, inputs)
+fn build_plan(set: &manifest::ManifestSet, today: NaiveDate, done: &Standings, inputs: &EstimateInputs) -> plan::Plan {
+    let key = |k: &TaskKey| (k.cluster.to_string(), k.user.to_string(), k.host.to_string());
+    let is_done = |k: &TaskKey| matches!(done.get(&key(k)), Some(Standing::Done { .. }));
+    let mut plan = plan::build(set, today, is_done, inputs);
+    plan.mark_in_flight(|k| match done.get(&key(k)) {
+        Some(Standing::InFlight { run_id }) => Some(*run_id),
+        _ => None,
+    });
+    plan
 }
 
 /// `QINGCLOUD_ZONE`, the zone of clusters whose manifest gives none. Empty counts as unset.
@@ -135,12 +140,7 @@ pub(crate) fn env_zone() -> anyhow::Result<Option<Zone>> {
     }
 }
 
-/// Today in UTC, or the date in [`TODAY_ENV`].
-pub(crate) fn today() -> anyhow::Result<NaiveDate> {
-    match std::env::var(TODAY_ENV) {
-        Ok(d) if !d.trim().is_empty() => {
-            manifest::parse_date(&d).map_err(|why| Coded::new(Exit::Config, format!("{TODAY_ENV}: {why}")).into())
-        }
-        _ => Ok(Utc::now().date_naive()),
-    }
+/// Today in UTC, from the clock: what `run` uses, with no override.
+pub(crate) fn today() -> NaiveDate {
+    Utc::now().date_naive()
 }

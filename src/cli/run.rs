@@ -17,6 +17,7 @@ use crate::manifest::Zone;
 use crate::planfile::{self, PlanFile};
 use crate::qingcloud::client::Client;
 use crate::qingcloud::config::{self, ConfigInput, Credentials, Settings};
+use crate::runner::verdict::AbsentRules;
 use crate::runner::{self, Ctx, LimiterGate, Progress, RunOptions, StopReason};
 use crate::store::{self, LockOutcome, NewRun, NewTask, Store, TaskState};
 
@@ -53,7 +54,8 @@ impl Target {
         let input = ConfigInput { endpoint: api.endpoint.clone(), config: api.config.clone() };
         let home = std::env::var_os("HOME").map(PathBuf::from);
         let resolved = config::resolve(&input, &|k| std::env::var(k).ok(), home.as_deref())?;
-        let recorded_endpoint = resolved.settings.endpoint.to_string();
+        // Recorded as an identity: `/iaas` and `/iaas/` (or a default port) are one endpoint.
+        let recorded_endpoint = store::endpoint_identity(resolved.settings.endpoint.as_str());
         Ok(Target { settings: resolved.settings, recorded_endpoint, simulate, _sim: None })
     }
 
@@ -85,7 +87,10 @@ fn operator() -> String {
 }
 
 fn options_json(exec: &ExecOpts, rate: Rate) -> serde_json::Value {
+    let absent: Vec<String> = exec.absent_on.iter().map(ToString::to_string).collect();
     json!({
+        "absent_on": if absent.is_empty() { serde_json::Value::Null } else { json!(absent) },
+        "reconcile_settle_ms": exec.reconcile_settle.map(|d| d.as_millis() as u64),
         "rate": rate.to_string(),
         "burst": exec.rate.burst,
         "max_in_flight": exec.max_in_flight,
@@ -99,15 +104,21 @@ fn options_json(exec: &ExecOpts, rate: Rate) -> serde_json::Value {
 
 /// Take the database's run lock for `run_id`, or explain who holds it (exit 73).
 async fn lock(store: &Store, run_id: i64) -> anyhow::Result<()> {
-    match store.acquire_lock(run_id, i64::from(std::process::id()), &store::this_host()).await? {
-        LockOutcome::Acquired => Ok(()),
+    let outcome = store.acquire_lock(run_id, i64::from(std::process::id()), &store::this_host()).await?;
+    locked(run_id, outcome).map(|_| ())
+}
+
+/// What a lock attempt means for the command: go on with `run_id`, or exit 73 naming the holder.
+fn locked(run_id: i64, outcome: LockOutcome) -> anyhow::Result<i64> {
+    match outcome {
+        LockOutcome::Acquired => Ok(run_id),
         LockOutcome::TakenOver { previous } => {
             tracing::warn!(
                 pid = previous.pid,
                 host = %previous.host,
                 "took over the run lock of a process that is gone"
             );
-            Ok(())
+            Ok(run_id)
         }
         LockOutcome::Held(h) => Err(Coded::new(
             Exit::Locked,
@@ -137,8 +148,8 @@ pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
     let target = target?;
     let rate = rate_of(&args.exec, target.simulate);
     let store = Store::open(&db_path(global, target.simulate)?).await?;
-    let done = store.deleted_keys(&target.recorded_endpoint, &target.settings.credentials.access_key_id).await?;
-    let today = crate::cli::plan::today()?;
+    let standings = store.standings(&target.recorded_endpoint, &target.settings.credentials.access_key_id).await?;
+    let today = crate::cli::plan::today();
 
     if args.dry_run {
         let inputs = crate::plan::EstimateInputs {
@@ -147,9 +158,11 @@ pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
             poll_interval: poll_interval_of(&args.exec, target.simulate),
             ..Default::default()
         };
-        crate::cli::plan::print_plan(&set, today, &done, &inputs, crate::cli::OutputFormat::Human);
+        crate::cli::plan::print_plan(&set, today, &standings, &inputs, crate::cli::OutputFormat::Human);
         return Ok(Exit::Ok);
     }
+    let done: std::collections::HashSet<_> =
+        standings.into_iter().filter(|(_, s)| matches!(s, store::Standing::Done { .. })).map(|(k, _)| k).collect();
 
     let tasks: Vec<NewTask> = set
         .tasks
@@ -183,8 +196,7 @@ pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
         due_by: set.files.iter().filter_map(|f| f.due_by).min(),
         retry_of: None,
     };
-    let run_id = store.create_run(&origin.new_run(&target, options_json(&args.exec, rate)), &tasks).await?;
-    lock_new_run(&store, run_id).await?;
+    let run_id = create_locked(&store, &origin.new_run(&target, options_json(&args.exec, rate)), &tasks).await?;
     drive(global, &store, &target, run_id, &args.exec, rate).await
 }
 
@@ -229,7 +241,7 @@ async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Pa
     planfile::check_approval(&plan, args.approved_by.as_deref(), args.require_approval)?;
     let rate = rate_of(&args.exec, target.simulate);
     let store = Store::open(&db_path(global, target.simulate)?).await?;
-    let done = store.deleted_keys(&target.recorded_endpoint, &access_key_id).await?;
+    let done = store.done_keys(&target.recorded_endpoint, &access_key_id).await?;
     let tasks = plan.new_tasks(|c, u, h| done.contains(&(c.to_owned(), u.to_owned(), h.to_owned())));
     let mut options = options_json(&args.exec, rate);
     let extra = plan.run_options(plan_path, args.approved_by.as_deref(), args.require_approval);
@@ -253,24 +265,35 @@ async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Pa
         due_by: plan.due_by,
         retry_of: None,
     };
-    let run_id = store.create_run(&origin.new_run(&target, options), &tasks).await?;
-    lock_new_run(&store, run_id).await?;
+    let run_id = create_locked(&store, &origin.new_run(&target, options), &tasks).await?;
     drive(global, &store, &target, run_id, &args.exec, rate).await
 }
 
-/// Lock for a run just made; when another run holds the lock, the new run is closed with 73
-/// (so the refusal itself is on record) and nothing is sent.
-async fn lock_new_run(store: &Store, run_id: i64) -> anyhow::Result<()> {
-    if let Err(e) = lock(store, run_id).await {
-        let exit = crate::exit::code_for(&e);
-        store.finish_run(run_id, i64::from(exit.code()), json!({ "refused": format!("{e:#}") })).await?;
-        return Err(e);
+/// Record a new run and take the run lock for it in one transaction. When another run holds
+/// the lock, the new run is recorded without tasks and closed with 73 (so the refusal itself is
+/// on record, and nothing a later `resume` would pick exists) and nothing is sent.
+async fn create_locked(store: &Store, run: &NewRun, tasks: &[NewTask]) -> anyhow::Result<i64> {
+    let pid = i64::from(std::process::id());
+    let (run_id, outcome) = store.create_run_locked(run, tasks, pid, &store::this_host()).await?;
+    locked(run_id, outcome)
+}
+
+/// Open a database that must exist (`resume`, `retry`): a mistyped `--db` is a configuration
+/// error (78), never a new empty database.
+async fn open_existing(global: &GlobalOpts, simulate: bool) -> anyhow::Result<Store> {
+    let path = db_path(global, simulate)?;
+    if !path.is_file() {
+        return Err(Coded::new(
+            Exit::Config,
+            format!("no database at {}: check --db / QC_OFFBOARD_DB (nothing was created)", path.display()),
+        )
+        .into());
     }
-    Ok(())
+    Ok(Store::open_existing(&path).await?)
 }
 
 pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exit> {
-    let store = Store::open(&db_path(global, args.simulate)?).await?;
+    let store = open_existing(global, args.simulate).await?;
     let run = match args.run_id {
         Some(id) => {
             store.run(id).await?.ok_or_else(|| Coded::new(Exit::Usage, format!("no run {id} in this database")))?
@@ -299,6 +322,18 @@ pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exi
         .into());
     }
     let rate = rate_of(&args.exec, target.simulate);
+    let counts = store.counts(run.id).await?;
+    let open: i64 = counts.iter().filter(|(s, _)| s.is_open()).map(|(_, n)| *n).sum();
+    if let (Some(finished_at), 0) = (run.finished_at, open) {
+        // History: a finished run with nothing left is not touched.
+        println!(
+            "run {} finished at {} (exit {}); nothing to resume",
+            run.id,
+            finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
+            run.exit_code.map_or_else(|| "?".to_owned(), |c| c.to_string())
+        );
+        return Ok(Exit::Ok);
+    }
     lock(&store, run.id).await?;
     store
         .audit_event(
@@ -312,7 +347,7 @@ pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exi
 }
 
 pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit> {
-    let store = Store::open(&db_path(global, args.simulate)?).await?;
+    let store = open_existing(global, args.simulate).await?;
     let old = store
         .run(args.run_id)
         .await?
@@ -344,8 +379,7 @@ pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit>
         due_by: old.due_by,
         retry_of: Some(old.id),
     };
-    let run_id = store.create_run(&origin.new_run(&target, options_json(&args.exec, rate)), &tasks).await?;
-    lock_new_run(&store, run_id).await?;
+    let run_id = create_locked(&store, &origin.new_run(&target, options_json(&args.exec, rate)), &tasks).await?;
     println!("run {run_id} retries the {} failed task(s) of run {}", tasks.len(), old.id);
     drive(global, &store, &target, run_id, &args.exec, rate).await
 }
@@ -395,6 +429,9 @@ async fn drive_inner(
 ) -> anyhow::Result<(Exit, String)> {
     let limiter = Arc::new(Limiter::new(rate, exec.rate.burst));
     let client = Client::new(&target.settings)?.with_gate(Arc::new(LimiterGate(Arc::clone(&limiter))));
+    let run = store.run(run_id).await?.ok_or_else(|| anyhow::anyhow!("run {run_id} is not in the database"))?;
+    // A run of an approved plan runs exactly its planned states: a `not_due` task stays so.
+    let from_plan = run.options.get("plan").is_some_and(|p| !p.is_null());
     let opts = RunOptions {
         max_in_flight: exec.max_in_flight,
         max_attempts: exec.max_attempts,
@@ -402,9 +439,29 @@ async fn drive_inner(
         poll_interval: poll_interval_of(exec, target.simulate),
         deadline: exec.deadline,
         max_fail: exec.max_fail,
+        absent: if exec.absent_on.is_empty() { AbsentRules::default() } else { AbsentRules(exec.absent_on.clone()) },
+        promote_not_due: !from_plan,
+        reconcile_settle: exec.reconcile_settle.unwrap_or(if target.simulate {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_secs(30)
+        }),
     };
+    // The account is the unit of safety: what other runs did, or left in flight, comes first.
+    let identity_runs = store.identity_runs(&run.endpoint, &run.access_key_id).await?;
+    let prepared = store.prepare_run(run_id, &identity_runs).await?;
+    if prepared.skipped > 0 {
+        tracing::info!(skipped = prepared.skipped, "accounts already done by other runs are skipped");
+    }
+    for (task, from_run) in &prepared.adopted {
+        tracing::warn!(
+            task,
+            from_run,
+            "adopted a live attempt of an earlier run: reconciling it before anything is sent"
+        );
+    }
     let journal = runner::journal::Journal::start(store.clone());
-    let ctx = Arc::new(Ctx { store: store.clone(), journal, client, limiter, run_id, opts });
+    let ctx = Arc::new(Ctx::new(store.clone(), journal, client, limiter, run_id, opts, identity_runs));
     let progress = if global.no_progress || global.log_format == LogFormat::Json {
         Progress::hidden()
     } else {
@@ -422,30 +479,50 @@ async fn drive_inner(
         *counts.entry(r.state.as_str()).or_default() += 1;
     }
     let count = |s: TaskState| counts.get(s.as_str()).copied().unwrap_or(0);
-    let unfinished = count(TaskState::Pending)
-        + count(TaskState::Submitting)
-        + count(TaskState::Submitted)
-        + count(TaskState::RetryWait);
+    let in_flight = count(TaskState::Submitting) + count(TaskState::Submitted);
+    let waiting = count(TaskState::Pending) + count(TaskState::RetryWait);
+    let unfinished = in_flight + waiting;
     let failed = count(TaskState::Failed);
     let exit = match &stop {
-        Some(StopReason::AuthFailed(_) | StopReason::Unreachable(_)) => Exit::Unavailable,
+        Some(StopReason::AuthFailed(_) | StopReason::ActionRefused(_) | StopReason::Unreachable(_)) => {
+            Exit::Unavailable
+        }
         _ if unfinished > 0 => Exit::TempFail,
         _ if failed > 0 => Exit::TasksFailed,
         _ => Exit::Ok,
     };
     let mut summary = format!(
-        "run {run_id}: {} deleted, {} skipped, {} failed, {} pending, {} not due ({} tasks in {:.1} s) — exit {}",
+        "run {run_id}: {} deleted, {} skipped, {} failed, {} pending, {} not due, {} absent (account not found), \
+         {} in flight ({} tasks in {:.1} s) — exit {}",
         count(TaskState::Deleted),
         count(TaskState::Skipped),
         failed,
-        unfinished,
+        waiting,
         count(TaskState::NotDue),
+        count(TaskState::Absent),
+        in_flight,
         rows.len(),
         started.elapsed().as_secs_f64(),
         exit.code()
     );
+    if count(TaskState::HandedOver) > 0 {
+        summary.push_str(&format!(
+            "\n{} task(s) handed over: a later run adopted their live attempts",
+            count(TaskState::HandedOver)
+        ));
+    }
     if let Some(why) = &stop {
         summary.push_str(&format!("\n{}", why.describe()));
+    }
+    let running = count(TaskState::Submitted);
+    if running > 0 {
+        summary.push_str(&format!("\n{running} job(s) still running: resume follows them"));
+    }
+    if count(TaskState::Submitting) > 0 {
+        summary.push_str(&format!(
+            "\n{} submission(s) in doubt: resume reconciles them before anything is sent again",
+            count(TaskState::Submitting)
+        ));
     }
     if unfinished > 0 {
         summary.push_str(&format!("\n`qc-offboard resume {run_id}` continues this run"));

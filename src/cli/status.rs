@@ -49,10 +49,7 @@ fn all_counts(counts: &BTreeMap<TaskState, i64>) -> serde_json::Map<String, serd
 }
 
 fn in_progress(counts: &BTreeMap<TaskState, i64>) -> i64 {
-    [TaskState::Pending, TaskState::Submitting, TaskState::Submitted, TaskState::RetryWait]
-        .iter()
-        .map(|s| counts.get(s).copied().unwrap_or(0))
-        .sum()
+    TaskState::OPEN.iter().map(|s| counts.get(s).copied().unwrap_or(0)).sum()
 }
 
 async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
@@ -85,10 +82,10 @@ async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
         OutputFormat::Human if runs.is_empty() => println!("no runs recorded in {}", store.path().display()),
         OutputFormat::Human => {
             let header = [
-                "RUN", "STARTED", "FINISHED", "EXIT", "TICKET", "TASKS", "DELETED", "FAILED", "SKIPPED", "PENDING",
-                "NOT_DUE", "ON_TIME", "LATE",
+                "RUN", "STARTED", "FINISHED", "EXIT", "TICKET", "TASKS", "DELETED", "ABSENT", "FAILED", "SKIPPED",
+                "PENDING", "NOT_DUE", "ON_TIME", "LATE",
             ];
-            let rows: Vec<[String; 13]> = runs
+            let rows: Vec<[String; 14]> = runs
                 .iter()
                 .map(|r| {
                     let c = counts.remove(&r.id).unwrap_or_default();
@@ -102,6 +99,7 @@ async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
                         r.ticket.clone().unwrap_or_else(|| "-".into()),
                         c.values().sum::<i64>().to_string(),
                         n(TaskState::Deleted),
+                        n(TaskState::Absent),
                         n(TaskState::Failed),
                         n(TaskState::Skipped),
                         in_progress(&c).to_string(),
@@ -186,7 +184,8 @@ fn one(
             }
             label("tasks", total.to_string());
             for s in TaskState::ALL {
-                println!("  {:<12}{}", s.as_str(), counts.get(&s).copied().unwrap_or(0));
+                let note = if s == TaskState::Absent { "  (account not found)" } else { "" };
+                println!("  {:<12}{}{note}", s.as_str(), counts.get(&s).copied().unwrap_or(0));
             }
             label(
                 "deadline",

@@ -40,6 +40,22 @@ pub trait Gate: Send + Sync {
     fn ready(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
 }
 
+/// The last word on a request before it is signed: the runner's check that the request may
+/// still leave (SPEC §8, "the last check is at the socket"). The client races the rate gate
+/// against [`SendGuard::cancelled`] and calls [`SendGuard::check`] once the gate let the request
+/// through; either refusal means nothing is signed or sent.
+pub trait SendGuard: Send + Sync {
+    /// Resolves when the request must no longer be sent (the run is stopping).
+    fn cancelled(&self) -> Pin<Box<dyn Future<Output = ()> + Send + '_>>;
+    /// Right before signing: `Err(why)` withholds the request.
+    fn check(&self) -> Pin<Box<dyn Future<Output = Result<(), String>> + Send + '_>>;
+}
+
+/// A request a [`SendGuard`] withheld: nothing was signed or sent.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("request withheld before it was sent: {0}")]
+pub struct Withheld(pub String);
+
 /// One API call: what was sent and what came back, and the typed result.
 #[derive(Debug, Clone)]
 pub struct Call<T> {
@@ -164,6 +180,23 @@ impl Client {
         service: &str,
         params: &impl Serialize,
     ) -> Call<RunClusterCustomServiceResponse> {
+        match self.run_cluster_custom_service_guarded(cluster, zone, role, service, params, None).await {
+            Ok(call) => call,
+            Err(withheld) => withheld_call(RUN_CLUSTER_CUSTOM_SERVICE, withheld),
+        }
+    }
+
+    /// [`Client::run_cluster_custom_service`] under a [`SendGuard`]: `Err` when the guard
+    /// withheld the request (nothing was sent).
+    pub async fn run_cluster_custom_service_guarded(
+        &self,
+        cluster: &ClusterId,
+        zone: &Zone,
+        role: &str,
+        service: &str,
+        params: &impl Serialize,
+        guard: Option<&dyn SendGuard>,
+    ) -> Result<Call<RunClusterCustomServiceResponse>, Withheld> {
         let service_params = match serde_json::to_string(params) {
             Ok(json) => json,
             Err(e) => {
@@ -183,7 +216,7 @@ impl Client {
                     started_at: Utc::now(),
                     latency: Duration::ZERO,
                 };
-                return Call { record, result: Err(error) };
+                return Ok(Call { record, result: Err(error) });
             }
         };
         let params = vec![
@@ -192,7 +225,8 @@ impl Client {
             ("service".to_owned(), service.to_owned()),
             ("service_params".to_owned(), service_params),
         ];
-        let mut call: Call<RunClusterCustomServiceResponse> = self.call(RUN_CLUSTER_CUSTOM_SERVICE, zone, params).await;
+        let mut call: Call<RunClusterCustomServiceResponse> =
+            self.call_guarded(RUN_CLUSTER_CUSTOM_SERVICE, zone, params, guard).await?;
         if let Ok(resp) = &call.result {
             if resp.job_id.is_empty() {
                 // Accepted, but we cannot follow it: the runner must look for the job.
@@ -209,7 +243,7 @@ impl Client {
         if let Err(e) = &call.result {
             call.record.message = Some(e.message().to_owned());
         }
-        call
+        Ok(call)
     }
 
     /// `DescribeJobs` for these ids: at most 100 `jobs.N` per call, `limit` set to their count,
@@ -277,8 +311,38 @@ impl Client {
         zone: &Zone,
         action_params: Vec<(String, String)>,
     ) -> Call<T> {
-        if let Some(gate) = &self.gate {
-            gate.ready().await;
+        match self.call_guarded(action, zone, action_params, None).await {
+            Ok(call) => call,
+            Err(withheld) => withheld_call(action, withheld),
+        }
+    }
+
+    /// [`Client::call`] under an optional [`SendGuard`].
+    async fn call_guarded<T: DeserializeOwned>(
+        &self,
+        action: &str,
+        zone: &Zone,
+        action_params: Vec<(String, String)>,
+        guard: Option<&dyn SendGuard>,
+    ) -> Result<Call<T>, Withheld> {
+        match (&self.gate, guard) {
+            (Some(gate), Some(guard)) => {
+                tokio::select! {
+                    biased;
+                    () = guard.cancelled() => return Err(Withheld("the run is stopping".to_owned())),
+                    () = gate.ready() => {}
+                }
+            }
+            (Some(gate), None) => gate.ready().await,
+            (None, Some(guard)) => {
+                if let Some(()) = futures_now(guard.cancelled()) {
+                    return Err(Withheld("the run is stopping".to_owned()));
+                }
+            }
+            (None, None) => {}
+        }
+        if let Some(guard) = guard {
+            guard.check().await.map_err(Withheld)?;
         }
         let started_at = Utc::now();
         let started = Instant::now();
@@ -344,7 +408,7 @@ impl Client {
             started_at,
             latency,
         };
-        Call { record, result }
+        Ok(Call { record, result })
     }
 
     /// Send the request and read the body (bounded). Returns the status and the body, or the
@@ -442,6 +506,34 @@ fn transport_error(e: reqwest::Error) -> ApiError {
 /// [`MAX_BODY_BYTES`]) into the typed result. Pure and total: any status and any bytes give
 /// either a `T` (HTTP 200, `ret_code` 0, the shape of `T`) or a classified [`ApiError`] that
 /// carries `status`. The client calls it for every answer that came back whole.
+/// The call of a request that was never sent (a guard withheld it where no guard can be).
+fn withheld_call<T>(action: &str, withheld: Withheld) -> Call<T> {
+    let error =
+        ApiError::Permanent(Failure { ret_code: None, http_status: None, message: withheld.0, maybe_applied: false });
+    let record = CallRecord {
+        action: action.to_owned(),
+        params: Vec::new(),
+        http_status: None,
+        ret_code: None,
+        message: Some(error.message().to_owned()),
+        job_id: None,
+        started_at: Utc::now(),
+        latency: Duration::ZERO,
+    };
+    Call { record, result: Err(error) }
+}
+
+/// Poll a future once: its output if it is ready now.
+fn futures_now<F: Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let waker = std::task::Waker::noop();
+    let mut cx = std::task::Context::from_waker(waker);
+    match fut.as_mut().poll(&mut cx) {
+        std::task::Poll::Ready(v) => Some(v),
+        std::task::Poll::Pending => None,
+    }
+}
+
 pub fn classify_body<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, ApiError> {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let envelope = json.as_ref().and_then(envelope);

@@ -1,9 +1,11 @@
 //! What every piece of the runner shares: the database, the API client, the limiter, the run id
 //! and the options. Also the glue that records an API call and lets the limiter hear about it.
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::limiter::Limiter;
@@ -20,6 +22,13 @@ pub struct RunOptions {
     pub poll_interval: Duration,
     pub deadline: Option<Duration>,
     pub max_fail: Option<crate::cli::MaxFail>,
+    /// Which refusals and failed jobs mean "the account does not exist".
+    pub absent: super::verdict::AbsentRules,
+    /// Move `not_due` tasks whose date has come to `pending` (not for runs of an approved plan,
+    /// which run exactly their planned states).
+    pub promote_not_due: bool,
+    /// How long after an intent a listing must be made before it can prove absence.
+    pub reconcile_settle: Duration,
 }
 
 /// The limiter seen by the client: every HTTP request waits here first.
@@ -38,6 +47,14 @@ pub struct Ctx {
     pub limiter: Arc<Limiter>,
     pub run_id: i64,
     pub opts: RunOptions,
+    /// The runs of this database with the same endpoint identity and access key (this one
+    /// included): the scope of "this account is done, or in flight, elsewhere".
+    pub identity_runs: Vec<i64>,
+    /// Set once the run stops: no `del_user` request leaves after it that had not passed its
+    /// last check before.
+    pub stop: watch::Sender<bool>,
+    /// Tasks whose current request passed its last check (it may be on the wire).
+    pub sent: Mutex<HashSet<i64>>,
 }
 
 /// How an answered call affects the run as a whole.
@@ -54,6 +71,37 @@ pub enum CallVerdict {
 }
 
 impl Ctx {
+    pub fn new(
+        store: Store,
+        journal: super::journal::Journal,
+        client: Client,
+        limiter: Arc<Limiter>,
+        run_id: i64,
+        opts: RunOptions,
+        identity_runs: Vec<i64>,
+    ) -> Ctx {
+        let (stop, _) = watch::channel(false);
+        Ctx { store, journal, client, limiter, run_id, opts, identity_runs, stop, sent: Mutex::new(HashSet::new()) }
+    }
+
+    pub fn stopping(&self) -> bool {
+        *self.stop.borrow()
+    }
+
+    /// Did the current request of `task_id` pass its last check?
+    pub fn was_sent(&self, task_id: i64) -> bool {
+        self.sent.lock().unwrap_or_else(|p| p.into_inner()).contains(&task_id)
+    }
+
+    pub fn mark_sent(&self, task_id: i64, sent: bool) {
+        let mut set = self.sent.lock().unwrap_or_else(|p| p.into_inner());
+        if sent {
+            set.insert(task_id);
+        } else {
+            set.remove(&task_id);
+        }
+    }
+
     /// A guarded state change through the journal (committed before this returns).
     pub async fn transition(
         &self,

@@ -1,6 +1,12 @@
 //! The main loop of a run: hand out submissions within `--max-in-flight` (one job per cluster),
 //! poll jobs in rounds, reconcile submissions in doubt, retry after backoff, and stop cleanly on
-//! a signal, `--deadline` or `--max-fail`.
+//! a signal (SIGINT, SIGTERM, SIGHUP), `--deadline` or `--max-fail`.
+//!
+//! A stop stops (SPEC §8): the run's stop switch is set at once, so every intent still waiting
+//! for the rate limiter is withdrawn (back to `pending`, audited) and no `del_user` leaves that
+//! had not passed its last check. Jobs already accepted are followed for a bounded time — the
+//! job timeout after `--deadline`/`--max-fail`, [`FOLLOW_AFTER_SIGNAL`] after a signal — and a
+//! second signal leaves at once, withdrawing what never left.
 //!
 //! One task owns all bookkeeping; the API calls and database writes of each step run as spawned
 //! futures whose results come back here. The database is written by those futures *before* the
@@ -32,6 +38,8 @@ pub enum StopReason {
     Deadline,
     MaxFail,
     AuthFailed(String),
+    /// A 1400 refusing the action or the key itself (not one cluster or account).
+    ActionRefused(String),
     Unreachable(String),
 }
 
@@ -42,19 +50,26 @@ impl StopReason {
             StopReason::Deadline => "stopped at --deadline".to_owned(),
             StopReason::MaxFail => "stopped by --max-fail".to_owned(),
             StopReason::AuthFailed(m) => format!("the API refused the credentials (1200): {m}"),
+            StopReason::ActionRefused(m) => format!("the API refused the action or the key (1400): {m}"),
             StopReason::Unreachable(m) => format!("the API could not be reached: {m}"),
         }
     }
 }
 
 enum Event {
+    /// The stop is on record (`run_stopping`).
+    Recorded(anyhow::Result<()>),
     Submit(i64, anyhow::Result<Submitted>),
     Reconcile(i64, anyhow::Result<Submitted>),
     Poll(anyhow::Result<(RoundResult, HashMap<String, String>)>),
 }
 
-/// How long requests already under way may take to finish after a stop.
+/// How long requests already under way may take to finish after a stop that follows no jobs.
 const GRACE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long jobs already accepted are followed after SIGINT, SIGTERM or SIGHUP (a second signal
+/// leaves at once). Short enough for a service manager's stop timeout.
+pub const FOLLOW_AFTER_SIGNAL: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Connection failures in a row, before any answer, that mean the endpoint is unreachable.
 const UNREACHABLE_AFTER: u32 = 3;
@@ -73,6 +88,8 @@ struct Loop {
     /// The shortest time from submission to a seen success in this run.
     quickest_job: Option<std::time::Duration>,
     statuses: HashMap<String, String>,
+    /// Inconclusive reconciliations per task, in a row.
+    inconclusive: HashMap<i64, u32>,
     total: u64,
     failed: u64,
     deleted: u64,
@@ -106,6 +123,8 @@ fn task_ref(row: &TaskRow) -> anyhow::Result<TaskRef> {
         attempts: u32::try_from(row.attempts).unwrap_or(0),
         intent_at: row.intent_at,
         known_jobs: row.job_id.iter().cloned().collect(),
+        busy_since: None,
+        busy_count: 0,
     })
 }
 
@@ -125,6 +144,7 @@ pub async fn execute(ctx: Arc<Ctx>, progress: &Progress) -> anyhow::Result<Optio
         unchanged_rounds: 0,
         quickest_job: None,
         statuses: HashMap::new(),
+        inconclusive: HashMap::new(),
         total: rows.len() as u64,
         failed: 0,
         deleted: 0,
@@ -150,6 +170,7 @@ impl Loop {
         // task left `submitting`, a job returned at or after its intent is the answer to that
         // very submission (the process died between recording the answer and the new state);
         // jobs returned before the intent belong to earlier attempts and must never be adopted.
+        // A task that adopted another run's attempt carries that task's calls too.
         let mut jobs_seen: HashMap<i64, Vec<(chrono::DateTime<Utc>, String, String)>> = HashMap::new();
         if rows.iter().any(|r| r.state == TaskState::Submitting) {
             for (task, call) in self.ctx.store.calls(self.ctx.run_id).await? {
@@ -157,14 +178,24 @@ impl Loop {
                     jobs_seen.entry(task).or_default().push((call.started_at, call.action, job));
                 }
             }
+            for row in rows.iter().filter(|r| r.state == TaskState::Submitting && r.adopted_from.is_some()) {
+                let earlier: Vec<i64> =
+                    self.ctx.store.lineage(row.id).await?.into_iter().filter(|&t| t != row.id).collect();
+                for call in self.ctx.store.task_calls(&earlier).await?.into_values().flatten() {
+                    if let Some(job) = call.call.job_id {
+                        jobs_seen.entry(row.id).or_default().push((call.call.started_at, call.call.action, job));
+                    }
+                }
+            }
         }
         for row in rows {
             let mut t = task_ref(&row)?;
             match row.state {
-                TaskState::Deleted | TaskState::Skipped => self.deleted += 1,
+                TaskState::Deleted | TaskState::Skipped | TaskState::Absent => self.deleted += 1,
                 TaskState::Failed => self.failed += 1,
+                TaskState::HandedOver => {}
                 TaskState::NotDue => {
-                    if row.not_before.is_some_and(|d| d <= today) {
+                    if self.ctx.opts.promote_not_due && row.not_before.is_some_and(|d| d <= today) {
                         // Its date has come since the run was made (a resumed run).
                         let moved = self
                             .ctx
@@ -232,35 +263,57 @@ impl Loop {
         self.stop.is_some()
     }
 
-    /// Stops after which nothing new is started: requests already under way may finish (for at
-    /// most [`GRACE`]) and record their answers; jobs in flight are left for `resume` to poll.
+    /// Stops after which nothing new is started, not even a poll: the API cannot be used.
+    /// Requests already under way may finish (for at most [`GRACE`]) and record their answers;
+    /// jobs in flight are left for `resume` to follow.
     fn hard_stop(&self) -> bool {
-        matches!(
-            self.stop,
-            Some(StopReason::Signal | StopReason::Deadline | StopReason::AuthFailed(_) | StopReason::Unreachable(_))
-        )
+        matches!(self.stop, Some(StopReason::AuthFailed(_) | StopReason::ActionRefused(_) | StopReason::Unreachable(_)))
     }
 
     fn request_stop(&mut self, why: StopReason) {
         if self.stop.is_none() {
             tracing::warn!("{}; no new submissions", why.describe());
-            // After --max-fail, jobs already running are followed for at most one job timeout;
-            // after any other stop, requests under way get a short grace.
-            let grace = if why == StopReason::MaxFail { self.ctx.opts.job_timeout } else { GRACE };
-            self.stop_at = Some(Instant::now() + grace);
+            // The switch first: intents waiting for the limiter are withdrawn from here on.
+            self.ctx.stop.send_replace(true);
+            let follow = match why {
+                StopReason::Deadline | StopReason::MaxFail => self.ctx.opts.job_timeout,
+                StopReason::Signal => FOLLOW_AFTER_SIGNAL,
+                _ => GRACE,
+            };
+            self.stop_at = Some(Instant::now() + follow);
+            let ctx = Arc::clone(&self.ctx);
+            let detail = serde_json::json!({ "reason": why.describe(), "follow_s": follow.as_secs() });
+            self.work.spawn(async move {
+                Event::Recorded(
+                    ctx.store.audit_event(Some(ctx.run_id), None, "run_stopping", detail).await.map_err(Into::into),
+                )
+            });
             self.stop = Some(why);
         }
     }
 
+    /// Leave now: abort what is under way and withdraw every intent whose request never passed
+    /// its last check (nothing of it left). What may be on the wire stays `submitting` for the
+    /// next run to reconcile.
+    async fn leave_now(&mut self) -> anyhow::Result<()> {
+        self.ctx.stop.send_replace(true);
+        self.work.abort_all();
+        while self.work.join_next().await.is_some() {}
+        let never_left: Vec<i64> = self.submitting.iter().copied().filter(|id| !self.ctx.was_sent(*id)).collect();
+        for id in never_left {
+            submit::withdraw(&self.ctx, id).await?;
+        }
+        Ok(())
+    }
+
     /// Is the run over? Past the stop's time limit, what is still running is abandoned: the
     /// database already holds each task's intent, so `resume` reconciles whatever was cut off.
+    fn out_of_time(&self) -> bool {
+        self.stopping() && self.stop_at.is_some_and(|t| Instant::now() >= t)
+    }
+
     fn finished(&mut self) -> bool {
-        let out_of_time = self.stop_at.is_some_and(|t| Instant::now() >= t);
-        if self.stopping() && out_of_time {
-            if !self.work.is_empty() {
-                tracing::warn!(pending = self.work.len(), "stop grace over: leaving requests under way to resume");
-                self.work.abort_all();
-            }
+        if self.out_of_time() {
             return true;
         }
         if !self.work.is_empty() {
@@ -270,7 +323,7 @@ impl Loop {
             return true;
         }
         if self.stopping() {
-            return self.in_flight.is_empty();
+            return self.in_flight.is_empty() && self.in_doubt.is_empty();
         }
         self.queue.queued() == 0 && self.in_flight.is_empty() && self.in_doubt.is_empty()
     }
@@ -278,12 +331,21 @@ impl Loop {
     async fn run(&mut self, progress: &Progress) -> anyhow::Result<()> {
         let mut sigint = signal(SignalKind::interrupt())?;
         let mut sigterm = signal(SignalKind::terminate())?;
+        // A dropped SSH session: stop like Ctrl-C, with a summary, instead of dying at once.
+        let mut sighup = signal(SignalKind::hangup())?;
         let deadline = self.ctx.opts.deadline.map(|d| Instant::now() + d);
         let mut signals = 0u32;
         loop {
             self.dispatch();
             progress.update(self.deleted, self.failed, self.in_flight_count() as u64, self.ctx.limiter.current_rate());
             if self.finished() {
+                if self.out_of_time() && !self.work.is_empty() {
+                    tracing::warn!(
+                        pending = self.work.len(),
+                        "stop time limit reached: leaving what is under way to resume"
+                    );
+                    self.leave_now().await?;
+                }
                 return Ok(());
             }
             let wake = [
@@ -305,10 +367,11 @@ impl Loop {
             tokio::select! {
                 Some(joined) = self.work.join_next() => {
                     let event = joined.map_err(|e| anyhow::anyhow!("a runner task panicked: {e}"))?;
-                    self.handle(event)?;
+                    self.handle(event).await?;
                 }
                 _ = sigint.recv() => { signals += 1; self.request_stop(StopReason::Signal); }
                 _ = sigterm.recv() => { signals += 1; self.request_stop(StopReason::Signal); }
+                _ = sighup.recv() => { signals += 1; self.request_stop(StopReason::Signal); }
                 _ = sleep => {
                     if deadline.is_some_and(|d| Instant::now() >= d) {
                         self.request_stop(StopReason::Deadline);
@@ -316,8 +379,8 @@ impl Loop {
                 }
             }
             if signals >= 2 {
-                tracing::warn!("second signal: leaving at once; resume will reconcile what was in flight");
-                self.work.abort_all();
+                tracing::warn!("second signal: leaving at once; resume will follow what was in flight");
+                self.leave_now().await?;
                 return Ok(());
             }
         }
@@ -331,10 +394,6 @@ impl Loop {
             let (due, later): (Vec<_>, Vec<_>) = self.in_doubt.drain(..).partition(|(t, _)| *t <= now);
             self.in_doubt = later;
             for (_, id) in due {
-                if self.stopping() {
-                    // Left `submitting` for `resume` to reconcile.
-                    continue;
-                }
                 let Some(task) = self.tasks.get(&id).cloned() else { continue };
                 self.reconciling.insert(id);
                 let ctx = Arc::clone(&self.ctx);
@@ -387,32 +446,65 @@ impl Loop {
         }
     }
 
-    fn handle(&mut self, event: Event) -> anyhow::Result<()> {
+    async fn handle(&mut self, event: Event) -> anyhow::Result<()> {
         match event {
+            Event::Recorded(result) => result?,
             Event::Submit(id, result) => {
                 self.submitting.remove(&id);
+                self.ctx.mark_sent(id, false);
                 self.settle_submission(id, result?);
             }
             Event::Reconcile(id, result) => {
                 self.reconciling.remove(&id);
                 let outcome = result?;
-                if let Submitted::InDoubt { .. } = outcome {
-                    // Not proven either way: look again after a polling interval.
-                    self.in_doubt.push((Instant::now() + self.ctx.opts.poll_interval, id));
+                if let Submitted::InDoubt { intent_at } = outcome {
+                    let tries = self.inconclusive.entry(id).or_default();
+                    let settling = Utc::now()
+                        < intent_at + chrono::Duration::from_std(self.ctx.opts.reconcile_settle).unwrap_or_default();
+                    if !settling {
+                        *tries += 1;
+                    }
+                    if *tries >= submit::MAX_INCONCLUSIVE {
+                        if let Some(task) = self.tasks.get(&id).cloned() {
+                            // Never proven either way: the task ends failed, nothing sent again.
+                            submit::give_up_in_doubt(&self.ctx, &task).await?;
+                        }
+                        self.release(id);
+                        self.note_failed();
+                        return Ok(());
+                    }
+                    // Not proven either way: look again later.
+                    let wait = if settling {
+                        (intent_at + chrono::Duration::from_std(self.ctx.opts.reconcile_settle).unwrap_or_default()
+                            - Utc::now())
+                        .to_std()
+                        .unwrap_or_default()
+                    } else {
+                        policy::backoff(*tries, &mut rand::rng()).max(self.ctx.opts.poll_interval)
+                    };
+                    self.in_doubt.push((Instant::now() + wait, id));
                     return Ok(());
                 }
+                self.inconclusive.remove(&id);
                 self.settle_submission(id, outcome);
             }
             Event::Poll(result) => {
                 self.poll_running = false;
                 let (round, statuses) = result?;
                 self.statuses = statuses;
+                if round.throttled && self.stopping() && !self.hard_stop() {
+                    // The quota is exhausted: following the jobs now would only spend the
+                    // penalty; they are left for `resume` to follow.
+                    tracing::warn!("quota exhausted while following jobs after a stop: resume follows them");
+                    self.stop_at = Some(Instant::now());
+                }
                 if let Some(m) = round.auth_failed {
                     self.request_stop(StopReason::AuthFailed(m));
                 }
                 for (id, outcome) in round.outcomes {
                     match outcome {
                         JobOutcome::Running => continue,
+                        JobOutcome::Absent => self.deleted += 1,
                         JobOutcome::Deleted => {
                             self.deleted += 1;
                             if let Some(f) = self.in_flight.get(&id) {
@@ -449,7 +541,14 @@ impl Loop {
     }
 
     fn settle_submission(&mut self, id: i64, outcome: Submitted) {
-        let answered = matches!(outcome, Submitted::Job { .. } | Submitted::Throttled | Submitted::Failed);
+        let answered = matches!(
+            outcome,
+            Submitted::Job { .. }
+                | Submitted::Throttled
+                | Submitted::Failed
+                | Submitted::Absent
+                | Submitted::Busy { .. }
+        );
         if answered {
             self.answered_any = true;
             self.unreachable_in_a_row = 0;
@@ -459,6 +558,8 @@ impl Loop {
         match outcome {
             Submitted::Job { job_id, attempts } => {
                 task.attempts = attempts;
+                task.busy_since = None;
+                task.busy_count = 0;
                 task.known_jobs.insert(job_id.clone());
                 let flight = InFlight { task: task.clone(), job_id, submitted_at: Utc::now() };
                 self.in_flight.insert(id, flight);
@@ -476,6 +577,24 @@ impl Loop {
             Submitted::Failed => {
                 self.queue.release(&cluster);
                 self.note_failed();
+            }
+            Submitted::Absent | Submitted::Skipped => {
+                self.queue.release(&cluster);
+                self.deleted += 1;
+            }
+            Submitted::Busy { at } => {
+                task.busy_since.get_or_insert_with(Instant::now);
+                task.busy_count += 1;
+                self.queue.defer(id, &cluster, at);
+                self.queue.release(&cluster);
+            }
+            Submitted::Withdrawn | Submitted::Lost => {
+                self.queue.release(&cluster);
+            }
+            Submitted::ActionRefused(m) => {
+                self.queue.push_front(id, &cluster);
+                self.queue.release(&cluster);
+                self.request_stop(StopReason::ActionRefused(m));
             }
             Submitted::InDoubt { intent_at } => {
                 task.intent_at = Some(intent_at);

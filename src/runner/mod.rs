@@ -3,17 +3,21 @@
 //! `qingcloud`, `limiter` and `store`.
 //!
 //! Task states: `pending` → `submitting` (intent committed before the request leaves) →
-//! `submitted` (job id recorded) → `deleted` | `retry_wait` → … | `failed`; `skipped` and
-//! `not_due` are decided when the run is made.
+//! `submitted` (job id recorded) → `deleted` | `absent` | `retry_wait` → … | `failed`; `skipped`
+//! and `not_due` are decided when the run is made; `handed_over` when a later run adopts a
+//! task's live attempt. The account is the unit of safety: [`guard`] is the last check before a
+//! request is signed, and `store::Store::prepare_run` adopts what other runs left in flight.
 
 pub mod context;
 pub mod engine;
+pub mod guard;
 pub mod journal;
 pub mod policy;
 pub mod poll;
 pub mod progress;
 pub mod queue;
 pub mod submit;
+pub mod verdict;
 
 pub use context::{Ctx, LimiterGate, RunOptions};
 pub use engine::{execute, StopReason};

@@ -1,12 +1,20 @@
 //! One polling round: a `DescribeJobs` per zone (at most 100 ids per call) for every job in
 //! flight, and what each job's status means for its task.
 //!
-//! `successful` → `deleted`; `failed`, `done with failure` and any unknown status → the attempt
-//! failed (retried with backoff while attempts remain); `pending`/`working` → still running,
-//! unless it has run longer than `--job-timeout`: then the task ends `failed` without a second
-//! request, since the job exists and may still delete the account.
+//! `successful` → `deleted`; a failed job whose `error_codes` say the account does not exist →
+//! `absent`; `failed`, `done with failure` and any unknown status → the attempt failed (retried
+//! with backoff while attempts remain); `pending`/`working` → still running, unless it has run
+//! longer than `--job-timeout`: then the task ends `failed` without a second request, since the
+//! job exists and may still delete the account.
+//!
+//! Only an explicit answer proves that a job does not exist: the API refusing a batch because
+//! it does not know one of its ids (the documented behaviour: 2100 for the whole call). Such a
+//! batch is split — the named id set aside, or the batch halved when no id is named — until the
+//! unknown ids are isolated and the rest answered. A job merely *missing* from an answer proves
+//! nothing: it is treated as still running and, past `--job-timeout`, ends its task `failed`
+//! without a second request.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -16,7 +24,8 @@ use tokio::time::Instant;
 use super::context::{CallVerdict, Ctx};
 use super::submit::{self, Submitted, TaskRef};
 use crate::manifest::Zone;
-use crate::qingcloud::types::Job;
+use crate::qingcloud::client::MAX_JOBS_PER_CALL;
+use crate::qingcloud::types::{ret, Job};
 use crate::store::{TaskChange, TaskState};
 
 /// A job in flight, as the poller needs it.
@@ -30,6 +39,7 @@ pub struct InFlight {
 #[derive(Debug, Clone, PartialEq)]
 pub enum JobOutcome {
     Deleted,
+    Absent,
     Running,
     Retry { at: Instant, attempts: u32 },
     Failed,
@@ -58,25 +68,8 @@ pub async fn round(
     let mut statuses = last_status;
     for (zone, in_zone) in by_zone {
         let ids: Vec<String> = in_zone.iter().map(|j| j.job_id.clone()).collect();
-        let mut found: HashMap<String, Job> = HashMap::new();
-        let mut answered: std::collections::HashSet<String> = std::collections::HashSet::new();
-        for batch in ids.chunks(100) {
-            let sent_at = Instant::now();
-            let calls = ctx.client.describe_jobs(&zone, batch).await;
-            for call in calls {
-                match ctx.note_call(None, &call, sent_at).await? {
-                    CallVerdict::AuthFailed(m) => result.auth_failed = Some(m),
-                    CallVerdict::Throttled => result.throttled = true,
-                    _ => {}
-                }
-                if let Ok(resp) = call.result {
-                    answered.extend(batch.iter().cloned());
-                    for job in resp.job_set {
-                        found.insert(job.job_id.clone(), job);
-                    }
-                }
-            }
-        }
+        let (found, unknown) = describe_isolating(&ctx, &zone, ids, &mut result).await?;
+        let mut found = found;
         // Settle the jobs concurrently so their state changes share the journal's commits.
         let mut settling = tokio::task::JoinSet::new();
         for j in in_zone {
@@ -87,8 +80,8 @@ pub async fn round(
                     result.changed = true;
                 }
             }
-            // Only an answered call proves a job unknown; after an error we know nothing.
-            let proven_unknown = answered.contains(&j.job_id);
+            // Only an explicit "no such job" proves a job unknown; an omission proves nothing.
+            let proven_unknown = unknown.contains(&j.job_id);
             let ctx = Arc::clone(&ctx);
             let span = super::engine::task_span(&j.task);
             span.record("job_id", j.job_id.as_str());
@@ -96,8 +89,8 @@ pub async fn round(
                 async move {
                     let outcome = match &job {
                         Some(job) => settle(&ctx, &j, job).await,
-                        None if proven_unknown => timeout_check(&ctx, &j, None).await,
-                        None => Ok(JobOutcome::Running),
+                        None if proven_unknown => unknown_job(&ctx, &j).await,
+                        None => timeout_check(&ctx, &j, None).await,
                     };
                     (j, outcome)
                 },
@@ -115,6 +108,70 @@ pub async fn round(
         }
     }
     Ok((result, statuses))
+}
+
+/// `DescribeJobs` for `ids` in batches of at most 100, isolating ids the API refuses as unknown.
+/// Returns the jobs found and the ids proven unknown. Each refused batch costs one call and
+/// shrinks (by the named id, or by half), so a round costs at most about twice its ids.
+async fn describe_isolating(
+    ctx: &Ctx,
+    zone: &Zone,
+    ids: Vec<String>,
+    result: &mut RoundResult,
+) -> anyhow::Result<(HashMap<String, Job>, HashSet<String>)> {
+    let mut found: HashMap<String, Job> = HashMap::new();
+    let mut unknown: HashSet<String> = HashSet::new();
+    let mut batches: Vec<Vec<String>> = ids.chunks(MAX_JOBS_PER_CALL).map(<[String]>::to_vec).collect();
+    while let Some(batch) = batches.pop() {
+        let sent_at = Instant::now();
+        for call in ctx.client.describe_jobs(zone, &batch).await {
+            match ctx.note_call(None, &call, sent_at).await? {
+                CallVerdict::AuthFailed(m) => result.auth_failed = Some(m),
+                CallVerdict::Throttled => result.throttled = true,
+                _ => {}
+            }
+            match call.result {
+                Ok(resp) => {
+                    for job in resp.job_set {
+                        found.insert(job.job_id.clone(), job);
+                    }
+                }
+                Err(e) if e.ret_code() == Some(ret::NOT_FOUND) => {
+                    let named = batch.iter().find(|id| e.message().contains(&format!("[{id}]"))).cloned();
+                    match named {
+                        Some(id) => {
+                            unknown.insert(id.clone());
+                            let rest: Vec<String> = batch.iter().filter(|b| **b != id).cloned().collect();
+                            if !rest.is_empty() {
+                                batches.push(rest);
+                            }
+                        }
+                        None if batch.len() == 1 => {
+                            unknown.insert(batch[0].clone());
+                        }
+                        None => {
+                            let (a, b) = batch.split_at(batch.len() / 2);
+                            batches.push(a.to_vec());
+                            batches.push(b.to_vec());
+                        }
+                    }
+                }
+                // Any other failure: nothing is known about this batch this round.
+                Err(_) => {}
+            }
+        }
+    }
+    Ok((found, unknown))
+}
+
+/// The API said it does not know the job: that attempt is proven to have no job, so retrying
+/// is safe.
+async fn unknown_job(ctx: &Ctx, j: &InFlight) -> anyhow::Result<JobOutcome> {
+    let message = format!("job {} is unknown to DescribeJobs (the API answered that it does not exist)", j.job_id);
+    Ok(match submit::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
+        Submitted::RetryAt { at, attempts } => JobOutcome::Retry { at, attempts },
+        _ => JobOutcome::Failed,
+    })
 }
 
 async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome> {
@@ -138,6 +195,11 @@ async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome
     } else {
         format!("job {} ended '{}' (error_codes {})", j.job_id, job.status.as_str(), job.error_codes)
     };
+    if ctx.opts.absent.job_says_absent(&job.error_codes) {
+        submit::absent(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, None, &message).await?;
+        tracing::debug!("account not found");
+        return Ok(JobOutcome::Absent);
+    }
     Ok(match submit::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
         Submitted::RetryAt { at, attempts } => JobOutcome::Retry { at, attempts },
         _ => JobOutcome::Failed,
@@ -164,20 +226,15 @@ async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> anyhow::Re
             Ok(JobOutcome::Failed)
         }
         None => {
-            // DescribeJobs does not know the job: it is proven absent, so retrying is safe.
+            // Missing from every answer, never refused as unknown: not proof that the job does
+            // not exist, so it is never sent again.
             let message = format!(
-                "job {} not found by DescribeJobs after {}",
+                "job {} was not listed by DescribeJobs for {}; not resubmitted so the account is never sent twice — check the job",
                 j.job_id,
                 humantime::format_duration(ctx.opts.job_timeout)
             );
-            Ok(
-                match submit::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message)
-                    .await?
-                {
-                    Submitted::RetryAt { at, attempts } => JobOutcome::Retry { at, attempts },
-                    _ => JobOutcome::Failed,
-                },
-            )
+            submit::fail(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, None, &message).await?;
+            Ok(JobOutcome::Failed)
         }
     }
 }

@@ -13,11 +13,13 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::context::{CallVerdict, Ctx};
+use super::guard::{TaskGuard, Withhold};
 use super::policy;
+use super::verdict::{self, Refused};
 use crate::manifest::{ClusterId, Zone};
 use crate::qingcloud::client::{ApiError, JobFilter};
 use crate::qingcloud::types::{DelUserParams, DEL_USER, ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE};
-use crate::store::{TaskChange, TaskState};
+use crate::store::{Refusal, TaskChange, TaskState};
 
 /// What the engine needs to know about one task to act on it.
 #[derive(Debug, Clone)]
@@ -33,6 +35,10 @@ pub struct TaskRef {
     pub intent_at: Option<DateTime<Utc>>,
     /// Every job id ever seen for this task, so reconciliation never adopts an old one.
     pub known_jobs: HashSet<String>,
+    /// Since when the cluster has answered "busy with another job" (1400), in a row.
+    pub busy_since: Option<Instant>,
+    /// Busy answers in a row, for the backoff.
+    pub busy_count: u32,
 }
 
 /// How a submission ended, for the engine's bookkeeping (the database already has it).
@@ -46,6 +52,18 @@ pub enum Submitted {
     RetryAt { at: Instant, attempts: u32 },
     /// The task ended `failed`.
     Failed,
+    /// The account does not exist: the task ended `absent`.
+    Absent,
+    /// The cluster is running another job: back in the queue at `at`, no attempt used.
+    Busy { at: Instant },
+    /// Another run removed the account: the task ended `skipped`, nothing was sent.
+    Skipped,
+    /// The run stopped before the request left: the intent was withdrawn (`pending` again).
+    Withdrawn,
+    /// The task was not in the state its turn needed (the guard did not match): left alone.
+    Lost,
+    /// A 1400 refusing the action or the key: the run must stop (exit 69).
+    ActionRefused(String),
     /// The answer was lost after the request may have taken effect: reconcile before anything.
     InDoubt { intent_at: DateTime<Utc> },
     /// 1200: the run must stop; the task is back to `pending` with no attempt used.
@@ -68,18 +86,33 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
         )
         .await?;
     if marked.is_none() {
-        anyhow::bail!("task {} was not pending when its turn came; another process is working on this run", task.id);
+        // A lost guard is data, not a crash: this task is left as it is and logged.
+        tracing::warn!(task = task.id, "the task was not pending when its turn came; left alone");
+        return Ok(Submitted::Lost);
     }
+    ctx.mark_sent(task.id, false);
 
     let params = DelUserParams::new(&task.user, &task.host);
     // 1300 (time stamp expired) is retried at once with a fresh time stamp, a few times.
     let mut expired_left = 3;
     loop {
         let sent_at = Instant::now();
-        let call = ctx
+        let guard = TaskGuard::new(&ctx, &task);
+        let call = match ctx
             .client
-            .run_cluster_custom_service(&task.cluster, &task.zone, ROLE_MAININSTANCE, DEL_USER, &params)
-            .await;
+            .run_cluster_custom_service_guarded(
+                &task.cluster,
+                &task.zone,
+                ROLE_MAININSTANCE,
+                DEL_USER,
+                &params,
+                Some(&guard),
+            )
+            .await
+        {
+            Ok(call) => call,
+            Err(_) => return withheld(&ctx, &task, guard.reason()).await,
+        };
         let verdict = ctx.note_call(Some(task.id), &call, sent_at).await?;
         match call.result {
             Ok(resp) => {
@@ -135,14 +168,137 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
                     (ApiError::Transient(_) | ApiError::Expired(_), _) => {
                         retry_or_fail(&ctx, &task, attempt, &[TaskState::Submitting], ret_code, &message).await
                     }
-                    _ => {
-                        fail(&ctx, task.id, &[TaskState::Submitting], attempt, ret_code, &message).await?;
-                        Ok(Submitted::Failed)
-                    }
+                    (e, _) => refused(&ctx, &task, attempt, e.ret_code(), e.message(), &message).await,
                 };
             }
         }
     }
+}
+
+/// A synchronous refusal (a non-zero ret_code that is not throttling, auth or transient).
+async fn refused(
+    ctx: &Ctx,
+    task: &TaskRef,
+    attempt: u32,
+    ret_code: Option<i64>,
+    api_message: &str,
+    message: &str,
+) -> anyhow::Result<Submitted> {
+    let kind = match ret_code {
+        Some(code) => verdict::refusal(&ctx.opts.absent, code, api_message, task.cluster.as_str(), &task.user),
+        None => Refused::Failed,
+    };
+    match kind {
+        Refused::Absent => {
+            absent(ctx, task.id, &[TaskState::Submitting], attempt, ret_code, message).await?;
+            Ok(Submitted::Absent)
+        }
+        Refused::Busy => {
+            let since = task.busy_since.unwrap_or_else(Instant::now);
+            if since.elapsed() >= ctx.opts.job_timeout {
+                let message = format!(
+                    "{message} (the cluster stayed busy with other jobs for longer than --job-timeout {})",
+                    humantime::format_duration(ctx.opts.job_timeout)
+                );
+                fail(ctx, task.id, &[TaskState::Submitting], task.attempts, ret_code, &message).await?;
+                return Ok(Submitted::Failed);
+            }
+            let wait = policy::backoff(task.busy_count + 1, &mut rand::rng()).max(ctx.opts.poll_interval);
+            let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            ctx.transition(
+                task.id,
+                &[TaskState::Submitting],
+                TaskState::RetryWait,
+                &outcome_change(ret_code, message).next_attempt_at(next),
+                json!({ "reason": "cluster busy with another job; no attempt used", "retry_in_ms": wait.as_millis() as u64, "ret_code": ret_code }),
+            )
+            .await?;
+            Ok(Submitted::Busy { at: Instant::now() + wait })
+        }
+        Refused::ActionRefused => {
+            back_to_pending(ctx, task, ret_code, message, "the action or the key is refused; run stops").await?;
+            Ok(Submitted::ActionRefused(message.to_owned()))
+        }
+        Refused::Failed => {
+            fail(ctx, task.id, &[TaskState::Submitting], attempt, ret_code, message).await?;
+            Ok(Submitted::Failed)
+        }
+    }
+}
+
+/// The last check withheld the request: nothing was sent.
+async fn withheld(ctx: &Ctx, task: &TaskRef, why: Withhold) -> anyhow::Result<Submitted> {
+    ctx.mark_sent(task.id, false);
+    let from = [TaskState::Submitting];
+    match why {
+        Withhold::Stopped => {
+            withdraw(ctx, task.id).await?;
+            Ok(Submitted::Withdrawn)
+        }
+        Withhold::Protected => {
+            let message = format!("user {:?} is protected: no request was sent", task.user);
+            fail(ctx, task.id, &from, task.attempts, None, &message).await?;
+            Ok(Submitted::Failed)
+        }
+        Withhold::Refused(Refusal::DoneElsewhere { run_id }) => {
+            ctx.transition(
+                task.id,
+                &from,
+                TaskState::Skipped,
+                &TaskChange::new().message(format!("already done by run {run_id}")).finished_at(Utc::now()),
+                json!({ "reason": "withheld at the last check: done by another run", "by_run": run_id }),
+            )
+            .await?;
+            Ok(Submitted::Skipped)
+        }
+        Withhold::Refused(Refusal::InFlightElsewhere { run_id }) => {
+            let message = format!("run {run_id} holds a live attempt at this account: no request was sent");
+            fail(ctx, task.id, &from, task.attempts, None, &message).await?;
+            Ok(Submitted::Failed)
+        }
+        Withhold::Refused(Refusal::NotOpen(state)) => {
+            tracing::warn!(task = task.id, %state, "withheld: the task is no longer submitting");
+            Ok(Submitted::Lost)
+        }
+        Withhold::Unchecked(e) => {
+            withdraw(ctx, task.id).await?;
+            anyhow::bail!("the last check before sending could not be made: {e}")
+        }
+    }
+}
+
+/// Turn an intent whose request never left back to `pending`, audited as withdrawn.
+pub async fn withdraw(ctx: &Ctx, task_id: i64) -> anyhow::Result<()> {
+    ctx.transition(
+        task_id,
+        &[TaskState::Submitting],
+        TaskState::Pending,
+        &TaskChange::new(),
+        json!({ "reason": "intent_withdrawn: the run stopped before the request left" }),
+    )
+    .await?;
+    Ok(())
+}
+
+/// The account does not exist: the task ends `absent` (final, done).
+pub async fn absent(
+    ctx: &Ctx,
+    task_id: i64,
+    from: &[TaskState],
+    attempts: u32,
+    ret_code: Option<i64>,
+    message: &str,
+) -> anyhow::Result<()> {
+    let message = format!("account not found: {message}");
+    ctx.transition(
+        task_id,
+        from,
+        TaskState::Absent,
+        &outcome_change(ret_code, &message).attempts(i64::from(attempts)).finished_at(Utc::now()),
+        json!({ "ret_code": ret_code, "message": message }),
+    )
+    .await?;
+    Ok(())
 }
 
 async fn back_to_pending(
@@ -216,18 +372,31 @@ pub async fn fail(
     Ok(())
 }
 
-/// How far back from the intent a job may have been created: the API refuses time stamps more
-/// than 60 s off, so the server's clock is within that of ours.
-const CLOCK_MARGIN: chrono::Duration = chrono::Duration::seconds(60);
-/// At most this many pages of 100 jobs are read looking for one submission.
+/// How far back from the intent a job may have been created and still be this submission's:
+/// the server's clock may differ from ours by more than the 60 s its time-stamp check allows
+/// (a time stamp is refused only when too far off), so the margin is wide. A wider margin only
+/// makes reconciliation read more jobs; it never makes it conclude "absent" sooner.
+const CLOCK_MARGIN: chrono::Duration = chrono::Duration::minutes(15);
+/// At most this many pages of 100 jobs are read by one reconciliation.
 const MAX_PAGES: u32 = 20;
+/// Reconciliations that could not conclude (errors, or more jobs than the page budget), after
+/// which the task ends `failed` without a second request: whether the first took effect is
+/// unknown, so it is never sent again blindly.
+pub const MAX_INCONCLUSIVE: u32 = 5;
 
-/// Find the job of a submission in doubt. Adopts it when found; when `DescribeJobs` proves
-/// there is none, the attempt counts as failed and the task waits for a retry. When the answer
-/// is incomplete (an error while paging), nothing changes and the caller tries again later.
+/// Find the job of a submission in doubt. Adopts it when found. Absence counts as proven only
+/// when every job of the zone's listing was read (whatever order the API lists in) and the
+/// listing was made at least `--reconcile-settle` after the intent (a listing may lag behind
+/// job creation); then the attempt counts as failed and the task waits for a retry. Otherwise
+/// nothing changes and the caller tries again later.
 pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
     let intent_at = task.intent_at.unwrap_or_else(Utc::now);
     let not_before = intent_at - CLOCK_MARGIN;
+    let settle = chrono::Duration::from_std(ctx.opts.reconcile_settle).unwrap_or(chrono::Duration::MAX);
+    let listed_at = Utc::now();
+    if listed_at < intent_at + settle {
+        return Ok(Submitted::InDoubt { intent_at });
+    }
     let want = DelUserParams::new(&task.user, &task.host);
     let mut offset = 0u32;
     for _ in 0..MAX_PAGES {
@@ -250,14 +419,12 @@ pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted
                 return Ok(Submitted::InDoubt { intent_at });
             }
         };
-        let mut older_seen = false;
         for job in &page.job_set {
-            let created = job.create_time();
-            if created.is_some_and(|t| t < not_before) {
-                older_seen = true;
+            // Pages may hold other actions when the API ignores `job_action`.
+            if job.job_action != RUN_CLUSTER_CUSTOM_SERVICE && !job.job_action.is_empty() {
                 continue;
             }
-            if task.known_jobs.contains(&job.job_id) {
+            if job.create_time().is_some_and(|t| t < not_before) || task.known_jobs.contains(&job.job_id) {
                 continue;
             }
             let Some(target) = job.directive_target() else { continue };
@@ -282,14 +449,14 @@ pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted
         }
         offset += page.job_set.len() as u32;
         let exhausted = page.job_set.is_empty() || u64::from(offset) >= page.total_count;
-        if exhausted || older_seen {
+        if exhausted {
             let attempts = task.attempts + 1;
             ctx.store
                 .audit_event(
                     Some(ctx.run_id),
                     Some(task.id),
                     "reconcile_absent",
-                    json!({ "intent_at": intent_at, "jobs_examined": offset }),
+                    json!({ "intent_at": intent_at, "listed_at": listed_at, "jobs_examined": offset }),
                 )
                 .await?;
             return retry_or_fail(
@@ -303,6 +470,16 @@ pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted
             .await;
         }
     }
-    tracing::warn!(task = task.id, "reconciliation read {MAX_PAGES} pages without reaching the intent time");
+    tracing::warn!(task = task.id, "reconciliation read {MAX_PAGES} pages without reaching the end of the listing");
     Ok(Submitted::InDoubt { intent_at })
+}
+
+/// A submission stayed in doubt through [`MAX_INCONCLUSIVE`] reconciliations: end the task
+/// `failed`, never sending a second request.
+pub async fn give_up_in_doubt(ctx: &Ctx, task: &TaskRef) -> anyhow::Result<()> {
+    let message = format!(
+        "the answer to the submission was lost and {MAX_INCONCLUSIVE} reconciliations could not tell whether a job \
+         exists; not resubmitted so the account is never sent twice — check the cluster's jobs"
+    );
+    fail(ctx, task.id, &[TaskState::Submitting], task.attempts + 1, None, &message).await
 }

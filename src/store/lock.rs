@@ -8,7 +8,7 @@
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::json;
-use sqlx::Row;
+use sqlx::{Row, SqliteConnection};
 
 use super::audit::{self, with_ticket, Entry};
 use super::runs::run_ticket;
@@ -57,49 +57,7 @@ impl Store {
     /// while it names another run.
     pub async fn acquire_lock(&self, run_id: i64, pid: i64, host: &str) -> Result<LockOutcome, StoreError> {
         let mut tx = self.write().await?;
-        let row = sqlx::query("SELECT run_id, pid, host, started_at FROM run_lock WHERE id = 1")
-            .fetch_optional(&mut *tx)
-            .await?;
-        let holder = row
-            .map(|r| -> Result<LockHolder, StoreError> {
-                Ok(LockHolder {
-                    run_id: r.try_get("run_id")?,
-                    pid: r.try_get("pid")?,
-                    host: r.try_get("host")?,
-                    started_at: r.try_get("started_at")?,
-                })
-            })
-            .transpose()?;
-        let outcome = match holder {
-            None => LockOutcome::Acquired,
-            Some(h) if h.run_id == run_id && h.pid == pid && h.host == host => {
-                tx.rollback().await?;
-                return Ok(LockOutcome::Acquired);
-            }
-            Some(h) if h.host == host && (!process_exists(h.pid) || h.pid == i64::from(std::process::id())) => {
-                LockOutcome::TakenOver { previous: h }
-            }
-            Some(h) => {
-                tx.rollback().await?;
-                return Ok(LockOutcome::Held(h));
-            }
-        };
-        sqlx::query("INSERT OR REPLACE INTO run_lock (id, run_id, pid, host, started_at) VALUES (1, ?, ?, ?, ?)")
-            .bind(run_id)
-            .bind(pid)
-            .bind(host)
-            .bind(ts(Utc::now()))
-            .execute(&mut *tx)
-            .await?;
-        if let LockOutcome::TakenOver { previous } = &outcome {
-            let ticket = run_ticket(&mut tx, run_id).await?;
-            let detail = json!({"previous": previous, "pid": pid, "host": host});
-            audit::append(
-                &mut tx,
-                &[Entry::new(Some(run_id), None, "lock_taken_over", &with_ticket(detail, ticket.as_deref()))],
-            )
-            .await?;
-        }
+        let outcome = lock_in(&mut tx, run_id, pid, host).await?;
         tx.commit().await?;
         Ok(outcome)
     }
@@ -128,6 +86,53 @@ impl Store {
         })
         .transpose()
     }
+}
+
+/// Take the run lock for `run_id` inside the caller's write transaction (see
+/// [`Store::acquire_lock`]); on `Held` nothing was written. The caller commits.
+pub(crate) async fn lock_in(
+    tx: &mut SqliteConnection,
+    run_id: i64,
+    pid: i64,
+    host: &str,
+) -> Result<LockOutcome, StoreError> {
+    let row =
+        sqlx::query("SELECT run_id, pid, host, started_at FROM run_lock WHERE id = 1").fetch_optional(&mut *tx).await?;
+    let holder = row
+        .map(|r| -> Result<LockHolder, StoreError> {
+            Ok(LockHolder {
+                run_id: r.try_get("run_id")?,
+                pid: r.try_get("pid")?,
+                host: r.try_get("host")?,
+                started_at: r.try_get("started_at")?,
+            })
+        })
+        .transpose()?;
+    let outcome = match holder {
+        None => LockOutcome::Acquired,
+        Some(h) if h.run_id == run_id && h.pid == pid && h.host == host => return Ok(LockOutcome::Acquired),
+        Some(h) if h.host == host && (!process_exists(h.pid) || h.pid == i64::from(std::process::id())) => {
+            LockOutcome::TakenOver { previous: h }
+        }
+        Some(h) => return Ok(LockOutcome::Held(h)),
+    };
+    sqlx::query("INSERT OR REPLACE INTO run_lock (id, run_id, pid, host, started_at) VALUES (1, ?, ?, ?, ?)")
+        .bind(run_id)
+        .bind(pid)
+        .bind(host)
+        .bind(ts(Utc::now()))
+        .execute(&mut *tx)
+        .await?;
+    if let LockOutcome::TakenOver { previous } = &outcome {
+        let ticket = run_ticket(&mut *tx, run_id).await?;
+        let detail = json!({"previous": previous, "pid": pid, "host": host});
+        audit::append(
+            &mut *tx,
+            &[Entry::new(Some(run_id), None, "lock_taken_over", &with_ticket(detail, ticket.as_deref()))],
+        )
+        .await?;
+    }
+    Ok(outcome)
 }
 
 #[cfg(test)]

@@ -19,6 +19,7 @@
 //! WAL and shared-memory files inherit the mode. This module must not talk to the network, and
 //! must never be given a secret key: API parameters arrive already stripped of the signature.
 
+mod accounts;
 mod audit;
 mod evidence;
 mod lock;
@@ -38,6 +39,7 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
 
+pub use accounts::{endpoint_identity, AccountKey, Prepared, Refusal, Standing};
 pub use audit::{canonical_record, record_hash, Checkpoint, Problem, Verification, GENESIS_HASH};
 pub use evidence::{DeadlineCounts, SeqRange, TaskCall};
 pub use lock::{this_host, LockHolder, LockOutcome};

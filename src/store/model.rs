@@ -26,10 +26,16 @@ pub enum TaskState {
     Deleted,
     /// Given up: a permanent error, or `--max-attempts` used.
     Failed,
+    /// The account did not exist on the cluster: nothing to delete. Final after one attempt,
+    /// and done like `deleted` (exit 0; later runs skip it).
+    Absent,
+    /// The task's live attempt (a submission in doubt or a job in flight) was adopted by a later
+    /// run, which follows it to its end; the audit record names that run.
+    HandedOver,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 8] = [
+    pub const ALL: [TaskState; 10] = [
         TaskState::Pending,
         TaskState::NotDue,
         TaskState::Skipped,
@@ -38,7 +44,20 @@ impl TaskState {
         TaskState::RetryWait,
         TaskState::Deleted,
         TaskState::Failed,
+        TaskState::Absent,
+        TaskState::HandedOver,
     ];
+
+    /// States in which a task still has work to do in its run.
+    pub const OPEN: [TaskState; 4] =
+        [TaskState::Pending, TaskState::Submitting, TaskState::Submitted, TaskState::RetryWait];
+
+    /// States in which a request for the account may exist that nobody has seen the end of: a
+    /// second `del_user` for the account must wait for these.
+    pub const LIVE: [TaskState; 2] = [TaskState::Submitting, TaskState::Submitted];
+
+    /// Outcomes that leave nothing to do for the account: a later run skips it.
+    pub const DONE: [TaskState; 3] = [TaskState::Deleted, TaskState::Absent, TaskState::Skipped];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -50,13 +69,33 @@ impl TaskState {
             TaskState::RetryWait => "retry_wait",
             TaskState::Deleted => "deleted",
             TaskState::Failed => "failed",
+            TaskState::Absent => "absent",
+            TaskState::HandedOver => "handed_over",
         }
     }
 
-    /// Nothing more will happen to the task in its run: `deleted`, `failed`, `skipped`, and
-    /// `not_due` (a later run of the manifest creates a new task once the date has come).
+    /// Nothing more will happen to the task in its run: every state but the [`OPEN`] ones
+    /// (`not_due` included: a later run of the manifest creates a new task once the date has
+    /// come).
+    ///
+    /// [`OPEN`]: TaskState::OPEN
     pub fn is_final(self) -> bool {
-        matches!(self, TaskState::Deleted | TaskState::Failed | TaskState::Skipped | TaskState::NotDue)
+        !self.is_open()
+    }
+
+    pub fn is_open(self) -> bool {
+        TaskState::OPEN.contains(&self)
+    }
+
+    /// Done for the exit code and for later runs: `deleted`, `absent`, `skipped`.
+    pub fn is_done(self) -> bool {
+        TaskState::DONE.contains(&self)
+    }
+
+    /// The states as an SQL list, `('a', 'b')`, for queries kept in `store`.
+    pub fn sql_list(states: &[TaskState]) -> String {
+        let quoted: Vec<String> = states.iter().map(|s| format!("'{}'", s.as_str())).collect();
+        format!("({})", quoted.join(", "))
     }
 }
 
@@ -151,6 +190,8 @@ pub struct TaskRow {
     pub next_attempt_at: Option<DateTime<Utc>>,
     pub finished_at: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
+    /// The task of an earlier run whose live attempt this task adopted.
+    pub adopted_from: Option<i64>,
 }
 
 /// How a transition changes `attempts`.
@@ -173,6 +214,7 @@ pub struct TaskChange {
     pub submitted_at: Option<Option<DateTime<Utc>>>,
     pub next_attempt_at: Option<Option<DateTime<Utc>>>,
     pub finished_at: Option<Option<DateTime<Utc>>>,
+    pub adopted_from: Option<Option<i64>>,
 }
 
 impl TaskChange {
@@ -217,6 +259,10 @@ impl TaskChange {
     }
     pub fn finished_at(mut self, t: DateTime<Utc>) -> Self {
         self.finished_at = Some(Some(t));
+        self
+    }
+    pub fn adopted_from(mut self, task_id: i64) -> Self {
+        self.adopted_from = Some(Some(task_id));
         self
     }
 }

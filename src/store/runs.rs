@@ -1,7 +1,7 @@
 //! Runs: creating one with all its tasks, finishing it, and the questions asked about runs
 //! (the newest unfinished one, counts by state, work already done, the report's rows).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
 use serde_json::json;
@@ -9,17 +9,15 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::audit::{self, with_ticket, Entry};
+use super::lock::lock_in;
 use super::tasks::{task_from_row, TASK_COLUMNS};
-use super::{opt_ts, ts, NewRun, NewTask, ReportFilter, RunRow, Store, StoreError, TaskRow, TaskState};
+use super::{opt_ts, ts, LockOutcome, NewRun, NewTask, ReportFilter, RunRow, Store, StoreError, TaskRow, TaskState};
 
 /// Task rows per multi-row INSERT (10 parameters each).
 const TASK_CHUNK: usize = 500;
 
 const RUN_COLUMNS: &str = "id, started_at, finished_at, exit_code, ticket, requested_by, reason, due_by, operator, \
                            host, endpoint, access_key_id, options, summary, retry_of, simulated";
-
-/// States in which a task still has work to do in its run.
-const OPEN_STATES: &str = "('pending', 'submitting', 'submitted', 'retry_wait')";
 
 impl Store {
     /// Record a run, all its tasks and their audit records in one transaction. Returns the run id.
@@ -29,6 +27,43 @@ impl Store {
     /// options) and one `task_created` record per task.
     pub async fn create_run(&self, run: &NewRun, tasks: &[NewTask]) -> Result<i64, StoreError> {
         let mut tx = self.write().await?;
+        let run_id = insert_run(&mut tx, run, tasks).await?;
+        tx.commit().await?;
+        Ok(run_id)
+    }
+
+    /// Record a run and take the run lock for it in one transaction (so no other process can
+    /// slip in between). When another live run holds the lock, the run is recorded without its
+    /// tasks, finished with exit code 73 and audited as refused: nothing a later `resume` would
+    /// pick up, and the refusal itself is on record.
+    pub async fn create_run_locked(
+        &self,
+        run: &NewRun,
+        tasks: &[NewTask],
+        pid: i64,
+        host: &str,
+    ) -> Result<(i64, LockOutcome), StoreError> {
+        let mut tx = self.write().await?;
+        let run_id = insert_run(&mut tx, run, tasks).await?;
+        let outcome = lock_in(&mut tx, run_id, pid, host).await?;
+        if let LockOutcome::Held(holder) = &outcome {
+            // Nothing of the refused run's work is kept; only the refusal is.
+            tx.rollback().await?;
+            let mut tx = self.write().await?;
+            let run_id = insert_run(&mut tx, run, &[]).await?;
+            let summary = json!({ "refused": "another run holds the run lock", "holder": holder });
+            close_run(&mut tx, run_id, 73, &summary).await?;
+            tx.commit().await?;
+            return Ok((run_id, outcome));
+        }
+        tx.commit().await?;
+        Ok((run_id, outcome))
+    }
+}
+
+/// Insert a run with its manifests and tasks and their audit records; the caller commits.
+async fn insert_run(tx: &mut SqliteConnection, run: &NewRun, tasks: &[NewTask]) -> Result<i64, StoreError> {
+    {
         let started_at = Utc::now();
         let run_id: i64 = sqlx::query_scalar(
             "INSERT INTO runs (started_at, ticket, requested_by, reason, due_by, operator, host, endpoint, \
@@ -132,26 +167,16 @@ impl Store {
             }
             q.execute(&mut *tx).await?;
         }
-        audit::append(&mut tx, &entries).await?;
-        tx.commit().await?;
+        audit::append(&mut *tx, &entries).await?;
         Ok(run_id)
     }
+}
 
+impl Store {
     /// Close a run: its end time, exit code and summary, audited as `run_finished`.
     pub async fn finish_run(&self, run_id: i64, exit_code: i64, summary: serde_json::Value) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        let ticket: Option<Option<String>> = sqlx::query_scalar(
-            "UPDATE runs SET finished_at = ?, exit_code = ?, summary = ? WHERE id = ? RETURNING ticket",
-        )
-        .bind(ts(Utc::now()))
-        .bind(exit_code)
-        .bind(summary.to_string())
-        .bind(run_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(ticket) = ticket else { return Err(StoreError::NoSuchRun(run_id)) };
-        let detail = with_ticket(json!({"exit_code": exit_code, "summary": summary}), ticket.as_deref());
-        audit::append(&mut tx, &[Entry::new(Some(run_id), None, "run_finished", &detail)]).await?;
+        close_run(&mut tx, run_id, exit_code, &summary).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -210,8 +235,9 @@ impl Store {
     pub async fn newest_unfinished_run(&self) -> Result<Option<RunRow>, StoreError> {
         let id: Option<i64> = sqlx::query_scalar(&format!(
             "SELECT id FROM runs r WHERE finished_at IS NULL \
-             OR EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = r.id AND t.state IN {OPEN_STATES}) \
-             ORDER BY id DESC LIMIT 1"
+             OR EXISTS (SELECT 1 FROM tasks t WHERE t.run_id = r.id AND t.state IN {}) \
+             ORDER BY id DESC LIMIT 1",
+            TaskState::sql_list(&TaskState::OPEN)
         ))
         .fetch_optional(&self.reader)
         .await?;
@@ -245,25 +271,6 @@ impl Store {
             out.entry(row.try_get("run_id")?).or_default().insert(state, row.try_get("n")?);
         }
         Ok(out)
-    }
-
-    /// Accounts already removed against this endpoint with this access key: tasks of any run that
-    /// ended `deleted`, or `skipped` because such a task existed. A new run skips these without
-    /// an API call.
-    pub async fn deleted_keys(
-        &self,
-        endpoint: &str,
-        access_key_id: &str,
-    ) -> Result<HashSet<(String, String, String)>, StoreError> {
-        let rows = sqlx::query(
-            "SELECT DISTINCT t.cluster, t.user, t.host FROM tasks t JOIN runs r ON r.id = t.run_id \
-             WHERE t.state IN ('deleted', 'skipped') AND r.endpoint = ? AND r.access_key_id = ?",
-        )
-        .bind(endpoint)
-        .bind(access_key_id)
-        .fetch_all(&self.reader)
-        .await?;
-        rows.iter().map(|r| Ok((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?))).collect()
     }
 
     /// The tasks of a run that ended `failed`, for `retry`.
@@ -307,6 +314,27 @@ impl Store {
         }
         Ok(out)
     }
+}
+
+/// Set a run's end, exit code and summary, audited as `run_finished`; the caller commits.
+async fn close_run(
+    tx: &mut SqliteConnection,
+    run_id: i64,
+    exit_code: i64,
+    summary: &serde_json::Value,
+) -> Result<(), StoreError> {
+    let ticket: Option<Option<String>> =
+        sqlx::query_scalar("UPDATE runs SET finished_at = ?, exit_code = ?, summary = ? WHERE id = ? RETURNING ticket")
+            .bind(ts(Utc::now()))
+            .bind(exit_code)
+            .bind(summary.to_string())
+            .bind(run_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+    let Some(ticket) = ticket else { return Err(StoreError::NoSuchRun(run_id)) };
+    let detail = with_ticket(json!({"exit_code": exit_code, "summary": summary}), ticket.as_deref());
+    audit::append(&mut *tx, &[Entry::new(Some(run_id), None, "run_finished", &detail)]).await?;
+    Ok(())
 }
 
 pub(crate) async fn run_ticket(conn: &mut SqliteConnection, run_id: i64) -> Result<Option<String>, StoreError> {

@@ -12,11 +12,11 @@ use super::audit::{self, with_ticket, Entry};
 use super::runs::run_ticket;
 use super::{opt_ts, ts, ApiCallRow, Attempts, Store, StoreError, TaskRow, TaskState, Transition};
 
-/// Transitions per UPDATE (19 parameters each, far below SQLite's 32766).
+/// Transitions per UPDATE (21 parameters each, far below SQLite's 32766).
 const TRANSITION_CHUNK: usize = 500;
 
 pub(crate) const TASK_COLUMNS: &str = "id, run_id, cluster, zone, user, host, state, not_before, due_by, attempts, \
-    job_id, last_ret_code, last_message, started_at, intent_at, submitted_at, next_attempt_at, finished_at, updated_at";
+    job_id, last_ret_code, last_message, started_at, intent_at, submitted_at, next_attempt_at, finished_at, updated_at, adopted_from";
 
 impl Store {
     /// The tasks of a run, in creation order.
@@ -56,44 +56,8 @@ impl Store {
     /// sees the earlier one.
     pub async fn transition_many(&self, transitions: &[Transition]) -> Result<Vec<Option<TaskRow>>, StoreError> {
         let mut tx = self.write().await?;
-        let mut results = Vec::with_capacity(transitions.len());
-        let mut entries = Vec::with_capacity(transitions.len());
-        let mut tickets: HashMap<i64, Option<String>> = HashMap::new();
-        let now = ts(Utc::now());
-        let mut start = 0;
-        while start < transitions.len() {
-            // A segment names each task at most once, so one UPDATE can apply it.
-            let mut seen = HashSet::new();
-            let mut end = start;
-            while end < transitions.len() && end - start < TRANSITION_CHUNK && seen.insert(transitions[end].task_id) {
-                end += 1;
-            }
-            let segment = &transitions[start..end];
-            let mut updated = update_segment(&mut tx, segment, &now).await?;
-            for t in segment {
-                let Some((row, from)) = updated.remove(&t.task_id) else {
-                    results.push(None);
-                    continue;
-                };
-                let ticket = match tickets.get(&row.run_id) {
-                    Some(ticket) => ticket.clone(),
-                    None => {
-                        let ticket = run_ticket(&mut tx, row.run_id).await?;
-                        tickets.insert(row.run_id, ticket.clone());
-                        ticket
-                    }
-                };
-                entries.push(audit_entry(t, &row, from, ticket.as_deref()));
-                results.push(Some(row));
-            }
-            start = end;
-        }
-        if entries.is_empty() {
-            tx.rollback().await?;
-        } else {
-            audit::append(&mut tx, &entries).await?;
-            tx.commit().await?;
-        }
+        let results = apply_transitions(&mut tx, transitions).await?;
+        tx.commit().await?;
         Ok(results)
     }
 
@@ -140,6 +104,50 @@ impl Store {
     }
 }
 
+/// Apply guarded transitions inside the caller's write transaction, with their audit records;
+/// one result per transition (`None` where the guard did not match). The caller commits.
+pub(crate) async fn apply_transitions(
+    tx: &mut SqliteConnection,
+    transitions: &[Transition],
+) -> Result<Vec<Option<TaskRow>>, StoreError> {
+    let mut results = Vec::with_capacity(transitions.len());
+    let mut entries = Vec::with_capacity(transitions.len());
+    let mut tickets: HashMap<i64, Option<String>> = HashMap::new();
+    let now = ts(Utc::now());
+    let mut start = 0;
+    while start < transitions.len() {
+        // A segment names each task at most once, so one UPDATE can apply it.
+        let mut seen = HashSet::new();
+        let mut end = start;
+        while end < transitions.len() && end - start < TRANSITION_CHUNK && seen.insert(transitions[end].task_id) {
+            end += 1;
+        }
+        let segment = &transitions[start..end];
+        let mut updated = update_segment(tx, segment, &now).await?;
+        for t in segment {
+            let Some((row, from)) = updated.remove(&t.task_id) else {
+                results.push(None);
+                continue;
+            };
+            let ticket = match tickets.get(&row.run_id) {
+                Some(ticket) => ticket.clone(),
+                None => {
+                    let ticket = run_ticket(tx, row.run_id).await?;
+                    tickets.insert(row.run_id, ticket.clone());
+                    ticket
+                }
+            };
+            entries.push(audit_entry(t, &row, from, ticket.as_deref()));
+            results.push(Some(row));
+        }
+        start = end;
+    }
+    if !entries.is_empty() {
+        audit::append(tx, &entries).await?;
+    }
+    Ok(results)
+}
+
 impl ApiCallRow {
     /// An `api_calls` row read by any query selecting its columns under their own names.
     pub(super) fn from_row(r: &SqliteRow) -> Result<ApiCallRow, StoreError> {
@@ -168,12 +176,12 @@ async fn update_segment(
     let mut values = String::new();
     for i in 0..segment.len() {
         values.push_str(if i == 0 {
-            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         } else {
-            ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         });
     }
-    // VALUES columns are column1…column19, in the order bound below.
+    // VALUES columns are column1…column21, in the order bound below.
     let sql = format!(
         "UPDATE tasks SET prev_state = tasks.state, state = v.column3, \
          attempts = CASE v.column4 WHEN 1 THEN tasks.attempts + 1 WHEN 2 THEN v.column5 ELSE tasks.attempts END, \
@@ -185,6 +193,7 @@ async fn update_segment(
          submitted_at = CASE WHEN v.column14 THEN v.column15 ELSE tasks.submitted_at END, \
          next_attempt_at = CASE WHEN v.column16 THEN v.column17 ELSE tasks.next_attempt_at END, \
          finished_at = CASE WHEN v.column18 THEN v.column19 ELSE tasks.finished_at END, \
+         adopted_from = CASE WHEN v.column20 THEN v.column21 ELSE tasks.adopted_from END, \
          updated_at = ? \
          FROM (VALUES {values}) AS v \
          WHERE tasks.id = v.column1 AND instr(v.column2, '|' || tasks.state || '|') > 0 \
@@ -223,7 +232,9 @@ async fn update_segment(
             .bind(next_set)
             .bind(next)
             .bind(finished_set)
-            .bind(finished);
+            .bind(finished)
+            .bind(c.adopted_from.is_some())
+            .bind(c.adopted_from.flatten());
     }
     let rows = q.fetch_all(&mut *conn).await?;
     rows.iter()
@@ -264,6 +275,7 @@ fn audit_entry(t: &Transition, row: &TaskRow, from: TaskState, ticket: Option<&s
     put(c.submitted_at.is_some(), "submitted_at", json!(opt_ts(row.submitted_at)));
     put(c.next_attempt_at.is_some(), "next_attempt_at", json!(opt_ts(row.next_attempt_at)));
     put(c.finished_at.is_some(), "finished_at", json!(opt_ts(row.finished_at)));
+    put(c.adopted_from.is_some(), "adopted_from", json!(row.adopted_from));
     let detail = with_ticket(Value::Object(detail), ticket);
     Entry::new(Some(row.run_id), Some(row.id), "task_state", &detail)
 }
@@ -290,5 +302,6 @@ pub(crate) fn task_from_row(row: &SqliteRow) -> Result<TaskRow, StoreError> {
         next_attempt_at: row.try_get("next_attempt_at")?,
         finished_at: row.try_get("finished_at")?,
         updated_at: row.try_get("updated_at")?,
+        adopted_from: row.try_get("adopted_from")?,
     })
 }

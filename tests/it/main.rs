@@ -10,5 +10,6 @@ mod helpers;
 mod manifest;
 mod props;
 mod runner;
+mod safety;
 mod sim;
 mod store;

@@ -12,15 +12,15 @@ use serde_json::Value;
 use crate::helpers::{start_sim, tempdir, world};
 
 /// A simulator, a home, a database and a manifest for one test.
-struct Rig {
-    home: tempfile::TempDir,
-    sim: SimHandle,
-    db: PathBuf,
-    manifest: PathBuf,
+pub(crate) struct Rig {
+    pub(crate) home: tempfile::TempDir,
+    pub(crate) sim: SimHandle,
+    pub(crate) db: PathBuf,
+    pub(crate) manifest: PathBuf,
 }
 
 /// `clusters` clusters spread over `zones` zones with `users` accounts each.
-fn manifest_text(clusters: usize, users: usize, zones: &[&str]) -> String {
+pub(crate) fn manifest_text(clusters: usize, users: usize, zones: &[&str]) -> String {
     let mut s = String::from("version: 1\nticket: OPS-1\nrequested_by: hr@example.com\nclusters:\n");
     for c in 0..clusters {
         s.push_str(&format!("  - id: cl-t{c:03}\n    zone: {}\n    users:\n", zones[c % zones.len()]));
@@ -32,7 +32,7 @@ fn manifest_text(clusters: usize, users: usize, zones: &[&str]) -> String {
 }
 
 impl Rig {
-    async fn new(world_yaml: &str, manifest: &str) -> Rig {
+    pub(crate) async fn new(world_yaml: &str, manifest: &str) -> Rig {
         let home = tempdir();
         let sim = start_sim(world(world_yaml)).await;
         let db = home.path().join("audit.db");
@@ -42,7 +42,7 @@ impl Rig {
     }
 
     /// The real binary, scrubbed environment, credentials of the simulator, this rig's database.
-    fn cmd(&self, args: &[&str]) -> tokio::process::Command {
+    pub(crate) fn cmd(&self, args: &[&str]) -> tokio::process::Command {
         let mut cmd = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("qc-offboard"));
         cmd.env_clear()
             .env("HOME", self.home.path())
@@ -62,18 +62,18 @@ impl Rig {
     }
 
     /// `run MANIFEST` with fast polling and the extra arguments.
-    fn run_cmd(&self, extra: &[&str]) -> tokio::process::Command {
+    pub(crate) fn run_cmd(&self, extra: &[&str]) -> tokio::process::Command {
         let manifest = self.manifest.to_str().expect("utf-8 path");
         let mut args = vec!["run", manifest];
         args.extend_from_slice(&with_defaults(extra));
         self.cmd(&args)
     }
 
-    async fn output(cmd: tokio::process::Command) -> Output {
+    pub(crate) async fn output(cmd: tokio::process::Command) -> Output {
         Self::output_within(cmd, Duration::from_secs(120)).await
     }
 
-    async fn output_within(mut cmd: tokio::process::Command, limit: Duration) -> Output {
+    pub(crate) async fn output_within(mut cmd: tokio::process::Command, limit: Duration) -> Output {
         // stderr goes to a file so that a command that hangs can still be diagnosed.
         let log = tempfile::NamedTempFile::new().expect("stderr file");
         cmd.stderr(log.reopen().expect("stderr file"));
@@ -91,33 +91,33 @@ impl Rig {
         }
     }
 
-    async fn run(&self, extra: &[&str]) -> Output {
+    pub(crate) async fn run(&self, extra: &[&str]) -> Output {
         Self::output(self.run_cmd(extra)).await
     }
 
-    async fn resume(&self, extra: &[&str]) -> Output {
+    pub(crate) async fn resume(&self, extra: &[&str]) -> Output {
         let mut args = vec!["resume"];
         args.extend_from_slice(&with_defaults(extra));
         Self::output(self.cmd(&args)).await
     }
 
-    async fn report(&self) -> Vec<Value> {
+    pub(crate) async fn report(&self) -> Vec<Value> {
         let out = Self::output(self.cmd(&["report", "--format", "json"])).await;
         assert!(out.status.success(), "report: {}", text(&out.stderr));
         serde_json::from_slice(&out.stdout).expect("report JSON")
     }
 
-    async fn audit_verify(&self) -> Output {
+    pub(crate) async fn audit_verify(&self) -> Output {
         Self::output(self.cmd(&["audit", "verify"])).await
     }
 
-    fn stats(&self) -> Stats {
+    pub(crate) fn stats(&self) -> Stats {
         self.sim.stats()
     }
 }
 
 /// Fast polling and a generous rate unless the test sets its own.
-fn with_defaults<'a>(extra: &[&'a str]) -> Vec<&'a str> {
+pub(crate) fn with_defaults<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = extra.to_vec();
     if !extra.contains(&"--poll-interval") {
         args.extend(["--poll-interval", "50ms"]);
@@ -128,16 +128,16 @@ fn with_defaults<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     args
 }
 
-fn text(b: &[u8]) -> String {
+pub(crate) fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
 
-fn code(out: &Output) -> i32 {
+pub(crate) fn code(out: &Output) -> i32 {
     out.status.code().unwrap_or(-1)
 }
 
 /// Every account of the manifest is gone and was sent exactly one accepted `del_user`.
-fn assert_all_deleted_exactly_once(stats: &Stats, expected: usize) {
+pub(crate) fn assert_all_deleted_exactly_once(stats: &Stats, expected: usize) {
     let accounts: Vec<_> = stats.accounts.iter().filter(|a| a.del_user_accepted > 0 || !a.exists).collect();
     assert_eq!(accounts.len(), expected, "accounts touched: {:#?}", stats.accounts);
     for a in &stats.accounts {
@@ -150,7 +150,7 @@ fn assert_all_deleted_exactly_once(stats: &Stats, expected: usize) {
     }
 }
 
-fn run_calls(stats: &Stats) -> u64 {
+pub(crate) fn run_calls(stats: &Stats) -> u64 {
     stats.requests_by_action.get("RunClusterCustomService").copied().unwrap_or(0)
 }
 
@@ -304,20 +304,23 @@ async fn refused_credentials_stop_with_69_and_lose_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_missing_account_fails_and_exits_1() {
+async fn a_missing_account_ends_absent_after_one_attempt_and_exits_0() {
+    // Before, an account already gone was retried --max-attempts times and ended `failed`.
     let world_yaml =
         "jobs: {pending_ms: 10, working_ms: 10}\nclusters:\n  - id: cl-t000\n    zone: sh1a\n    users: [\"u0x0@%\"]\n";
     let rig = Rig::new(world_yaml, &manifest_text(1, 2, &["sh1a"])).await;
     let out = rig.run(&["--max-attempts", "2"]).await;
-    assert_eq!(code(&out), 1, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
     let stdout = text(&out.stdout);
-    assert!(stdout.contains("1 deleted") && stdout.contains("1 failed"), "{stdout}");
-    assert!(stdout.contains("u0x1@%"), "the failed account is listed: {stdout}");
+    assert!(stdout.contains("1 deleted") && stdout.contains("0 failed"), "{stdout}");
+    assert!(stdout.contains("1 absent (account not found)"), "{stdout}");
     let rows = rig.report().await;
-    let failed: Vec<_> = rows.iter().filter(|r| r["outcome"] == "failed").collect();
-    assert_eq!(failed.len(), 1);
-    assert_eq!(failed[0]["user"], "u0x1");
-    assert_eq!(failed[0]["attempts"], 2);
+    let absent: Vec<_> = rows.iter().filter(|r| r["outcome"] == "absent").collect();
+    assert_eq!(absent.len(), 1, "{rows:#?}");
+    assert_eq!(absent[0]["user"], "u0x1");
+    assert_eq!(absent[0]["attempts"], 1, "one attempt, no retries");
+    assert!(absent[0]["message"].as_str().unwrap_or_default().contains("account not found"), "{rows:#?}");
+    assert_eq!(run_calls(&rig.stats()), 2, "exactly one del_user per account");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -437,8 +440,8 @@ async fn a_deadline_while_the_quota_is_exhausted_stops_with_75() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_fail_stops_submitting_with_75_and_retry_makes_a_linked_run() {
-    let world_yaml =
-        "jobs: {pending_ms: 10, working_ms: 10}\nclusters:\n  - id: cl-t000\n    zone: sh1a\n    users: []\n";
+    // Every job fails (an account that is missing is no longer a failure: it ends `absent`).
+    let world_yaml = "jobs: {pending_ms: 10, working_ms: 10, fail_rate: 1.0}\n";
     let rig = Rig::new(world_yaml, &manifest_text(1, 4, &["sh1a"])).await;
     let out = rig.run(&["--max-fail", "1", "--max-attempts", "1"]).await;
     assert_eq!(code(&out), 75, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));

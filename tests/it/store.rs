@@ -303,11 +303,11 @@ async fn work_done_earlier_is_known_per_endpoint_and_key() {
     let run3 = store.create_run(&new_run(None), &[skipped, new_task("cl-z9", "z")]).await.unwrap();
 
     let run = new_run(None);
-    let done = store.deleted_keys(&run.endpoint, &run.access_key_id).await.unwrap();
+    let done = store.done_keys(&run.endpoint, &run.access_key_id).await.unwrap();
     assert_eq!(done, [("cl-a1".to_string(), "a".to_string(), "%".to_string())].into_iter().collect());
-    let done = store.deleted_keys(&run.endpoint, "OTHERKEY").await.unwrap();
+    let done = store.done_keys(&run.endpoint, "OTHERKEY").await.unwrap();
     assert_eq!(done.len(), 1);
-    assert!(store.deleted_keys("http://elsewhere/iaas/", &run.access_key_id).await.unwrap().is_empty());
+    assert!(store.done_keys("http://elsewhere/iaas/", &run.access_key_id).await.unwrap().is_empty());
 
     let failed = store.failed_tasks(run1).await.unwrap();
     assert_eq!(failed.iter().map(|t| t.user.as_str()).collect::<Vec<_>>(), vec!["b"]);
