@@ -74,6 +74,14 @@ pub const FOLLOW_AFTER_SIGNAL: std::time::Duration = std::time::Duration::from_s
 /// Connection failures in a row, before any answer, that mean the endpoint is unreachable.
 const UNREACHABLE_AFTER: u32 = 3;
 
+/// The longest wait before trying an unreachable endpoint again: an outage should cost about
+/// its own length, not a backoff climbing to its 5-minute cap.
+const UNREACHABLE_RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// How long the endpoint may stay unreachable (no answer to any call) after it answered once,
+/// before the run stops with 69 instead of trying for ever.
+const OUTAGE_LIMIT: std::time::Duration = std::time::Duration::from_secs(300);
+
 struct Loop {
     ctx: Arc<Ctx>,
     tasks: HashMap<i64, TaskRef>,
@@ -95,6 +103,8 @@ struct Loop {
     deleted: u64,
     answered_any: bool,
     unreachable_in_a_row: u32,
+    /// Since when no call has been answered (set by the first connection failure).
+    unreachable_since: Option<Instant>,
     stop: Option<StopReason>,
     stop_at: Option<Instant>,
     work: JoinSet<Event>,
@@ -150,6 +160,7 @@ pub async fn execute(ctx: Arc<Ctx>, progress: &Progress) -> anyhow::Result<Optio
         deleted: 0,
         answered_any: false,
         unreachable_in_a_row: 0,
+        unreachable_since: None,
         stop: None,
         stop_at: None,
         work: JoinSet::new(),
@@ -492,6 +503,9 @@ impl Loop {
                 self.poll_running = false;
                 let (round, statuses) = result?;
                 self.statuses = statuses;
+                if round.answered {
+                    self.note_answer();
+                }
                 if round.throttled && self.stopping() && !self.hard_stop() {
                     // The quota is exhausted: following the jobs now would only spend the
                     // penalty; they are left for `resume` to follow.
@@ -540,6 +554,13 @@ impl Loop {
         Ok(())
     }
 
+    /// Some call was answered: the endpoint is reachable.
+    fn note_answer(&mut self) {
+        self.answered_any = true;
+        self.unreachable_in_a_row = 0;
+        self.unreachable_since = None;
+    }
+
     fn settle_submission(&mut self, id: i64, outcome: Submitted) {
         let answered = matches!(
             outcome,
@@ -550,8 +571,7 @@ impl Loop {
                 | Submitted::Busy { .. }
         );
         if answered {
-            self.answered_any = true;
-            self.unreachable_in_a_row = 0;
+            self.note_answer();
         }
         let Some(task) = self.tasks.get_mut(&id) else { return };
         let cluster = task.cluster.as_str().to_owned();
@@ -608,7 +628,13 @@ impl Loop {
             }
             Submitted::Unreachable(m) => {
                 self.unreachable_in_a_row += 1;
-                let wait = policy::backoff(self.unreachable_in_a_row, &mut rand::rng());
+                let since = *self.unreachable_since.get_or_insert_with(Instant::now);
+                let wait = policy::backoff(self.unreachable_in_a_row, &mut rand::rng())
+                    .min(UNREACHABLE_RETRY_CAP)
+                    .max(self.ctx.opts.poll_interval);
+                if since.elapsed() >= OUTAGE_LIMIT {
+                    self.request_stop(StopReason::Unreachable(format!("no answer for {}: {m}", humantime::format_duration(OUTAGE_LIMIT))));
+                }
                 self.queue.defer(id, &cluster, Instant::now() + wait);
                 self.queue.release(&cluster);
                 if !self.answered_any && self.unreachable_in_a_row >= UNREACHABLE_AFTER {

@@ -52,6 +52,8 @@ pub struct RoundResult {
     pub changed: bool,
     pub auth_failed: Option<String>,
     pub throttled: bool,
+    /// Did any call of the round get an HTTP answer?
+    pub answered: bool,
 }
 
 /// Poll every job in `jobs` once.
@@ -125,6 +127,7 @@ async fn describe_isolating(
     while let Some(batch) = batches.pop() {
         let sent_at = Instant::now();
         for call in ctx.client.describe_jobs(zone, &batch).await {
+            result.answered |= call.record.http_status.is_some();
             match ctx.note_call(None, &call, sent_at).await? {
                 CallVerdict::AuthFailed(m) => result.auth_failed = Some(m),
                 CallVerdict::Throttled => result.throttled = true,
