@@ -668,6 +668,71 @@ mod tests {
         assert_eq!(code(t0.after(Duration::from_secs(12))), ret::QUOTA_EXCEEDED);
     }
 
+    fn signed_as(ak: &str, sk: &str, action: &str, now: Now) -> ApiRequest {
+        let mut params = signer::common_params(action, "sh1a", ak, now.wall, SignatureMethod::HmacSha256);
+        let sig = signer::signature(Method::Get, "/iaas/", &params, sk.as_bytes(), SignatureMethod::HmacSha256);
+        params.push(("signature".to_owned(), sig));
+        ApiRequest { method: Method::Get, path: "/iaas/".to_owned(), params }
+    }
+
+    #[test]
+    fn a_penalty_block_refuses_everything_for_its_length_whatever_the_window() {
+        let e = engine("quota: {requests: 2, window_s: 1, penalty_s: 30}");
+        let t0 = Now::current();
+        let code = |t: Now| e.call(&signed(DESCRIBE_JOBS, &[], t), t).ret_code;
+        assert_eq!((code(t0), code(t0)), (ret::OK, ret::OK));
+        let refused = e.call(&signed(DESCRIBE_JOBS, &[], t0), t0);
+        assert_eq!(body(&refused), serde_json::json!({"message": QUOTA_MESSAGE, "ret_code": 2500}));
+        // The window would have reopened after 1 s; the block lasts 30 s.
+        assert_eq!(code(t0.after(Duration::from_secs(5))), ret::QUOTA_EXCEEDED);
+        assert_eq!(code(t0.after(Duration::from_millis(29_900))), ret::QUOTA_EXCEEDED);
+        assert_eq!(code(t0.after(Duration::from_secs(30))), ret::OK);
+        assert_eq!(code(t0.after(Duration::from_secs(30))), ret::OK);
+        assert_eq!(code(t0.after(Duration::from_secs(30))), ret::QUOTA_EXCEEDED);
+    }
+
+    #[test]
+    fn the_quota_is_shared_by_the_keys_of_one_account_unless_scoped_to_the_key() {
+        let keys = "credentials: [{access_key_id: A, secret_access_key: a, account: acme}, \
+                    {access_key_id: B, secret_access_key: b, account: acme}, {access_key_id: C, secret_access_key: c}]";
+        for (scope, b_after_a) in [("account", ret::QUOTA_EXCEEDED), ("access_key", ret::OK)] {
+            let e = engine(&format!("{keys}\nquota: {{requests: 2, window_s: 60, scope: {scope}}}"));
+            let now = Now::current();
+            let code = |ak: &str, sk: &str| e.call(&signed_as(ak, sk, DESCRIBE_JOBS, now), now).ret_code;
+            assert_eq!((code("A", "a"), code("A", "a")), (ret::OK, ret::OK));
+            assert_eq!(code("A", "a"), ret::QUOTA_EXCEEDED);
+            assert_eq!(code("B", "b"), b_after_a, "{scope}");
+            assert_eq!(code("C", "c"), ret::OK, "{scope}: another account");
+        }
+    }
+
+    #[test]
+    fn durations_are_drawn_from_the_range_and_jobs_end_in_the_order_of_their_ends() {
+        let e = engine("jobs: {pending_ms: 0, working_ms: 100, working_ms_max: 10000}\nseed: 3");
+        let t0 = Now::current();
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            let params = format!(r#"{{"host":"%","user":"u{i}"}}"#);
+            let extra = [("cluster", "cl-a"), ("role", "maininstance"), ("service", "del_user"), ("service_params", &params)];
+            let r = body(&e.call(&signed(RUN_CLUSTER_CUSTOM_SERVICE, &extra, t0), t0));
+            ids.push(r["job_id"].as_str().unwrap().to_owned());
+        }
+        let mut ends = Vec::new();
+        for id in &ids {
+            let t = t0.after(Duration::from_secs(11));
+            let d = body(&e.call(&signed(DESCRIBE_JOBS, &[("jobs.1", id)], t), t));
+            let job: crate::qingcloud::types::Job = serde_json::from_value(d["job_set"][0].clone()).unwrap();
+            assert_eq!(job.status, JobStatus::Successful);
+            let status_time = signer::parse_time_stamp(&job.status_time).unwrap();
+            ends.push((status_time - job.create_time().unwrap()).num_seconds());
+        }
+        assert!(ends.iter().all(|s| (0..=10).contains(s)), "{ends:?}");
+        let distinct: std::collections::BTreeSet<_> = ends.iter().collect();
+        assert!(distinct.len() >= 4, "20 draws from 0.1–10 s give several whole seconds: {ends:?}");
+        // Each account was deleted by its own job, whatever order they ended in.
+        assert_eq!(e.stats(t0.after(Duration::from_secs(11))).jobs_by_status.get("successful"), Some(&20));
+    }
+
     #[test]
     fn directive_and_response_shape() {
         let e = engine("{}");

@@ -578,6 +578,44 @@ seed: 7
     }
 
     #[test]
+    fn the_api_block_and_its_mistakes() {
+        let w = parse(
+            "api: {describe_jobs_unknown_id: drop, describe_jobs_order: oldest_first, job_action_filter: false, \
+             list_lag_ms: 3000, missing_account: reject, html_everywhere: true}\nclock_offset_s: -300",
+        )
+        .unwrap();
+        let m = w.check().unwrap();
+        assert_eq!(m.api.describe_jobs_unknown_id, UnknownJobId::Drop);
+        assert_eq!(m.api.describe_jobs_order, ListOrder::OldestFirst);
+        assert_eq!(m.api.missing_account, MissingAccount::Reject);
+        assert_eq!((m.list_lag, m.unrelated_jobs), (Duration::from_secs(3), 5), "ignored filter: unrelated jobs");
+        assert_eq!(m.clock_offset, chrono::TimeDelta::seconds(-300));
+        let d = parse("{}").unwrap().check().unwrap();
+        assert_eq!((d.api.describe_jobs_unknown_id, d.api.job_action_filter, d.unrelated_jobs), (UnknownJobId::Error, true, 0));
+        let e = parse("api: {describe_jobs_order: sideways}").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `sideways`"), "{e}");
+        let e = parse("api: {lag_ms: 1}").unwrap_err().to_string();
+        assert!(e.contains("unknown field `lag_ms`"), "{e}");
+        let e = parse("api: {list_lag_ms: 90000000}").unwrap_err().to_string();
+        assert!(e.contains("api.list_lag_ms must be at most"), "{e}");
+        let e = parse("api: {unrelated_jobs_per_zone: 1001}").unwrap_err().to_string();
+        assert!(e.contains("api.unrelated_jobs_per_zone must be at most 1000"), "{e}");
+        let e = parse("clock_offset_s: 90000").unwrap_err().to_string();
+        assert!(e.contains("clock_offset_s must be between -86400 and 86400"), "{e}");
+        let e = parse("jobs: {working_ms: 100, working_ms_max: 50}").unwrap_err().to_string();
+        assert!(e.contains("jobs.working_ms_max must be at least jobs.working_ms (100), not 50"), "{e}");
+        let e = parse("quota: {requests: 1, window_s: 1, scope: user}").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `user`"), "{e}");
+        let e = parse("quota: {requests: 1, window_s: 1, penalty_s: -1}").unwrap_err().to_string();
+        assert!(e.contains("quota.penalty_s must be 0 or a positive number"), "{e}");
+        let q = parse("quota: {requests: 1, window_s: 1, scope: access_key, penalty_s: 1.5}").unwrap().check().unwrap();
+        let q = q.quota.unwrap();
+        assert_eq!((q.scope, q.penalty), (QuotaScope::AccessKey, Duration::from_millis(1500)));
+        let e = parse("credentials: [{access_key_id: A, secret_access_key: a, account: ''}]").unwrap_err().to_string();
+        assert!(e.contains("credentials[0].account must not be empty"), "{e}");
+    }
+
+    #[test]
     fn debug_hides_the_secret() {
         let w = World::default();
         let shown = format!("{w:?}");
