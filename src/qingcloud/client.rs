@@ -513,7 +513,8 @@ pub fn classify_body<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T,
         });
     }
 
-    let not_api = |message| ApiError::NotApi(Failure { ret_code: None, http_status: Some(status), message, maybe_applied: true });
+    let not_api =
+        |message| ApiError::NotApi(Failure { ret_code: None, http_status: Some(status), message, maybe_applied: true });
     let Some(json) = json else {
         let shown = snippet(body).map(|s| format!(": {s}")).unwrap_or_default();
         return Err(not_api(format!("the body is not JSON{shown}")));

@@ -25,8 +25,8 @@ use sha2::Digest;
 
 use crate::qingcloud::signer::{self, Method, SignatureMethod};
 use crate::qingcloud::types::{
-    ret, DelUserParams, DescribeJobsResponse, JobStatus, RunClusterCustomServiceResponse, DEL_USER,
-    DESCRIBE_JOBS, ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE,
+    ret, DelUserParams, DescribeJobsResponse, JobStatus, RunClusterCustomServiceResponse, DEL_USER, DESCRIBE_JOBS,
+    ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE,
 };
 
 use super::faults::{self, Fault};
@@ -72,7 +72,9 @@ pub enum Admission {
     Html,
     Fault(Fault),
     /// The API answers (and, for a lost response, the answer is then dropped).
-    Api { lost: bool },
+    Api {
+        lost: bool,
+    },
 }
 
 /// A refusal: ret_code and message.
@@ -642,7 +644,10 @@ mod tests {
         assert_eq!(with("cluster", "i-abc"), ret::NOT_FOUND);
         let unknown = e.call(&signed("RunInstances", &[], now), now);
         assert_eq!(unknown.ret_code, ret::ACCESS_DENIED);
-        assert_eq!(body(&unknown), serde_json::json!({"message": "PermissionDenied, can't handle this request", "ret_code": 1400}));
+        assert_eq!(
+            body(&unknown),
+            serde_json::json!({"message": "PermissionDenied, can't handle this request", "ret_code": 1400})
+        );
         let stale = signed(DESCRIBE_JOBS, &[], now);
         assert_eq!(e.call(&stale, now.after(Duration::from_secs(61))).ret_code, ret::EXPIRED);
         assert_eq!(e.call(&stale, now.after(Duration::from_secs(59))).ret_code, ret::OK);
@@ -713,7 +718,8 @@ mod tests {
         let mut ids = Vec::new();
         for i in 0..20 {
             let params = format!(r#"{{"host":"%","user":"u{i}"}}"#);
-            let extra = [("cluster", "cl-a"), ("role", "maininstance"), ("service", "del_user"), ("service_params", &params)];
+            let extra =
+                [("cluster", "cl-a"), ("role", "maininstance"), ("service", "del_user"), ("service_params", &params)];
             let r = body(&e.call(&signed(RUN_CLUSTER_CUSTOM_SERVICE, &extra, t0), t0));
             ids.push(r["job_id"].as_str().unwrap().to_owned());
         }

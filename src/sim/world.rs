@@ -281,7 +281,10 @@ impl World {
     /// The world of `run --simulate`: auto clusters and accounts, jobs of tens of milliseconds,
     /// no faults, no quota, the default credentials.
     pub fn auto_fast() -> World {
-        World { jobs: JobTimings { pending_ms: 20, working_ms: 30, working_ms_max: None, fail_rate: 0.0 }, ..World::default() }
+        World {
+            jobs: JobTimings { pending_ms: 20, working_ms: 30, working_ms_max: None, fail_rate: 0.0 },
+            ..World::default()
+        }
     }
 
     /// Check every value once and build the model the engine runs on.
@@ -345,7 +348,9 @@ impl World {
         let list_lag = check_millis("api.list_lag_ms", self.api.list_lag_ms)?;
         let unrelated_jobs = self.api.unrelated_jobs_per_zone.unwrap_or(if self.api.job_action_filter { 0 } else { 5 });
         if unrelated_jobs > MAX_UNRELATED_JOBS {
-            return Err(format!("api.unrelated_jobs_per_zone must be at most {MAX_UNRELATED_JOBS}, not {unrelated_jobs}"));
+            return Err(format!(
+                "api.unrelated_jobs_per_zone must be at most {MAX_UNRELATED_JOBS}, not {unrelated_jobs}"
+            ));
         }
         let max_offset = MAX_WORLD_DURATION.as_secs() as i64;
         if !(-max_offset..=max_offset).contains(&self.clock_offset_s) {
@@ -591,7 +596,10 @@ seed: 7
         assert_eq!((m.list_lag, m.unrelated_jobs), (Duration::from_secs(3), 5), "ignored filter: unrelated jobs");
         assert_eq!(m.clock_offset, chrono::TimeDelta::seconds(-300));
         let d = parse("{}").unwrap().check().unwrap();
-        assert_eq!((d.api.describe_jobs_unknown_id, d.api.job_action_filter, d.unrelated_jobs), (UnknownJobId::Error, true, 0));
+        assert_eq!(
+            (d.api.describe_jobs_unknown_id, d.api.job_action_filter, d.unrelated_jobs),
+            (UnknownJobId::Error, true, 0)
+        );
         let e = parse("api: {describe_jobs_order: sideways}").unwrap_err().to_string();
         assert!(e.contains("unknown variant `sideways`"), "{e}");
         let e = parse("api: {lag_ms: 1}").unwrap_err().to_string();

@@ -595,7 +595,8 @@ async fn an_ignored_job_action_filter_lists_every_kind_of_job() {
     let api = Api::new(&sim.endpoint());
     let mine = pending_jobs(&api, 2).await;
     let r = api.describe_jobs("sh1a", &[("job_action", "RunClusterCustomService"), ("limit", "100")]).await.unwrap();
-    let actions: Vec<&str> = r["job_set"].as_array().unwrap().iter().map(|j| j["job_action"].as_str().unwrap()).collect();
+    let actions: Vec<&str> =
+        r["job_set"].as_array().unwrap().iter().map(|j| j["job_action"].as_str().unwrap()).collect();
     assert_eq!(r["total_count"], 7, "two of ours and the zone's five unrelated jobs: {actions:?}");
     assert_eq!(actions.iter().filter(|a| **a == "RunClusterCustomService").count(), 2);
     assert!(actions.contains(&"StopClusters"), "{actions:?}");
@@ -642,12 +643,17 @@ async fn a_new_job_shows_in_listings_only_after_the_lag_but_by_id_at_once() {
 #[tokio::test]
 async fn del_user_of_a_missing_account_fails_its_job_succeeds_or_is_rejected() {
     let fast = "jobs: {pending_ms: 0, working_ms: 20}";
-    for (choice, status, error_codes) in [("fail_job", "failed", ERROR_NO_SUCH_ACCOUNT), ("succeed", "successful", "")] {
+    for (choice, status, error_codes) in [("fail_job", "failed", ERROR_NO_SUCH_ACCOUNT), ("succeed", "successful", "")]
+    {
         let sim = start_sim(world(&format!("{CLUSTERS}\n{fast}\napi: {{missing_account: {choice}}}"))).await;
         let api = Api::new(&sim.endpoint());
         let id = job_id(&api.del_user("sh1a", "cl-a", "nobody", "%").await.unwrap());
         let job = final_job(&api, "sh1a", &id).await;
-        assert_eq!((job["status"].as_str(), job["error_codes"].as_str()), (Some(status), Some(error_codes)), "{choice}");
+        assert_eq!(
+            (job["status"].as_str(), job["error_codes"].as_str()),
+            (Some(status), Some(error_codes)),
+            "{choice}"
+        );
         let stats = sim.stats();
         let acc = stats.account("cl-a", "nobody", "%").unwrap();
         assert_eq!((acc.exists, acc.del_user_accepted, acc.deleted_by.as_deref()), (false, 1, None), "{choice}");
@@ -688,12 +694,16 @@ async fn html_everywhere_answers_every_request_with_a_page_while_stats_keep_work
         let unsigned = api.http.get(format!("{}?action=Nothing", sim.endpoint())).send().await.unwrap();
         assert_eq!(unsigned.text().await.unwrap(), qc_offboard::sim::HTML_PAGE);
         let params = qc_offboard::qingcloud::types::DelUserParams::new("bob", "%").to_json();
-        let extra = [("cluster", "cl-a"), ("role", "maininstance"), ("service", "del_user"), ("service_params", &params)];
+        let extra =
+            [("cluster", "cl-a"), ("role", "maininstance"), ("service", "del_user"), ("service_params", &params)];
         let resp = api.send(&api.signed("RunClusterCustomService", "sh1a", &extra, Utc::now())).await.unwrap();
         assert_eq!(resp.status(), 200);
     }
     let stats = Api::new(&sim.endpoint()).sim_stats().await;
-    assert_eq!((stats.jobs, stats.requests_of("RunClusterCustomService"), stats.requests_of("DescribeJobs")), (0, 2, 2));
+    assert_eq!(
+        (stats.jobs, stats.requests_of("RunClusterCustomService"), stats.requests_of("DescribeJobs")),
+        (0, 2, 2)
+    );
     assert!(stats.ret_codes.is_empty(), "the API answered nothing: {:?}", stats.ret_codes);
     assert_eq!(stats.requests.len(), 2);
     assert!(stats.requests.iter().all(|r| r.ret_code.is_none() && r.user == "bob" && r.job_id.is_none()));
@@ -754,12 +764,18 @@ async fn durations_drawn_from_a_range_and_the_request_log() {
     assert_eq!(stats.requests.len(), 7, "RunClusterCustomService only: {:?}", stats.requests);
     for (record, id) in stats.requests.iter().zip(&created) {
         assert_eq!(record.job_id.as_ref(), Some(id));
-        assert_eq!((record.action.as_str(), record.cluster.as_str(), record.host.as_str()), ("RunClusterCustomService", "cl-r", "10.0.0.%"));
+        assert_eq!(
+            (record.action.as_str(), record.cluster.as_str(), record.host.as_str()),
+            ("RunClusterCustomService", "cl-r", "10.0.0.%")
+        );
         assert_eq!(record.ret_code, Some(0));
         assert!((before..=after).contains(&record.at_ms), "{record:?}");
     }
     let refused = &stats.requests[6];
-    assert_eq!((refused.user.as_str(), refused.ret_code, refused.job_id.as_deref()), ("root", Some(ret::ACCESS_DENIED), None));
+    assert_eq!(
+        (refused.user.as_str(), refused.ret_code, refused.job_id.as_deref()),
+        ("root", Some(ret::ACCESS_DENIED), None)
+    );
     assert!(stats.requests.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
     sim.shutdown().await;
 
@@ -793,7 +809,8 @@ async fn a_shifted_clock_moves_the_date_header_job_times_and_the_time_stamp_chec
     let id = job_id(&serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap());
     let resp = api.send(&api.signed("DescribeJobs", "sh1a", &[("jobs.1", &id)], shifted)).await.unwrap();
     let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
-    let created = qc_offboard::qingcloud::signer::parse_time_stamp(body["job_set"][0]["create_time"].as_str().unwrap()).unwrap();
+    let created =
+        qc_offboard::qingcloud::signer::parse_time_stamp(body["job_set"][0]["create_time"].as_str().unwrap()).unwrap();
     assert!(((created - Utc::now()).num_seconds() + 600).abs() <= 2, "{created}");
     sim.shutdown().await;
 }
