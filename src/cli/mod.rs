@@ -88,8 +88,10 @@ pub enum Command {
     },
     /// Run the QingCloud API simulator (for rehearsals, tests and benchmarks)
     Sim(SimArgs),
-    /// Read-only checks of the endpoint, credentials, clock, API behaviour and database before
-    /// a first run; findings are saved for runs to use. Sends no del_user.
+    /// Read-only checks of endpoint, credentials, clock and API behaviour; sends no del_user
+    ///
+    /// Run it before a first real run. Each check prints ok, warn or fail with what to do; the
+    /// findings are saved in the database (audited) for runs to use.
     Doctor(DoctorArgs),
 }
 
@@ -97,7 +99,7 @@ pub enum Command {
 pub struct DoctorArgs {
     #[command(flatten)]
     pub api: ApiOpts,
-    /// Zone whose jobs to list [default: the config file's zone, else QINGCLOUD_ZONE]
+    /// Zone whose jobs to list [default: QINGCLOUD_ZONE, else the config file's zone]
     #[arg(long, value_name = "ZONE", value_parser = parse_zone)]
     pub zone: Option<crate::manifest::Zone>,
     /// Check an in-process simulator instead (auto world; its database is sim-audit.db)
