@@ -250,6 +250,18 @@ async fn refused_credentials_fail_with_69_and_configuration_problems_exit_78() {
     assert!(c.line("credentials").1.contains("AuthFailure"), "{}", c.stdout);
     assert!(!c.stdout.contains("SECRETACCESSKEY"), "{}", c.stdout);
 
+    // Nothing listening.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let endpoint = format!("http://{}/iaas/", closed.local_addr().unwrap());
+    drop(closed);
+    let home = tempdir();
+    let db = home.path().join("audit.db");
+    let c = finish(command(home.path(), &db, &endpoint, &["--zone", "sh1a"]), home, db).await;
+    assert_eq!(c.code(), 69, "{}", c.stdout);
+    assert_eq!(c.status("endpoint"), "fail");
+    assert!(c.line("endpoint").1.contains("cannot connect"), "{}", c.stdout);
+    assert_eq!(value(&c.saved(&endpoint).await, check::ENDPOINT).1, "unreachable");
+
     // No zone anywhere.
     let home = tempdir();
     let db = home.path().join("audit.db");
