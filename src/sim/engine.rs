@@ -155,6 +155,11 @@ impl Engine {
         Duration::from_millis(self.model.faults.delay_ms)
     }
 
+    /// Does something that is not the API answer every request (`api.html_everywhere`)?
+    pub fn html_everywhere(&self) -> bool {
+        self.model.api.html_everywhere
+    }
+
     /// The simulator's clock: the host's, shifted by the world's `clock_offset_s`.
     pub fn now(&self) -> Now {
         Now::shifted(self.model.clock_offset)

@@ -144,6 +144,8 @@ async fn handle(
     let mut resp = match (req.method(), path) {
         (&Method::GET, "/sim/stats") => json(StatusCode::OK, serde_json::to_vec(&engine.stats(engine.now()))),
         (&Method::GET | &Method::POST, _) if is_api => api(engine.clone(), kill, limits, req).await,
+        // Whatever stands in front of the API answers every other request too.
+        _ if engine.html_everywhere() => html_page(),
         (_, "/sim/stats") => not_allowed("GET"),
         _ if is_api => not_allowed("GET, POST"),
         _ => plain(StatusCode::NOT_FOUND, "not found: the API is served on /iaas/ and statistics on /sim/stats\n"),
@@ -190,9 +192,7 @@ async fn api(engine: Arc<Engine>, kill: Arc<Notify>, limits: Limits, req: Reques
     let lost = match engine.admit(&action) {
         Admission::Html => {
             engine.log_request(&params, arrived, None, None);
-            let mut resp = plain(StatusCode::OK, HTML_PAGE);
-            resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
-            return resp;
+            return html_page();
         }
         Admission::Fault(Fault::Reset) => {
             engine.log_request(&params, arrived, None, None);
@@ -217,6 +217,12 @@ async fn api(engine: Arc<Engine>, kill: Arc<Notify>, limits: Limits, req: Reques
         return drop_connection(&kill).await;
     }
     reply(answer)
+}
+
+fn html_page() -> Resp {
+    let mut resp = plain(StatusCode::OK, HTML_PAGE);
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    resp
 }
 
 fn too_large(limits: Limits) -> Resp {

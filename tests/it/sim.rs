@@ -693,6 +693,9 @@ async fn html_everywhere_answers_every_request_with_a_page_while_stats_keep_work
         assert!(body.starts_with("<!DOCTYPE html>") && serde_json::from_str::<Value>(&body).is_err(), "{body}");
         let unsigned = api.http.get(format!("{}?action=Nothing", sim.endpoint())).send().await.unwrap();
         assert_eq!(unsigned.text().await.unwrap(), qc_offboard::sim::HTML_PAGE);
+        let elsewhere = api.http.delete(sim.endpoint().replace("/iaas/", "/login")).send().await.unwrap();
+        assert_eq!(elsewhere.status(), 200, "any path and method");
+        assert_eq!(elsewhere.text().await.unwrap(), qc_offboard::sim::HTML_PAGE);
         let params = qc_offboard::qingcloud::types::DelUserParams::new("bob", "%").to_json();
         let extra =
             [("cluster", "cl-a"), ("role", "maininstance"), ("service", "del_user"), ("service_params", &params)];
