@@ -13,6 +13,7 @@ use crate::exit::Exit;
 use crate::limiter::Rate;
 
 mod audit;
+mod doctor;
 mod plan;
 mod report;
 mod run;
@@ -87,6 +88,27 @@ pub enum Command {
     },
     /// Run the QingCloud API simulator (for rehearsals, tests and benchmarks)
     Sim(SimArgs),
+    /// Read-only checks of endpoint, credentials, clock and API behaviour; sends no del_user
+    ///
+    /// Run it before a first real run. Each check prints ok, warn or fail with what to do; the
+    /// findings are saved in the database (audited) for runs to use.
+    Doctor(DoctorArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DoctorArgs {
+    #[command(flatten)]
+    pub api: ApiOpts,
+    /// Zone whose jobs to list [default: QINGCLOUD_ZONE, else the config file's zone]
+    #[arg(long, value_name = "ZONE", value_parser = parse_zone)]
+    pub zone: Option<crate::manifest::Zone>,
+    /// Check an in-process simulator instead (auto world; its database is sim-audit.db)
+    #[arg(long)]
+    pub simulate: bool,
+}
+
+fn parse_zone(s: &str) -> Result<crate::manifest::Zone, String> {
+    crate::manifest::Zone::parse(s).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -384,6 +406,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Status(args) => status::run(&global, args).await,
         Command::Report(args) => report::run(&global, args).await,
         Command::Audit { command } => audit::run(&global, command).await,
+        Command::Doctor(args) => doctor::run(&global, args).await,
     }
 }
 

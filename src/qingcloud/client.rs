@@ -76,6 +76,21 @@ pub struct CallRecord {
     /// When the request was started, after the gate let it through.
     pub started_at: DateTime<Utc>,
     pub latency: Duration,
+    /// The server's clock from the answer's HTTP `Date` header (one-second resolution), when
+    /// a head with a readable one came back.
+    pub server_date: Option<DateTime<Utc>>,
+}
+
+impl CallRecord {
+    /// How far the server's clock is ahead of ours (negative: behind), from its `Date` header
+    /// against the middle of the exchange. The header has whole seconds, so this is within
+    /// about one second plus half the latency of the truth. `None` without a `Date` header.
+    pub fn clock_skew(&self) -> Option<TimeDelta> {
+        let date = self.server_date?;
+        let half = TimeDelta::from_std(self.latency / 2).unwrap_or_default();
+        // The header truncates to the second: its true instant is on average half a second later.
+        Some(date + TimeDelta::milliseconds(500) - (self.started_at + half))
+    }
 }
 
 /// One page of `DescribeJobs` by filter rather than by id.
@@ -215,6 +230,7 @@ impl Client {
                     job_id: None,
                     started_at: Utc::now(),
                     latency: Duration::ZERO,
+                    server_date: None,
                 };
                 return Ok(Call { record, result: Err(error) });
             }
@@ -368,11 +384,17 @@ impl Client {
         }
         tracing::trace!(action, method = method.as_str(), path, query = %signed.canonical_query, "sending");
 
-        let outcome = self.exchange(method, signed.query_string()).await;
+        let exchange = self.exchange(method, signed.query_string()).await;
         let latency = started.elapsed();
-        let (http_status, result) = match outcome {
+        let server_date = exchange.date;
+        let (http_status, result) = match exchange.outcome {
             Ok((status, body)) => (Some(status), classify_body::<T>(status, &body)),
             Err((status, e)) => (status, Err(e)),
+        };
+        // A read cannot have changed anything, whatever answered it.
+        let result = match result {
+            Err(e @ ApiError::NotApi(_)) if is_read_only(action) => Err(e.with_maybe_applied(false)),
+            other => other,
         };
         let (ret_code, message) = match &result {
             Ok(_) => (Some(ret::OK), None),
@@ -407,13 +429,25 @@ impl Client {
             job_id: None,
             started_at,
             latency,
+            server_date,
         };
         Ok(Call { record, result })
     }
 
-    /// Send the request and read the body (bounded). Returns the status and the body, or the
-    /// status (if a head came back) and the failure.
-    async fn exchange(&self, method: Method, query: String) -> Result<(u16, Vec<u8>), (Option<u16>, ApiError)> {
+    /// Send the request and read the body (bounded), keeping the server's `Date` header.
+    async fn exchange(&self, method: Method, query: String) -> Exchange {
+        let mut date = None;
+        let outcome = self.exchange_inner(method, query, &mut date).await;
+        Exchange { date, outcome }
+    }
+
+    /// Returns the status and the body, or the status (if a head came back) and the failure.
+    async fn exchange_inner(
+        &self,
+        method: Method,
+        query: String,
+        date: &mut Option<DateTime<Utc>>,
+    ) -> Result<(u16, Vec<u8>), (Option<u16>, ApiError)> {
         let request = match method {
             Method::Get => {
                 let mut url = self.endpoint.clone();
@@ -428,6 +462,7 @@ impl Client {
         };
         let mut response = request.send().await.map_err(|e| (None, transport_error(e)))?;
         let status = response.status().as_u16();
+        *date = response.headers().get(reqwest::header::DATE).and_then(|v| parse_http_date(v.to_str().ok()?));
 
         if response.status().is_redirection() {
             let location = response
@@ -469,6 +504,23 @@ impl Client {
         }
         Ok((status, body))
     }
+}
+
+/// What [`Client::exchange`] saw.
+struct Exchange {
+    date: Option<DateTime<Utc>>,
+    outcome: Result<(u16, Vec<u8>), (Option<u16>, ApiError)>,
+}
+
+/// Actions that only read; their answers cannot mean something was changed.
+fn is_read_only(action: &str) -> bool {
+    action.starts_with("Describe")
+}
+
+/// An HTTP date (`Tue, 01 Dec 2026 20:52:56 GMT`, RFC 9110 IMF-fixdate, which RFC 2822 parsing
+/// accepts).
+pub fn parse_http_date(value: &str) -> Option<DateTime<Utc>> {
+    DateTime::parse_from_rfc2822(value.trim()).ok().map(|d| d.with_timezone(&Utc))
 }
 
 fn clamp_limit(limit: u32) -> u32 {
@@ -553,12 +605,14 @@ pub fn classify_body<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T,
         });
     }
 
+    let not_api =
+        |message| ApiError::NotApi(Failure { ret_code: None, http_status: Some(status), message, maybe_applied: true });
     let Some(json) = json else {
         let shown = snippet(body).map(|s| format!(": {s}")).unwrap_or_default();
-        return Err(permanent(Some(status), format!("the body is not JSON{shown}"), true));
+        return Err(not_api(format!("the body is not JSON{shown}")));
     };
     let Some(env) = envelope else {
-        return Err(permanent(Some(status), "the JSON body has no ret_code".to_owned(), true));
+        return Err(not_api("the JSON body has no ret_code".to_owned()));
     };
     if env.ret_code != ret::OK {
         return Err(ApiError::from_ret_code(env.ret_code, env.message, Some(status)));

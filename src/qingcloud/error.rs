@@ -37,10 +37,15 @@ impl fmt::Display for Failure {
 /// Decisions beyond the ret_code table:
 /// - HTTP 429 is `Throttled`; HTTP 408 and 5xx without a JSON `ret_code` are `Transient`; any
 ///   other non-200 status (including redirects, which are not followed) is `Permanent`.
-/// - An HTTP 200 whose complete body is not JSON, has no `ret_code`, does not match the action's
-///   response shape, or exceeds the body limit is `Permanent`: something other than the API is
-///   answering and repeating the request will not change that. Such a failure still reports
-///   `may_have_taken_effect() == true`, because the API may have acted behind it.
+/// - An HTTP 200 whose complete body is not JSON (an HTML page, anything else), or is JSON
+///   without an integer `ret_code`, is `NotApi`: something other than the QingCloud API is
+///   answering (a captive proxy, a wrong URL behind a load balancer) and repeating the request
+///   will not change that. [`classify_body`](crate::qingcloud::client::classify_body) cannot
+///   know the action, so it reports `may_have_taken_effect() == true`; the client lowers that
+///   to false for the read-only `Describe*` actions. A `RunClusterCustomService` answered so
+///   keeps `true`: the request reached *something*, which may have passed it on to the API.
+/// - An HTTP 200 with a `ret_code` 0 that does not match the action's response shape, or a
+///   body over the size limit, is `Permanent` and may have taken effect.
 /// - A body cut short by the transport is `Transient` (and may have taken effect).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ApiError {
@@ -59,6 +64,10 @@ pub enum ApiError {
     /// 1100, 1101, 1400, 2100, any other non-zero ret_code, unusable responses.
     #[error("API refused the request: {0}")]
     Permanent(Failure),
+    /// HTTP 200 with something that is not a QingCloud API answer (HTML, other non-JSON, JSON
+    /// without an integer `ret_code`): the endpoint is not the API.
+    #[error("this is not the QingCloud API (check the endpoint URL and any proxy in between): {0}")]
+    NotApi(Failure),
 }
 
 impl ApiError {
@@ -80,8 +89,55 @@ impl ApiError {
             | ApiError::Transient(f)
             | ApiError::Expired(f)
             | ApiError::AuthFailed(f)
-            | ApiError::Permanent(f) => f,
+            | ApiError::Permanent(f)
+            | ApiError::NotApi(f) => f,
         }
+    }
+
+    fn failure_mut(&mut self) -> &mut Failure {
+        match self {
+            ApiError::Throttled(f)
+            | ApiError::Transient(f)
+            | ApiError::Expired(f)
+            | ApiError::AuthFailed(f)
+            | ApiError::Permanent(f)
+            | ApiError::NotApi(f) => f,
+        }
+    }
+
+    /// The same error with `may_have_taken_effect()` set to `maybe_applied`.
+    pub fn with_maybe_applied(mut self, maybe_applied: bool) -> Self {
+        self.failure_mut().maybe_applied = maybe_applied;
+        self
+    }
+
+    /// Is the endpoint something other than the QingCloud API?
+    pub fn is_not_api(&self) -> bool {
+        matches!(self, ApiError::NotApi(_))
+    }
+
+    /// For a 2100 (resource not found) whose message names a job, like
+    /// `ResourceNotFound, job [j-abc123] not found`: that job id. The first bracketed word
+    /// starting with `j-` counts, so the wording around it may differ.
+    pub fn unknown_job_id(&self) -> Option<&str> {
+        if self.ret_code() != Some(ret::NOT_FOUND) {
+            return None;
+        }
+        let message = self.message();
+        let mut rest = message;
+        while let Some(open) = rest.find('[') {
+            let after = &rest[open + 1..];
+            let close = after.find(']')?;
+            let word = &after[..close];
+            if word.len() > 2
+                && word.starts_with("j-")
+                && word.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return Some(word);
+            }
+            rest = &after[close + 1..];
+        }
+        None
     }
 
     pub fn ret_code(&self) -> Option<i64> {
@@ -105,7 +161,7 @@ impl ApiError {
     }
 
     /// Short class name for records and logs: `throttled`, `transient`, `expired`,
-    /// `auth_failed`, `permanent`.
+    /// `auth_failed`, `permanent`, `not_api`.
     pub fn class(&self) -> &'static str {
         match self {
             ApiError::Throttled(_) => "throttled",
@@ -113,6 +169,7 @@ impl ApiError {
             ApiError::Expired(_) => "expired",
             ApiError::AuthFailed(_) => "auth_failed",
             ApiError::Permanent(_) => "permanent",
+            ApiError::NotApi(_) => "not_api",
         }
     }
 }
@@ -136,5 +193,19 @@ mod tests {
         let e = ApiError::from_ret_code(1400, "PermissionDenied, busy", Some(200));
         assert!(!e.may_have_taken_effect());
         assert_eq!(e.to_string(), "API refused the request: ret_code 1400: PermissionDenied, busy");
+    }
+
+    #[test]
+    fn the_unknown_job_id_is_read_from_a_2100() {
+        let e = ApiError::from_ret_code(2100, "ResourceNotFound, job [j-abc123xyz90] not found", Some(200));
+        assert_eq!(e.unknown_job_id(), Some("j-abc123xyz90"));
+        let e = ApiError::from_ret_code(2100, "ResourceNotFound, resource [x] [j-k1] does not exist", Some(200));
+        assert_eq!(e.unknown_job_id(), Some("j-k1"));
+        let cluster = ApiError::from_ret_code(2100, "ResourceNotFound, cluster [cl-a] not found in zone [sh1a]", None);
+        assert_eq!(cluster.unknown_job_id(), None);
+        let other_code = ApiError::from_ret_code(1100, "ParameterError, job [j-abc] is odd", None);
+        assert_eq!(other_code.unknown_job_id(), None);
+        let odd = ApiError::from_ret_code(2100, "ResourceNotFound, job [j-a b] not found [", None);
+        assert_eq!(odd.unknown_job_id(), None);
     }
 }

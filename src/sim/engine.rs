@@ -3,9 +3,13 @@
 //!
 //! Order of checks, for every request that was not faulted: duplicate or missing common
 //! parameters (1100) → unknown access key or signature mismatch (1200) → `time_stamp` more than
-//! 60 s off, or `expires` passed (1300) → quota of the access key (2500) → the action (1101 when
-//! unknown) and its parameters (1100, 2100, 1400). Every authenticated request that passes the
-//! time check counts against the quota, whatever its outcome, except the ones refused with 2500.
+//! 60 s off, or `expires` passed (1300) → quota of the account or access key (2500) → the
+//! action (1400 "can't handle this request" when unknown) and its parameters (1100, 2100,
+//! 1400). Every authenticated request that passes the time check counts against the quota,
+//! whatever its outcome, except the ones refused with 2500.
+//!
+//! Errors are `{"message": "<Word>, <text>", "ret_code": N}` without `action`, as the real
+//! service answers them (reference §10).
 //!
 //! All mutable state (counters, generators, quota windows, the [`Book`]) sits behind one mutex
 //! held for a few microseconds per request; the signature is checked outside it.
@@ -21,14 +25,14 @@ use sha2::Digest;
 
 use crate::qingcloud::signer::{self, Method, SignatureMethod};
 use crate::qingcloud::types::{
-    ret, DelUserParams, DescribeJobsResponse, Envelope, JobStatus, RunClusterCustomServiceResponse, DEL_USER,
-    DESCRIBE_JOBS, ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE,
+    ret, DelUserParams, DescribeJobsResponse, JobStatus, RunClusterCustomServiceResponse, DEL_USER, DESCRIBE_JOBS,
+    ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE,
 };
 
 use super::faults::{self, Fault};
-use super::jobs::{Book, JobQuery, NewJob, Now};
-use super::stats::{Counters, Stats};
-use super::world::{check_zone, Model};
+use super::jobs::{Book, FindError, JobQuery, NewJob, Now};
+use super::stats::{Counters, RequestRecord, Stats};
+use super::world::{check_zone, Account, ListOrder, MissingAccount, Model, QuotaScope};
 
 /// Accounts the API refuses to delete (reference §3.2). Matched exactly, as MySQL does.
 pub const PROTECTED_USERS: [&str; 4] = ["root", "qc_admin", "qc_repl", "qc_check"];
@@ -53,6 +57,24 @@ pub struct ApiRequest {
 pub struct Reply {
     pub ret_code: i64,
     pub body: Vec<u8>,
+    /// The job an accepted RunClusterCustomService created.
+    pub job_id: Option<String>,
+}
+
+/// The text of every 2500, in a window or a penalty block alike (reference §10).
+pub const QUOTA_MESSAGE: &str =
+    "QuotasExceeded, access too frequently, your requests will be rejected for a period of time";
+
+/// What happens to an arriving API request before the API looks at it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Something that is not the API answers with an HTML page (`api.html_everywhere`).
+    Html,
+    Fault(Fault),
+    /// The API answers (and, for a lost response, the answer is then dropped).
+    Api {
+        lost: bool,
+    },
 }
 
 /// A refusal: ret_code and message.
@@ -73,10 +95,21 @@ fn missing(name: &str) -> Refusal {
 struct State {
     faults_rng: StdRng,
     jobs_rng: StdRng,
+    /// Draws of job durations and listing positions: a stream of its own, so that worlds
+    /// without a duration range or a random order keep the job ids of earlier versions.
+    extra_rng: StdRng,
     book: Book,
     counters: Counters,
-    /// access key → (window start, requests counted in it).
-    quota: HashMap<String, (Instant, u64)>,
+    /// account (or access key, by the quota's scope) → its count.
+    quota: HashMap<String, QuotaCount>,
+}
+
+/// One quota count.
+struct QuotaCount {
+    window_start: Instant,
+    requests: u64,
+    /// A penalty block: every request is refused until then.
+    blocked_until: Option<Instant>,
 }
 
 pub struct Engine {
@@ -93,7 +126,10 @@ impl Engine {
             .credentials
             .keys()
             .map(|ak| {
-                let digest = sha2::Sha256::digest(ak.as_bytes());
+                let digest = match model.accounts.get(ak) {
+                    Some(Account::Named(name)) => sha2::Sha256::digest(format!("account:{name}").as_bytes()),
+                    _ => sha2::Sha256::digest(ak.as_bytes()),
+                };
                 (ak.clone(), format!("usr-{}", hex::encode_upper(&digest[..4])))
             })
             .collect();
@@ -101,6 +137,7 @@ impl Engine {
             faults_rng: StdRng::seed_from_u64(seed),
             // A separate stream, so job ids and fail draws do not shift the fault sequence.
             jobs_rng: StdRng::seed_from_u64(seed ^ 0x9e37_79b9_7f4a_7c15),
+            extra_rng: StdRng::seed_from_u64(seed ^ 0x6a09_e667_f3bc_c908),
             book: Book::new(&model),
             counters: Counters::default(),
             quota: HashMap::new(),
@@ -118,36 +155,82 @@ impl Engine {
         Duration::from_millis(self.model.faults.delay_ms)
     }
 
-    /// Count an arriving API request and draw its fault. A 5100/5000 fault's ret_code is
-    /// counted here too, since it is the answer.
-    pub fn admit(&self, action: &str) -> Option<Fault> {
+    /// Does something that is not the API answer every request (`api.html_everywhere`)?
+    pub fn html_everywhere(&self) -> bool {
+        self.model.api.html_everywhere
+    }
+
+    /// The simulator's clock: the host's, shifted by the world's `clock_offset_s`.
+    pub fn now(&self) -> Now {
+        Now::shifted(self.model.clock_offset)
+    }
+
+    /// Count an arriving API request and decide what answers it. A 5100/5000 fault's ret_code
+    /// is counted here too, since it is the answer. Under `html_everywhere` no fault is drawn:
+    /// the page is all there is.
+    pub fn admit(&self, action: &str) -> Admission {
         let mut st = self.lock();
         st.counters.request(action);
-        let fault = faults::draw(&mut st.faults_rng, &self.model.faults)?;
+        if self.model.api.html_everywhere {
+            return Admission::Html;
+        }
+        let Some(fault) = faults::draw(&mut st.faults_rng, &self.model.faults) else {
+            return Admission::Api { lost: false };
+        };
         st.counters.fault(fault);
         match fault {
             Fault::Busy => st.counters.ret_code(ret::BUSY),
             Fault::Internal => st.counters.ret_code(ret::INTERNAL),
+            Fault::LostResponse => return Admission::Api { lost: true },
             _ => {}
         }
-        Some(fault)
+        Admission::Fault(fault)
+    }
+
+    /// Add a RunClusterCustomService request to the request log of `/sim/stats` (other actions
+    /// are not logged). `arrived` is the host's clock when the request arrived; `ret_code` is
+    /// the API's answer, `None` when none was made (HTML, HTTP 502, reset).
+    pub fn log_request(
+        &self,
+        params: &[(String, String)],
+        arrived: chrono::DateTime<chrono::Utc>,
+        ret_code: Option<i64>,
+        job_id: Option<String>,
+    ) {
+        let get = |name: &str| params.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str());
+        let action = get("action").unwrap_or("");
+        if action != RUN_CLUSTER_CUSTOM_SERVICE {
+            return;
+        }
+        let target = get("service_params").and_then(|p| serde_json::from_str::<DelUserParams>(p).ok());
+        let (user, host) = target.map(|t| (t.user, t.host)).unwrap_or_default();
+        let record = RequestRecord {
+            at_ms: arrived.timestamp_millis(),
+            action: action.to_owned(),
+            cluster: get("cluster").unwrap_or("").to_owned(),
+            user,
+            host,
+            ret_code,
+            job_id,
+        };
+        self.lock().counters.log(record);
     }
 
     /// The JSON answer of a 5100 or 5000 fault.
-    pub fn fault_reply(action: &str, fault: Fault) -> Reply {
+    pub fn fault_reply(fault: Fault) -> Reply {
         let (code, message) = match fault {
             Fault::Busy => (ret::BUSY, "ServerBusy, the server is busy, please try again later"),
             _ => (ret::INTERNAL, "InternalError, an internal error occurred, please contact support"),
         };
-        error_reply(action, refuse(code, message))
+        error_reply(refuse(code, message))
     }
 
     /// Answer one (unfaulted) request.
     pub fn call(&self, req: &ApiRequest, now: Now) -> Reply {
         let action = req.params.iter().find(|(k, _)| k == "action").map_or("", |(_, v)| v.as_str());
         let reply = match self.process(req, action, now) {
-            Ok(body) => Reply { ret_code: ret::OK, body },
-            Err(refusal) => error_reply(action, refusal),
+            Ok((body, job_id)) => Reply { ret_code: ret::OK, body, job_id },
+            Err(refusal) => error_reply(refusal),
         };
         self.lock().counters.ret_code(reply.ret_code);
         reply
@@ -167,7 +250,7 @@ impl Engine {
         stats
     }
 
-    fn process(&self, req: &ApiRequest, action: &str, now: Now) -> Result<Vec<u8>, Refusal> {
+    fn process(&self, req: &ApiRequest, action: &str, now: Now) -> Result<(Vec<u8>, Option<String>), Refusal> {
         let params = unique_params(&req.params)?;
         let access_key = self.authenticate(req, &params, now)?;
         // `owners` has an entry for every credential, and authenticate only returns those.
@@ -176,11 +259,18 @@ impl Engine {
             .get(access_key)
             .ok_or_else(|| refuse(ret::INTERNAL, "InternalError, the access key has no owner"))?;
         let mut st = self.lock();
-        self.charge_quota(&mut st, access_key, now)?;
+        let quota_key = match self.model.quota.as_ref().map(|q| q.scope) {
+            Some(QuotaScope::AccessKey) => access_key,
+            _ => owner.as_str(),
+        };
+        self.charge_quota(&mut st, quota_key, now)?;
         match action {
-            RUN_CLUSTER_CUSTOM_SERVICE => self.run_custom_service(&mut st, &params, owner, now),
-            DESCRIBE_JOBS => describe_jobs(&mut st, &params, owner, now),
-            other => Err(refuse(ret::BAD_REQUEST, format!("BadRequest, unknown action [{other}]"))),
+            RUN_CLUSTER_CUSTOM_SERVICE => {
+                let (body, job_id) = self.run_custom_service(&mut st, &params, owner, now)?;
+                Ok((body, Some(job_id)))
+            }
+            DESCRIBE_JOBS => Ok((describe_jobs(&mut st, &params, owner, now)?, None)),
+            _ => Err(refuse(ret::ACCESS_DENIED, "PermissionDenied, can't handle this request")),
         }
     }
 
@@ -225,26 +315,33 @@ impl Engine {
         Ok(access_key)
     }
 
-    /// Fixed windows per access key: a window opens with the first request after the previous
-    /// one closed, and admits `requests` requests. Refused requests do not count.
-    fn charge_quota(&self, st: &mut State, access_key: &str, now: Now) -> Result<(), Refusal> {
-        let Some((limit, window)) = self.model.quota else { return Ok(()) };
-        let entry = st.quota.entry(access_key.to_owned()).or_insert((now.mono, 0));
-        if now.mono.saturating_duration_since(entry.0) >= window {
-            *entry = (now.mono, 0);
+    /// Fixed windows per account (or access key): a window opens with the first request after
+    /// the previous one closed, and admits `requests` requests. Refused requests do not count.
+    /// With a penalty, the first request over the quota starts a block of `penalty` in which
+    /// every request is refused; the next request after it opens a fresh window.
+    fn charge_quota(&self, st: &mut State, key: &str, now: Now) -> Result<(), Refusal> {
+        let Some(q) = &self.model.quota else { return Ok(()) };
+        let entry = st.quota.entry(key.to_owned()).or_insert(QuotaCount {
+            window_start: now.mono,
+            requests: 0,
+            blocked_until: None,
+        });
+        if let Some(until) = entry.blocked_until {
+            if now.mono < until {
+                return Err(refuse(ret::QUOTA_EXCEEDED, QUOTA_MESSAGE));
+            }
+            *entry = QuotaCount { window_start: now.mono, requests: 0, blocked_until: None };
         }
-        if entry.1 >= limit {
-            let wait = window.saturating_sub(now.mono.saturating_duration_since(entry.0));
-            return Err(refuse(
-                ret::QUOTA_EXCEEDED,
-                format!(
-                    "QuotaExceeded, more than {limit} requests in {:.3}s; try again in {:.3}s",
-                    window.as_secs_f64(),
-                    wait.as_secs_f64()
-                ),
-            ));
+        if now.mono.saturating_duration_since(entry.window_start) >= q.window {
+            *entry = QuotaCount { window_start: now.mono, requests: 0, blocked_until: None };
         }
-        entry.1 += 1;
+        if entry.requests >= q.requests {
+            if !q.penalty.is_zero() {
+                entry.blocked_until = Some(now.mono + q.penalty);
+            }
+            return Err(refuse(ret::QUOTA_EXCEEDED, QUOTA_MESSAGE));
+        }
+        entry.requests += 1;
         Ok(())
     }
 
@@ -254,7 +351,7 @@ impl Engine {
         params: &Params<'_>,
         owner: &str,
         now: Now,
-    ) -> Result<Vec<u8>, Refusal> {
+    ) -> Result<(Vec<u8>, String), Refusal> {
         let zone = params.zone()?;
         let cluster = params.require("cluster")?;
         let service = params.require("service")?;
@@ -280,6 +377,7 @@ impl Engine {
             })?;
 
         st.book.settle(now);
+        seed_zone(st, zone, owner, now);
         if !st.book.cluster_in_zone(cluster, zone) {
             return Err(refuse(
                 ret::NOT_FOUND,
@@ -301,6 +399,19 @@ impl Engine {
             }
         }
 
+        if self.model.api.missing_account == MissingAccount::Reject
+            && !st.book.account_exists(cluster, &target.user, &target.host)
+        {
+            st.book.note_account(cluster, zone, &target.user, &target.host);
+            return Err(refuse(
+                ret::NOT_FOUND,
+                format!(
+                    "ResourceNotFound, user [{}] with host [{}] does not exist in cluster [{cluster}]",
+                    target.user, target.host
+                ),
+            ));
+        }
+
         let doomed = st.jobs_rng.random::<f64>() < self.model.fail_rate;
         let job_id = loop {
             let id = new_job_id(&mut st.jobs_rng);
@@ -309,6 +420,12 @@ impl Engine {
             }
         };
         let directive = directive(params);
+        let working = if self.model.working_max > self.model.working {
+            st.extra_rng.random_range(self.model.working..=self.model.working_max)
+        } else {
+            self.model.working
+        };
+        let shuffle = if self.model.api.describe_jobs_order == ListOrder::Random { st.extra_rng.random() } else { 0 };
         st.book.create(
             NewJob {
                 id: job_id.clone(),
@@ -320,19 +437,33 @@ impl Engine {
                 host: &target.host,
                 doomed,
                 directive,
+                working,
+                shuffle,
             },
             now,
         );
-        to_json(&RunClusterCustomServiceResponse {
+        let body = to_json(&RunClusterCustomServiceResponse {
             action: response_action(RUN_CLUSTER_CUSTOM_SERVICE),
             ret_code: ret::OK,
             message: String::new(),
-            job_id,
+            job_id: job_id.clone(),
             service: service.to_owned(),
             role: role.to_owned(),
             cluster_id: cluster.to_owned(),
-        })
+        })?;
+        Ok((body, job_id))
     }
+}
+
+/// Give the owner its unrelated jobs in the zone, if the world asks for them.
+fn seed_zone(st: &mut State, zone: &str, owner: &str, now: Now) {
+    let State { book, extra_rng, .. } = st;
+    book.seed_zone(zone, owner, now, |b| loop {
+        let id = new_job_id(extra_rng);
+        if !b.has_job(&id) {
+            break id;
+        }
+    });
 }
 
 fn describe_jobs(st: &mut State, params: &Params<'_>, owner: &str, now: Now) -> Result<Vec<u8>, Refusal> {
@@ -353,6 +484,7 @@ fn describe_jobs(st: &mut State, params: &Params<'_>, owner: &str, now: Now) -> 
         return Err(refuse(ret::MALFORMED, "ParameterError, verbose must be 0 or 1"));
     }
     st.book.settle(now);
+    seed_zone(st, zone, owner, now);
     let query = JobQuery {
         owner,
         zone,
@@ -360,7 +492,9 @@ fn describe_jobs(st: &mut State, params: &Params<'_>, owner: &str, now: Now) -> 
         statuses: &statuses,
         job_action: params.get("job_action"),
     };
-    let found = st.book.find(&query, now);
+    let found = st.book.find(&query, now).map_err(|e| match e {
+        FindError::UnknownJob(id) => refuse(ret::NOT_FOUND, format!("ResourceNotFound, job [{id}] not found")),
+    })?;
     to_json(&DescribeJobsResponse {
         action: response_action(DESCRIBE_JOBS),
         ret_code: ret::OK,
@@ -450,10 +584,10 @@ fn to_json(value: &impl Serialize) -> Result<Vec<u8>, Refusal> {
     serde_json::to_vec(value).map_err(|e| refuse(ret::INTERNAL, format!("InternalError, {e}")))
 }
 
-fn error_reply(action: &str, refusal: Refusal) -> Reply {
-    let envelope = Envelope { action: response_action(action), ret_code: refusal.code, message: refusal.message };
-    // An envelope of three plain fields always serializes.
-    Reply { ret_code: refusal.code, body: serde_json::to_vec(&envelope).unwrap_or_default() }
+/// An error answer: `message` and `ret_code`, no `action`.
+fn error_reply(refusal: Refusal) -> Reply {
+    let body = serde_json::json!({ "message": refusal.message, "ret_code": refusal.code });
+    Reply { ret_code: refusal.code, body: body.to_string().into_bytes(), job_id: None }
 }
 
 #[cfg(test)]
@@ -513,7 +647,12 @@ mod tests {
         assert_eq!(with("role", "analysis"), ret::MALFORMED);
         assert_eq!(with("service", "add_user"), ret::MALFORMED);
         assert_eq!(with("cluster", "i-abc"), ret::NOT_FOUND);
-        assert_eq!(e.call(&signed("RunInstances", &[], now), now).ret_code, ret::BAD_REQUEST);
+        let unknown = e.call(&signed("RunInstances", &[], now), now);
+        assert_eq!(unknown.ret_code, ret::ACCESS_DENIED);
+        assert_eq!(
+            body(&unknown),
+            serde_json::json!({"message": "PermissionDenied, can't handle this request", "ret_code": 1400})
+        );
         let stale = signed(DESCRIBE_JOBS, &[], now);
         assert_eq!(e.call(&stale, now.after(Duration::from_secs(61))).ret_code, ret::EXPIRED);
         assert_eq!(e.call(&stale, now.after(Duration::from_secs(59))).ret_code, ret::OK);
@@ -537,6 +676,72 @@ mod tests {
         assert_eq!(code(t0.after(Duration::from_secs(10))), ret::OK);
         assert_eq!(code(t0.after(Duration::from_secs(11))), ret::OK);
         assert_eq!(code(t0.after(Duration::from_secs(12))), ret::QUOTA_EXCEEDED);
+    }
+
+    fn signed_as(ak: &str, sk: &str, action: &str, now: Now) -> ApiRequest {
+        let mut params = signer::common_params(action, "sh1a", ak, now.wall, SignatureMethod::HmacSha256);
+        let sig = signer::signature(Method::Get, "/iaas/", &params, sk.as_bytes(), SignatureMethod::HmacSha256);
+        params.push(("signature".to_owned(), sig));
+        ApiRequest { method: Method::Get, path: "/iaas/".to_owned(), params }
+    }
+
+    #[test]
+    fn a_penalty_block_refuses_everything_for_its_length_whatever_the_window() {
+        let e = engine("quota: {requests: 2, window_s: 1, penalty_s: 30}");
+        let t0 = Now::current();
+        let code = |t: Now| e.call(&signed(DESCRIBE_JOBS, &[], t), t).ret_code;
+        assert_eq!((code(t0), code(t0)), (ret::OK, ret::OK));
+        let refused = e.call(&signed(DESCRIBE_JOBS, &[], t0), t0);
+        assert_eq!(body(&refused), serde_json::json!({"message": QUOTA_MESSAGE, "ret_code": 2500}));
+        // The window would have reopened after 1 s; the block lasts 30 s.
+        assert_eq!(code(t0.after(Duration::from_secs(5))), ret::QUOTA_EXCEEDED);
+        assert_eq!(code(t0.after(Duration::from_millis(29_900))), ret::QUOTA_EXCEEDED);
+        assert_eq!(code(t0.after(Duration::from_secs(30))), ret::OK);
+        assert_eq!(code(t0.after(Duration::from_secs(30))), ret::OK);
+        assert_eq!(code(t0.after(Duration::from_secs(30))), ret::QUOTA_EXCEEDED);
+    }
+
+    #[test]
+    fn the_quota_is_shared_by_the_keys_of_one_account_unless_scoped_to_the_key() {
+        let keys = "credentials: [{access_key_id: A, secret_access_key: a, account: acme}, \
+                    {access_key_id: B, secret_access_key: b, account: acme}, {access_key_id: C, secret_access_key: c}]";
+        for (scope, b_after_a) in [("account", ret::QUOTA_EXCEEDED), ("access_key", ret::OK)] {
+            let e = engine(&format!("{keys}\nquota: {{requests: 2, window_s: 60, scope: {scope}}}"));
+            let now = Now::current();
+            let code = |ak: &str, sk: &str| e.call(&signed_as(ak, sk, DESCRIBE_JOBS, now), now).ret_code;
+            assert_eq!((code("A", "a"), code("A", "a")), (ret::OK, ret::OK));
+            assert_eq!(code("A", "a"), ret::QUOTA_EXCEEDED);
+            assert_eq!(code("B", "b"), b_after_a, "{scope}");
+            assert_eq!(code("C", "c"), ret::OK, "{scope}: another account");
+        }
+    }
+
+    #[test]
+    fn durations_are_drawn_from_the_range_and_jobs_end_in_the_order_of_their_ends() {
+        let e = engine("jobs: {pending_ms: 0, working_ms: 100, working_ms_max: 10000}\nseed: 3");
+        let t0 = Now::current();
+        let mut ids = Vec::new();
+        for i in 0..20 {
+            let params = format!(r#"{{"host":"%","user":"u{i}"}}"#);
+            let extra =
+                [("cluster", "cl-a"), ("role", "maininstance"), ("service", "del_user"), ("service_params", &params)];
+            let r = body(&e.call(&signed(RUN_CLUSTER_CUSTOM_SERVICE, &extra, t0), t0));
+            ids.push(r["job_id"].as_str().unwrap().to_owned());
+        }
+        let mut ends = Vec::new();
+        for id in &ids {
+            let t = t0.after(Duration::from_secs(11));
+            let d = body(&e.call(&signed(DESCRIBE_JOBS, &[("jobs.1", id)], t), t));
+            let job: crate::qingcloud::types::Job = serde_json::from_value(d["job_set"][0].clone()).unwrap();
+            assert_eq!(job.status, JobStatus::Successful);
+            let status_time = signer::parse_time_stamp(&job.status_time).unwrap();
+            ends.push((status_time - job.create_time().unwrap()).num_seconds());
+        }
+        assert!(ends.iter().all(|s| (0..=10).contains(s)), "{ends:?}");
+        let distinct: std::collections::BTreeSet<_> = ends.iter().collect();
+        assert!(distinct.len() >= 4, "20 draws from 0.1–10 s give several whole seconds: {ends:?}");
+        // Each account was deleted by its own job, whatever order they ended in.
+        assert_eq!(e.stats(t0.after(Duration::from_secs(11))).jobs_by_status.get("successful"), Some(&20));
     }
 
     #[test]

@@ -1,14 +1,20 @@
 //! The simulated cloud's state: clusters, their accounts and the jobs run against them.
 //!
 //! A job's status is a function of time: `pending` for `pending_ms`, then `working` for
-//! `working_ms`, then final. Nothing runs in the background; [`Book::settle`] applies the
-//! effects of every job whose end has passed, in the order they ended, before anything reads
-//! or changes the state. That is when a job "runs": it succeeds and deletes the account if the
-//! account exists at that moment, and fails otherwise (or when the fail-rate draw doomed it).
+//! `working_ms` (or a duration drawn from `working_ms..=working_ms_max` at creation), then
+//! final. Nothing runs in the background; [`Book::settle`] applies the effects of every job
+//! whose end has passed, in the order they ended, before anything reads or changes the state.
+//! That is when a job "runs": it succeeds and deletes the account if the account exists at that
+//! moment; otherwise it fails (or succeeds without effect, as the world's `api.missing_account`
+//! says), and it fails when the fail-rate draw doomed it.
+//!
+//! Listings follow the world's `api` block: their order, whether `job_action` filters, how
+//! long a new job stays out of listings, and whether an unknown id in `jobs.N` is an error.
 //!
 //! This module knows nothing about HTTP, signatures or quotas.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
@@ -17,7 +23,7 @@ use crate::qingcloud::signer::format_time_stamp;
 use crate::qingcloud::types::{Job, JobStatus};
 
 use super::stats::AccountStats;
-use super::world::Model;
+use super::world::{ListOrder, MissingAccount, Model, UnknownJobId};
 
 /// The clock, passed in so tests can move it.
 #[derive(Debug, Clone, Copy)]
@@ -29,6 +35,13 @@ pub struct Now {
 impl Now {
     pub fn current() -> Self {
         Self { mono: Instant::now(), wall: Utc::now() }
+    }
+
+    /// The host's clock shifted by `offset` (the world's `clock_offset_s`); the monotonic
+    /// clock is not shifted.
+    pub fn shifted(offset: chrono::TimeDelta) -> Self {
+        let now = Self::current();
+        Self { wall: now.wall + offset, ..now }
     }
 
     /// The same clock `d` later.
@@ -63,6 +76,12 @@ struct JobRec {
     account: AccountKey,
     created: Instant,
     created_wall: DateTime<Utc>,
+    /// How long it stays `working`.
+    working: Duration,
+    /// Sort key of `ListOrder::Random`, drawn at creation.
+    shuffle: u64,
+    /// One of the unrelated jobs a zone starts with (not counted in statistics).
+    unrelated: bool,
     /// The fail-rate draw made at creation.
     doomed: bool,
     /// Set by `settle` once the job has ended: (status, error_codes).
@@ -81,6 +100,10 @@ pub struct NewJob<'a> {
     pub host: &'a str,
     pub doomed: bool,
     pub directive: String,
+    /// How long it stays `working`.
+    pub working: Duration,
+    /// Sort key of `ListOrder::Random`.
+    pub shuffle: u64,
 }
 
 /// Filters of a DescribeJobs call.
@@ -94,18 +117,35 @@ pub struct JobQuery<'a> {
     pub job_action: Option<&'a str>,
 }
 
+/// Why a DescribeJobs call cannot be answered.
+#[derive(Debug, PartialEq, Eq)]
+pub enum FindError {
+    /// `jobs.N` named this job, which does not exist (for this owner, in this zone).
+    UnknownJob(String),
+}
+
+/// Kinds of the unrelated jobs a zone starts with, when the world asks for them.
+const UNRELATED_ACTIONS: [&str; 5] =
+    ["StartClusters", "StopClusters", "ResizeCluster", "AddClusterNodes", "CreateClusterSnapshots"];
+
 pub struct Book {
     pending: Duration,
-    working: Duration,
     auto: bool,
+    missing_account: MissingAccount,
+    order: ListOrder,
+    unknown_id: UnknownJobId,
+    job_action_filter: bool,
+    list_lag: Duration,
+    unrelated_jobs: u32,
+    /// (zone, owner) pairs already given their unrelated jobs.
+    seeded: HashSet<(String, String)>,
     /// cluster id → zone. The auto world adds clusters as they are first addressed.
     clusters: HashMap<String, String>,
     accounts: BTreeMap<AccountKey, AccountRec>,
     jobs: Vec<JobRec>,
     by_id: HashMap<String, usize>,
-    /// Jobs without an outcome, in order of creation (which is the order they end in, because
-    /// every job takes the same time and creation times never go backwards).
-    unsettled: VecDeque<usize>,
+    /// Jobs without an outcome, soonest end first.
+    unsettled: BinaryHeap<Reverse<(Instant, usize)>>,
     /// cluster → the newest job on it.
     last_job: HashMap<String, usize>,
 }
@@ -125,28 +165,30 @@ impl Book {
         }
         Self {
             pending: model.pending,
-            working: model.working,
             auto: model.clusters.is_none(),
+            missing_account: model.api.missing_account,
+            order: model.api.describe_jobs_order,
+            unknown_id: model.api.describe_jobs_unknown_id,
+            job_action_filter: model.api.job_action_filter,
+            list_lag: model.list_lag,
+            unrelated_jobs: model.unrelated_jobs,
+            seeded: HashSet::new(),
             clusters,
             accounts,
             jobs: Vec::new(),
             by_id: HashMap::new(),
-            unsettled: VecDeque::new(),
+            unsettled: BinaryHeap::new(),
             last_job: HashMap::new(),
         }
     }
 
-    fn ends_at(&self, job: &JobRec) -> Instant {
-        job.created + self.pending + self.working
-    }
-
     /// Apply the outcome of every job that has ended by `now`.
     pub fn settle(&mut self, now: Now) {
-        while let Some(&i) = self.unsettled.front() {
-            if self.ends_at(&self.jobs[i]) > now.mono {
+        while let Some(&Reverse((ends, i))) = self.unsettled.peek() {
+            if ends > now.mono {
                 break;
             }
-            self.unsettled.pop_front();
+            self.unsettled.pop();
             let job = &mut self.jobs[i];
             let account = self.accounts.get_mut(&job.account);
             job.outcome = Some(match account {
@@ -156,7 +198,61 @@ impl Book {
                     acc.deleted_by = Some(job.id.clone());
                     (JobStatus::Successful, "")
                 }
+                _ if self.missing_account == MissingAccount::Succeed => (JobStatus::Successful, ""),
                 _ => (JobStatus::Failed, ERROR_NO_SUCH_ACCOUNT),
+            });
+        }
+    }
+
+    /// Does the account exist now (call after `settle`)? In the auto world an account nobody
+    /// has named yet exists.
+    pub fn account_exists(&self, cluster: &str, user: &str, host: &str) -> bool {
+        let key: AccountKey = (cluster.to_owned(), user.to_owned(), host.to_owned());
+        self.accounts.get(&key).map_or(self.auto, |a| a.exists)
+    }
+
+    /// Remember an account a refused request named, so statistics show it.
+    pub fn note_account(&mut self, cluster: &str, zone: &str, user: &str, host: &str) {
+        let key: AccountKey = (cluster.to_owned(), user.to_owned(), host.to_owned());
+        let auto = self.auto;
+        self.accounts.entry(key).or_insert_with(|| AccountRec {
+            zone: zone.to_owned(),
+            exists: auto,
+            del_user_accepted: 0,
+            deleted_by: None,
+        });
+    }
+
+    /// Give `owner` its unrelated finished jobs in `zone` the first time it uses the zone (when
+    /// the world asks for them). They are dated before `now`, so they are older than anything
+    /// the owner creates; their ids come from `fresh_id`.
+    pub fn seed_zone(&mut self, zone: &str, owner: &str, now: Now, mut fresh_id: impl FnMut(&Self) -> String) {
+        if self.unrelated_jobs == 0 || !self.seeded.insert((zone.to_owned(), owner.to_owned())) {
+            return;
+        }
+        for n in 0..self.unrelated_jobs {
+            let id = fresh_id(self);
+            let action = UNRELATED_ACTIONS[n as usize % UNRELATED_ACTIONS.len()];
+            // An hour ago and onward, one minute apart.
+            let created_wall = now.wall - chrono::TimeDelta::minutes(60) + chrono::TimeDelta::minutes(i64::from(n));
+            let cluster = format!("cl-other{n}");
+            let idx = self.jobs.len();
+            self.by_id.insert(id.clone(), idx);
+            self.jobs.push(JobRec {
+                id,
+                action: action.to_owned(),
+                zone: zone.to_owned(),
+                owner: owner.to_owned(),
+                account: (cluster.clone(), String::new(), String::new()),
+                // Long past the listing lag, like its create_time.
+                created: now.mono.checked_sub(Duration::from_secs(3600)).unwrap_or(now.mono),
+                created_wall,
+                working: Duration::ZERO,
+                shuffle: u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15),
+                unrelated: true,
+                doomed: false,
+                outcome: Some((JobStatus::Successful, "")),
+                directive: serde_json::json!({ "action": action, "clusters.1": cluster, "zone": zone }).to_string(),
             });
         }
     }
@@ -200,7 +296,7 @@ impl Book {
         let idx = self.jobs.len();
         self.by_id.insert(new.id.clone(), idx);
         self.last_job.insert(new.cluster.to_owned(), idx);
-        self.unsettled.push_back(idx);
+        self.unsettled.push(Reverse((created + self.pending + new.working, idx)));
         self.jobs.push(JobRec {
             id: new.id,
             action: new.action.to_owned(),
@@ -209,28 +305,59 @@ impl Book {
             account: key,
             created,
             created_wall: now.wall,
+            working: new.working,
+            shuffle: new.shuffle,
+            unrelated: false,
             doomed: new.doomed,
             outcome: None,
             directive: new.directive,
         });
     }
 
-    /// Jobs matching `q`, newest first (call after `settle`).
-    pub fn find(&self, q: &JobQuery<'_>, now: Now) -> Vec<Job> {
-        let keep = |j: &&JobRec| {
-            j.zone == q.zone
-                && j.owner == q.owner
-                && q.job_action.is_none_or(|a| a == j.action)
+    /// Jobs matching `q`, in the world's listing order (call after `settle`). With ids, an
+    /// id this owner has no job of in this zone is an error or left out, as the world says;
+    /// without, jobs younger than the listing lag are left out.
+    pub fn find(&self, q: &JobQuery<'_>, now: Now) -> Result<Vec<Job>, FindError> {
+        let visible = |j: &JobRec| j.zone == q.zone && j.owner == q.owner;
+        let job_action = q.job_action.filter(|_| self.job_action_filter);
+        let keep = |j: &JobRec| {
+            job_action.is_none_or(|a| a == j.action)
                 && (q.statuses.is_empty() || q.statuses.contains(&self.status(j, now).0))
         };
-        match q.ids {
+        let mut idx: Vec<usize> = match q.ids {
             Some(ids) => {
-                let mut idx: Vec<usize> = ids.iter().filter_map(|id| self.by_id.get(id).copied()).collect();
-                idx.sort_unstable_by(|a, b| b.cmp(a));
-                idx.dedup();
-                idx.iter().map(|&i| &self.jobs[i]).filter(keep).map(|j| self.view(j, now)).collect()
+                let mut found = Vec::with_capacity(ids.len());
+                for id in ids {
+                    match self.by_id.get(id) {
+                        Some(&i) if visible(&self.jobs[i]) => found.push(i),
+                        _ if self.unknown_id == UnknownJobId::Error => return Err(FindError::UnknownJob(id.clone())),
+                        _ => {}
+                    }
+                }
+                found.sort_unstable();
+                found.dedup();
+                found
             }
-            None => self.jobs.iter().rev().filter(keep).map(|j| self.view(j, now)).collect(),
+            None => (0..self.jobs.len())
+                .filter(|&i| {
+                    let j = &self.jobs[i];
+                    visible(j) && now.mono.saturating_duration_since(j.created) >= self.list_lag
+                })
+                .collect(),
+        };
+        idx.retain(|&i| keep(&self.jobs[i]));
+        self.sort(&mut idx);
+        Ok(idx.iter().map(|&i| self.view(&self.jobs[i], now)).collect())
+    }
+
+    /// Put job indices in the listing order. Newest is by creation time (then by index, for
+    /// jobs created in the same instant).
+    fn sort(&self, idx: &mut [usize]) {
+        let key = |i: &usize| (self.jobs[*i].created_wall, *i);
+        match self.order {
+            ListOrder::NewestFirst => idx.sort_unstable_by_key(|i| Reverse(key(i))),
+            ListOrder::OldestFirst => idx.sort_unstable_by_key(key),
+            ListOrder::Random => idx.sort_unstable_by_key(|i| (self.jobs[*i].shuffle, *i)),
         }
     }
 
@@ -238,7 +365,7 @@ impl Book {
     fn status(&self, j: &JobRec, now: Now) -> (JobStatus, DateTime<Utc>) {
         let since = |d: Duration| j.created_wall + chrono::Duration::from_std(d).unwrap_or_default();
         if let Some((status, _)) = &j.outcome {
-            return (status.clone(), since(self.pending + self.working));
+            return (status.clone(), since(self.pending + j.working));
         }
         let elapsed = now.mono.saturating_duration_since(j.created);
         if elapsed < self.pending {
@@ -263,13 +390,14 @@ impl Book {
         }
     }
 
+    /// Jobs created by requests (the unrelated ones a zone starts with are not counted).
     pub fn job_count(&self) -> u64 {
-        self.jobs.len() as u64
+        self.jobs.iter().filter(|j| !j.unrelated).count() as u64
     }
 
     pub fn jobs_by_status(&self, now: Now) -> BTreeMap<String, u64> {
         let mut out = BTreeMap::new();
-        for j in &self.jobs {
+        for j in self.jobs.iter().filter(|j| !j.unrelated) {
             *out.entry(self.status(j, now).0.as_str().to_owned()).or_default() += 1;
         }
         out
@@ -312,13 +440,15 @@ mod tests {
             host: "%",
             doomed,
             directive: "{}".to_owned(),
+            working: Duration::from_millis(200),
+            shuffle: 0,
         }
     }
 
     fn status_of(b: &Book, id: &str, now: Now) -> (JobStatus, String) {
         let ids = [id.to_owned()];
         let q = JobQuery { owner: "usr-1", zone: "sh1a", ids: Some(&ids), statuses: &[], job_action: None };
-        let j = b.find(&q, now).pop().unwrap();
+        let j = b.find(&q, now).unwrap().pop().unwrap();
         (j.status, j.error_codes)
     }
 

@@ -1,6 +1,9 @@
 //! A local, faithful QingCloud endpoint (SPEC §6) for demos, tests and benchmarks: signature
 //! checks, `RunClusterCustomService`/`del_user`, `DescribeJobs`, jobs that take time, a request
-//! quota, and faults on demand (5100, 5000, HTTP 502, resets, lost responses, latency).
+//! quota, and faults on demand (5100, 5000, HTTP 502, resets, lost responses, latency). Where
+//! the public documentation leaves the API's behaviour open, the world's `api:` block picks one
+//! (unknown job ids, listing order and lag, the `job_action` filter, `del_user` of a missing
+//! account, an endpoint that answers HTML), so clients can be tried against each.
 //!
 //! It shares only the signer and the wire types with the client, so the two cannot agree on a
 //! mistake anywhere else. It never touches the database or any real endpoint.
@@ -34,14 +37,16 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use engine::{DEFAULT_LIMIT, MAX_LIMIT, MAX_SKEW, PROTECTED_USERS};
+pub use engine::{DEFAULT_LIMIT, MAX_LIMIT, MAX_SKEW, PROTECTED_USERS, QUOTA_MESSAGE};
 pub use faults::Fault;
 pub use jobs::{ERROR_INJECTED, ERROR_NO_SUCH_ACCOUNT};
 pub use server::Limits;
-pub use stats::{AccountStats, Stats};
+pub use server::HTML_PAGE;
+pub use stats::{AccountStats, RequestRecord, Stats, MAX_REQUEST_LOG};
 pub use world::{
-    ClusterSpec, Credential, Faults, JobTimings, Quota, World, WorldError, DEFAULT_ACCESS_KEY_ID,
-    DEFAULT_SECRET_ACCESS_KEY, MAX_WORLD_DURATION,
+    ApiBehaviour, ClusterSpec, Credential, Faults, JobTimings, ListOrder, MissingAccount, Quota, QuotaScope,
+    UnknownJobId, World, WorldError, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, MAX_UNRELATED_JOBS,
+    MAX_WORLD_DURATION,
 };
 
 /// A running simulator. Dropping it stops accepting connections; [`SimHandle::shutdown`] also
@@ -81,7 +86,7 @@ impl SimHandle {
 
     /// The same snapshot `GET /sim/stats` serves.
     pub fn stats(&self) -> Stats {
-        self.engine.stats(jobs::Now::current())
+        self.engine.stats(self.engine.now())
     }
 
     /// Stop accepting, let requests in flight finish (up to a few seconds), then return.

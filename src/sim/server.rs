@@ -13,7 +13,7 @@ use std::time::Duration;
 
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::{Bytes, Incoming};
-use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE};
+use hyper::header::{HeaderValue, ALLOW, CONTENT_TYPE, DATE};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper::{Method, Request, Response, StatusCode};
@@ -22,10 +22,12 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use super::engine::{ApiRequest, Engine, Reply};
+use super::engine::{Admission, ApiRequest, Engine, Reply};
 use super::faults::Fault;
-use super::jobs::Now;
 use crate::qingcloud::signer;
+
+/// What every API request gets under `api.html_everywhere` (HTTP 200).
+pub const HTML_PAGE: &str = "<!DOCTYPE html>\n<html><head><title>Sign in</title></head>\n<body><h1>Welcome</h1><p>Please sign in to continue.</p></body></html>\n";
 
 /// How long shutdown waits for requests in flight before cutting connections.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -139,13 +141,21 @@ async fn handle(
 ) -> Result<Resp, Infallible> {
     let path = req.uri().path();
     let is_api = path == "/iaas/" || path == "/iaas";
-    Ok(match (req.method(), path) {
-        (&Method::GET, "/sim/stats") => json(StatusCode::OK, serde_json::to_vec(&engine.stats(Now::current()))),
-        (&Method::GET | &Method::POST, _) if is_api => api(engine, kill, limits, req).await,
+    let mut resp = match (req.method(), path) {
+        (&Method::GET, "/sim/stats") => json(StatusCode::OK, serde_json::to_vec(&engine.stats(engine.now()))),
+        (&Method::GET | &Method::POST, _) if is_api => api(engine.clone(), kill, limits, req).await,
+        // Whatever stands in front of the API answers every other request too.
+        _ if engine.html_everywhere() => html_page(),
         (_, "/sim/stats") => not_allowed("GET"),
         _ if is_api => not_allowed("GET, POST"),
         _ => plain(StatusCode::NOT_FOUND, "not found: the API is served on /iaas/ and statistics on /sim/stats\n"),
-    })
+    };
+    // On the simulator's (possibly shifted) clock; hyper would otherwise send the host's.
+    let date = engine.now().wall.format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(value) = HeaderValue::from_str(&date) {
+        resp.headers_mut().insert(DATE, value);
+    }
+    Ok(resp)
 }
 
 async fn api(engine: Arc<Engine>, kill: Arc<Notify>, limits: Limits, req: Request<Incoming>) -> Resp {
@@ -177,22 +187,42 @@ async fn api(engine: Arc<Engine>, kill: Arc<Notify>, limits: Limits, req: Reques
         }
     };
     let action = params.iter().find(|(k, _)| k == "action").map_or("", |(_, v)| v.as_str()).to_owned();
+    let arrived = chrono::Utc::now();
 
-    let fault = engine.admit(&action);
-    match fault {
-        Some(Fault::Reset) => return drop_connection(&kill).await,
-        Some(Fault::Http502) => {
-            return plain(StatusCode::BAD_GATEWAY, "<html><body><h1>502 Bad Gateway</h1></body></html>\n")
+    let lost = match engine.admit(&action) {
+        Admission::Html => {
+            engine.log_request(&params, arrived, None, None);
+            return html_page();
         }
-        Some(f @ (Fault::Busy | Fault::Internal)) => return reply(Engine::fault_reply(&action, f)),
-        Some(Fault::LostResponse) | None => {}
-    }
-    let answer = engine.call(&ApiRequest { method, path, params }, Now::current());
+        Admission::Fault(Fault::Reset) => {
+            engine.log_request(&params, arrived, None, None);
+            return drop_connection(&kill).await;
+        }
+        Admission::Fault(Fault::Http502) => {
+            engine.log_request(&params, arrived, None, None);
+            return plain(StatusCode::BAD_GATEWAY, "<html><body><h1>502 Bad Gateway</h1></body></html>\n");
+        }
+        Admission::Fault(f) => {
+            let answer = Engine::fault_reply(f);
+            engine.log_request(&params, arrived, Some(answer.ret_code), None);
+            return reply(answer);
+        }
+        Admission::Api { lost } => lost,
+    };
+    let request = ApiRequest { method, path, params };
+    let answer = engine.call(&request, engine.now());
+    engine.log_request(&request.params, arrived, Some(answer.ret_code), answer.job_id.clone());
     tracing::debug!(action, ret_code = answer.ret_code, "simulator: answered");
-    if fault == Some(Fault::LostResponse) {
+    if lost {
         return drop_connection(&kill).await;
     }
     reply(answer)
+}
+
+fn html_page() -> Resp {
+    let mut resp = plain(StatusCode::OK, HTML_PAGE);
+    resp.headers_mut().insert(CONTENT_TYPE, HeaderValue::from_static("text/html; charset=utf-8"));
+    resp
 }
 
 fn too_large(limits: Limits) -> Resp {

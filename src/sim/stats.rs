@@ -29,6 +29,36 @@ pub struct Stats {
     pub jobs_by_status: BTreeMap<String, u64>,
     /// Every account the world listed or a request named, sorted by cluster, user, host.
     pub accounts: Vec<AccountStats>,
+    /// Every RunClusterCustomService request received, in order of arrival (the first
+    /// [`MAX_REQUEST_LOG`]), including faulted, refused and HTML-answered ones.
+    #[serde(default)]
+    pub requests: Vec<RequestRecord>,
+    /// RunClusterCustomService requests received after the log was full.
+    #[serde(default)]
+    pub requests_not_logged: u64,
+}
+
+/// Most entries of [`Stats::requests`].
+pub const MAX_REQUEST_LOG: usize = 200_000;
+
+/// One RunClusterCustomService request as the simulator received it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RequestRecord {
+    /// When it arrived: milliseconds since the Unix epoch on the host's clock (not shifted by
+    /// `clock_offset_s`), so a test can compare it with its own clock.
+    pub at_ms: i64,
+    pub action: String,
+    /// The `cluster` parameter (`""` when absent).
+    pub cluster: String,
+    /// From `service_params` (`""` when it is not del_user's shape).
+    pub user: String,
+    pub host: String,
+    /// The API's answer; `null` when the API made none (HTML page, HTTP 502, reset). A lost
+    /// response has the ret_code of the answer that was lost.
+    pub ret_code: Option<i64>,
+    /// The job an accepted request created.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -62,6 +92,11 @@ impl Stats {
     pub fn faults(&self, fault: Fault) -> u64 {
         self.faults_injected.get(fault.name()).copied().unwrap_or(0)
     }
+
+    /// How many requests carried this `action`.
+    pub fn requests_of(&self, action: &str) -> u64 {
+        self.requests_by_action.get(action).copied().unwrap_or(0)
+    }
 }
 
 /// The running counters (the engine owns one, under its lock).
@@ -71,6 +106,8 @@ pub(crate) struct Counters {
     pub requests_by_action: BTreeMap<String, u64>,
     pub ret_codes: BTreeMap<i64, u64>,
     pub faults_injected: BTreeMap<&'static str, u64>,
+    pub log: Vec<RequestRecord>,
+    pub not_logged: u64,
 }
 
 impl Counters {
@@ -89,6 +126,14 @@ impl Counters {
         *self.ret_codes.entry(code).or_default() += 1;
     }
 
+    pub fn log(&mut self, record: RequestRecord) {
+        if self.log.len() < MAX_REQUEST_LOG {
+            self.log.push(record);
+        } else {
+            self.not_logged += 1;
+        }
+    }
+
     pub fn fault(&mut self, fault: Fault) {
         *self.faults_injected.entry(fault.name()).or_default() += 1;
     }
@@ -102,5 +147,7 @@ impl Counters {
             .iter()
             .map(|f| (f.name().to_owned(), self.faults_injected.get(f.name()).copied().unwrap_or(0)))
             .collect();
+        stats.requests = self.log.clone();
+        stats.requests_not_logged = self.not_logged;
     }
 }

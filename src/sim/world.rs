@@ -46,6 +46,95 @@ pub struct World {
     /// in `/sim/stats`).
     #[serde(default)]
     pub seed: Option<u64>,
+    /// How the API answers where its documentation is silent or says something other than
+    /// what suits a client (reference §10).
+    #[serde(default)]
+    pub api: ApiBehaviour,
+    /// The simulator's clock is this many seconds ahead of the host's (negative: behind). Job
+    /// times, the `Date` header and the `time_stamp` check all use the shifted clock.
+    #[serde(default)]
+    pub clock_offset_s: i64,
+}
+
+/// The `api:` block: one choice per behaviour the public documentation leaves open.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ApiBehaviour {
+    /// What DescribeJobs does when `jobs.N` names a job it does not know.
+    pub describe_jobs_unknown_id: UnknownJobId,
+    /// The order of `job_set` in every DescribeJobs answer.
+    pub describe_jobs_order: ListOrder,
+    /// Does DescribeJobs honour `job_action`? When not, pages hold every kind of job.
+    pub job_action_filter: bool,
+    /// A new job appears in listings (not in answers by id) only this long after it is
+    /// created.
+    pub list_lag_ms: u64,
+    /// What `del_user` does for an account that does not exist.
+    pub missing_account: MissingAccount,
+    /// Every API request gets HTTP 200 with an HTML page (a captive proxy, a wrong URL behind
+    /// a load balancer); nothing reaches the API.
+    pub html_everywhere: bool,
+    /// Finished jobs of other kinds (StartClusters, …) each owner finds in each zone it uses,
+    /// older than anything it creates. Absent: 0 when `job_action_filter` is true, 5 when it
+    /// is false (so ignoring the filter shows).
+    pub unrelated_jobs_per_zone: Option<u32>,
+}
+
+impl Default for ApiBehaviour {
+    /// As documented where the documentation speaks; otherwise what suits a client.
+    fn default() -> Self {
+        Self {
+            describe_jobs_unknown_id: UnknownJobId::Error,
+            describe_jobs_order: ListOrder::NewestFirst,
+            job_action_filter: true,
+            list_lag_ms: 0,
+            missing_account: MissingAccount::FailJob,
+            html_everywhere: false,
+            unrelated_jobs_per_zone: None,
+        }
+    }
+}
+
+/// `api.describe_jobs_unknown_id`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum UnknownJobId {
+    /// The whole call answers 2100 naming the first unknown id (as the documentation says).
+    Error,
+    /// The unknown ids are left out of `job_set`.
+    Drop,
+}
+
+/// `api.describe_jobs_order`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ListOrder {
+    NewestFirst,
+    OldestFirst,
+    /// A seeded random order, the same for every call (so pages by `offset` stay coherent).
+    Random,
+}
+
+/// `api.missing_account`: what `del_user` does for an account that does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum MissingAccount {
+    /// A job is created and fails with `error_codes` 2100.
+    FailJob,
+    /// A job is created and succeeds without doing anything.
+    Succeed,
+    /// The request is refused at once with ret_code 2100; no job.
+    Reject,
+}
+
+/// `quota.scope`: who shares one count.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum QuotaScope {
+    /// All access keys of one account (the documented "per user").
+    #[default]
+    Account,
+    AccessKey,
 }
 
 /// One accepted access key. `Debug` never shows the secret.
@@ -54,6 +143,10 @@ pub struct World {
 pub struct Credential {
     pub access_key_id: String,
     pub secret_access_key: String,
+    /// The account (user) the key belongs to. Keys of one account see each other's jobs and,
+    /// with `quota.scope: account`, share one quota. Absent: the key is an account of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
 }
 
 impl fmt::Debug for Credential {
@@ -61,6 +154,7 @@ impl fmt::Debug for Credential {
         f.debug_struct("Credential")
             .field("access_key_id", &self.access_key_id)
             .field("secret_access_key", &"[redacted]")
+            .field("account", &self.account)
             .finish()
     }
 }
@@ -82,6 +176,10 @@ pub struct JobTimings {
     pub pending_ms: u64,
     /// Time a job then stays `working` before it ends.
     pub working_ms: u64,
+    /// When given, each job stays `working` for a time drawn uniformly (seeded) from
+    /// `working_ms..=working_ms_max`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub working_ms_max: Option<u64>,
     /// Share of jobs that end `failed` regardless of the account (0.0–1.0).
     pub fail_rate: f64,
 }
@@ -89,17 +187,24 @@ pub struct JobTimings {
 impl Default for JobTimings {
     /// About what the reference observed for a MySQL account service (≈ 6 s).
     fn default() -> Self {
-        Self { pending_ms: 1000, working_ms: 5000, fail_rate: 0.0 }
+        Self { pending_ms: 1000, working_ms: 5000, working_ms_max: None, fail_rate: 0.0 }
     }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Quota {
-    /// Requests allowed per access key in one window.
+    /// Requests allowed per account (or access key, see `scope`) in one window.
     pub requests: u64,
     /// Window length in seconds (fractions allowed).
     pub window_s: f64,
+    /// Who shares one count [default: account].
+    #[serde(default)]
+    pub scope: QuotaScope,
+    /// When above 0: a request over the quota starts a penalty block of this many seconds
+    /// (fractions allowed) in which every request is refused with 2500, whatever the window.
+    #[serde(default)]
+    pub penalty_s: f64,
 }
 
 /// Fault rates (each 0.0–1.0, drawn per API request) and added latency.
@@ -124,6 +229,7 @@ fn default_credentials() -> Vec<Credential> {
     vec![Credential {
         access_key_id: DEFAULT_ACCESS_KEY_ID.to_owned(),
         secret_access_key: DEFAULT_SECRET_ACCESS_KEY.to_owned(),
+        account: None,
     }]
 }
 
@@ -138,6 +244,8 @@ impl Default for World {
             faults: Faults::default(),
             one_job_per_cluster: false,
             seed: None,
+            api: ApiBehaviour::default(),
+            clock_offset_s: 0,
         }
     }
 }
@@ -173,12 +281,16 @@ impl World {
     /// The world of `run --simulate`: auto clusters and accounts, jobs of tens of milliseconds,
     /// no faults, no quota, the default credentials.
     pub fn auto_fast() -> World {
-        World { jobs: JobTimings { pending_ms: 20, working_ms: 30, fail_rate: 0.0 }, ..World::default() }
+        World {
+            jobs: JobTimings { pending_ms: 20, working_ms: 30, working_ms_max: None, fail_rate: 0.0 },
+            ..World::default()
+        }
     }
 
     /// Check every value once and build the model the engine runs on.
     pub(crate) fn check(&self) -> Result<Model, String> {
         let mut credentials = HashMap::new();
+        let mut accounts = HashMap::new();
         if self.credentials.is_empty() {
             return Err("credentials: at least one access key is needed".to_owned());
         }
@@ -189,6 +301,12 @@ impl World {
             if credentials.insert(c.access_key_id.clone(), c.secret_access_key.clone()).is_some() {
                 return Err(format!("credentials[{i}]: access key {:?} is listed twice", c.access_key_id));
             }
+            let account = match &c.account {
+                Some(a) if a.is_empty() => return Err(format!("credentials[{i}].account must not be empty")),
+                Some(a) => Account::Named(a.clone()),
+                None => Account::OwnKey(c.access_key_id.clone()),
+            };
+            accounts.insert(c.access_key_id.clone(), account);
         }
         let clusters = match &self.clusters {
             None => None,
@@ -214,6 +332,33 @@ impl World {
         };
         let pending = check_millis("jobs.pending_ms", self.jobs.pending_ms)?;
         let working = check_millis("jobs.working_ms", self.jobs.working_ms)?;
+        let working_max = match self.jobs.working_ms_max {
+            None => working,
+            Some(ms) => {
+                let max = check_millis("jobs.working_ms_max", ms)?;
+                if max < working {
+                    return Err(format!(
+                        "jobs.working_ms_max must be at least jobs.working_ms ({}), not {ms}",
+                        self.jobs.working_ms
+                    ));
+                }
+                max
+            }
+        };
+        let list_lag = check_millis("api.list_lag_ms", self.api.list_lag_ms)?;
+        let unrelated_jobs = self.api.unrelated_jobs_per_zone.unwrap_or(if self.api.job_action_filter { 0 } else { 5 });
+        if unrelated_jobs > MAX_UNRELATED_JOBS {
+            return Err(format!(
+                "api.unrelated_jobs_per_zone must be at most {MAX_UNRELATED_JOBS}, not {unrelated_jobs}"
+            ));
+        }
+        let max_offset = MAX_WORLD_DURATION.as_secs() as i64;
+        if !(-max_offset..=max_offset).contains(&self.clock_offset_s) {
+            return Err(format!(
+                "clock_offset_s must be between -{max_offset} and {max_offset} (a day), not {}",
+                self.clock_offset_s
+            ));
+        }
         check_millis("faults.delay_ms", self.faults.delay_ms)?;
         check_rate("jobs.fail_rate", self.jobs.fail_rate)?;
         let f = &self.faults;
@@ -242,36 +387,83 @@ impl World {
                             q.window_s
                         )
                     })?;
-                Some((q.requests, window))
+                let penalty = Duration::try_from_secs_f64(q.penalty_s)
+                    .ok()
+                    .filter(|p| *p <= MAX_WORLD_DURATION)
+                    .ok_or_else(|| {
+                        format!(
+                            "quota.penalty_s must be 0 or a positive number of seconds up to {}, not {}",
+                            MAX_WORLD_DURATION.as_secs(),
+                            q.penalty_s
+                        )
+                    })?;
+                Some(QuotaModel { requests: q.requests, window, scope: q.scope, penalty })
             }
         };
         Ok(Model {
             credentials,
+            accounts,
             clusters,
             pending,
             working,
+            working_max,
             fail_rate: self.jobs.fail_rate,
             quota,
             faults: self.faults.clone(),
             one_job_per_cluster: self.one_job_per_cluster,
+            api: self.api.clone(),
+            list_lag,
+            unrelated_jobs,
+            clock_offset: chrono::TimeDelta::seconds(self.clock_offset_s),
         })
     }
 }
+
+/// Most `api.unrelated_jobs_per_zone`.
+pub const MAX_UNRELATED_JOBS: u32 = 1000;
 
 /// The checked world.
 #[derive(Clone)]
 pub struct Model {
     /// access key id → secret.
     pub credentials: HashMap<String, String>,
+    /// access key id → the account it belongs to.
+    pub accounts: HashMap<String, Account>,
     /// `None` is the auto world.
     pub clusters: Option<BTreeMap<String, ClusterModel>>,
     pub pending: std::time::Duration,
     pub working: std::time::Duration,
+    /// Equal to `working` unless jobs draw their duration from a range.
+    pub working_max: std::time::Duration,
     pub fail_rate: f64,
-    /// (requests, window) per access key.
-    pub quota: Option<(u64, std::time::Duration)>,
+    pub quota: Option<QuotaModel>,
     pub faults: Faults,
     pub one_job_per_cluster: bool,
+    pub api: ApiBehaviour,
+    pub list_lag: std::time::Duration,
+    /// `api.unrelated_jobs_per_zone` with its default applied.
+    pub unrelated_jobs: u32,
+    /// The simulator's clock minus the host's.
+    pub clock_offset: chrono::TimeDelta,
+}
+
+/// Who an access key belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Account {
+    /// Named in the world file; shared by every key naming it.
+    Named(String),
+    /// No account given: the key is an account of its own.
+    OwnKey(String),
+}
+
+/// The checked quota.
+#[derive(Debug, Clone, PartialEq)]
+pub struct QuotaModel {
+    pub requests: u64,
+    pub window: std::time::Duration,
+    pub scope: QuotaScope,
+    /// Zero: no penalty block, the window alone decides.
+    pub penalty: std::time::Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -369,7 +561,8 @@ seed: 7
         let c = &m.clusters.as_ref().unwrap()["cl-abc123"];
         assert!(c.users.contains(&("we@ird".to_owned(), "%".to_owned())));
         assert!(c.users.contains(&("app".to_owned(), "10.0.0.%".to_owned())));
-        assert_eq!(m.quota, Some((5, std::time::Duration::from_millis(500))));
+        let q = m.quota.unwrap();
+        assert_eq!((q.requests, q.window, q.scope), (5, std::time::Duration::from_millis(500), QuotaScope::Account));
         assert_eq!(w.seed, Some(7));
     }
 
@@ -387,6 +580,47 @@ seed: 7
         assert!(e.contains("quota.requests must be at least 1"), "{e}");
         let e = parse("credentials: []").unwrap_err().to_string();
         assert!(e.contains("at least one access key"), "{e}");
+    }
+
+    #[test]
+    fn the_api_block_and_its_mistakes() {
+        let w = parse(
+            "api: {describe_jobs_unknown_id: drop, describe_jobs_order: oldest_first, job_action_filter: false, \
+             list_lag_ms: 3000, missing_account: reject, html_everywhere: true}\nclock_offset_s: -300",
+        )
+        .unwrap();
+        let m = w.check().unwrap();
+        assert_eq!(m.api.describe_jobs_unknown_id, UnknownJobId::Drop);
+        assert_eq!(m.api.describe_jobs_order, ListOrder::OldestFirst);
+        assert_eq!(m.api.missing_account, MissingAccount::Reject);
+        assert_eq!((m.list_lag, m.unrelated_jobs), (Duration::from_secs(3), 5), "ignored filter: unrelated jobs");
+        assert_eq!(m.clock_offset, chrono::TimeDelta::seconds(-300));
+        let d = parse("{}").unwrap().check().unwrap();
+        assert_eq!(
+            (d.api.describe_jobs_unknown_id, d.api.job_action_filter, d.unrelated_jobs),
+            (UnknownJobId::Error, true, 0)
+        );
+        let e = parse("api: {describe_jobs_order: sideways}").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `sideways`"), "{e}");
+        let e = parse("api: {lag_ms: 1}").unwrap_err().to_string();
+        assert!(e.contains("unknown field `lag_ms`"), "{e}");
+        let e = parse("api: {list_lag_ms: 90000000}").unwrap_err().to_string();
+        assert!(e.contains("api.list_lag_ms must be at most"), "{e}");
+        let e = parse("api: {unrelated_jobs_per_zone: 1001}").unwrap_err().to_string();
+        assert!(e.contains("api.unrelated_jobs_per_zone must be at most 1000"), "{e}");
+        let e = parse("clock_offset_s: 90000").unwrap_err().to_string();
+        assert!(e.contains("clock_offset_s must be between -86400 and 86400"), "{e}");
+        let e = parse("jobs: {working_ms: 100, working_ms_max: 50}").unwrap_err().to_string();
+        assert!(e.contains("jobs.working_ms_max must be at least jobs.working_ms (100), not 50"), "{e}");
+        let e = parse("quota: {requests: 1, window_s: 1, scope: user}").unwrap_err().to_string();
+        assert!(e.contains("unknown variant `user`"), "{e}");
+        let e = parse("quota: {requests: 1, window_s: 1, penalty_s: -1}").unwrap_err().to_string();
+        assert!(e.contains("quota.penalty_s must be 0 or a positive number"), "{e}");
+        let q = parse("quota: {requests: 1, window_s: 1, scope: access_key, penalty_s: 1.5}").unwrap().check().unwrap();
+        let q = q.quota.unwrap();
+        assert_eq!((q.scope, q.penalty), (QuotaScope::AccessKey, Duration::from_millis(1500)));
+        let e = parse("credentials: [{access_key_id: A, secret_access_key: a, account: ''}]").unwrap_err().to_string();
+        assert!(e.contains("credentials[0].account must not be empty"), "{e}");
     }
 
     #[test]

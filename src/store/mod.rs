@@ -22,6 +22,7 @@
 mod accounts;
 mod audit;
 mod evidence;
+mod findings;
 mod lock;
 mod model;
 mod runs;
@@ -42,6 +43,7 @@ use sqlx::{Sqlite, Transaction};
 pub use accounts::{endpoint_identity, AccountKey, Prepared, Refusal, Standing};
 pub use audit::{canonical_record, record_hash, Checkpoint, Problem, Verification, GENESIS_HASH};
 pub use evidence::{DeadlineCounts, SeqRange, TaskCall};
+pub use findings::{check, Finding, FindingStatus, NewFinding};
 pub use lock::{this_host, LockHolder, LockOutcome};
 pub use model::{
     ApiCallRow, Attempts, NewRun, NewTask, ReportFilter, RunRow, TaskChange, TaskRow, TaskState, Transition,

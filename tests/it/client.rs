@@ -442,18 +442,91 @@ async fn http_502_is_transient_and_ambiguous() {
 }
 
 #[tokio::test]
-async fn a_non_json_200_is_permanent_but_may_have_taken_effect() {
+async fn a_non_json_200_is_not_the_api_and_a_del_user_so_answered_may_have_taken_effect() {
     let server =
         Server::start(|_: &Seen| Reply::Raw { status: 200, body: b"<html>captive portal</html>".to_vec() }).await;
     let call = del_user(&server.client()).await;
     let err = call.result.unwrap_err();
-    assert!(matches!(err, ApiError::Permanent(_)), "{err:?}");
+    assert!(matches!(err, ApiError::NotApi(_)) && err.is_not_api(), "{err:?}");
+    assert_eq!(err.class(), "not_api");
     assert_eq!(err.message(), "the body is not JSON: <html>captive portal</html>");
-    assert!(err.may_have_taken_effect());
+    assert!(err.may_have_taken_effect(), "the request reached something that may have passed it on");
+    assert_eq!((call.record.http_status, call.record.ret_code), (Some(200), None));
 
     let server = Server::start(|_: &Seen| Reply::Json(json!({"hello": "world"}))).await;
     let err = del_user(&server.client()).await.result.unwrap_err();
-    assert!(matches!(err, ApiError::Permanent(_)) && err.message().contains("ret_code"), "{err:?}");
+    assert!(matches!(err, ApiError::NotApi(_)) && err.message().contains("ret_code"), "{err:?}");
+    let server = Server::start(|_: &Seen| Reply::Json(json!({"ret_code": "0"}))).await;
+    let err = del_user(&server.client()).await.result.unwrap_err();
+    assert!(err.is_not_api(), "a ret_code that is not an integer: {err:?}");
+
+    // A read answered so changed nothing.
+    let server = Server::start(|_: &Seen| Reply::Raw { status: 200, body: b"<!DOCTYPE html><p>hi</p>".to_vec() }).await;
+    let calls = server.client().describe_jobs(&zone(), &ids(3)).await;
+    let err = calls[0].result.as_ref().unwrap_err();
+    assert!(err.is_not_api() && !err.may_have_taken_effect(), "{err:?}");
+    let page = server.client().describe_jobs_filtered(&zone(), &JobFilter::default()).await;
+    let err = page.result.unwrap_err();
+    assert!(err.is_not_api() && !err.may_have_taken_effect(), "{err:?}");
+
+    // A wrong shape under ret_code 0 is the API answering oddly, not something else.
+    let server = Server::start(|_: &Seen| Reply::Json(json!({"ret_code": 0, "job_set": 7}))).await;
+    let err = server.client().describe_jobs(&zone(), &ids(1)).await.remove(0).result.unwrap_err();
+    assert!(matches!(err, ApiError::Permanent(_)), "{err:?}");
+}
+
+// Against the simulator: what the runner reads from a call beyond its result.
+
+fn sim_client(sim: &qc_offboard::sim::SimHandle) -> Client {
+    let settings = Settings::new(
+        sim.endpoint().parse().unwrap(),
+        Credentials::new(qc_offboard::sim::DEFAULT_ACCESS_KEY_ID, qc_offboard::sim::DEFAULT_SECRET_ACCESS_KEY),
+    );
+    Client::new(&settings).unwrap()
+}
+
+#[tokio::test]
+async fn the_server_date_is_recorded_and_gives_the_clock_skew() {
+    let sim = crate::helpers::start_sim(crate::helpers::world("{}")).await;
+    let call = sim_client(&sim).describe_jobs_filtered(&zone(), &JobFilter::default()).await;
+    assert!(call.result.is_ok(), "{:?}", call.result);
+    let date = call.record.server_date.expect("the simulator sends a Date header");
+    assert!((date - call.record.started_at).num_seconds().abs() <= 2, "{date} vs {}", call.record.started_at);
+    let skew = call.record.clock_skew().unwrap();
+    assert!(skew.num_milliseconds().abs() <= 2000, "{skew}");
+    sim.shutdown().await;
+
+    // The API's clock five minutes ahead: our time stamps are refused, and the Date says why.
+    let sim = crate::helpers::start_sim(crate::helpers::world("clock_offset_s: 300")).await;
+    let call = sim_client(&sim).describe_jobs_filtered(&zone(), &JobFilter::default()).await;
+    assert!(matches!(call.result, Err(ApiError::Expired(_))), "{:?}", call.result);
+    let skew = call.record.clock_skew().unwrap();
+    assert!((298..=302).contains(&skew.num_seconds()), "{skew}");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_2100_for_an_unknown_job_names_it_and_html_everywhere_is_not_the_api() {
+    let sim = crate::helpers::start_sim(crate::helpers::world("{}")).await;
+    let client = sim_client(&sim);
+    let ok = del_user(&client).await.result.unwrap();
+    let calls = client.describe_jobs(&zone(), &[ok.job_id.clone(), "j-nosuchjob01".to_owned()]).await;
+    let err = calls[0].result.as_ref().unwrap_err();
+    assert!(matches!(err, ApiError::Permanent(_)) && !err.may_have_taken_effect(), "{err:?}");
+    assert_eq!(err.unknown_job_id(), Some("j-nosuchjob01"));
+    assert_eq!(err.message(), "ResourceNotFound, job [j-nosuchjob01] not found");
+    sim.shutdown().await;
+
+    let sim = crate::helpers::start_sim(crate::helpers::world("api: {html_everywhere: true}")).await;
+    let client = sim_client(&sim);
+    let err = del_user(&client).await.result.unwrap_err();
+    assert!(err.is_not_api() && err.may_have_taken_effect(), "{err:?}");
+    let err = client.describe_jobs(&zone(), &ids(2)).await.remove(0).result.unwrap_err();
+    assert!(err.is_not_api() && !err.may_have_taken_effect(), "{err:?}");
+    assert!(err.to_string().starts_with("this is not the QingCloud API"), "{err}");
+    let stats = sim.stats();
+    assert_eq!((stats.jobs, stats.requests_of("RunClusterCustomService")), (0, 1));
+    sim.shutdown().await;
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod client;
 mod config;
+mod doctor;
 mod evidence;
 mod helpers;
 mod manifest;

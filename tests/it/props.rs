@@ -753,8 +753,13 @@ fn check_classified<T: std::fmt::Debug>(
                     prop_assert_eq!(e, &expected);
                     prop_assert!(!e.may_have_taken_effect());
                 }
+                None if status == 200 => {
+                    // Something that is not the API answered 200.
+                    prop_assert!(matches!(e, ApiError::NotApi(_)), "{:?}", e);
+                    prop_assert!(e.may_have_taken_effect());
+                }
                 _ if status == 200 => {
-                    // Something that is not the API answered 200, or the shape is wrong.
+                    // A ret_code 0 in the wrong shape.
                     prop_assert!(matches!(e, ApiError::Permanent(_)), "{:?}", e);
                     prop_assert!(e.may_have_taken_effect());
                 }
@@ -814,7 +819,7 @@ fn a_null_or_odd_message_does_not_hide_the_ret_code() {
 fn a_body_at_the_size_limit_is_classified_not_parsed_as_an_answer() {
     let body = vec![b' '; qc_offboard::qingcloud::client::MAX_BODY_BYTES];
     let err = classify_body::<DescribeJobsResponse>(200, &body).unwrap_err();
-    assert!(matches!(err, ApiError::Permanent(_)) && err.may_have_taken_effect(), "{err:?}");
+    assert!(matches!(err, ApiError::NotApi(_)) && err.may_have_taken_effect(), "{err:?}");
     assert_eq!(err.message(), "the body is not JSON");
 }
 

@@ -117,8 +117,9 @@ async fn authentication_time_and_parameter_errors() {
 
     let r = good.call("DescribeJobs", "", &[]).await.unwrap();
     assert_eq!(code(&r), ret::MALFORMED, "missing zone: {r}");
+    // Unknown actions, and errors in general, answer as the service does: no `action`.
     let r = good.call("RunInstances", "sh1a", &[]).await.unwrap();
-    assert_eq!((code(&r), r["action"].as_str().unwrap()), (ret::BAD_REQUEST, "RunInstancesResponse"));
+    assert_eq!(r, serde_json::json!({"message": "PermissionDenied, can't handle this request", "ret_code": 1400}));
     let r = good.call("RunClusterCustomService", "sh1a", &[("cluster", "cl-a")]).await.unwrap();
     assert_eq!(
         (code(&r), r["message"].as_str().unwrap()),
@@ -132,7 +133,7 @@ async fn authentication_time_and_parameter_errors() {
     assert_eq!(stats.ret_code(ret::AUTH_FAILED), 3);
     assert_eq!(stats.ret_code(ret::EXPIRED), 2);
     assert_eq!(stats.ret_code(ret::MALFORMED), 4);
-    assert_eq!(stats.ret_code(ret::BAD_REQUEST), 1);
+    assert_eq!(stats.ret_code(ret::ACCESS_DENIED), 1);
     assert_eq!(stats.ret_code(ret::OK), 1);
     assert_eq!(stats.requests_total, 11);
     sim.shutdown().await;
@@ -251,16 +252,18 @@ credentials:
 
     let r = api.describe_jobs("pek3a", &[]).await.unwrap();
     assert_eq!((r["total_count"].as_u64(), ids(&r)), (Some(3), pek3a.iter().rev().cloned().collect::<Vec<_>>()));
-    // jobs.N of another zone's jobs find nothing; mixed lists find only this zone's.
+    // jobs.N of another zone's job is an unknown job in this zone: the whole call is refused,
+    // naming the first one.
     let r = api.describe_jobs("sh1a", &[("jobs.1", &pek3a[0]), ("jobs.2", &pek3a[1])]).await.unwrap();
-    assert_eq!((code(&r), r["total_count"].as_u64()), (0, Some(0)));
-    let r =
-        api.describe_jobs("sh1a", &[("jobs.1", &sh1a[0]), ("jobs.2", &pek3a[0]), ("jobs.10", &sh1a[7])]).await.unwrap();
+    assert_eq!(r["message"].as_str(), Some(format!("ResourceNotFound, job [{}] not found", pek3a[0]).as_str()));
+    assert_eq!(code(&r), ret::NOT_FOUND);
+    let r = api.describe_jobs("sh1a", &[("jobs.1", &sh1a[0]), ("jobs.10", &sh1a[7])]).await.unwrap();
     assert_eq!(ids(&r), [sh1a[7].clone(), sh1a[0].clone()]);
-    // Another access key's jobs are not visible either.
+    // Another access key's jobs are not visible either (it is another account).
     let other = Api { access_key: "OTHER".into(), secret: "other".into(), ..api.clone() };
     let r = other.describe_jobs("sh1a", &[]).await.unwrap();
     assert_eq!((code(&r), r["total_count"].as_u64()), (0, Some(0)));
+    assert_eq!(code(&other.describe_jobs("sh1a", &[("jobs.1", &sh1a[0])]).await.unwrap()), ret::NOT_FOUND);
     sim.shutdown().await;
 }
 
@@ -323,7 +326,7 @@ async fn each_fault_kind_is_observable_by_a_client() {
         let r = api.del_user("sh1a", "cl-a", "bob", "%").await.unwrap();
         let expected = if fault == Fault::Busy { ret::BUSY } else { ret::INTERNAL };
         assert_eq!(code(&r), expected, "{r}");
-        assert_eq!(r["action"], "RunClusterCustomServiceResponse");
+        assert!(r.get("action").is_none() && r["message"].is_string(), "{r}");
         let stats = sim.stats();
         assert_eq!((stats.faults(fault), stats.ret_code(expected), stats.jobs), (1, 1, 0));
         sim.shutdown().await;
@@ -519,4 +522,298 @@ fn the_sim_binary_rejects_a_bad_world_file() {
         .code(78)
         .stdout("")
         .stderr(predicates::str::contains("world.yaml: faults: unknown field `reset`"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// The `api:` block, quota scope and penalty, drawn durations, the shifted clock, the request log.
+
+/// `n` del_user jobs on `cl-s` in sh1a that stay pending (the world's jobs must be slow).
+async fn pending_jobs(api: &Api, n: usize) -> Vec<String> {
+    let mut out = Vec::new();
+    for i in 0..n {
+        out.push(job_id(&api.del_user("sh1a", "cl-s", &format!("u{i}"), "%").await.unwrap()));
+    }
+    out
+}
+
+const SLOW: &str = "jobs: {pending_ms: 600000, working_ms: 1000}";
+
+#[tokio::test]
+async fn an_unknown_job_id_refuses_the_whole_call_or_is_dropped() {
+    let sim = start_sim(world(SLOW)).await;
+    let api = Api::new(&sim.endpoint());
+    let known = pending_jobs(&api, 1).await.remove(0);
+    let r = api
+        .describe_jobs("sh1a", &[("jobs.1", &known), ("jobs.2", "j-unknown0001"), ("jobs.3", "j-unknown0002")])
+        .await
+        .unwrap();
+    assert_eq!(r, serde_json::json!({"message": "ResourceNotFound, job [j-unknown0001] not found", "ret_code": 2100}));
+    sim.shutdown().await;
+
+    let sim = start_sim(world(&format!("{SLOW}\napi: {{describe_jobs_unknown_id: drop}}"))).await;
+    let api = Api::new(&sim.endpoint());
+    let known = pending_jobs(&api, 1).await.remove(0);
+    let r = api.describe_jobs("sh1a", &[("jobs.1", "j-unknown0001"), ("jobs.2", &known)]).await.unwrap();
+    assert_eq!((code(&r), r["total_count"].as_u64(), ids(&r)), (0, Some(1), vec![known]));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn listings_come_in_the_order_the_world_says() {
+    for order in ["newest_first", "oldest_first", "random"] {
+        let sim = start_sim(world(&format!("{SLOW}\nseed: 11\napi: {{describe_jobs_order: {order}}}"))).await;
+        let api = Api::new(&sim.endpoint());
+        let created = pending_jobs(&api, 8).await;
+        let listed = ids(&api.describe_jobs("sh1a", &[("limit", "100")]).await.unwrap());
+        let mut sorted = listed.clone();
+        sorted.sort();
+        let mut all = created.clone();
+        all.sort();
+        assert_eq!(sorted, all, "{order}: every job once");
+        let newest: Vec<String> = created.iter().rev().cloned().collect();
+        match order {
+            "newest_first" => assert_eq!(listed, newest),
+            "oldest_first" => assert_eq!(listed, created),
+            _ => assert!(listed != newest && listed != created, "{listed:?}"),
+        }
+        // The order is the same for every call, so pages by offset add up to the listing.
+        let first = ids(&api.describe_jobs("sh1a", &[("limit", "5")]).await.unwrap());
+        let rest = ids(&api.describe_jobs("sh1a", &[("offset", "5"), ("limit", "5")]).await.unwrap());
+        assert_eq!([first, rest].concat(), listed, "{order}");
+        // Answers by id follow the same order.
+        let by_id: Vec<(&str, &str)> = vec![("jobs.1", &created[0]), ("jobs.2", &created[1]), ("jobs.3", &created[2])];
+        let answer = ids(&api.describe_jobs("sh1a", &by_id).await.unwrap());
+        let expected: Vec<String> = listed.iter().filter(|id| created[..3].contains(id)).cloned().collect();
+        assert_eq!(answer, expected, "{order}");
+        sim.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_ignored_job_action_filter_lists_every_kind_of_job() {
+    let sim = start_sim(world(&format!("{SLOW}\napi: {{job_action_filter: false}}"))).await;
+    let api = Api::new(&sim.endpoint());
+    let mine = pending_jobs(&api, 2).await;
+    let r = api.describe_jobs("sh1a", &[("job_action", "RunClusterCustomService"), ("limit", "100")]).await.unwrap();
+    let actions: Vec<&str> =
+        r["job_set"].as_array().unwrap().iter().map(|j| j["job_action"].as_str().unwrap()).collect();
+    assert_eq!(r["total_count"], 7, "two of ours and the zone's five unrelated jobs: {actions:?}");
+    assert_eq!(actions.iter().filter(|a| **a == "RunClusterCustomService").count(), 2);
+    assert!(actions.contains(&"StopClusters"), "{actions:?}");
+    // The unrelated jobs are older than ours, finished, and not counted as created.
+    assert_eq!(ids(&r)[..2], [mine[1].clone(), mine[0].clone()]);
+    assert!(r["job_set"][2]["create_time"].as_str() < r["job_set"][1]["create_time"].as_str());
+    assert_eq!(r["job_set"][2]["status"], "successful");
+    assert_eq!(sim.stats().jobs, 2);
+    sim.shutdown().await;
+
+    let sim = start_sim(world(&format!("{SLOW}\napi: {{unrelated_jobs_per_zone: 3}}"))).await;
+    let api = Api::new(&sim.endpoint());
+    pending_jobs(&api, 2).await;
+    let filtered = api.describe_jobs("sh1a", &[("job_action", "RunClusterCustomService")]).await.unwrap();
+    assert_eq!(filtered["total_count"], 2, "the filter is honoured by default");
+    assert_eq!(api.describe_jobs("sh1a", &[]).await.unwrap()["total_count"], 5);
+    assert_eq!(api.describe_jobs("pek3a", &[]).await.unwrap()["total_count"], 3, "each zone has its own");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_new_job_shows_in_listings_only_after_the_lag_but_by_id_at_once() {
+    let sim = start_sim(world(&format!("{SLOW}\napi: {{list_lag_ms: 600000}}"))).await;
+    let api = Api::new(&sim.endpoint());
+    let id = pending_jobs(&api, 1).await.remove(0);
+    assert_eq!(ids(&api.describe_jobs("sh1a", &[("jobs.1", &id)]).await.unwrap()), vec![id.clone()]);
+    let listed = api.describe_jobs("sh1a", &[("job_action", "RunClusterCustomService")]).await.unwrap();
+    assert_eq!((code(&listed), listed["total_count"].as_u64()), (0, Some(0)));
+    sim.shutdown().await;
+
+    let sim = start_sim(world(&format!("{SLOW}\napi: {{list_lag_ms: 300}}"))).await;
+    let api = Api::new(&sim.endpoint());
+    let id = pending_jobs(&api, 1).await.remove(0);
+    let api = &api;
+    let listed = eventually("the job to show in listings", || async move {
+        let r = api.describe_jobs("sh1a", &[]).await.unwrap();
+        (r["total_count"] == 1).then(|| ids(&r))
+    })
+    .await;
+    assert_eq!(listed, vec![id]);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn del_user_of_a_missing_account_fails_its_job_succeeds_or_is_rejected() {
+    let fast = "jobs: {pending_ms: 0, working_ms: 20}";
+    for (choice, status, error_codes) in [("fail_job", "failed", ERROR_NO_SUCH_ACCOUNT), ("succeed", "successful", "")]
+    {
+        let sim = start_sim(world(&format!("{CLUSTERS}\n{fast}\napi: {{missing_account: {choice}}}"))).await;
+        let api = Api::new(&sim.endpoint());
+        let id = job_id(&api.del_user("sh1a", "cl-a", "nobody", "%").await.unwrap());
+        let job = final_job(&api, "sh1a", &id).await;
+        assert_eq!(
+            (job["status"].as_str(), job["error_codes"].as_str()),
+            (Some(status), Some(error_codes)),
+            "{choice}"
+        );
+        let stats = sim.stats();
+        let acc = stats.account("cl-a", "nobody", "%").unwrap();
+        assert_eq!((acc.exists, acc.del_user_accepted, acc.deleted_by.as_deref()), (false, 1, None), "{choice}");
+        sim.shutdown().await;
+    }
+
+    let sim = start_sim(world(&format!("{CLUSTERS}\n{fast}\napi: {{missing_account: reject}}"))).await;
+    let api = Api::new(&sim.endpoint());
+    let r = api.del_user("sh1a", "cl-a", "nobody", "%").await.unwrap();
+    let message = "ResourceNotFound, user [nobody] with host [%] does not exist in cluster [cl-a]";
+    assert_eq!(r, serde_json::json!({"message": message, "ret_code": 2100}));
+    // An existing account is deleted as usual; the second request for it is then rejected.
+    let id = job_id(&api.del_user("sh1a", "cl-a", "bob", "%").await.unwrap());
+    assert_eq!(final_job(&api, "sh1a", &id).await["status"], "successful");
+    let again = api.del_user("sh1a", "cl-a", "bob", "%").await.unwrap();
+    assert_eq!(code(&again), ret::NOT_FOUND, "{again}");
+    let r = api.del_user("sh1a", "cl-zz", "bob", "%").await.unwrap();
+    assert_eq!(r["message"], "ResourceNotFound, cluster [cl-zz] not found in zone [sh1a]");
+    let stats = sim.stats();
+    assert_eq!(stats.jobs, 1);
+    assert_eq!(stats.account("cl-a", "nobody", "%").unwrap().del_user_accepted, 0);
+    assert_eq!(stats.account("cl-a", "bob", "%").unwrap().del_user_accepted, 1);
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn html_everywhere_answers_every_request_with_a_page_while_stats_keep_working() {
+    let sim = start_sim(world("api: {html_everywhere: true}")).await;
+    for method in [Method::Get, Method::Post] {
+        let api = Api { method, ..Api::new(&sim.endpoint()) };
+        let params = api.signed("DescribeJobs", "sh1a", &[], Utc::now());
+        let resp = api.send(&params).await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(resp.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+        assert!(resp.headers().contains_key("date"));
+        let body = resp.text().await.unwrap();
+        assert!(body.starts_with("<!DOCTYPE html>") && serde_json::from_str::<Value>(&body).is_err(), "{body}");
+        let unsigned = api.http.get(format!("{}?action=Nothing", sim.endpoint())).send().await.unwrap();
+        assert_eq!(unsigned.text().await.unwrap(), qc_offboard::sim::HTML_PAGE);
+        let elsewhere = api.http.delete(sim.endpoint().replace("/iaas/", "/login")).send().await.unwrap();
+        assert_eq!(elsewhere.status(), 200, "any path and method");
+        assert_eq!(elsewhere.text().await.unwrap(), qc_offboard::sim::HTML_PAGE);
+        let params = qc_offboard::qingcloud::types::DelUserParams::new("bob", "%").to_json();
+        let extra =
+            [("cluster", "cl-a"), ("role", "maininstance"), ("service", "del_user"), ("service_params", &params)];
+        let resp = api.send(&api.signed("RunClusterCustomService", "sh1a", &extra, Utc::now())).await.unwrap();
+        assert_eq!(resp.status(), 200);
+    }
+    let stats = Api::new(&sim.endpoint()).sim_stats().await;
+    assert_eq!(
+        (stats.jobs, stats.requests_of("RunClusterCustomService"), stats.requests_of("DescribeJobs")),
+        (0, 2, 2)
+    );
+    assert!(stats.ret_codes.is_empty(), "the API answered nothing: {:?}", stats.ret_codes);
+    assert_eq!(stats.requests.len(), 2);
+    assert!(stats.requests.iter().all(|r| r.ret_code.is_none() && r.user == "bob" && r.job_id.is_none()));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_penalty_block_and_a_quota_shared_by_one_accounts_keys() {
+    let keys = "credentials: [{access_key_id: A, secret_access_key: a, account: acme}, \
+                {access_key_id: B, secret_access_key: b, account: acme}, {access_key_id: C, secret_access_key: c}]";
+    let sim = start_sim(world(&format!("{keys}\nquota: {{requests: 3, window_s: 0.2, penalty_s: 600}}"))).await;
+    let a = Api { access_key: "A".into(), secret: "a".into(), ..Api::new(&sim.endpoint()) };
+    let b = Api { access_key: "B".into(), secret: "b".into(), ..a.clone() };
+    let c = Api { access_key: "C".into(), secret: "c".into(), ..a.clone() };
+    let mut codes = Vec::new();
+    for api in [&a, &b, &a, &b] {
+        codes.push(code(&api.describe_jobs("sh1a", &[]).await.unwrap()));
+    }
+    assert_eq!(codes, [0, 0, 0, ret::QUOTA_EXCEEDED], "one count for both keys of acme");
+    // Well past the window, the block still holds, with the documented text.
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let r = a.describe_jobs("sh1a", &[]).await.unwrap();
+    assert_eq!(r, serde_json::json!({"message": qc_offboard::sim::QUOTA_MESSAGE, "ret_code": 2500}));
+    assert_eq!(code(&b.describe_jobs("sh1a", &[]).await.unwrap()), ret::QUOTA_EXCEEDED);
+    assert_eq!(code(&c.describe_jobs("sh1a", &[]).await.unwrap()), 0, "another account");
+    sim.shutdown().await;
+
+    // Keys of one account also see each other's jobs; with `scope: access_key` each key counts
+    // for itself.
+    let sim = start_sim(world(&format!("{keys}\nquota: {{requests: 1, window_s: 600, scope: access_key}}"))).await;
+    let a = Api { endpoint: sim.endpoint(), ..a };
+    let b = Api { endpoint: sim.endpoint(), ..b };
+    let c = Api { endpoint: sim.endpoint(), ..c };
+    let id = job_id(&a.del_user("sh1a", "cl-x", "u", "%").await.unwrap());
+    assert_eq!(ids(&b.describe_jobs("sh1a", &[("jobs.1", &id)]).await.unwrap()), vec![id.clone()]);
+    assert_eq!(code(&c.describe_jobs("sh1a", &[("jobs.1", &id)]).await.unwrap()), ret::NOT_FOUND, "another account");
+    assert_eq!(code(&a.describe_jobs("sh1a", &[]).await.unwrap()), ret::QUOTA_EXCEEDED, "A used its one request");
+    assert_eq!(code(&c.describe_jobs("sh1a", &[]).await.unwrap()), ret::QUOTA_EXCEEDED, "so did C");
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn durations_drawn_from_a_range_and_the_request_log() {
+    let sim = start_sim(world("jobs: {pending_ms: 0, working_ms: 10, working_ms_max: 300}\nseed: 5")).await;
+    let api = Api::new(&sim.endpoint());
+    let before = Utc::now().timestamp_millis();
+    let mut created = Vec::new();
+    for i in 0..6 {
+        created.push(job_id(&api.del_user("sh1a", "cl-r", &format!("u{i}"), "10.0.0.%").await.unwrap()));
+    }
+    api.describe_jobs("sh1a", &[]).await.unwrap();
+    let _ = code(&api.del_user("sh1a", "cl-r", "root", "%").await.unwrap());
+    let after = Utc::now().timestamp_millis();
+    for id in &created {
+        assert_eq!(final_job(&api, "sh1a", id).await["status"], "successful");
+    }
+    let stats = sim.stats();
+    assert_eq!(stats.requests.len(), 7, "RunClusterCustomService only: {:?}", stats.requests);
+    for (record, id) in stats.requests.iter().zip(&created) {
+        assert_eq!(record.job_id.as_ref(), Some(id));
+        assert_eq!(
+            (record.action.as_str(), record.cluster.as_str(), record.host.as_str()),
+            ("RunClusterCustomService", "cl-r", "10.0.0.%")
+        );
+        assert_eq!(record.ret_code, Some(0));
+        assert!((before..=after).contains(&record.at_ms), "{record:?}");
+    }
+    let refused = &stats.requests[6];
+    assert_eq!(
+        (refused.user.as_str(), refused.ret_code, refused.job_id.as_deref()),
+        ("root", Some(ret::ACCESS_DENIED), None)
+    );
+    assert!(stats.requests.windows(2).all(|w| w[0].at_ms <= w[1].at_ms));
+    sim.shutdown().await;
+
+    // A request the API never saw is logged without a ret_code.
+    let sim = start_sim(world("faults: {http_502_rate: 1.0}")).await;
+    let api = Api::new(&sim.endpoint());
+    let params = api.signed("RunClusterCustomService", "sh1a", &[("cluster", "cl-a")], Utc::now());
+    assert_eq!(api.send(&params).await.unwrap().status(), 502);
+    let stats = sim.stats();
+    assert_eq!(stats.requests.len(), 1);
+    assert_eq!((stats.requests[0].cluster.as_str(), stats.requests[0].ret_code), ("cl-a", None));
+    sim.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_shifted_clock_moves_the_date_header_job_times_and_the_time_stamp_check() {
+    let sim = start_sim(world("clock_offset_s: -600\njobs: {pending_ms: 0, working_ms: 10}")).await;
+    let api = Api::new(&sim.endpoint());
+    let host_now = Utc::now();
+    let resp = api.send(&api.signed("DescribeJobs", "sh1a", &[], host_now)).await.unwrap();
+    let date = resp.headers()["date"].to_str().unwrap().to_owned();
+    let date = qc_offboard::qingcloud::client::parse_http_date(&date).expect("an HTTP date");
+    assert!(((date - host_now).num_seconds() + 600).abs() <= 2, "{date} vs {host_now}");
+    let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    assert_eq!(code(&body), ret::EXPIRED, "the host's time is 10 minutes ahead of the API: {body}");
+    // Stamped by the API's clock, requests pass; the job's times are on that clock too.
+    let params = qc_offboard::qingcloud::types::DelUserParams::new("bob", "%").to_json();
+    let extra = [("cluster", "cl-a"), ("role", "maininstance"), ("service", "del_user"), ("service_params", &params)];
+    let shifted = Utc::now() - chrono::Duration::seconds(600);
+    let resp = api.send(&api.signed("RunClusterCustomService", "sh1a", &extra, shifted)).await.unwrap();
+    let id = job_id(&serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap());
+    let resp = api.send(&api.signed("DescribeJobs", "sh1a", &[("jobs.1", &id)], shifted)).await.unwrap();
+    let body: Value = serde_json::from_slice(&resp.bytes().await.unwrap()).unwrap();
+    let created =
+        qc_offboard::qingcloud::signer::parse_time_stamp(body["job_set"][0]["create_time"].as_str().unwrap()).unwrap();
+    assert!(((created - Utc::now()).num_seconds() + 600).abs() <= 2, "{created}");
+    sim.shutdown().await;
 }
