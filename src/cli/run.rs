@@ -484,9 +484,12 @@ async fn drive_inner(
     let unfinished = in_flight + waiting;
     let failed = count(TaskState::Failed);
     let exit = match &stop {
-        Some(StopReason::AuthFailed(_) | StopReason::ActionRefused(_) | StopReason::Unreachable(_)) => {
-            Exit::Unavailable
-        }
+        Some(
+            StopReason::AuthFailed(_)
+            | StopReason::ActionRefused(_)
+            | StopReason::NotApi(_)
+            | StopReason::Unreachable(_),
+        ) => Exit::Unavailable,
         _ if unfinished > 0 => Exit::TempFail,
         _ if failed > 0 => Exit::TasksFailed,
         _ => Exit::Ok,

@@ -554,10 +554,6 @@ fn transport_error(e: reqwest::Error) -> ApiError {
     }
 }
 
-/// Turn a complete response (HTTP status and the whole body, already cut at
-/// [`MAX_BODY_BYTES`]) into the typed result. Pure and total: any status and any bytes give
-/// either a `T` (HTTP 200, `ret_code` 0, the shape of `T`) or a classified [`ApiError`] that
-/// carries `status`. The client calls it for every answer that came back whole.
 /// The call of a request that was never sent (a guard withheld it where no guard can be).
 fn withheld_call<T>(action: &str, withheld: Withheld) -> Call<T> {
     let error =
@@ -571,6 +567,7 @@ fn withheld_call<T>(action: &str, withheld: Withheld) -> Call<T> {
         job_id: None,
         started_at: Utc::now(),
         latency: Duration::ZERO,
+        server_date: None,
     };
     Call { record, result: Err(error) }
 }
@@ -586,6 +583,10 @@ fn futures_now<F: Future>(fut: F) -> Option<F::Output> {
     }
 }
 
+/// Turn a complete response (HTTP status and the whole body, already cut at
+/// [`MAX_BODY_BYTES`]) into the typed result. Pure and total: any status and any bytes give
+/// either a `T` (HTTP 200, `ret_code` 0, the shape of `T`) or a classified [`ApiError`] that
+/// carries `status`. The client calls it for every answer that came back whole.
 pub fn classify_body<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T, ApiError> {
     let json: Option<serde_json::Value> = serde_json::from_slice(body).ok();
     let envelope = json.as_ref().and_then(envelope);

@@ -2,6 +2,7 @@
 //! and the options. Also the glue that records an API call and lets the limiter hear about it.
 
 use std::collections::HashSet;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -55,6 +56,10 @@ pub struct Ctx {
     pub stop: watch::Sender<bool>,
     /// Tasks whose current request passed its last check (it may be on the wire).
     pub sent: Mutex<HashSet<i64>>,
+    /// Answers in a row that were not the QingCloud API (HTML, JSON without `ret_code`).
+    pub not_api_in_a_row: AtomicU32,
+    /// The server's clock minus ours, from the newest answer's `Date` header.
+    pub clock_skew: Mutex<Option<chrono::TimeDelta>>,
 }
 
 /// How an answered call affects the run as a whole.
@@ -81,7 +86,29 @@ impl Ctx {
         identity_runs: Vec<i64>,
     ) -> Ctx {
         let (stop, _) = watch::channel(false);
-        Ctx { store, journal, client, limiter, run_id, opts, identity_runs, stop, sent: Mutex::new(HashSet::new()) }
+        Ctx {
+            store,
+            journal,
+            client,
+            limiter,
+            run_id,
+            opts,
+            identity_runs,
+            stop,
+            sent: Mutex::new(HashSet::new()),
+            not_api_in_a_row: AtomicU32::new(0),
+            clock_skew: Mutex::new(None),
+        }
+    }
+
+    /// The server's clock minus ours, as last measured.
+    pub fn clock_skew(&self) -> Option<chrono::TimeDelta> {
+        *self.clock_skew.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How many answers in a row were not the QingCloud API.
+    pub fn not_api_answers(&self) -> u32 {
+        self.not_api_in_a_row.load(Ordering::Relaxed)
     }
 
     pub fn stopping(&self) -> bool {
@@ -123,6 +150,21 @@ impl Ctx {
         sent_at: Instant,
     ) -> anyhow::Result<CallVerdict> {
         self.journal.record_call(self.run_id, task_id, call_row(&call.record)).await?;
+        if let Some(skew) = call.record.clock_skew() {
+            *self.clock_skew.lock().unwrap_or_else(|p| p.into_inner()) = Some(skew);
+            // Sign with the API's clock once it refused a time stamp (1300), or before it would:
+            // it refuses time stamps more than 60 s off.
+            if matches!(call.result, Err(ApiError::Expired(_))) || skew.abs() > chrono::TimeDelta::seconds(30) {
+                self.client.set_clock_offset(skew);
+            }
+        }
+        match &call.result {
+            Err(ApiError::NotApi(_)) => {
+                self.not_api_in_a_row.fetch_add(1, Ordering::Relaxed);
+            }
+            _ if call.record.ret_code.is_some() => self.not_api_in_a_row.store(0, Ordering::Relaxed),
+            _ => {}
+        }
         let verdict = match &call.result {
             Err(ApiError::Throttled(_)) => {
                 if let Some(rate) = self.limiter.on_throttle(sent_at) {

@@ -40,6 +40,8 @@ pub enum StopReason {
     AuthFailed(String),
     /// A 1400 refusing the action or the key itself (not one cluster or account).
     ActionRefused(String),
+    /// The endpoint answers, but not as the QingCloud API (an HTML page, a captive proxy).
+    NotApi(String),
     Unreachable(String),
 }
 
@@ -51,6 +53,9 @@ impl StopReason {
             StopReason::MaxFail => "stopped by --max-fail".to_owned(),
             StopReason::AuthFailed(m) => format!("the API refused the credentials (1200): {m}"),
             StopReason::ActionRefused(m) => format!("the API refused the action or the key (1400): {m}"),
+            StopReason::NotApi(m) => {
+                format!("this is not the QingCloud API (check the endpoint URL and any proxy in between): {m}")
+            }
             StopReason::Unreachable(m) => format!("the API could not be reached: {m}"),
         }
     }
@@ -73,6 +78,9 @@ pub const FOLLOW_AFTER_SIGNAL: std::time::Duration = std::time::Duration::from_s
 
 /// Connection failures in a row, before any answer, that mean the endpoint is unreachable.
 const UNREACHABLE_AFTER: u32 = 3;
+
+/// Answers in a row that were not the QingCloud API, after which the run stops (69).
+const NOT_API_AFTER: u32 = 3;
 
 /// The longest wait before trying an unreachable endpoint again: an outage should cost about
 /// its own length, not a backoff climbing to its 5-minute cap.
@@ -278,7 +286,15 @@ impl Loop {
     /// Requests already under way may finish (for at most [`GRACE`]) and record their answers;
     /// jobs in flight are left for `resume` to follow.
     fn hard_stop(&self) -> bool {
-        matches!(self.stop, Some(StopReason::AuthFailed(_) | StopReason::ActionRefused(_) | StopReason::Unreachable(_)))
+        matches!(
+            self.stop,
+            Some(
+                StopReason::AuthFailed(_)
+                    | StopReason::ActionRefused(_)
+                    | StopReason::NotApi(_)
+                    | StopReason::Unreachable(_)
+            )
+        )
     }
 
     fn request_stop(&mut self, why: StopReason) {
@@ -379,6 +395,10 @@ impl Loop {
                 Some(joined) = self.work.join_next() => {
                     let event = joined.map_err(|e| anyhow::anyhow!("a runner task panicked: {e}"))?;
                     self.handle(event).await?;
+                    if self.ctx.not_api_answers() >= NOT_API_AFTER {
+                        let n = self.ctx.not_api_answers();
+                        self.request_stop(StopReason::NotApi(format!("{n} answers in a row were not the API's")));
+                    }
                 }
                 _ = sigint.recv() => { signals += 1; self.request_stop(StopReason::Signal); }
                 _ = sigterm.recv() => { signals += 1; self.request_stop(StopReason::Signal); }
@@ -633,7 +653,10 @@ impl Loop {
                     .min(UNREACHABLE_RETRY_CAP)
                     .max(self.ctx.opts.poll_interval);
                 if since.elapsed() >= OUTAGE_LIMIT {
-                    self.request_stop(StopReason::Unreachable(format!("no answer for {}: {m}", humantime::format_duration(OUTAGE_LIMIT))));
+                    self.request_stop(StopReason::Unreachable(format!(
+                        "no answer for {}: {m}",
+                        humantime::format_duration(OUTAGE_LIMIT)
+                    )));
                 }
                 self.queue.defer(id, &cluster, Instant::now() + wait);
                 self.queue.release(&cluster);

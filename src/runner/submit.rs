@@ -135,7 +135,11 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
             }
             Err(ApiError::Expired(_)) if expired_left > 0 => {
                 expired_left -= 1;
-                tracing::warn!("time stamp expired (1300): re-signing at once; check this machine's clock");
+                // `note_call` has set the client to sign with the API's clock (`Date` header).
+                tracing::warn!(
+                    skew_s = ctx.clock_skew().map(|s| s.num_seconds()),
+                    "time stamp expired (1300): re-signing at once; check this machine's clock"
+                );
                 continue;
             }
             Err(err) => {
@@ -391,7 +395,9 @@ pub const MAX_INCONCLUSIVE: u32 = 5;
 /// nothing changes and the caller tries again later.
 pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
     let intent_at = task.intent_at.unwrap_or_else(Utc::now);
-    let not_before = intent_at - CLOCK_MARGIN;
+    // The API's `create_time` is on its clock: widen the margin by the measured difference.
+    let skew = ctx.clock_skew().map_or(chrono::Duration::zero(), |s| s.abs());
+    let not_before = intent_at - CLOCK_MARGIN - skew;
     let settle = chrono::Duration::from_std(ctx.opts.reconcile_settle).unwrap_or(chrono::Duration::MAX);
     let listed_at = Utc::now();
     if listed_at < intent_at + settle {

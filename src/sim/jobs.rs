@@ -134,6 +134,8 @@ pub struct Book {
     missing_account: MissingAccount,
     order: ListOrder,
     unknown_id: UnknownJobId,
+    /// `api.describe_jobs_omit_every`: every Nth job created is left out of answers by id.
+    omit_every: usize,
     job_action_filter: bool,
     list_lag: Duration,
     unrelated_jobs: u32,
@@ -169,6 +171,7 @@ impl Book {
             missing_account: model.api.missing_account,
             order: model.api.describe_jobs_order,
             unknown_id: model.api.describe_jobs_unknown_id,
+            omit_every: usize::try_from(model.api.describe_jobs_omit_every).unwrap_or(usize::MAX),
             job_action_filter: model.api.job_action_filter,
             list_lag: model.list_lag,
             unrelated_jobs: model.unrelated_jobs,
@@ -329,7 +332,11 @@ impl Book {
                 let mut found = Vec::with_capacity(ids.len());
                 for id in ids {
                     match self.by_id.get(id) {
-                        Some(&i) if visible(&self.jobs[i]) => found.push(i),
+                        Some(&i) if visible(&self.jobs[i]) => {
+                            if self.omit_every == 0 || (i + 1) % self.omit_every != 0 {
+                                found.push(i);
+                            }
+                        }
                         _ if self.unknown_id == UnknownJobId::Error => return Err(FindError::UnknownJob(id.clone())),
                         _ => {}
                     }

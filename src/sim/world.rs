@@ -78,6 +78,10 @@ pub struct ApiBehaviour {
     /// older than anything it creates. Absent: 0 when `job_action_filter` is true, 5 when it
     /// is false (so ignoring the filter shows).
     pub unrelated_jobs_per_zone: Option<u32>,
+    /// Leave every Nth job created out of every answer by id (0: never) — a by-id lookup that
+    /// loses entries; listings still show it. An omission is not an answer that the job does
+    /// not exist.
+    pub describe_jobs_omit_every: u32,
 }
 
 impl Default for ApiBehaviour {
@@ -90,6 +94,7 @@ impl Default for ApiBehaviour {
             list_lag_ms: 0,
             missing_account: MissingAccount::FailJob,
             html_everywhere: false,
+            describe_jobs_omit_every: 0,
             unrelated_jobs_per_zone: None,
         }
     }

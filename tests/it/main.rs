@@ -14,3 +14,4 @@ mod runner;
 mod safety;
 mod sim;
 mod store;
+mod variants;
