@@ -398,7 +398,7 @@ impl FileConfig {
     fn read(path: &Path, warnings: &mut Vec<String>) -> Result<Self, ConfigError> {
         let fail = |reason: String| ConfigError::File { path: path.to_owned(), reason };
         // The whole text holds the secret: it is wiped when it goes out of scope.
-        let text = Zeroizing::new(std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?);
+        let text = Zeroizing::new(read_regular(path).map_err(|e| fail(format!("cannot read: {e}")))?);
         let value: serde_yaml::Value =
             serde_yaml::from_str(&text).map_err(|e| fail(scrub(&format!("invalid YAML: {e}"), &text)))?;
         let map = match value {
@@ -531,6 +531,21 @@ impl FileConfig {
         let uri = self.uri.as_deref().unwrap_or(DEFAULT_URI);
         Some(format!("{protocol}://{host}{port}{uri}"))
     }
+}
+
+/// Read a regular file; anything else (a FIFO that would block forever, a directory, a device)
+/// is refused on the open descriptor, which is opened without blocking.
+fn read_regular(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f =
+        std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn string_value(v: &serde_yaml::Value) -> Option<String> {
