@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod config;
 mod evidence;
+mod hardening;
 mod helpers;
 mod manifest;
 mod props;

@@ -1,0 +1,186 @@
+//! Trying to break the released binary: a secret that could leak through a malformed config, a
+//! core dump or `--help`; environmental failures that are not bugs; hostile arguments. Every
+//! case runs the real binary.
+
+use std::path::{Path, PathBuf};
+use std::process::{Output, Stdio};
+use std::time::Duration;
+
+use crate::helpers::{start_sim, tempdir, world};
+
+const MANIFEST: &str =
+    "version: 1\nticket: OPS-9\nclusters:\n  - id: cl-h001\n    zone: sh1a\n    users: [u1, u2, u3]\n";
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+/// The real binary with a scrubbed environment, HOME at `home`, the database at `db`.
+fn qc(home: &Path, db: &Path) -> tokio::process::Command {
+    let mut cmd = tokio::process::Command::new(assert_cmd::cargo::cargo_bin("qc-offboard"));
+    cmd.env_clear()
+        .env("HOME", home)
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .env("QC_OFFBOARD_DB", db)
+        .env("NO_COLOR", "1")
+        .env("RUST_BACKTRACE", "0")
+        .arg("--no-progress")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    cmd
+}
+
+async fn output(mut cmd: tokio::process::Command) -> Output {
+    let child = cmd.spawn().expect("the command runs");
+    tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+        .await
+        .expect("the command finishes")
+        .expect("the command runs")
+}
+
+/// Every byte of every file under `dir`, for "does the secret appear anywhere".
+fn all_bytes_under(dir: &Path) -> Vec<(PathBuf, Vec<u8>)> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).expect("read dir") {
+            let path = entry.expect("dir entry").path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.is_file() {
+                out.push((path.clone(), std::fs::read(&path).unwrap_or_default()));
+            }
+        }
+    }
+    out
+}
+
+fn contains(haystack: &[u8], needle: &str) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// The config file: the secret's line is indented under the key id's line, so YAML
+/// reads one scalar, `AK qy_secret_access_key:…`. With a secret key in the environment the
+/// pair looked complete and the secret went out as `access_key_id`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_folded_into_the_key_id_goes_nowhere() {
+    const SECRET: &str = "Folded5ecretValueDoNotShow";
+    let home = tempdir();
+    let sim = start_sim(world("seed: 1\n")).await;
+    let db = home.path().join("audit.db");
+    let config = home.path().join("config.yaml");
+    std::fs::write(&config, format!("qy_access_key_id: AK\n qy_secret_access_key:{SECRET}\nzone: sh1a\n")).unwrap();
+    let manifest = home.path().join("m.yaml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let plan_file = home.path().join("plan.json");
+    let with_config = |args: &[&str]| {
+        let mut cmd = qc(home.path(), &db);
+        cmd.env("QINGCLOUD_CONFIG", &config)
+            .env("QINGCLOUD_SECRET_KEY", "SECRETACCESSKEY")
+            .env("QINGCLOUD_ENDPOINT", sim.endpoint())
+            .args(args);
+        cmd
+    };
+    let runs = [
+        vec!["plan", manifest.to_str().unwrap(), "--out", plan_file.to_str().unwrap()],
+        vec!["run", manifest.to_str().unwrap(), "--poll-interval", "20ms"],
+    ];
+    for args in runs {
+        let out = output(with_config(&args)).await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains("qy_access_key_id") && stderr.contains("indented"), "says what to fix: {stderr}");
+        assert!(!stdout.contains(SECRET) && !stderr.contains(SECRET), "{args:?} printed the secret: {stdout}{stderr}");
+    }
+    assert!(!plan_file.exists(), "no plan file is written");
+    for (path, bytes) in all_bytes_under(home.path()) {
+        if path != config {
+            assert!(!contains(&bytes, SECRET), "the secret is in {}", path.display());
+        }
+    }
+    assert_eq!(sim.stats().requests_total, 0, "nothing was sent");
+}
+
+/// A healthcheck URL is a bearer secret; clap printed it as `[env: QC_OFFBOARD_PING_URL=…]`.
+#[tokio::test]
+async fn help_never_shows_secret_bearing_environment_values() {
+    let home = tempdir();
+    let db = home.path().join("audit.db");
+    for command in ["run", "resume", "retry"] {
+        let mut cmd = qc(home.path(), &db);
+        cmd.env("QC_OFFBOARD_PING_URL", "https://hc.example.com/ping/PingTokenDoNotShow")
+            .env("QINGCLOUD_ENDPOINT", "https://user:EndpointPassDoNotShow@h.example.com/iaas/")
+            .args([command, "--help"]);
+        let out = output(cmd).await;
+        let stdout = text(&out.stdout);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        assert!(stdout.contains("QC_OFFBOARD_PING_URL") && stdout.contains("QINGCLOUD_ENDPOINT"), "{stdout}");
+        assert!(!stdout.contains("PingTokenDoNotShow") && !stdout.contains("EndpointPassDoNotShow"), "{stdout}");
+    }
+}
+
+/// `--deadline 584542046090y` parsed, the run was recorded, and adding it to the clock
+/// panicked (exit 101). Every duration is bounded where it is parsed: a usage error, nothing
+/// recorded.
+#[tokio::test]
+async fn durations_too_large_to_use_are_usage_errors() {
+    let home = tempdir();
+    let db = home.path().join("audit.db");
+    let manifest = home.path().join("m.yaml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    for (flag, value) in [
+        ("--deadline", "584542046090y"),
+        ("--deadline", "1000y"),
+        ("--job-timeout", "584542046090y"),
+        ("--poll-interval", "584542046090y"),
+    ] {
+        let mut cmd = qc(home.path(), &db);
+        cmd.args(["run", "--simulate", manifest.to_str().unwrap(), flag, value]);
+        let out = output(cmd).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{flag} {value}: {stderr}");
+        assert!(stderr.contains(flag) && stderr.contains("out of range"), "{stderr}");
+    }
+    let sim_db = home.path().join("sim-audit.db");
+    assert!(!db.exists() && !sim_db.exists(), "nothing was recorded");
+}
+
+/// A core dump of the process holds the secret key. The binary makes itself non-dumpable and
+/// sets its core size limit to zero before reading anything. Checked on a running `sim`
+/// (started with core dumps allowed): `/proc/PID` of a non-dumpable process belongs to root
+/// whoever runs it, so the process runs as another user than root.
+#[test]
+fn the_process_cannot_dump_core() {
+    use std::io::BufRead as _;
+    use std::os::unix::fs::MetadataExt as _;
+    use std::os::unix::process::CommandExt as _;
+
+    let bin = assert_cmd::cargo::cargo_bin("qc-offboard");
+    let mut cmd = std::process::Command::new("sh");
+    cmd.env_clear()
+        .env("PATH", std::env::var_os("PATH").unwrap_or_default())
+        .args(["-c", "ulimit -c unlimited && exec \"$0\" sim --listen 127.0.0.1:0"])
+        .arg(&bin)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit());
+    let me = rustix::process::geteuid();
+    if me.is_root() {
+        cmd.uid(65534).gid(65534);
+    }
+    let mut child = cmd.spawn().expect("the simulator starts");
+    let mut first = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    let proc_dir = PathBuf::from(format!("/proc/{}", child.id()));
+    let limits = std::fs::read_to_string(proc_dir.join("limits")).unwrap_or_default();
+    let owner = std::fs::metadata(proc_dir.join("status")).map(|m| m.uid());
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(first.starts_with("listening on "), "{first}");
+    let core = limits.lines().find(|l| l.starts_with("Max core file size")).unwrap_or_default();
+    assert_eq!(core.split_whitespace().nth(4), Some("0"), "soft core limit: {core}");
+    assert_eq!(core.split_whitespace().nth(5), Some("0"), "hard core limit: {core}");
+    assert_eq!(owner.unwrap(), 0, "a non-dumpable process's /proc entries belong to root");
+}
