@@ -59,29 +59,95 @@ impl std::error::Error for Coded {}
 
 /// Map an error to its exit code by looking at every error in its chain.
 pub fn code_for(err: &anyhow::Error) -> Exit {
+    classify(err).0
+}
+
+/// The exit code of an error, and what the operator can do about it when the code alone does
+/// not say (printed after the error).
+fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
     for cause in err.chain() {
         if let Some(coded) = cause.downcast_ref::<Coded>() {
-            return coded.exit;
+            return (coded.exit, None);
         }
         if cause.downcast_ref::<crate::manifest::ManifestErrors>().is_some() {
-            return Exit::DataErr;
+            return (Exit::DataErr, None);
         }
         if let Some(e) = cause.downcast_ref::<crate::planfile::PlanFileError>() {
-            return e.exit();
+            return (e.exit(), None);
         }
         if cause.downcast_ref::<crate::qingcloud::config::ConfigError>().is_some() {
-            return Exit::Config;
+            return (Exit::Config, None);
         }
-        // A database that cannot be found or created where it was asked for is a matter of
-        // configuration (--db, QC_OFFBOARD_DB, HOME), not a bug.
+    }
+    // What SQLite says about the environment decides first: a busy lock, a full disk or a
+    // damaged file are not bugs, wherever in the chain they were wrapped.
+    for cause in err.chain() {
+        if let Some(class) = cause.downcast_ref::<sqlx::Error>().and_then(crate::store::sqlite_class) {
+            return environmental(class);
+        }
+    }
+    for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<crate::store::StoreError>() {
             use crate::store::StoreError as S;
-            if matches!(e, S::NoHome | S::Missing(_) | S::CreateDir { .. } | S::CreateFile { .. } | S::Open { .. }) {
-                return Exit::Config;
+            match e {
+                // A database that cannot be found or created where it was asked for is a
+                // matter of configuration (--db, QC_OFFBOARD_DB, HOME), not a bug.
+                S::NoHome | S::Missing(_) | S::CreateDir { .. } | S::CreateFile { .. } | S::Open { .. } => {
+                    return (Exit::Config, None)
+                }
+                S::Newer { .. } | S::Older { .. } | S::NotOurs { .. } | S::Lost { .. } | S::ReadOnlyWal { .. } => {
+                    return (Exit::Config, None)
+                }
+                S::Migrate { source, .. } if !matches!(source, sqlx::migrate::MigrateError::Execute(_)) => {
+                    return (Exit::Config, Some(MIGRATIONS_DIFFER))
+                }
+                _ => {}
             }
         }
     }
-    Exit::Software
+    (Exit::Software, None)
+}
+
+const MIGRATIONS_DIFFER: &str =
+    "the database's migrations do not match this version's: use the version of qc-offboard that wrote it, or another --db";
+
+fn environmental(class: crate::store::SqliteClass) -> (Exit, Option<&'static str>) {
+    use crate::store::SqliteClass as C;
+    match class {
+        C::Busy => (
+            Exit::Locked,
+            Some(
+                "another process has held the database's write lock for more than 10 s (a run, or a process that \
+                 is stopped or hung inside a transaction); `qc-offboard status` shows the runs; try again when it \
+                 has finished",
+            ),
+        ),
+        C::Full => (
+            Exit::TempFail,
+            Some(
+                "the disk (or quota) holding the database is full; everything committed is kept: free space, \
+                 then `qc-offboard resume` continues",
+            ),
+        ),
+        C::Io => (
+            Exit::TempFail,
+            Some(
+                "reading or writing the database file failed (disk full, removed, or failing); everything \
+                 committed is kept: fix the storage, then `qc-offboard resume` continues",
+            ),
+        ),
+        C::Corrupt => (
+            Exit::Config,
+            Some(
+                "the database file is damaged or is not a qc-offboard database; restore it from a backup \
+                 (keep the damaged copy as evidence), or pass --db with the right file",
+            ),
+        ),
+        C::Denied => (
+            Exit::Config,
+            Some("the database file or its directory cannot be opened or written; check --db, the permissions and the mount"),
+        ),
+    }
 }
 
 /// Print an error (if any) to stderr and return the exit code for the process.
@@ -89,9 +155,12 @@ pub fn report(outcome: anyhow::Result<Exit>) -> Exit {
     match outcome {
         Ok(exit) => exit,
         Err(err) => {
-            let exit = code_for(&err);
+            let (exit, hint) = classify(&err);
             // `{:#}` prints the whole context chain on one line: "what: why".
             eprintln!("error: {err:#}");
+            if let Some(hint) = hint {
+                eprintln!("hint: {hint}");
+            }
             if exit == Exit::Software {
                 eprintln!("this is a bug in qc-offboard; nothing recorded in the database is lost");
             }

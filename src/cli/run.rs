@@ -471,6 +471,7 @@ async fn drive_inner(
         "elapsed_s": started.elapsed().as_secs_f64(),
     });
     store.finish_run(run_id, i64::from(exit.code()), summary_json).await?;
+    store.check_written_to_disk().await?;
     Ok((exit, summary))
 }
 

@@ -184,3 +184,129 @@ fn the_process_cannot_dump_core() {
     assert_eq!(core.split_whitespace().nth(5), Some("0"), "hard core limit: {core}");
     assert_eq!(owner.unwrap(), 0, "a non-dumpable process's /proc entries belong to root");
 }
+
+/// `run --simulate` against `db` (3 accounts), which must succeed.
+async fn simulated_run(home: &Path, db: &Path) {
+    let manifest = home.join("m.yaml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    let mut cmd = qc(home, db);
+    cmd.args(["run", "--simulate", manifest.to_str().unwrap()]);
+    let out = output(cmd).await;
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+}
+
+/// Names, sizes, bytes and modification times of everything in `dir`.
+fn snapshot(dir: &Path) -> Vec<(String, Vec<u8>, std::time::SystemTime)> {
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| {
+            let path = e.unwrap().path();
+            let meta = std::fs::metadata(&path).unwrap();
+            (path.display().to_string(), std::fs::read(&path).unwrap_or_default(), meta.modified().unwrap())
+        })
+        .collect();
+    entries.sort();
+    entries
+}
+
+/// Run a reader as a user that cannot write `dir` (root ignores mode bits, so as root the
+/// command runs as `nobody`).
+fn as_reader(mut cmd: tokio::process::Command) -> tokio::process::Command {
+    if rustix::process::geteuid().is_root() {
+        cmd.uid(65534).gid(65534);
+    }
+    cmd
+}
+
+fn chmod(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+/// Auditors get copies on read-only media. `status`, `report` and `audit verify` opened the
+/// file for writing (and migrated it), so they failed with "cannot create the database file";
+/// they must read it as it is and change nothing. Two copies: one checkpointed into a single
+/// file, one taken with its -wal and -shm files while a connection had it open.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readers_read_read_only_evidence_and_change_nothing() {
+    use sqlx::Connection as _;
+    let home = tempdir();
+    chmod(home.path(), 0o755);
+    let work = home.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let db = work.join("audit.db");
+    simulated_run(home.path(), &db).await;
+    let (single, with_wal) = (home.path().join("single"), home.path().join("with-wal"));
+    for dir in [&single, &with_wal] {
+        std::fs::create_dir(dir).unwrap();
+    }
+    let mut conn = crate::helpers::raw_connection(&db).await;
+    for name in ["audit.db", "audit.db-wal", "audit.db-shm"] {
+        if work.join(name).exists() {
+            std::fs::copy(work.join(name), with_wal.join(name)).unwrap();
+        }
+    }
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await.unwrap();
+    std::fs::copy(&db, single.join("audit.db")).unwrap();
+    conn.close().await.unwrap();
+
+    for evidence in [single, with_wal] {
+        for entry in std::fs::read_dir(&evidence).unwrap() {
+            chmod(&entry.unwrap().path(), 0o444);
+        }
+        chmod(&evidence, 0o555);
+        let before = snapshot(&evidence);
+        let db = evidence.join("audit.db");
+        for args in [
+            vec!["status"],
+            vec!["status", "1", "--output", "json"],
+            vec!["report", "--format", "json"],
+            vec!["audit", "verify"],
+            vec!["audit", "checkpoint"],
+        ] {
+            let mut cmd = qc(home.path(), &db);
+            cmd.args(&args);
+            let out = output(as_reader(cmd)).await;
+            assert_eq!(out.status.code(), Some(0), "{args:?} on {}: {}", evidence.display(), text(&out.stderr));
+            if args[0] == "report" {
+                let rows: serde_json::Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+                assert_eq!(rows.as_array().map(Vec::len), Some(3), "{rows}");
+            }
+        }
+        assert_eq!(snapshot(&evidence), before, "reading changed {}", evidence.display());
+        chmod(&evidence, 0o755);
+    }
+}
+
+/// A missing path is not created, and neither a directory nor a file that is no database is
+/// taken for one: 78 with a message, never "this is a bug".
+#[tokio::test]
+async fn readers_refuse_what_is_not_a_database() {
+    let home = tempdir();
+    let missing = home.path().join("nope/audit.db");
+    let not_db = home.path().join("notes.txt");
+    std::fs::write(&not_db, "these are not the droids\n".repeat(300)).unwrap();
+    let empty_sqlite = home.path().join("empty.db");
+    {
+        use sqlx::ConnectOptions as _;
+        let opts = sqlx::sqlite::SqliteConnectOptions::new().filename(&empty_sqlite).create_if_missing(true);
+        let mut conn = opts.connect().await.unwrap();
+        sqlx::query("CREATE TABLE t (x)").execute(&mut conn).await.unwrap();
+    }
+    for (db, needle) in [
+        (missing.clone(), "no database at"),
+        (home.path().to_path_buf(), "not a regular file"),
+        (not_db.clone(), "not a database"),
+        (empty_sqlite.clone(), "not a qc-offboard database"),
+    ] {
+        for args in [vec!["status"], vec!["report"], vec!["audit", "verify"]] {
+            let mut cmd = qc(home.path(), &db);
+            cmd.args(&args);
+            let out = output(cmd).await;
+            let stderr = text(&out.stderr);
+            assert_eq!(out.status.code(), Some(78), "{args:?} on {}: {stderr}", db.display());
+            assert!(stderr.contains(needle) && !stderr.contains("bug"), "{stderr}");
+        }
+    }
+    assert!(!missing.exists() && !missing.parent().unwrap().exists(), "nothing is created");
+}
