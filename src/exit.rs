@@ -98,7 +98,14 @@ fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
                 S::Newer { .. } | S::Older { .. } | S::NotOurs { .. } | S::Lost { .. } | S::ReadOnlyWal { .. } => {
                     return (Exit::Config, None)
                 }
-                S::Migrate { source, .. } if !matches!(source, sqlx::migrate::MigrateError::Execute(_)) => {
+                // The database's record of migrations does not match this version's (a migration
+                // that fails to execute is a bug, and stays 70).
+                S::Migrate { source, .. }
+                    if !matches!(
+                        source,
+                        sqlx::migrate::MigrateError::Execute(_) | sqlx::migrate::MigrateError::ExecuteMigration(..)
+                    ) =>
+                {
                     return (Exit::Config, Some(MIGRATIONS_DIFFER))
                 }
                 _ => {}

@@ -279,8 +279,9 @@ async fn connect_reader(path: &Path, immutable: bool) -> Result<SqlitePool, Stor
 async fn connect_retrying(pool: SqlitePoolOptions, options: SqliteConnectOptions) -> Result<SqlitePool, sqlx::Error> {
     let mut attempt = 0;
     loop {
+        let began = std::time::Instant::now();
         match pool.clone().connect_with(options.clone()).await {
-            Err(e) if attempt < MIGRATION_ATTEMPTS && sqlite_class(&e) == Some(SqliteClass::Busy) => {
+            Err(e) if attempt < MIGRATION_ATTEMPTS && conflict_at_once(&e, began) => {
                 attempt += 1;
                 tokio::time::sleep(Duration::from_millis(25 * u64::from(attempt))).await;
             }
@@ -289,18 +290,27 @@ async fn connect_retrying(pool: SqlitePoolOptions, options: SqliteConnectOptions
     }
 }
 
+/// A lock conflict that SQLite reported without waiting out [`BUSY_TIMEOUT`] (a snapshot that
+/// went stale, a lock upgrade it refuses to wait for): another process is setting the file up
+/// at this moment, and trying again soon succeeds. A holder that kept the lock for the whole
+/// timeout is not waited for again.
+fn conflict_at_once(err: &sqlx::Error, began: std::time::Instant) -> bool {
+    sqlite_class(err) == Some(SqliteClass::Busy) && began.elapsed() < BUSY_TIMEOUT / 2
+}
+
 /// Apply this version's migrations, trying again when another process applied one meanwhile.
 async fn migrate(writer: &SqlitePool, path: &Path) -> Result<(), StoreError> {
     use sqlx::migrate::MigrateError as M;
     let mut attempt = 0;
     loop {
+        let began = std::time::Instant::now();
         let err = match MIGRATOR.run(writer).await {
             Ok(()) => return Ok(()),
             Err(e) => e,
         };
         let raced = match &err {
             M::Execute(e) | M::ExecuteMigration(e, _) => {
-                sqlite_class(e) == Some(SqliteClass::Busy)
+                conflict_at_once(e, began)
                     || matches!(e, sqlx::Error::Database(d) if d.message().contains("already exists") || d.is_unique_violation())
             }
             _ => false,

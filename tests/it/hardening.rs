@@ -310,3 +310,138 @@ async fn readers_refuse_what_is_not_a_database() {
     }
     assert!(!missing.exists() && !missing.parent().unwrap().exists(), "nothing is created");
 }
+
+/// A manifest of `n` accounts on `n` clusters.
+fn many(n: usize) -> String {
+    let mut s = String::from("version: 1\nclusters:\n");
+    for i in 0..n {
+        s.push_str(&format!("  - {{id: cl-m{i:04}, zone: sh1a, users: [u{i}]}}\n"));
+    }
+    s
+}
+
+/// A command against the in-process simulator at `endpoint`, with its credentials.
+fn against(home: &Path, db: &Path, endpoint: &str, args: &[&str]) -> tokio::process::Command {
+    let mut cmd = qc(home, db);
+    cmd.env("QINGCLOUD_ACCESS_KEY", "QYACCESSKEYIDEXAMPLE")
+        .env("QINGCLOUD_SECRET_KEY", "SECRETACCESSKEY")
+        .env("QINGCLOUD_ENDPOINT", endpoint)
+        .args(args)
+        .args(["--rate", "100/s", "--poll-interval", "20ms"]);
+    cmd
+}
+
+fn raw_options(db: &Path) -> sqlx::sqlite::SqliteConnectOptions {
+    sqlx::sqlite::SqliteConnectOptions::new().filename(db)
+}
+
+/// A second run while another process is stuck inside a write transaction waits the busy
+/// timeout (10 s) and then gave up with "this is a bug" (70). It is an environmental
+/// failure: 73, saying what holds the database.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_writer_frozen_in_a_transaction_is_reported_as_busy() {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let home = tempdir();
+    let db = home.path().join("audit.db");
+    simulated_run(home.path(), &db).await;
+    let mut holder = raw_options(&db).connect().await.unwrap();
+    sqlx::query("BEGIN IMMEDIATE").execute(&mut holder).await.unwrap();
+    let mut cmd = qc(home.path(), &db);
+    cmd.args(["run", "--simulate", home.path().join("m.yaml").to_str().unwrap()]);
+    let out = output(cmd).await;
+    let stderr = text(&out.stderr);
+    sqlx::query("ROLLBACK").execute(&mut holder).await.unwrap();
+    holder.close().await.unwrap();
+    assert_eq!(out.status.code(), Some(73), "{stderr}");
+    assert!(stderr.contains("write lock for more than 10 s") && !stderr.contains("bug"), "{stderr}");
+}
+
+/// Runs started at once on a new database raced to apply the migrations, and the losers
+/// failed with "table already exists" or "database is locked" as bugs (70). Each run now
+/// either runs or is refused by the run lock (73).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_started_at_once_on_a_new_database_do_not_fail_as_bugs() {
+    let home = tempdir();
+    let manifest = home.path().join("m.yaml");
+    std::fs::write(&manifest, MANIFEST).unwrap();
+    for round in 0..3 {
+        let db = home.path().join(format!("race-{round}/audit.db"));
+        let children: Vec<_> = (0..4)
+            .map(|_| {
+                let mut cmd = qc(home.path(), &db);
+                cmd.args(["run", "--simulate", manifest.to_str().unwrap()]);
+                cmd.spawn().expect("the command runs")
+            })
+            .collect();
+        let mut ran = 0;
+        for child in children {
+            let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output())
+                .await
+                .expect("the command finishes")
+                .unwrap();
+            let stderr = text(&out.stderr);
+            assert!(matches!(out.status.code(), Some(0 | 73)), "round {round}: {:?}: {stderr}", out.status);
+            assert!(!stderr.contains("bug"), "{stderr}");
+            ran += usize::from(out.status.code() == Some(0));
+        }
+        assert!(ran >= 1, "round {round}: no run ran");
+    }
+}
+
+/// A database written by a newer version ("migration 9999 was previously applied but is
+/// missing") is a configuration matter: 78, for writers and readers, and nothing is changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_of_a_newer_version_is_refused() {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    let home = tempdir();
+    let db = home.path().join("audit.db");
+    simulated_run(home.path(), &db).await;
+    let mut conn = raw_options(&db).connect().await.unwrap();
+    sqlx::query(
+        "INSERT INTO _sqlx_migrations (version, description, installed_on, success, checksum, execution_time) \
+         VALUES (9999, 'from the future', CURRENT_TIMESTAMP, 1, x'00', 0)",
+    )
+    .execute(&mut conn)
+    .await
+    .unwrap();
+    conn.close().await.unwrap();
+    let manifest = home.path().join("m.yaml");
+    for args in [vec!["run", "--simulate", manifest.to_str().unwrap()], vec!["status"], vec!["audit", "verify"]] {
+        let mut cmd = qc(home.path(), &db);
+        cmd.args(&args);
+        let out = output(cmd).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {stderr}");
+        assert!(stderr.contains("newer version") && stderr.contains("9999") && !stderr.contains("bug"), "{stderr}");
+    }
+}
+
+/// A damaged page: 78 with what to do, for readers and writers, never "this is a bug".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_database_is_not_a_bug() {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    use std::io::{Seek as _, Write as _};
+    let home = tempdir();
+    let db = home.path().join("audit.db");
+    simulated_run(home.path(), &db).await;
+    let mut conn = raw_options(&db).connect().await.unwrap();
+    sqlx::query("PRAGMA wal_checkpoint(TRUNCATE)").execute(&mut conn).await.unwrap();
+    conn.close().await.unwrap();
+    // Every page but the first (the schema) overwritten.
+    let len = std::fs::metadata(&db).unwrap().len();
+    let mut f = std::fs::OpenOptions::new().write(true).open(&db).unwrap();
+    f.seek(std::io::SeekFrom::Start(4096)).unwrap();
+    f.write_all(&vec![0xA5; (len - 4096) as usize]).unwrap();
+    drop(f);
+    let manifest = home.path().join("m.yaml");
+    for args in
+        [vec!["status"], vec!["audit", "verify"], vec!["report"], vec!["run", "--simulate", manifest.to_str().unwrap()]]
+    {
+        let mut cmd = qc(home.path(), &db);
+        cmd.args(&args);
+        let out = output(cmd).await;
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {stderr}");
+        assert!(stderr.contains("damaged") && !stderr.contains("bug"), "{stderr}");
+    }
+}
