@@ -86,6 +86,13 @@ fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
             return environmental(class);
         }
     }
+    // An error that crossed a task boundary as text (the runner's journal answers with
+    // messages) keeps SQLite's code only in its words.
+    for cause in err.chain() {
+        if let Some(class) = sqlite_class_in_text(&cause.to_string()) {
+            return environmental(class);
+        }
+    }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<crate::store::StoreError>() {
             use crate::store::StoreError as S;
@@ -113,6 +120,14 @@ fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
         }
     }
     (Exit::Software, None)
+}
+
+/// The class of the SQLite result code in sqlx's words for a database error,
+/// `error returned from database: (code: 778) disk I/O error`.
+fn sqlite_class_in_text(text: &str) -> Option<crate::store::SqliteClass> {
+    let rest = text.split("error returned from database: (code: ").nth(1)?;
+    let code: i64 = rest.split(')').next()?.parse().ok()?;
+    crate::store::sqlite_class_of_code(code)
 }
 
 const MIGRATIONS_DIFFER: &str =

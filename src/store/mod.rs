@@ -377,7 +377,11 @@ pub enum SqliteClass {
 /// The class of an SQLite error, from its primary result code.
 pub fn sqlite_class(err: &sqlx::Error) -> Option<SqliteClass> {
     let sqlx::Error::Database(db) = err else { return None };
-    let code: i64 = db.code()?.parse().ok()?;
+    sqlite_class_of_code(db.code()?.parse().ok()?)
+}
+
+/// The class of an SQLite (extended) result code.
+pub fn sqlite_class_of_code(code: i64) -> Option<SqliteClass> {
     Some(match code & 0xff {
         5 | 6 => SqliteClass::Busy,             // SQLITE_BUSY, SQLITE_LOCKED
         13 => SqliteClass::Full,                // SQLITE_FULL

@@ -445,3 +445,41 @@ async fn a_damaged_database_is_not_a_bug() {
         assert!(stderr.contains("damaged") && !stderr.contains("bug"), "{stderr}");
     }
 }
+
+/// A full disk mid-run (here a file size limit, which SQLite meets the same way: a short
+/// write) stops the run safely with 75, and `resume` finishes it once there is space, every
+/// account deleted exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_full_disk_stops_with_75_and_resume_finishes() {
+    let home = tempdir();
+    let sim = start_sim(world("seed: 3\njobs: {pending_ms: 10, working_ms: 10}\n")).await;
+    let db = home.path().join("audit.db");
+    let manifest = home.path().join("m.yaml");
+    std::fs::write(&manifest, many(300)).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("qc-offboard");
+    // 1200 blocks of 512 bytes: room for the schema and part of the run. SIGXFSZ ignored, as
+    // a full disk sends no signal.
+    let mut full = against(home.path(), &db, &sim.endpoint(), &["run", manifest.to_str().unwrap()]);
+    let args: Vec<_> = full.as_std().get_args().map(|a| a.to_owned()).collect();
+    let mut cmd = tokio::process::Command::new("sh");
+    cmd.arg("-c").arg("trap '' XFSZ; ulimit -f 1200 && exec \"$0\" \"$@\"").arg(&bin).args(&args);
+    cmd.env_clear();
+    for (k, v) in full.as_std().get_envs() {
+        if let Some(v) = v {
+            cmd.env(k, v);
+        }
+    }
+    cmd.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).kill_on_drop(true);
+    full = cmd;
+    let out = output(full).await;
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{}{stderr}", text(&out.stdout));
+    assert!(stderr.contains("resume") && !stderr.contains("bug"), "{stderr}");
+
+    let out = output(against(home.path(), &db, &sim.endpoint(), &["resume"])).await;
+    assert_eq!(out.status.code(), Some(0), "{}{}", text(&out.stdout), text(&out.stderr));
+    let stats = sim.stats();
+    let ours: Vec<_> = stats.accounts.iter().filter(|a| a.cluster.starts_with("cl-m")).collect();
+    assert_eq!(ours.len(), 300);
+    assert!(ours.iter().all(|a| !a.exists && a.del_user_accepted == 1), "exactly once each");
+}
