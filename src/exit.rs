@@ -86,13 +86,6 @@ fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
             return environmental(class);
         }
     }
-    // An error that crossed a task boundary as text (the runner's journal answers with
-    // messages) keeps SQLite's code only in its words.
-    for cause in err.chain() {
-        if let Some(class) = sqlite_class_in_text(&cause.to_string()) {
-            return environmental(class);
-        }
-    }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<crate::store::StoreError>() {
             use crate::store::StoreError as S;
@@ -117,6 +110,13 @@ fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
                 }
                 _ => {}
             }
+        }
+    }
+    // An error that crossed a task boundary as text (the runner's journal answers with
+    // messages) keeps SQLite's code only in its words.
+    for cause in err.chain() {
+        if let Some(class) = sqlite_class_in_text(&cause.to_string()) {
+            return environmental(class);
         }
     }
     (Exit::Software, None)

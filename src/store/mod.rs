@@ -88,8 +88,8 @@ pub enum StoreError {
     )]
     Older { path: PathBuf, version: i64 },
     #[error(
-        "the database {path} lost records this process wrote: its audit log ends at record {written} here but \
-         {on_disk} in the file{cause}. The file or its -wal file was changed or removed while the run was writing \
+        "the database {path} lost records this process wrote: its audit log ends at record {written} as this \
+         process sees it, but {on_disk} in the file{cause}. The file or its -wal file was changed or removed while the run was writing \
          (restored, copied over, deleted). The summary is not printed, since the database does not hold it; do \
          not resume from this file: tasks it forgot would be sent again. Keep this output, check the accounts \
          with `report` on this file, and look for what touched it"
@@ -221,7 +221,7 @@ impl Store {
             cause,
         };
         let options = SqliteConnectOptions::new().filename(&*self.path).read_only(true).busy_timeout(BUSY_TIMEOUT);
-        let mut conn = options.connect().await.map_err(|e| lost("an unreadable state".into(), format!(" ({e})")))?;
+        let mut conn = options.connect().await.map_err(|e| lost("cannot be read".into(), format!(" ({e})")))?;
         let read = async {
             let found: Option<String> = sqlx::query_scalar("SELECT hash FROM audit_log WHERE seq = ?")
                 .bind(written)
@@ -234,8 +234,8 @@ impl Store {
         let _ = conn.close().await;
         match read {
             Ok((Some(found), _)) if found == hash => Ok(()),
-            Ok((_, tip)) => Err(lost(format!("record {}", tip.unwrap_or(0)), String::new())),
-            Err(e) => Err(lost("an unreadable state".into(), format!(" ({e})"))),
+            Ok((_, tip)) => Err(lost(format!("ends at record {}", tip.unwrap_or(0)), String::new())),
+            Err(e) => Err(lost("cannot be read".into(), format!(" ({e})"))),
         }
     }
 

@@ -483,3 +483,29 @@ async fn a_full_disk_stops_with_75_and_resume_finishes() {
     assert_eq!(ours.len(), 300);
     assert!(ours.iter().all(|a| !a.exists && a.del_user_accepted == 1), "exactly once each");
 }
+
+/// The -wal file deleted mid-run: the process kept writing to the file it had open and printed
+/// "80 deleted" with exit 0, while the database kept fewer (and the next run sent the rest
+/// again). The run reads its newest audit record back from the file before reporting, and
+/// fails loudly instead of printing a summary the database does not hold.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_whose_wal_file_is_deleted_fails_loudly() {
+    let home = tempdir();
+    let sim = start_sim(world("seed: 4\njobs: {pending_ms: 100, working_ms: 200}\n")).await;
+    let db = home.path().join("audit.db");
+    let manifest = home.path().join("m.yaml");
+    std::fs::write(&manifest, many(80)).unwrap();
+    let child = against(home.path(), &db, &sim.endpoint(), &["run", manifest.to_str().unwrap()]).spawn().unwrap();
+    crate::helpers::eventually("some accounts deleted", || {
+        let accepted: u64 = sim.stats().accounts.iter().map(|a| a.del_user_accepted).sum();
+        async move { (accepted >= 10).then_some(()) }
+    })
+    .await;
+    let wal = home.path().join("audit.db-wal");
+    std::fs::remove_file(&wal).expect("the run has a -wal file");
+    let out = tokio::time::timeout(Duration::from_secs(120), child.wait_with_output()).await.unwrap().unwrap();
+    let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+    assert_eq!(out.status.code(), Some(78), "{stdout}{stderr}");
+    assert!(stderr.contains("lost records this process wrote"), "{stderr}");
+    assert!(!stdout.contains(" deleted, "), "no summary: {stdout}");
+}
