@@ -190,3 +190,41 @@ pub fn report(outcome: anyhow::Result<Exit>) -> Exit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteClass;
+
+    #[test]
+    fn sqlite_codes_in_words_are_classified() {
+        let text =
+            "database error: error returned from database: (code: 778) disk I/O error: (code: 778) disk I/O error";
+        assert_eq!(sqlite_class_in_text(text), Some(SqliteClass::Io));
+        assert_eq!(
+            sqlite_class_in_text("error returned from database: (code: 13) database or disk is full"),
+            Some(SqliteClass::Full)
+        );
+        assert_eq!(
+            sqlite_class_in_text("error returned from database: (code: 517) database is locked"),
+            Some(SqliteClass::Busy)
+        );
+        assert_eq!(sqlite_class_in_text("error returned from database: (code: 1) no such table: x"), None);
+        assert_eq!(sqlite_class_in_text("user (code: 13) in a message"), None);
+    }
+
+    #[test]
+    fn environmental_failures_are_not_bugs() {
+        let err = |text: &str| anyhow::Error::msg(text.to_owned()).context("the run stopped");
+        assert_eq!(code_for(&err("error returned from database: (code: 13) database or disk is full")), Exit::TempFail);
+        assert_eq!(code_for(&err("error returned from database: (code: 5) database is locked")), Exit::Locked);
+        assert_eq!(
+            code_for(&err("error returned from database: (code: 11) database disk image is malformed")),
+            Exit::Config
+        );
+        assert_eq!(code_for(&err("error returned from database: (code: 26) file is not a database")), Exit::Config);
+        assert_eq!(code_for(&err("something else went wrong")), Exit::Software);
+        let newer = crate::store::StoreError::Newer { path: "/d/audit.db".into(), version: 9 };
+        assert_eq!(code_for(&anyhow::Error::new(newer)), Exit::Config);
+    }
+}
