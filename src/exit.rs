@@ -59,29 +59,117 @@ impl std::error::Error for Coded {}
 
 /// Map an error to its exit code by looking at every error in its chain.
 pub fn code_for(err: &anyhow::Error) -> Exit {
+    classify(err).0
+}
+
+/// The exit code of an error, and what the operator can do about it when the code alone does
+/// not say (printed after the error).
+fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
     for cause in err.chain() {
         if let Some(coded) = cause.downcast_ref::<Coded>() {
-            return coded.exit;
+            return (coded.exit, None);
         }
         if cause.downcast_ref::<crate::manifest::ManifestErrors>().is_some() {
-            return Exit::DataErr;
+            return (Exit::DataErr, None);
         }
         if let Some(e) = cause.downcast_ref::<crate::planfile::PlanFileError>() {
-            return e.exit();
+            return (e.exit(), None);
         }
         if cause.downcast_ref::<crate::qingcloud::config::ConfigError>().is_some() {
-            return Exit::Config;
+            return (Exit::Config, None);
         }
-        // A database that cannot be found or created where it was asked for is a matter of
-        // configuration (--db, QC_OFFBOARD_DB, HOME), not a bug.
+    }
+    // What SQLite says about the environment decides first: a busy lock, a full disk or a
+    // damaged file are not bugs, wherever in the chain they were wrapped.
+    for cause in err.chain() {
+        if let Some(class) = cause.downcast_ref::<sqlx::Error>().and_then(crate::store::sqlite_class) {
+            return environmental(class);
+        }
+    }
+    for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<crate::store::StoreError>() {
             use crate::store::StoreError as S;
-            if matches!(e, S::NoHome | S::Missing(_) | S::CreateDir { .. } | S::CreateFile { .. } | S::Open { .. }) {
-                return Exit::Config;
+            match e {
+                // A database that cannot be found or created where it was asked for is a
+                // matter of configuration (--db, QC_OFFBOARD_DB, HOME), not a bug.
+                S::NoHome | S::Missing(_) | S::CreateDir { .. } | S::CreateFile { .. } | S::Open { .. } => {
+                    return (Exit::Config, None)
+                }
+                S::Newer { .. } | S::Older { .. } | S::NotOurs { .. } | S::Lost { .. } | S::ReadOnlyWal { .. } => {
+                    return (Exit::Config, None)
+                }
+                // The database's record of migrations does not match this version's (a migration
+                // that fails to execute is a bug, and stays 70).
+                S::Migrate { source, .. }
+                    if !matches!(
+                        source,
+                        sqlx::migrate::MigrateError::Execute(_) | sqlx::migrate::MigrateError::ExecuteMigration(..)
+                    ) =>
+                {
+                    return (Exit::Config, Some(MIGRATIONS_DIFFER))
+                }
+                _ => {}
             }
         }
     }
-    Exit::Software
+    // An error that crossed a task boundary as text (the runner's journal answers with
+    // messages) keeps SQLite's code only in its words.
+    for cause in err.chain() {
+        if let Some(class) = sqlite_class_in_text(&cause.to_string()) {
+            return environmental(class);
+        }
+    }
+    (Exit::Software, None)
+}
+
+/// The class of the SQLite result code in sqlx's words for a database error,
+/// `error returned from database: (code: 778) disk I/O error`.
+fn sqlite_class_in_text(text: &str) -> Option<crate::store::SqliteClass> {
+    let rest = text.split("error returned from database: (code: ").nth(1)?;
+    let code: i64 = rest.split(')').next()?.parse().ok()?;
+    crate::store::sqlite_class_of_code(code)
+}
+
+const MIGRATIONS_DIFFER: &str =
+    "the database's migrations do not match this version's: use the version of qc-offboard that wrote it, or another --db";
+
+fn environmental(class: crate::store::SqliteClass) -> (Exit, Option<&'static str>) {
+    use crate::store::SqliteClass as C;
+    match class {
+        C::Busy => (
+            Exit::Locked,
+            Some(
+                "another process has held the database's write lock for more than 10 s (a run, or a process that \
+                 is stopped or hung inside a transaction); `qc-offboard status` shows the runs; try again when it \
+                 has finished",
+            ),
+        ),
+        C::Full => (
+            Exit::TempFail,
+            Some(
+                "the disk (or quota) holding the database is full; everything committed is kept: free space, \
+                 then `qc-offboard resume` continues",
+            ),
+        ),
+        C::Io => (
+            Exit::TempFail,
+            Some(
+                "reading or writing the database file failed (disk full, removed, or failing); everything \
+                 committed is kept: fix the storage, then `qc-offboard resume` continues",
+            ),
+        ),
+        C::Corrupt => (
+            Exit::Config,
+            Some(
+                "the database file is damaged or is not a qc-offboard database; restore it from a backup \
+                 (keep the damaged copy as evidence), or pass --db with the right file",
+            ),
+        ),
+        C::Denied => (
+            Exit::Config,
+            Some("the database file or its directory cannot be opened or written; check --db, the permissions and the mount"),
+        ),
+    }
 }
 
 /// Print an error (if any) to stderr and return the exit code for the process.
@@ -89,13 +177,54 @@ pub fn report(outcome: anyhow::Result<Exit>) -> Exit {
     match outcome {
         Ok(exit) => exit,
         Err(err) => {
-            let exit = code_for(&err);
+            let (exit, hint) = classify(&err);
             // `{:#}` prints the whole context chain on one line: "what: why".
             eprintln!("error: {err:#}");
+            if let Some(hint) = hint {
+                eprintln!("hint: {hint}");
+            }
             if exit == Exit::Software {
                 eprintln!("this is a bug in qc-offboard; nothing recorded in the database is lost");
             }
             exit
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::SqliteClass;
+
+    #[test]
+    fn sqlite_codes_in_words_are_classified() {
+        let text =
+            "database error: error returned from database: (code: 778) disk I/O error: (code: 778) disk I/O error";
+        assert_eq!(sqlite_class_in_text(text), Some(SqliteClass::Io));
+        assert_eq!(
+            sqlite_class_in_text("error returned from database: (code: 13) database or disk is full"),
+            Some(SqliteClass::Full)
+        );
+        assert_eq!(
+            sqlite_class_in_text("error returned from database: (code: 517) database is locked"),
+            Some(SqliteClass::Busy)
+        );
+        assert_eq!(sqlite_class_in_text("error returned from database: (code: 1) no such table: x"), None);
+        assert_eq!(sqlite_class_in_text("user (code: 13) in a message"), None);
+    }
+
+    #[test]
+    fn environmental_failures_are_not_bugs() {
+        let err = |text: &str| anyhow::Error::msg(text.to_owned()).context("the run stopped");
+        assert_eq!(code_for(&err("error returned from database: (code: 13) database or disk is full")), Exit::TempFail);
+        assert_eq!(code_for(&err("error returned from database: (code: 5) database is locked")), Exit::Locked);
+        assert_eq!(
+            code_for(&err("error returned from database: (code: 11) database disk image is malformed")),
+            Exit::Config
+        );
+        assert_eq!(code_for(&err("error returned from database: (code: 26) file is not a database")), Exit::Config);
+        assert_eq!(code_for(&err("something else went wrong")), Exit::Software);
+        let newer = crate::store::StoreError::Newer { path: "/d/audit.db".into(), version: 9 };
+        assert_eq!(code_for(&anyhow::Error::new(newer)), Exit::Config);
     }
 }

@@ -6,6 +6,7 @@ use qc_offboard::cli::Cli;
 use qc_offboard::exit;
 
 fn main() -> std::process::ExitCode {
+    forbid_core_dumps();
     let cli = Cli::parse();
     qc_offboard::telemetry::init(&cli.global);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -17,4 +18,17 @@ fn main() -> std::process::ExitCode {
     };
     let outcome = runtime.block_on(qc_offboard::cli::dispatch(cli));
     std::process::ExitCode::from(exit::report(outcome) as u8)
+}
+
+/// A core dump or a ptrace attach would expose the secret key (and a healthcheck URL) in
+/// memory: make the process non-dumpable and its core size limit zero before anything is read.
+/// Both are best effort; a failure is reported, not fatal.
+fn forbid_core_dumps() {
+    use rustix::process::{setrlimit, Resource, Rlimit};
+    if let Err(err) = rustix::process::set_dumpable_behavior(rustix::process::DumpableBehavior::NotDumpable) {
+        eprintln!("warning: cannot make the process non-dumpable: {err}");
+    }
+    if let Err(err) = setrlimit(Resource::Core, Rlimit { current: Some(0), maximum: Some(0) }) {
+        eprintln!("warning: cannot turn core dumps off: {err}");
+    }
 }

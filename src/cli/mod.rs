@@ -216,13 +216,13 @@ pub struct ExecOpts {
     #[arg(long, value_parser = parse_poll_interval, value_name = "DUR")]
     pub poll_interval: Option<Duration>,
     /// Stop submitting after this long and leave the rest pending (exit 75)
-    #[arg(long, value_parser = parse_duration, value_name = "DUR")]
+    #[arg(long, value_parser = parse_deadline, value_name = "DUR")]
     pub deadline: Option<Duration>,
     /// Stop submitting once this many tasks (N) or this share of tasks (N%) have failed
     #[arg(long, value_name = "N|N%")]
     pub max_fail: Option<MaxFail>,
     /// Healthcheck pings: URL/start on start, URL on success, URL/fail otherwise
-    #[arg(long, env = "QC_OFFBOARD_PING_URL", value_name = "URL")]
+    #[arg(long, env = "QC_OFFBOARD_PING_URL", hide_env_values = true, value_name = "URL")]
     pub ping_url: Option<String>,
     /// What means "the account does not exist" (task ends `absent`): job:CODE (a failed job's
     /// error_codes) or refusal:RET_CODE[:TEXT]; repeat for several; replaces the defaults
@@ -307,7 +307,7 @@ pub struct SimArgs {
 #[derive(Debug, Clone, Args)]
 pub struct ApiOpts {
     /// API endpoint; its path is part of the signature [default: https://api.qingcloud.com/iaas/]
-    #[arg(long, env = "QINGCLOUD_ENDPOINT", value_name = "URL")]
+    #[arg(long, env = "QINGCLOUD_ENDPOINT", hide_env_values = true, value_name = "URL")]
     pub endpoint: Option<String>,
     /// qingcloud-cli / SDK config file [default: ~/.qingcloud/config.yaml if it exists]
     #[arg(long, env = "QINGCLOUD_CONFIG", value_name = "PATH")]
@@ -359,6 +359,12 @@ pub fn parse_poll_interval(s: &str) -> Result<Duration, String> {
 /// `--job-timeout`: from 1 s to 7 days.
 pub fn parse_job_timeout(s: &str) -> Result<Duration, String> {
     parse_within(s, Duration::from_secs(1), Duration::from_secs(7 * 86_400))
+}
+
+/// `--deadline`: from 1 s to 366 days, so that adding it to any instant of the run stays
+/// representable.
+pub fn parse_deadline(s: &str) -> Result<Duration, String> {
+    parse_within(s, Duration::from_secs(1), Duration::from_secs(366 * 86_400))
 }
 
 /// `--max-fail`: an absolute count or a percentage of the run's tasks.
@@ -434,5 +440,7 @@ mod tests {
         assert!(parse_poll_interval("1ms").unwrap_err().contains("out of range"));
         assert!(parse_job_timeout("30d").is_err());
         assert_eq!(parse_job_timeout("15m"), Ok(Duration::from_secs(900)));
+        assert!(parse_deadline("584542046090y").unwrap_err().contains("out of range"));
+        assert_eq!(parse_deadline("2h"), Ok(Duration::from_secs(7200)));
     }
 }

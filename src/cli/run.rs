@@ -289,7 +289,7 @@ async fn open_existing(global: &GlobalOpts, simulate: bool) -> anyhow::Result<St
         )
         .into());
     }
-    Ok(Store::open_existing(&path).await?)
+    Ok(Store::open(&path).await?)
 }
 
 pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exit> {
@@ -551,6 +551,7 @@ async fn drive_inner(
         "elapsed_s": started.elapsed().as_secs_f64(),
     });
     store.finish_run(run_id, i64::from(exit.code()), summary_json).await?;
+    store.check_written_to_disk().await?;
     Ok((exit, summary))
 }
 

@@ -16,6 +16,7 @@
 use std::collections::HashMap;
 
 use yaml_rust2::parser::{Event, Parser};
+use yaml_rust2::scanner::{Token, TokenType};
 
 /// One step of a path: a mapping key or a sequence index.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -127,6 +128,22 @@ pub(crate) fn first_alias(text: &str) -> Option<Pos> {
             Ok(_) => {}
         }
     }
+}
+
+/// The position of the first YAML tag (`!name`, `!!binary`, `!<uri>`) on a node, if any.
+/// Tags change how a value is read (or are ignored by serde_yaml, which is worse: `!!binary
+/// cm9vdA==` would become the user `cm9vdA==`), so a manifest may not carry any. A text the
+/// event parser cannot read has no answer here; serde_yaml then reports its own error.
+pub(crate) fn first_tag(text: &str) -> Option<Pos> {
+    // Every tag starts with `!`; most manifests have none, and then nothing is parsed twice.
+    if !text.contains('!') {
+        return None;
+    }
+    // The scanner's token carries the tag's own position (the parser's event points past it).
+    // It stops at the first syntax error, which serde_yaml then reports.
+    yaml_rust2::scanner::Scanner::new(text.chars()).find_map(|Token(mark, kind)| {
+        matches!(kind, TokenType::Tag(..)).then(|| Pos { line: mark.line(), column: mark.col() + 1 })
+    })
 }
 
 fn walk(text: &str, wanted: &mut HashMap<Vec<Step>, Option<Pos>>) {

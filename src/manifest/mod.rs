@@ -190,6 +190,28 @@ fn read_checked(path: &Path, default_zone: Option<&Zone>) -> Result<Loaded, Vec<
             }]);
         }
     };
+    // A byte order mark is not part of the document (YAML allows one at the start); left in,
+    // serde_yaml reads it as the start of a second document.
+    let text = match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    };
+    if let Some((pos, c)) = hidden_line_break(&text) {
+        return Err(vec![ManifestError::at(
+            path,
+            pos,
+            format!(
+                "the file contains U+{:04X} ({}), which YAML reads as a line break although most editors and \
+                 terminals do not show one; remove it or write a plain line break",
+                c as u32,
+                match c {
+                    '\u{85}' => "NEXT LINE",
+                    '\u{2028}' => "LINE SEPARATOR",
+                    _ => "PARAGRAPH SEPARATOR",
+                }
+            ),
+        )]);
+    }
     if let Err((line, column)) = raw::check_flow_depth(&text) {
         return Err(vec![ManifestError::at(
             path,
@@ -198,6 +220,14 @@ fn read_checked(path: &Path, default_zone: Option<&Zone>) -> Result<Loaded, Vec<
                 "flow collections ([…], {{…}}) are nested more than {} deep; a manifest needs 3",
                 raw::MAX_FLOW_DEPTH
             ),
+        )]);
+    }
+    if let Some(pos) = locate::first_tag(&text) {
+        return Err(vec![ManifestError::at(
+            path,
+            pos,
+            "YAML tags (`!name`, `!!type`) are not allowed: a manifest holds plain text values only; \
+             remove the tag",
         )]);
     }
     let raw = raw::from_yaml(&text).map_err(|e| vec![yaml_error(path, &text, &e)])?;
@@ -223,9 +253,33 @@ fn read_checked(path: &Path, default_zone: Option<&Zone>) -> Result<Loaded, Vec<
     Ok(Loaded { file, text, origins: checked.origins })
 }
 
-/// Read a file, refusing one larger than [`MAX_MANIFEST_BYTES`] without reading it all.
+/// Read a file, refusing one larger than [`MAX_MANIFEST_BYTES`] without reading it all, and
+/// anything that is not a regular file: a FIFO or a terminal would block the command forever,
+/// a device would never end. The file is opened without blocking (opening a FIFO for reading
+/// waits for a writer otherwise) and checked on the open descriptor, so it cannot be swapped
+/// between the check and the read.
 fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
-    let f = std::fs::File::open(path).map_err(|e| format!("cannot read the manifest: {e}"))?;
+    use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
+        .open(path)
+        .map_err(|e| format!("cannot read the manifest: {e}"))?;
+    let kind = f.metadata().map_err(|e| format!("cannot read the manifest: {e}"))?.file_type();
+    if !kind.is_file() {
+        let what = if kind.is_dir() {
+            "a directory"
+        } else if kind.is_fifo() {
+            "a FIFO (named pipe)"
+        } else if kind.is_socket() {
+            "a socket"
+        } else if kind.is_char_device() || kind.is_block_device() {
+            "a device"
+        } else {
+            "not a regular file"
+        };
+        return Err(format!("the manifest is {what}; give a regular file (write a pipe's output to a file first)"));
+    }
     let mut bytes = Vec::new();
     f.take(MAX_MANIFEST_BYTES + 1).read_to_end(&mut bytes).map_err(|e| format!("cannot read the manifest: {e}"))?;
     if bytes.len() as u64 > MAX_MANIFEST_BYTES {
@@ -235,6 +289,17 @@ fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
         ));
     }
     Ok(bytes)
+}
+
+/// The first character that YAML 1.1 parsers (libyaml, behind serde_yaml) treat as a line break
+/// but that people do not see as one, with its position counted in `\n` lines: one visible line
+/// would become two entries. U+2028 and U+2029 are refused in YAML 1.2 terms too, for safety.
+fn hidden_line_break(text: &str) -> Option<(Pos, char)> {
+    let (offset, c) = text.char_indices().find(|(_, c)| matches!(c, '\u{85}' | '\u{2028}' | '\u{2029}'))?;
+    let before = &text[..offset];
+    let line = 1 + before.matches('\n').count();
+    let column = 1 + before.rsplit('\n').next().map_or(0, |l| l.chars().count());
+    Some((Pos { line, column }, c))
 }
 
 /// A serde_yaml error as a manifest error: its position, its message without the position

@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use url::Url;
+use zeroize::{Zeroize, Zeroizing};
 
 use crate::manifest::model::Zone;
 
@@ -36,6 +37,13 @@ pub const ENV_ZONE: &str = "QINGCLOUD_ZONE";
 
 /// The config file looked for under the home directory when `--config` is not given.
 pub const DEFAULT_CONFIG_RELATIVE: &str = ".qingcloud/config.yaml";
+
+/// Access key ids QingCloud issues are 20 upper-case letters and digits
+/// (`QYACCESSKEYIDEXAMPLE`). The accepted shape leaves room for other lengths (private clouds,
+/// older keys) but not for anything else: a lower-case letter, a space, a colon or punctuation
+/// means something else landed in the key id, typically the secret key of a line YAML folded
+/// into it, and that value must not be sent, stored or printed.
+pub const ACCESS_KEY_ID_LEN: std::ops::RangeInclusive<usize> = 4..=64;
 
 const KNOWN_KEYS: [&str; 10] = [
     "qy_access_key_id",
@@ -192,6 +200,14 @@ pub enum ConfigError {
     Endpoint { value: String, source_name: String, reason: String },
     #[error("{0}")]
     Invalid(String),
+    /// The value is not shown: it may be the secret key (see [`ACCESS_KEY_ID_LEN`]).
+    #[error(
+        "the access key id from {source_name} is not an access key id (they are {}-{} upper-case letters and \
+         digits, e.g. QYACCESSKEYIDEXAMPLE); its value is not shown{hint}",
+        ACCESS_KEY_ID_LEN.start(),
+        ACCESS_KEY_ID_LEN.end()
+    )]
+    AccessKeyShape { source_name: String, hint: String },
 }
 
 /// Resolve settings from flag values, the environment (through `env`) and the config file
@@ -235,7 +251,10 @@ pub fn resolve(
 
     // Credentials, each half by precedence.
     let env_ak = env_value(ENV_ACCESS_KEY);
-    let env_sk = env_value(ENV_SECRET_KEY).map(SecretString::from);
+    let env_sk = env(ENV_SECRET_KEY).map(Zeroizing::new).and_then(|raw| {
+        let trimmed = raw.trim();
+        (!trimmed.is_empty()).then(|| SecretString::from(trimmed))
+    });
     let (access_key_id, ak_source) = match (env_ak, file_ref.and_then(|f| f.access_key_id.clone())) {
         (Some(v), _) => (Some(v), Source::Environment),
         (None, Some(v)) => (Some(v), Source::ConfigFile),
@@ -248,7 +267,14 @@ pub fn resolve(
     };
     let tried = format!("environment variables {ENV_ACCESS_KEY} and {ENV_SECRET_KEY}, config file {config_path_note}");
     let credentials = match (access_key_id, secret) {
-        (Some(access_key_id), Some(secret)) => Credentials { access_key_id, secret },
+        (Some(access_key_id), Some(secret)) => {
+            let source_name = match ak_source {
+                Source::Environment => ENV_ACCESS_KEY.to_owned(),
+                _ => format!("qy_access_key_id in {config_path_note}"),
+            };
+            check_access_key_id(&access_key_id, &secret, source_name)?;
+            Credentials { access_key_id, secret }
+        }
         (ak, sk) => {
             let missing = match (ak.is_none(), sk.is_none()) {
                 (true, true) => "no access key id and no secret key",
@@ -292,6 +318,27 @@ pub fn resolve(
     let sources = Sources { endpoint: endpoint_source, access_key_id: ak_source, secret: sk_source, zone: zone_source };
     tracing::debug!(settings = %settings.redacted_summary(), ?sources, "configuration resolved");
     Ok(Resolved { settings, config_file: file.map(|f| f.path), sources, warnings })
+}
+
+/// Refuse an access key id that does not have the shape of one, or that is the secret key,
+/// without ever quoting it: whatever it is, it is not to be sent, stored or printed.
+fn check_access_key_id(value: &str, secret: &SecretString, source_name: String) -> Result<(), ConfigError> {
+    let shaped =
+        ACCESS_KEY_ID_LEN.contains(&value.len()) && value.bytes().all(|b| b.is_ascii_uppercase() || b.is_ascii_digit());
+    let hint = if value.contains("qy_secret_access_key") {
+        "; it contains `qy_secret_access_key`: the line after qy_access_key_id is indented, so YAML folded \
+         it into the key id; remove the indentation"
+    } else if value == secret.expose_secret() {
+        "; it is the same as the secret key"
+    } else if value.chars().any(char::is_whitespace) {
+        "; it contains whitespace: if it is followed by an indented line, YAML folded that line into it"
+    } else {
+        ""
+    };
+    if shaped && hint.is_empty() {
+        return Ok(());
+    }
+    Err(ConfigError::AccessKeyShape { source_name, hint: hint.to_owned() })
 }
 
 /// Parse and check an endpoint URL: http or https, with a host, no query, fragment or user info.
@@ -350,7 +397,8 @@ struct FileConfig {
 impl FileConfig {
     fn read(path: &Path, warnings: &mut Vec<String>) -> Result<Self, ConfigError> {
         let fail = |reason: String| ConfigError::File { path: path.to_owned(), reason };
-        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
+        // The whole text holds the secret: it is wiped when it goes out of scope.
+        let text = Zeroizing::new(read_regular(path).map_err(|e| fail(format!("cannot read: {e}")))?);
         let value: serde_yaml::Value =
             serde_yaml::from_str(&text).map_err(|e| fail(scrub(&format!("invalid YAML: {e}"), &text)))?;
         let map = match value {
@@ -384,18 +432,41 @@ impl FileConfig {
                 continue;
             }
             let bad = |what: &str| fail(format!("{key}: {what}"));
+            // `key: v` followed by an indented `qy_secret_access_key: S` is one scalar to YAML:
+            // the secret would become this key's value and be echoed, sent or stored.
+            if key != "qy_secret_access_key" && value.as_str().is_some_and(|v| v.contains("qy_secret_access_key")) {
+                return Err(bad(
+                    "its value contains `qy_secret_access_key`: the line after it is indented, so YAML folded \
+                     that line into this value; remove the indentation (the value is not shown)",
+                ));
+            }
             match key.as_str() {
                 "qy_access_key_id" => {
                     cfg.access_key_id = Some(string_value(&value).ok_or_else(|| bad("must be a string"))?)
                 }
                 "qy_secret_access_key" => {
-                    // Never describe the value: only its type is wrong.
-                    let s = string_value(&value).ok_or_else(|| bad("must be a string (quote the value)"))?;
-                    cfg.secret = Some(SecretString::from(s));
+                    // Never describe the value: only its type or its shape is wrong.
+                    let serde_yaml::Value::String(mut s) = value else {
+                        return Err(bad("must be a string (quote the value)"));
+                    };
+                    let whitespace = s.trim().chars().any(char::is_whitespace);
+                    // Copied once into the secret's own zeroizing buffer; the parser's copy is wiped.
+                    cfg.secret = (!whitespace).then(|| SecretString::from(s.trim()));
+                    s.zeroize();
+                    if whitespace {
+                        return Err(bad(
+                            "must be one word; it contains whitespace (is the next line indented into it?); \
+                             its value is not shown",
+                        ));
+                    }
                 }
                 "zone" => {
                     let z = string_value(&value).ok_or_else(|| bad("must be a string"))?;
-                    cfg.zone = Some(Zone::parse(&z.to_ascii_lowercase()).map_err(|e| bad(&e))?);
+                    // Not quoted: a line folded into it (the secret's?) would be echoed.
+                    let zone = Zone::parse(&z.to_ascii_lowercase());
+                    cfg.zone = Some(zone.map_err(|_| {
+                        bad("must be a zone id such as sh1a (lower-case letters, digits and '-'); its value is not shown")
+                    })?);
                 }
                 "host" => cfg.host = Some(string_value(&value).ok_or_else(|| bad("must be a string"))?),
                 "port" => {
@@ -438,6 +509,12 @@ impl FileConfig {
                 _ => warnings.push(format!("config file {}: key {key:?} is ignored", path.display())),
             }
         }
+        if let Some(secret) = cfg.secret.as_ref().map(ExposeSecret::expose_secret).filter(|s| !s.is_empty()) {
+            let holders = [("qy_access_key_id", &cfg.access_key_id), ("host", &cfg.host), ("uri", &cfg.uri)];
+            if let Some((key, _)) = holders.iter().find(|(_, v)| v.as_deref().is_some_and(|v| v.contains(secret))) {
+                return Err(fail(format!("{key}: holds the secret key's value; the value is not shown")));
+            }
+        }
         Ok(cfg)
     }
 
@@ -454,6 +531,21 @@ impl FileConfig {
         let uri = self.uri.as_deref().unwrap_or(DEFAULT_URI);
         Some(format!("{protocol}://{host}{port}{uri}"))
     }
+}
+
+/// Read a regular file; anything else (a FIFO that would block forever, a directory, a device)
+/// is refused on the open descriptor, which is opened without blocking.
+fn read_regular(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f =
+        std::fs::OpenOptions::new().read(true).custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32).open(path)?;
+    if !f.metadata()?.is_file() {
+        return Err(std::io::Error::new(std::io::ErrorKind::InvalidInput, "not a regular file"));
+    }
+    let mut text = String::new();
+    f.read_to_string(&mut text)?;
+    Ok(text)
 }
 
 fn string_value(v: &serde_yaml::Value) -> Option<String> {

@@ -332,11 +332,12 @@ impl Book {
                 let mut found = Vec::with_capacity(ids.len());
                 for id in ids {
                     match self.by_id.get(id) {
-                        Some(&i) if visible(&self.jobs[i]) => {
-                            if self.omit_every == 0 || (i + 1) % self.omit_every != 0 {
-                                found.push(i);
-                            }
+                        Some(&i)
+                            if visible(&self.jobs[i]) && (self.omit_every == 0 || (i + 1) % self.omit_every != 0) =>
+                        {
+                            found.push(i)
                         }
+                        Some(&i) if visible(&self.jobs[i]) => {}
                         _ if self.unknown_id == UnknownJobId::Error => return Err(FindError::UnknownJob(id.clone())),
                         _ => {}
                     }

@@ -81,11 +81,17 @@ fn the_home_config_file_supplies_everything_it_has() {
 #[test]
 fn missing_endpoint_parts_take_the_defaults() {
     let home = helpers_tempdir();
-    write_home_config(home.path(), "qy_access_key_id: A\nqy_secret_access_key: 'xxxx'\nhost: api.example.internal\n");
+    write_home_config(
+        home.path(),
+        "qy_access_key_id: QYACCESSKEYIDEXAMPLE\nqy_secret_access_key: 'xxxx'\nhost: api.example.internal\n",
+    );
     let r = resolve(&ConfigInput::default(), &env(&[]), Some(home.path())).unwrap();
     assert_eq!(r.settings.endpoint.as_str(), "https://api.example.internal/iaas/");
 
-    write_home_config(home.path(), "qy_access_key_id: A\nqy_secret_access_key: 'xxxx'\nprotocol: http\nport: 80\n");
+    write_home_config(
+        home.path(),
+        "qy_access_key_id: QYACCESSKEYIDEXAMPLE\nqy_secret_access_key: 'xxxx'\nprotocol: http\nport: 80\n",
+    );
     let r = resolve(&ConfigInput::default(), &env(&[]), Some(home.path())).unwrap();
     assert_eq!(r.settings.endpoint.as_str(), "http://api.qingcloud.com/iaas/");
 }
@@ -184,7 +190,7 @@ fn missing_credentials_name_every_source_tried() {
 
 #[test]
 fn bad_endpoints_are_refused() {
-    let vars = env(&[("QINGCLOUD_ACCESS_KEY", "A"), ("QINGCLOUD_SECRET_KEY", ENV_SECRET)]);
+    let vars = env(&[("QINGCLOUD_ACCESS_KEY", "QYACCESSKEYIDEXAMPLE"), ("QINGCLOUD_SECRET_KEY", ENV_SECRET)]);
     for (bad, why) in [
         ("ftp://api.qingcloud.com/iaas/", "http or https"),
         ("api.qingcloud.com/iaas/", "relative URL"),
@@ -199,7 +205,10 @@ fn bad_endpoints_are_refused() {
     }
 
     let home = helpers_tempdir();
-    write_home_config(home.path(), "qy_access_key_id: A\nqy_secret_access_key: 'xxxx'\nprotocol: gopher\n");
+    write_home_config(
+        home.path(),
+        "qy_access_key_id: QYACCESSKEYIDEXAMPLE\nqy_secret_access_key: 'xxxx'\nprotocol: gopher\n",
+    );
     let msg = resolve(&ConfigInput::default(), &env(&[]), Some(home.path())).unwrap_err().to_string();
     assert!(msg.contains("protocol: must be http or https"), "{msg}");
 }
@@ -209,9 +218,9 @@ fn invalid_files_say_where_and_why_without_the_secret() {
     let home = helpers_tempdir();
     let cases = [
         // An unterminated quote on the secret's own line.
-        format!("qy_access_key_id: A\nqy_secret_access_key: \"{FILE_SECRET}\nzone: sh1a\n"),
+        format!("qy_access_key_id: QYACCESSKEYIDEXAMPLE\nqy_secret_access_key: \"{FILE_SECRET}\nzone: sh1a\n"),
         // The secret with the wrong type.
-        format!("qy_access_key_id: A\nqy_secret_access_key: [{FILE_SECRET}]\n"),
+        format!("qy_access_key_id: QYACCESSKEYIDEXAMPLE\nqy_secret_access_key: [{FILE_SECRET}]\n"),
         format!("qy_secret_access_key: '{FILE_SECRET}'\nport: http\n"),
         format!("qy_secret_access_key: '{FILE_SECRET}'\nzone: 'Sh 1a'\n"),
         format!("qy_secret_access_key: '{FILE_SECRET}'\nuri: iaas\n"),
@@ -262,4 +271,89 @@ impl std::io::Write for Sink {
 
 fn helpers_tempdir() -> tempfile::TempDir {
     crate::helpers::tempdir()
+}
+
+/// `qy_access_key_id: AK` followed by an indented secret line is one scalar to YAML
+/// ("AK qy_secret_access_key:SECRET"): the secret must not become the access key id, even with
+/// a secret key in the environment to complete the pair.
+#[test]
+fn a_secret_line_folded_into_the_key_id_is_refused_without_showing_it() {
+    let home = helpers_tempdir();
+    for text in [
+        format!("qy_access_key_id: AK\n qy_secret_access_key:{FILE_SECRET}\n"),
+        format!("qy_access_key_id: QYACCESSKEYIDEXAMPLE\n    qy_secret_access_key:'{FILE_SECRET}'\nzone: sh1a\n"),
+        format!("zone: sh1a\nhost: api.example.internal\n qy_secret_access_key:{FILE_SECRET}\n"),
+    ] {
+        write_home_config(home.path(), &text);
+        let vars = env(&[("QINGCLOUD_SECRET_KEY", ENV_SECRET), ("QINGCLOUD_ACCESS_KEY", "")]);
+        let err = resolve(&ConfigInput::default(), &vars, Some(home.path())).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(matches!(err, ConfigError::File { .. }), "{text}: {err:?}");
+        assert!(shown.contains("indented"), "says what to fix: {shown}");
+        assert!(!shown.contains(FILE_SECRET) && !shown.contains(ENV_SECRET), "secret leaked: {shown}");
+        assert_eq!(code_for(&anyhow::Error::new(err)), Exit::Config);
+    }
+}
+
+#[test]
+fn an_access_key_id_of_the_wrong_shape_is_refused_without_showing_it() {
+    let home = helpers_tempdir();
+    // From the environment: lower-case, punctuation, too long, the secret itself.
+    for bad in ["qyaccesskeyidexample", "QYACCESS KEYID", "QY-ACCESS", &"Q".repeat(65), "AK", ENV_SECRET] {
+        let vars = env(&[("QINGCLOUD_ACCESS_KEY", bad), ("QINGCLOUD_SECRET_KEY", ENV_SECRET)]);
+        let err = resolve(&ConfigInput::default(), &vars, Some(home.path())).unwrap_err();
+        let shown = format!("{err} {err:?}");
+        assert!(matches!(err, ConfigError::AccessKeyShape { .. }), "{bad}: {err:?}");
+        assert!(shown.contains("QINGCLOUD_ACCESS_KEY") && shown.contains("upper-case"), "{shown}");
+        assert!(!shown.contains(bad) && !shown.contains(ENV_SECRET), "value echoed: {shown}");
+        assert_eq!(code_for(&anyhow::Error::new(err)), Exit::Config);
+    }
+    let same = "SAMEVALUEFORBOTHKEYS";
+    let err = resolve(
+        &ConfigInput::default(),
+        &env(&[("QINGCLOUD_ACCESS_KEY", same), ("QINGCLOUD_SECRET_KEY", same)]),
+        Some(home.path()),
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("same as the secret key") && !err.to_string().contains(same), "{err}");
+
+    // From the file: the message names the file's key, not the value.
+    let path =
+        write_home_config(home.path(), &format!("qy_access_key_id: 'ak-1'\nqy_secret_access_key: '{FILE_SECRET}'\n"));
+    let err = resolve(&ConfigInput::default(), &env(&[]), Some(home.path())).unwrap_err().to_string();
+    assert!(err.contains("qy_access_key_id in") && err.contains(&path.display().to_string()), "{err}");
+    assert!(!err.contains("ak-1"), "{err}");
+
+    // The documented example and other plausible ids are accepted.
+    for good in ["QYACCESSKEYIDEXAMPLE", "QYOTHERKEY", "ENVAK", "IYUQKUOTIMAAJBCNCJKX", &"Q1".repeat(32)] {
+        let vars = env(&[("QINGCLOUD_ACCESS_KEY", good), ("QINGCLOUD_SECRET_KEY", ENV_SECRET)]);
+        let r = resolve(&ConfigInput::default(), &vars, Some(home.path())).unwrap();
+        assert_eq!(r.settings.credentials.access_key_id, good);
+    }
+}
+
+#[test]
+fn a_secret_with_an_indented_line_folded_into_it_is_refused_without_showing_it() {
+    let home = helpers_tempdir();
+    write_home_config(
+        home.path(),
+        &format!("qy_access_key_id: QYACCESSKEYIDEXAMPLE\nqy_secret_access_key: {FILE_SECRET}\n  tail\n"),
+    );
+    let err = resolve(&ConfigInput::default(), &env(&[]), Some(home.path())).unwrap_err();
+    let shown = format!("{err} {err:?}");
+    assert!(shown.contains("qy_secret_access_key: must be one word"), "{shown}");
+    assert!(!shown.contains(FILE_SECRET), "{shown}");
+}
+
+#[test]
+fn a_zone_that_is_not_one_is_not_echoed() {
+    let home = helpers_tempdir();
+    write_home_config(
+        home.path(),
+        &format!(
+            "qy_access_key_id: QYACCESSKEYIDEXAMPLE\nqy_secret_access_key: '{FILE_SECRET}'\nzone: 'S3cretLike Value'\n"
+        ),
+    );
+    let err = resolve(&ConfigInput::default(), &env(&[]), Some(home.path())).unwrap_err().to_string();
+    assert!(err.contains("zone: must be a zone id") && !err.contains("S3cretLike"), "{err}");
 }

@@ -7,6 +7,7 @@ mod client;
 mod config;
 mod doctor;
 mod evidence;
+mod hardening;
 mod helpers;
 mod manifest;
 mod props;

@@ -383,3 +383,73 @@ proptest! {
         prop_assert_eq!(obj["host"].as_str(), Some(host.as_str()));
     }
 }
+
+/// A FIFO as a manifest used to block `validate` (and `run`) forever waiting for a writer.
+/// Nothing ever writes to this one: the command must refuse it instead of waiting.
+#[test]
+fn a_fifo_or_a_directory_is_refused_not_waited_on() {
+    let dir = tempdir();
+    let fifo = dir.path().join("m.yaml");
+    let made = std::process::Command::new("mkfifo").arg(&fifo).status().expect("mkfifo runs");
+    assert!(made.success());
+    for (path, what) in [(fifo.clone(), "FIFO"), (dir.path().to_path_buf(), "directory")] {
+        for command in ["validate", "plan"] {
+            let out =
+                qc(dir.path()).arg(command).arg(&path).timeout(std::time::Duration::from_secs(60)).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert_eq!(out.status.code(), Some(65), "{command} {what}: {stderr}");
+            assert!(
+                stderr.contains(&format!("{}:1:1: the manifest is", path.display())) && stderr.contains(what),
+                "{stderr}"
+            );
+        }
+    }
+}
+
+/// U+2028, U+2029 and U+0085 are line breaks to libyaml but not on screen: the one visible line
+/// `- u1 - u2` (with U+2028 before the second dash) would be two accounts.
+#[test]
+fn invisible_line_breaks_are_refused_with_their_place() {
+    for (c, name) in [('\u{2028}', "LINE SEPARATOR"), ('\u{85}', "NEXT LINE"), ('\u{2029}', "PARAGRAPH SEPARATOR")] {
+        let yaml = format!(
+            "version: 1\ndefaults: {{zone: sh1a}}\nclusters:\n  - id: cl-abc1\n    users:\n      - u1{c}      - u2\n"
+        );
+        refused(&yaml, 6, 11, &format!("U+{:04X} ({name})", c as u32));
+    }
+    // In a comment too: what follows it would be read as YAML.
+    refused("version: 1 # note\u{2028}ticket: X\nclusters: [{id: cl-a, zone: sh1a, users: [u1]}]\n", 1, 18, "U+2028");
+}
+
+#[test]
+fn a_byte_order_mark_is_accepted() {
+    let dir = tempdir();
+    let p = write(dir.path(), "m.yaml", "\u{feff}version: 1\nclusters: [{id: cl-abc1, zone: sh1a, users: [u1, u2]}]\n");
+    let out = qc(dir.path()).arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("2 tasks"), "{}", String::from_utf8_lossy(&out.stdout));
+    // Positions after the mark are those an editor shows.
+    refused(
+        "\u{feff}version: 1\ntickets: X\nclusters: [{id: cl-a, zone: sh1a, users: [u1]}]\n",
+        2,
+        1,
+        "unknown field `tickets`",
+    );
+}
+
+/// `!!binary cm9vdA==` decodes to `root`; serde_yaml ignored the tag and read the user
+/// `cm9vdA==`. No tag has a meaning in a manifest, so every one is refused.
+#[test]
+fn yaml_tags_are_refused() {
+    refused(&with_user("!!binary cm9vdA=="), USER_LINE, USER_COL, "YAML tags");
+    refused(&with_user("{user: !!str u1, host: '%'}"), USER_LINE, 16, "YAML tags");
+    refused("version: 1\nclusters: !mine [{id: cl-a, zone: sh1a, users: [u1]}]\n", 2, 11, "YAML tags");
+    // An exclamation mark inside a value is not a tag.
+    let dir = tempdir();
+    let p = write(
+        dir.path(),
+        "m.yaml",
+        "version: 1\nreason: 'left!'\nclusters: [{id: cl-abc1, zone: sh1a, users: [u1]}]\n",
+    );
+    let out = qc(dir.path()).arg("validate").arg(&p).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -1476,3 +1476,115 @@ fn huge_durations_in_a_world_are_refused_not_panicked_on() {
     let day = World::parse("quota: {requests: 1, window_s: 86400}\njobs: {pending_ms: 86400000}", Path::new("w.yaml"));
     assert!(day.is_ok(), "{day:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Config files (SPEC §5): lines of the known keys (and some unknown ones) with any
+// indentation, separator and quoting, so that lines fold into each other, the secret lands in
+// other keys' values or is missing, plus credentials in the environment, possibly misplaced.
+// Whatever comes out, the secret is in no error, no warning, and nothing that is sent (access
+// key id, endpoint, zone) or stored.
+
+use qc_offboard::qingcloud::config::{resolve, ConfigInput};
+
+const CONFIG_KEYS: &[&str] = &[
+    "qy_access_key_id",
+    "qy_secret_access_key",
+    "zone",
+    "host",
+    "port",
+    "protocol",
+    "uri",
+    "connection_retries",
+    "connection_timeout",
+    "http_socket_timeout",
+    "log_level",
+];
+
+/// A secret as QingCloud issues them (mixed-case letters and digits), long enough that finding
+/// it in a text is no accident.
+fn secret() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9]{12,40}".prop_map(|s| format!("Sk{s}q"))
+}
+
+#[derive(Debug, Clone)]
+enum ConfigValue {
+    Secret,
+    AccessKey,
+    Text(String),
+}
+
+fn config_line() -> impl Strategy<Value = (usize, String, &'static str, usize, ConfigValue)> {
+    let value = prop_oneof![
+        3 => Just(ConfigValue::Secret),
+        2 => Just(ConfigValue::AccessKey),
+        2 => prop::sample::select(&["sh1a", "pek3", "http", "https", "/iaas/", "443", "5", "api.example.com", "", "[x]"][..])
+            .prop_map(|s| ConfigValue::Text(s.to_owned())),
+        1 => "[ -~]{0,12}".prop_map(ConfigValue::Text),
+    ];
+    (
+        0usize..4, // indentation
+        prop::sample::select(CONFIG_KEYS).prop_map(str::to_owned),
+        prop::sample::select(&[": ", ":", " : ", ":\t"][..]), // separator
+        0usize..3,                                            // quoting: plain, single, double
+        value,
+    )
+}
+
+fn render_config(lines: &[(usize, String, &'static str, usize, ConfigValue)], secret: &str) -> String {
+    let mut out = String::new();
+    for (indent, key, sep, quote, value) in lines {
+        let v = match value {
+            ConfigValue::Secret => secret.to_owned(),
+            ConfigValue::AccessKey => "QYACCESSKEYIDEXAMPLE".to_owned(),
+            ConfigValue::Text(t) => t.clone(),
+        };
+        let v = match quote {
+            0 => v,
+            1 => format!("'{v}'"),
+            _ => format!("\"{v}\""),
+        };
+        out.push_str(&format!("{}{key}{sep}{v}\n", " ".repeat(*indent)));
+    }
+    out
+}
+
+proptest! {
+    #![proptest_config(config(512))]
+
+    #[test]
+    fn no_config_file_shows_the_secret_anywhere(
+        lines in prop::collection::vec(config_line(), 0..8),
+        secret in secret(),
+        env_ak in prop_oneof![Just(None), Just(Some("QYACCESSKEYIDEXAMPLE")), Just(Some("SECRET"))],
+        env_sk in any::<bool>(),
+    ) {
+        let home = crate::helpers::tempdir();
+        std::fs::create_dir_all(home.path().join(".qingcloud")).unwrap();
+        let text = render_config(&lines, &secret);
+        std::fs::write(home.path().join(".qingcloud/config.yaml"), &text).unwrap();
+        let env_secret = format!("{secret}E");
+        let vars = |name: &str| match name {
+            "QINGCLOUD_ACCESS_KEY" => env_ak.map(|a| if a == "SECRET" { env_secret.clone() } else { a.to_owned() }),
+            "QINGCLOUD_SECRET_KEY" => env_sk.then(|| env_secret.clone()),
+            _ => None,
+        };
+        let shown = match resolve(&ConfigInput::default(), &vars, Some(home.path())) {
+            Err(e) => format!("{e}\n{e:?}"),
+            Ok(r) => {
+                let s = &r.settings;
+                format!(
+                    "{}\n{}\n{:?}\n{}\n{:?}\n{}\n{}",
+                    s.credentials.access_key_id,
+                    s.endpoint,
+                    s.zone,
+                    s.redacted_summary(),
+                    r,
+                    s.credentials,
+                    r.warnings.join("\n"),
+                )
+            }
+        };
+        // `secret` is a prefix of `env_secret`: one check covers both.
+        prop_assert!(!shown.contains(&secret), "the secret shows for\n{}\n{}", text, shown);
+    }
+}
