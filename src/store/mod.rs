@@ -23,6 +23,7 @@ mod audit;
 mod evidence;
 mod lock;
 mod model;
+mod replay;
 mod runs;
 mod tasks;
 
@@ -41,6 +42,7 @@ use sqlx::{Sqlite, Transaction};
 pub use audit::{canonical_record, record_hash, Checkpoint, Problem, Verification, GENESIS_HASH};
 pub use evidence::{DeadlineCounts, SeqRange, TaskCall};
 pub use lock::{this_host, LockHolder, LockOutcome};
+pub use replay::{AttemptRecord, ChainRow, ChainRun, ChainTask, Discrepancy, Proven, Replay, Window};
 pub use model::{
     ApiCallRow, Attempts, NewRun, NewTask, ReportFilter, RunRow, TaskChange, TaskRow, TaskState, Transition,
 };
