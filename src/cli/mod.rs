@@ -224,9 +224,18 @@ pub struct ReportArgs {
     /// Only this cluster
     #[arg(long, value_name = "C")]
     pub cluster: Option<String>,
+    /// Only runs with this ticket
+    #[arg(long, value_name = "T")]
+    pub ticket: Option<String>,
     /// Only tasks started at or after this instant (RFC 3339)
     #[arg(long, value_name = "RFC3339")]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only tasks started at or before this instant (RFC 3339)
+    #[arg(long, value_name = "RFC3339")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// One row per account (cluster, user, host) across runs and retry runs: where it stands now
+    #[arg(long)]
+    pub latest: bool,
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
 }

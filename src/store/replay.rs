@@ -71,9 +71,9 @@ pub struct AttemptRecord {
 #[derive(Debug, Clone, Default, PartialEq, Serialize)]
 pub struct ChainRow {
     /// Column name → proven value.
-    pub columns: BTreeMap<String, Proven>,
+    pub columns: BTreeMap<&'static str, Proven>,
     /// Columns the chain bounds by a window.
-    pub windows: BTreeMap<String, Window>,
+    pub windows: BTreeMap<&'static str, Window>,
     /// First and last record naming the row, and how many.
     pub first_seq: i64,
     pub last_seq: i64,
@@ -81,8 +81,8 @@ pub struct ChainRow {
 }
 
 impl ChainRow {
-    fn set(&mut self, column: &str, value: Value, seq: i64) {
-        self.columns.insert(column.to_string(), Proven { value, seq });
+    fn set(&mut self, column: &'static str, value: Value, seq: i64) {
+        self.columns.insert(column, Proven { value, seq });
     }
 
     fn touch(&mut self, seq: i64) {
@@ -266,7 +266,7 @@ impl Store {
                             let run = r.runs.entry(id).or_default();
                             run.row.set("exit_code", field(&detail, "exit_code"), seq);
                             run.row.set("summary", field(&detail, "summary"), seq);
-                            run.row.windows.insert("finished_at".into(), window.clone());
+                            run.row.windows.insert("finished_at", window.clone());
                         }
                     }
                     "task_created" => {
@@ -305,7 +305,7 @@ impl Store {
     }
 }
 
-fn field(detail: &Map<String, Value>, key: &str) -> Value {
+fn field(detail: &Map<String, Value>, key: &'static str) -> Value {
     detail.get(key).cloned().unwrap_or(Value::Null)
 }
 
@@ -317,7 +317,7 @@ fn started(run: &mut ChainRun, detail: &Map<String, Value>, window: Window, seq:
     run.row.set("exit_code", Value::Null, seq);
     run.row.set("summary", Value::Null, seq);
     run.started_record_at = Some(window.upper.clone());
-    run.row.windows.insert("started_at".into(), window);
+    run.row.windows.insert("started_at", window);
     run.manifests = detail
         .get("manifests")
         .and_then(Value::as_array)
@@ -351,7 +351,7 @@ fn created(task: &mut ChainTask, detail: &Map<String, Value>, window: Window, se
     ] {
         row.set(f, Value::Null, seq);
     }
-    row.windows.insert("updated_at".into(), window);
+    row.windows.insert("updated_at", window);
 }
 
 fn transition(
@@ -377,7 +377,7 @@ fn transition(
             row.set("started_at", intent.clone(), seq);
         }
     }
-    row.windows.insert("updated_at".into(), window);
+    row.windows.insert("updated_at", window);
     task.transitions.push(AttemptRecord {
         seq,
         at: at.to_string(),
@@ -443,10 +443,10 @@ fn compare_row(
         })
     };
     for (column, proven) in &chain.columns {
-        let Some(value) = stored.get(column) else { continue };
-        let (value, want) = if json_columns.contains(&column.as_str()) {
+        let Some(value) = stored.get(*column) else { continue };
+        let (value, want) = if json_columns.contains(column) {
             (parsed(value), parsed(&proven.value))
-        } else if column == "simulated" {
+        } else if *column == "simulated" {
             (Value::Bool(value.as_i64() == Some(1)), proven.value.clone())
         } else {
             (value.clone(), proven.value.clone())
@@ -464,7 +464,7 @@ fn compare_row(
         }
     }
     for (column, window) in &chain.windows {
-        match stored.get(column) {
+        match stored.get(*column) {
             Some(Value::String(t)) if window.holds(t) => {}
             Some(v) => push(
                 column,
