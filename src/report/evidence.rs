@@ -449,7 +449,11 @@ pub async fn gather_where(store: &Store, filter: &Filter, now: DateTime<Utc>) ->
             // rounds are not.
             if c.recorded_for.is_none() {
                 call_problems.extend(
-                    replay.discrepancies.iter().filter(|d| d.table == "api_calls" && d.row == c.id).map(|d| d.to_string()),
+                    replay
+                        .discrepancies
+                        .iter()
+                        .filter(|d| d.table == "api_calls" && d.row == c.id)
+                        .map(|d| d.to_string()),
                 );
             }
         }
@@ -460,8 +464,7 @@ pub async fn gather_where(store: &Store, filter: &Filter, now: DateTime<Utc>) ->
             }
         }
         api_calls.sort_by_key(|c| c.id);
-        let requested_at =
-            api_calls.iter().find(|c| c.action == SUBMIT_ACTION).map(|c| c.at).or(row.started_at);
+        let requested_at = api_calls.iter().find(|c| c.action == SUBMIT_ACTION).map(|c| c.at).or(row.started_at);
         let audit = chain_task.map(|t| TaskAudit {
             first_seq: t.row.first_seq,
             last_seq: t.row.last_seq,

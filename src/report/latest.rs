@@ -47,9 +47,8 @@ pub struct Standing {
 
 /// Roll the evidence's rows up into one standing per account, ordered by cluster, user, host.
 pub fn roll_up(evidence: &Evidence) -> Vec<Standing> {
-    let endpoint = |run_id: i64| {
-        evidence.runs.iter().find(|r| r.id == run_id).map(|r| r.endpoint.clone()).unwrap_or_default()
-    };
+    let endpoint =
+        |run_id: i64| evidence.runs.iter().find(|r| r.id == run_id).map(|r| r.endpoint.clone()).unwrap_or_default();
     let mut accounts: BTreeMap<(String, String, String, String), Vec<&ReportRow>> = BTreeMap::new();
     for t in &evidence.tasks {
         let r = &t.row;

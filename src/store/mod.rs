@@ -42,10 +42,10 @@ use sqlx::{Sqlite, Transaction};
 pub use audit::{canonical_record, record_hash, Checkpoint, Problem, Verification, GENESIS_HASH};
 pub use evidence::{DeadlineCounts, SeqRange, TaskCall};
 pub use lock::{this_host, LockHolder, LockOutcome};
-pub use replay::{AttemptRecord, ChainRow, ChainRun, ChainTask, Discrepancy, Proven, Replay, Window};
 pub use model::{
     ApiCallRow, Attempts, NewRun, NewTask, ReportFilter, RunRow, TaskChange, TaskRow, TaskState, Transition,
 };
+pub use replay::{AttemptRecord, ChainRow, ChainRun, ChainTask, Discrepancy, Proven, Replay, Window};
 
 /// File name of the real database inside the data directory.
 pub const DB_FILE: &str = "audit.db";

@@ -217,10 +217,10 @@ impl Store {
         let mut first_call: Option<i64> = None;
         loop {
             let rows = sqlx::query(
-                "SELECT seq, CAST(at AS TEXT) AS at, \
+                "SELECT seq, CAST(at AS BLOB) AS at, \
                  CASE typeof(run_id) WHEN 'integer' THEN run_id END AS run_id, \
                  CASE typeof(task_id) WHEN 'integer' THEN task_id END AS task_id, \
-                 CAST(kind AS TEXT) AS kind, CAST(detail AS TEXT) AS detail \
+                 CAST(kind AS BLOB) AS kind, CAST(detail AS BLOB) AS detail \
                  FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
             )
             .bind(last_seq)
@@ -234,16 +234,21 @@ impl Store {
                 let seq: i64 = row.try_get("seq")?;
                 last_seq = seq;
                 r.records += 1;
-                let at: String = row.try_get::<Option<String>, _>("at")?.unwrap_or_default();
+                // Read as bytes: an edited record may hold anything (the chain names it).
+                let text = |col: &str| -> Result<String, StoreError> {
+                    let bytes: Option<Vec<u8>> = row.try_get(col)?;
+                    Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
+                };
+                let at = text("at")?;
                 if group_at.as_deref() != Some(at.as_str()) {
                     before_group = group_at.replace(at.clone());
                 }
                 let window = Window { lower: before_group.clone(), upper: at.clone(), seq };
                 let run_id: Option<i64> = row.try_get("run_id")?;
                 let task_id: Option<i64> = row.try_get("task_id")?;
-                let kind: String = row.try_get::<Option<String>, _>("kind")?.unwrap_or_default();
-                let detail: Option<String> = row.try_get("detail")?;
-                let detail = match detail.as_deref().map(serde_json::from_str::<Value>) {
+                let kind = text("kind")?;
+                let detail: Option<Vec<u8>> = row.try_get("detail")?;
+                let detail = match detail.as_deref().map(serde_json::from_slice::<Value>) {
                     Some(Ok(Value::Object(map))) => map,
                     _ => Map::new(),
                 };
@@ -288,11 +293,9 @@ impl Store {
                     }
                     _ => {}
                 }
-                if let (Some(id), Some(from), Some(to)) = (
-                    task_id,
-                    detail.get("from").and_then(Value::as_str),
-                    detail.get("to").and_then(Value::as_str),
-                ) {
+                if let (Some(id), Some(from), Some(to)) =
+                    (task_id, detail.get("from").and_then(Value::as_str), detail.get("to").and_then(Value::as_str))
+                {
                     if kind != "task_created" {
                         transition(r.tasks.entry(id).or_default(), &detail, from, to, window, seq, &at);
                     }
@@ -433,14 +436,7 @@ fn compare_row(
     json_columns: &[&str],
 ) {
     let mut push = |field: &str, what: String| {
-        out.push(Discrepancy {
-            table,
-            row: id,
-            field: Some(field.to_string()),
-            run_id: ids.0,
-            task_id: ids.1,
-            what,
-        })
+        out.push(Discrepancy { table, row: id, field: Some(field.to_string()), run_id: ids.0, task_id: ids.1, what })
     };
     for (column, proven) in &chain.columns {
         let Some(value) = stored.get(*column) else { continue };
@@ -486,11 +482,7 @@ fn compare_row(
     }
 }
 
-async fn compare(
-    conn: &mut sqlx::SqliteConnection,
-    r: &mut Replay,
-    first_call: Option<i64>,
-) -> Result<(), StoreError> {
+async fn compare(conn: &mut sqlx::SqliteConnection, r: &mut Replay, first_call: Option<i64>) -> Result<(), StoreError> {
     let mut out = Vec::new();
 
     let runs = table_rows(
@@ -503,9 +495,9 @@ async fn compare(
     .await?;
     for (id, stored) in &runs {
         match r.runs.get(id).filter(|c| c.started_record_at.is_some()) {
-            Some(chain) => compare_row(&mut out, "runs", *id, (Some(*id), None), stored, &chain.row, &[
-                "options", "summary",
-            ]),
+            Some(chain) => {
+                compare_row(&mut out, "runs", *id, (Some(*id), None), stored, &chain.row, &["options", "summary"])
+            }
             None => out.push(missing_record("runs", *id, Some(*id), None, "run_started")),
         }
     }
@@ -526,9 +518,8 @@ async fn compare(
     for (id, chain) in r.runs.iter().filter(|(_, c)| c.started_record_at.is_some()) {
         let stored = stored_manifests.remove(id).unwrap_or_default();
         if stored != chain.manifests {
-            let list = |m: &[(String, String)]| {
-                m.iter().map(|(p, h)| format!("{p} ({h})")).collect::<Vec<_>>().join(", ")
-            };
+            let list =
+                |m: &[(String, String)]| m.iter().map(|(p, h)| format!("{p} ({h})")).collect::<Vec<_>>().join(", ");
             out.push(Discrepancy {
                 table: "run_manifests",
                 row: *id,
@@ -615,13 +606,7 @@ async fn compare(
     Ok(())
 }
 
-fn missing_record(
-    table: &'static str,
-    id: i64,
-    run_id: Option<i64>,
-    task_id: Option<i64>,
-    kind: &str,
-) -> Discrepancy {
+fn missing_record(table: &'static str, id: i64, run_id: Option<i64>, task_id: Option<i64>, kind: &str) -> Discrepancy {
     Discrepancy {
         table,
         row: id,

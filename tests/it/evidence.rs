@@ -396,7 +396,7 @@ async fn the_evidence_for_one_person_lists_exactly_their_tasks() {
         assert_eq!(calls[0]["job_id"], r["job_id"]);
         assert!(calls[0]["params"]["service_params"].as_str().unwrap().contains(&r["task_id"].to_string()));
         let audit = &r["audit"];
-        assert_eq!(audit["records"], json!(3), "created, submitting, final: {r}");
+        assert_eq!(audit["records"], json!(4), "created, submitting, its call, final: {r}");
         assert_eq!(audit["verified"], json!(true));
     }
     // The table names each task, its calls, and the chain's verdict.
@@ -410,7 +410,7 @@ async fn the_evidence_for_one_person_lists_exactly_their_tasks() {
     let csv = qc(dir.path()).args(["report", "--user", "bob", "--format", "csv", "--db"]).arg(&path).assert().success();
     let csv = String::from_utf8(csv.get_output().stdout.clone()).unwrap();
     assert_eq!(csv.lines().count(), 4);
-    assert!(csv.lines().next().unwrap().ends_with("audit_seq_first,audit_seq_last,audit_verified"));
+    assert!(csv.lines().next().unwrap().ends_with("failed_attempts,audit_seq_first,audit_seq_last"));
 
     // Someone edits a record of bob's last task: the tasks before it are still vouched for.
     let last_seq: i64 = rows[2]["audit"]["last_seq"].as_i64().unwrap();
@@ -426,6 +426,8 @@ async fn the_evidence_for_one_person_lists_exactly_their_tasks() {
     let rows: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let verified: Vec<_> = rows.as_array().unwrap().iter().map(|r| r["audit"]["verified"].clone()).collect();
     assert_eq!(verified, [json!(true), json!(true), json!(false)]);
+    let why = rows[2]["not_verified"].to_string();
+    assert!(why.contains(&format!("the audit chain breaks at record {last_seq}, within this row's records")), "{why}");
 }
 
 /// HTML without tags: the text an auditor reads, one line per non-empty line of text.
@@ -471,7 +473,9 @@ async fn the_html_report_renders() {
     // The run's start is the wall clock of the test: name it.
     let started = report::time(store.run(run_id).await.unwrap().unwrap().started_at);
     let text = text_content(&page).replace(&started, "[run started]");
-    insta::with_settings!({filters => vec![(r"[0-9a-f]{64}", "[hash]")]}, {
+    // Records are stamped with the wall clock when the fixture is written: microseconds show it.
+    let filters = vec![(r"[0-9a-f]{64}", "[hash]"), (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", "[recorded]")];
+    insta::with_settings!({filters => filters}, {
         insta::assert_snapshot!("evidence_html_text", text);
     });
 }
