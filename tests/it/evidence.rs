@@ -538,3 +538,208 @@ async fn a_forged_checkpoint_signature_is_rejected() {
         .code(1)
         .stdout(predicate::str::contains("NOT signed"));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Signed approvals: plan files signed with SSH keys, checked against an allowed_signers file.
+// The keys and signatures come from the real ssh-keygen, so the check interoperates with it.
+
+/// A new unencrypted ed25519 key `name` in `dir`; returns the private key's path and the
+/// public key line.
+fn keygen(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen runs (install openssh-client)");
+    assert!(status.success());
+    let public = std::fs::read_to_string(dir.join(format!("{name}.pub"))).unwrap().trim().to_owned();
+    (key, public)
+}
+
+/// `ssh-keygen -Y sign -f KEY -n NAMESPACE FILE`: writes FILE.sig.
+fn ssh_sign(key: &std::path::Path, namespace: &str, file: &std::path::Path) {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-f"])
+        .arg(key)
+        .args(["-n", namespace])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `ssh-keygen -Y verify`, the auditor's independent check of a plan's signature.
+fn ssh_verify(signers: &std::path::Path, principal: &str, file: &std::path::Path) -> bool {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-f"])
+        .arg(signers)
+        .args(["-I", principal, "-n", "qc-offboard-plan", "-s"])
+        .arg(qc_offboard::approval::signature_path(file))
+        .stdin(std::fs::File::open(file).unwrap())
+        .output()
+        .unwrap();
+    out.status.success()
+}
+
+/// Keys for carol (an approver) and alice (the requester), both in allowed_signers; dave's
+/// key is not listed.
+struct Signers {
+    carol: PathBuf,
+    alice: PathBuf,
+    dave: PathBuf,
+    file: PathBuf,
+}
+
+fn signers(env: &Env) -> Signers {
+    let dir = env.home.path();
+    let (carol, carol_pub) = keygen(dir, "carol");
+    let (alice, alice_pub) = keygen(dir, "alice");
+    let (dave, _) = keygen(dir, "dave");
+    let file = dir.join("allowed_signers");
+    std::fs::write(
+        &file,
+        format!("# approvers\ncarol@example.com {carol_pub}\nalice@example.com namespaces=\"git,qc-offboard-plan\" {alice_pub}\n"),
+    )
+    .unwrap();
+    Signers { carol, alice, dave, file }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_signed_by_an_allowed_approver_runs_and_the_signer_is_recorded() {
+    // run --plan
+    let sim = fast_sim().await;
+    let endpoint = sim.endpoint();
+    let env = Env::new();
+    env.make_plan(&endpoint);
+    let keys = signers(&env);
+    ssh_sign(&keys.carol, "qc-offboard-plan", &env.plan);
+    assert!(ssh_verify(&keys.file, "carol@example.com", &env.plan), "ssh-keygen accepts the signature");
+    let signers = keys.file.to_str().unwrap();
+    env.run_plan(&endpoint, &["--allowed-signers", signers, "--require-approval"]).code(0);
+    assert_eq!(submissions(&sim.stats()), 2);
+
+    let out = env.qc(&endpoint).args(["report", "--user", "bob", "--format", "json"]).assert().success();
+    let rows: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    for r in rows.as_array().unwrap() {
+        assert_eq!(r["approved_by"], "carol@example.com");
+        assert_eq!(r["approval_signed"], json!(true));
+        assert_eq!(r["verified"], json!(true), "{r}");
+    }
+    // The run_started record carries the signer's principal and key fingerprint.
+    let mut raw = raw_connection(&env.db).await;
+    let detail: String = sqlx::query_scalar("SELECT detail FROM audit_log WHERE kind = 'run_started'")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    let detail: Value = serde_json::from_str(&detail).unwrap();
+    let approval = &detail["options"]["approval"];
+    assert_eq!(approval["signed"], json!(true));
+    assert_eq!(approval["principal"], "carol@example.com");
+    assert!(approval["key_fingerprint"].as_str().unwrap().starts_with("SHA256:"), "{approval}");
+    let table = env.qc(&endpoint).args(["report", "--user", "bob"]).assert().success();
+    let table = String::from_utf8(table.get_output().stdout.clone()).unwrap();
+    assert!(table.contains("carol@example.com (signed plan, key SHA256:"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_sign_writes_what_ssh_keygen_verifies() {
+    let env = Env::new();
+    env.make_plan("http://127.0.0.1:1/iaas/");
+    let keys = signers(&env);
+    qc(env.home.path())
+        .args(["plan", "sign"])
+        .arg(&env.plan)
+        .arg("--key")
+        .arg(&keys.carol)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("signed").and(predicate::str::contains("SHA256:")));
+    assert!(ssh_verify(&keys.file, "carol@example.com", &env.plan));
+    assert!(!ssh_verify(&keys.file, "alice@example.com", &env.plan), "signed by carol, not alice");
+    // A key protected by a passphrase is left to ssh-keygen.
+    let locked = env.home.path().join("locked");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "secret words", "-f"])
+        .arg(&locked)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    qc(env.home.path())
+        .args(["plan", "sign"])
+        .arg(&env.plan)
+        .arg("--key")
+        .arg(&locked)
+        .assert()
+        .code(65)
+        .stderr(predicate::str::contains("passphrase").and(predicate::str::contains("secret words").not()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_signatures_are_refused_and_nothing_is_sent() {
+    // run --plan
+    let sim = fast_sim().await;
+    let endpoint = sim.endpoint();
+    let env = Env::new();
+    let plan = env.make_plan(&endpoint);
+    let keys = signers(&env);
+    let signers = keys.file.to_str().unwrap().to_owned();
+    let sig = qc_offboard::approval::signature_path(&env.plan);
+    let refused = |extra: &[&str], why: &str| {
+        let mut args = vec!["--allowed-signers", signers.as_str()];
+        args.extend_from_slice(extra);
+        env.run_plan(&endpoint, &args).code(65).stderr(predicate::str::contains(why));
+        assert_eq!(submissions(&sim.stats()), 0, "nothing was sent ({why})");
+    };
+
+    // No .sig at all.
+    refused(&["--require-approval"], "no signature");
+    // The requester's own (valid, allowed) signature does not satisfy the two-person rule.
+    ssh_sign(&keys.alice, "qc-offboard-plan", &env.plan);
+    refused(&["--require-approval"], "signed by the requester");
+    // A signature made for another purpose (git) is not an approval of the plan.
+    std::fs::remove_file(&sig).unwrap();
+    ssh_sign(&keys.carol, "git", &env.plan);
+    refused(&[], "namespace \"git\"");
+    // A key nobody listed.
+    std::fs::remove_file(&sig).unwrap();
+    ssh_sign(&keys.dave, "qc-offboard-plan", &env.plan);
+    refused(&[], "does not allow");
+    // A signature over the plan as it was, then the file is rewritten: same content hash
+    // (whitespace is not content), different bytes.
+    std::fs::remove_file(&sig).unwrap();
+    ssh_sign(&keys.carol, "qc-offboard-plan", &env.plan);
+    std::fs::write(&env.plan, plan.to_string()).unwrap();
+    refused(&[], "does not match the plan file");
+    // A typed name that is not the signer's.
+    std::fs::write(&env.plan, serde_json::to_string_pretty(&plan).unwrap() + "\n").unwrap();
+    std::fs::remove_file(&sig).unwrap();
+    ssh_sign(&keys.carol, "qc-offboard-plan", &env.plan);
+    refused(&["--approved-by", "mallory@example.com"], "is not the signer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_approval_is_shown_as_unsigned() {
+    // run --plan
+    let sim = fast_sim().await;
+    let endpoint = sim.endpoint();
+    let env = Env::new();
+    env.make_plan(&endpoint);
+    env.run_plan(&endpoint, &["--approved-by", "carol@example.com", "--require-approval"]).code(0);
+    let out = env.qc(&endpoint).args(["report", "--user", "bob", "--format", "json"]).assert().success();
+    let rows: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    for r in rows.as_array().unwrap() {
+        assert_eq!(r["approval_signed"], json!(false), "{r}");
+    }
+    let table = env.qc(&endpoint).args(["report", "--user", "bob"]).assert().success();
+    assert!(String::from_utf8_lossy(&table.get_output().stdout).contains("carol@example.com (UNSIGNED"));
+    let html = env.qc(&endpoint).args(["report", "--format", "html"]).assert().success();
+    assert!(String::from_utf8_lossy(&html.get_output().stdout).contains("unsigned"));
+    let csv = env.qc(&endpoint).args(["report", "--user", "bob", "--format", "csv"]).assert().success();
+    let csv = String::from_utf8(csv.get_output().stdout.clone()).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "approval_signed").unwrap();
+    for line in csv.lines().skip(1) {
+        assert_eq!(line.split(',').nth(col), Some("false"), "{line}");
+    }
+}
