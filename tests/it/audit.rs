@@ -446,6 +446,20 @@ async fn an_edited_requester_is_named_and_not_claimed_as_verified() {
     let table = qc(c.home.path()).args(["report", "--db"]).arg(&db).assert().success();
     let table = String::from_utf8(table.get_output().stdout.clone()).unwrap();
     assert!(table.contains("2 NOT proven by the audit chain"), "{table}");
+    // status shows the run's metadata and says it is not proven.
+    qc(c.home.path()).args(["status", "1", "--db"]).arg(&db).assert().success().stdout(
+        predicate::str::contains("evidence    NOT verified")
+            .and(predicate::str::contains("runs row 1, requested_by: the database says \"someone-else\"")),
+    );
+    qc(c.home.path())
+        .args(["status", "1", "--db"])
+        .arg(&c.db)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("evidence    verified: the audit chain is intact and proves every row shown"));
+    let out = qc(c.home.path()).args(["status", "--output", "json", "--db"]).arg(&db).assert().success();
+    let runs: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(runs[0]["evidence"]["verified"], json!(false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
