@@ -743,3 +743,59 @@ async fn an_unsigned_approval_is_shown_as_unsigned() {
         assert_eq!(line.split(',').nth(col), Some("false"), "{line}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// One row per account across retry runs, and why each attempt failed.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_failed_runs_roll_up_into_one_account_with_every_error() {
+    // Every job fails (error_codes 5000): one attempt per run, then two retries.
+    let sim = start_sim(world("jobs: {pending_ms: 20, working_ms: 20, fail_rate: 1.0}")).await;
+    let endpoint = sim.endpoint();
+    let env = Env::new();
+    std::fs::write(&env.manifest, MANIFEST.replace("[cl-a1, cl-b2]", "[cl-a1]")).unwrap();
+    let exec = ["--no-progress", "--poll-interval", "50ms", "--rate", "50/s", "--max-attempts", "1"];
+    env.qc(&endpoint).arg("run").args(exec).arg(&env.manifest).assert().code(1);
+    for run in ["1", "2"] {
+        env.qc(&endpoint).args(["retry", run]).args(exec).assert().code(1);
+    }
+    let out = env.qc(&endpoint).args(["report", "--user", "bob", "--format", "json"]).assert().success();
+    let rows: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3, "one task per run");
+    for r in rows.as_array().unwrap() {
+        let failed = r["failed_attempts"].as_array().unwrap();
+        assert_eq!(failed.len(), 1, "{r}");
+        assert_eq!(failed[0]["error_codes"], "5000", "{r}");
+        assert_eq!(failed[0]["to"], "failed");
+    }
+
+    let out = env.qc(&endpoint).args(["report", "--latest", "--format", "json"]).assert().success();
+    let latest: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let latest = latest.as_array().unwrap();
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    assert_eq!(latest[0]["outcome"], "failed");
+    assert_eq!(latest[0]["summary"], "failed after 3 attempts in 3 runs");
+    assert_eq!(latest[0]["runs"], json!([1, 2, 3]));
+    assert_eq!(latest[0]["verified"], json!(true));
+    env.qc(&endpoint).args(["report", "--latest"]).assert().success().stdout(
+        predicate::str::contains("failed after 3 attempts in 3 runs").and(predicate::str::contains("1 accounts")),
+    );
+
+    // The page says why, for every attempt, in the API's words.
+    let html = env.qc(&endpoint).args(["report", "--format", "html"]).assert().success();
+    let text = text_content(&String::from_utf8(html.get_output().stdout.clone()).unwrap());
+    assert!(text.contains("Where each account stands"), "{text}");
+    assert!(text.contains("failed after 3 attempts in 3 runs"), "{text}");
+    let attempts = text.lines().filter(|l| l.contains("→ failed") && l.contains("error_codes 5000")).count();
+    assert_eq!(attempts, 3, "{text}");
+
+    // Filters: the ticket, and an instant before anything started.
+    let count = |args: &[&str]| {
+        let out = env.qc(&endpoint).args(["report", "--format", "json"]).args(args).assert().success();
+        serde_json::from_slice::<Value>(&out.get_output().stdout).unwrap().as_array().unwrap().len()
+    };
+    assert_eq!(count(&["--ticket", "HR-9"]), 3);
+    assert_eq!(count(&["--ticket", "HR-10"]), 0);
+    assert_eq!(count(&["--until", "2000-01-01T00:00:00Z"]), 0);
+    assert_eq!(count(&["--until", "2999-01-01T00:00:00Z", "--run", "2"]), 1);
+}
