@@ -40,6 +40,13 @@
 //! names the exact content an approver saw; it is not a signature — someone who edits the file
 //! can recompute it. The run records the hash in its `run_started` audit record, so the
 //! approved content and the executed content can be compared later.
+//!
+//! # Approval
+//!
+//! A name typed with `--approved-by` is recorded as unsigned. A signed approval is an SSH
+//! signature over the file's bytes ([`crate::approval`]); [`PlanFile::load_approved`] reads the
+//! file once and checks the hash, the target, the signature over those same bytes and the
+//! two-person rule.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;

@@ -1,18 +1,26 @@
 //! The evidence export (`report`): one row per task with its outcome, as a table for people,
 //! JSON, or CSV (RFC 4180).
 //!
-//! A row's `outcome` folds the task states into what an auditor asks about: `deleted`, `failed`,
-//! `skipped` (already removed by an earlier run), `not_due`, and `pending` for everything still in
-//! progress (`pending`, `submitting`, `submitted`, `retry_wait`).
+//! A row's `outcome` folds the task states into what an auditor asks about: `deleted`, `absent`
+//! (the account did not exist), `failed`, `skipped` (already removed by an earlier run),
+//! `not_due`, `handed_over`, and `pending` for everything still in progress (`pending`,
+//! `submitting`, `submitted`, `retry_wait`).
 //!
 //! `late` answers "was the account not removed by `due_by`?": a `deleted` task is late when it
 //! finished after `due_by`; a `skipped` task never is (nothing was left to do); a `failed`,
-//! `pending` or `not_due` task is late once `due_by` has passed, since the account still exists.
+//! `pending` or `not_due` task is late once `due_by` has passed, since the account still exists;
+//! `absent` and `handed_over` tasks are never late (nothing was left to do in their run).
 //! A task without `due_by` is never late.
 //!
+//! Every format reads its rows from the audit chain replayed and checked against the tables
+//! ([`evidence::gather`]): a row is `verified` only when the chain proves every value it shows,
+//! and `not_verified` says why otherwise. State names are carried as text, so a state this
+//! version does not know is reported under its own name.
+//!
 //! With `--user`, and always in HTML, each row comes with its evidence ([`evidence`]): the
-//! requester, approver and operator, when the request went out, the API calls behind it, and
-//! its audit records with the verdict of the hash chain. [`html`] renders the auditor's page.
+//! requester, approver (signed or not) and operator, when the request went out, every failed
+//! attempt, the API calls behind it, and its audit records. [`latest`] rolls the rows up into
+//! one standing per account across runs (`--latest`); [`html`] renders the auditor's page.
 //!
 //! This module reads through `store` and formats; it holds no SQL.
 
