@@ -460,4 +460,18 @@ mod tests {
         }
         assert_eq!(Outcome::of(TaskState::NotDue).as_str(), "not_due");
     }
+
+    #[test]
+    fn states_this_version_does_not_know_keep_their_name() {
+        assert_eq!(Outcome::of_state("absent"), Outcome::Absent);
+        assert_eq!(Outcome::of_state("absent").label(), "account not found");
+        assert_eq!(Outcome::of_state("handed_over").as_str(), "handed_over");
+        let other = Outcome::of_state("parked");
+        assert_eq!(other.as_str(), "parked");
+        assert_eq!(serde_json::to_value(&other).unwrap(), serde_json::json!("parked"));
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let (due, now) = (Some(t("2026-01-01T00:00:00Z")), t("2026-02-01T00:00:00Z"));
+        assert!(late(&other, due, None, now, now), "an unknown state is still open");
+        assert!(!late(&Outcome::Absent, due, None, now, now));
+    }
 }

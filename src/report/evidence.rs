@@ -639,3 +639,33 @@ pub fn write_table(mut w: impl Write, evidence: &Evidence) -> io::Result<()> {
         n => writeln!(w, "tables: {n} stored values disagree with the chain (`audit verify` lists them)"),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_codes_are_read_from_a_failed_jobs_message() {
+        assert_eq!(
+            error_codes("job j-1 ended 'failed' (error_codes 5000) (after 5 attempts)").as_deref(),
+            Some("5000")
+        );
+        assert_eq!(error_codes("job j-1 ended 'failed'"), None);
+        assert_eq!(error_codes("(error_codes )"), None);
+    }
+
+    #[test]
+    fn a_broken_chain_is_named_where_it_breaks() {
+        let chain = ChainCheck {
+            intact: false,
+            checked: 9,
+            tip: "9:x".into(),
+            problem: Some("record 10: hash mismatch".into()),
+            first_bad_seq: Some(10),
+        };
+        assert_eq!(chain.breaks_within(3, 9), None);
+        assert!(chain.breaks_within(8, 12).unwrap().contains("breaks at record 10, within this row's records 8..12"));
+        assert!(chain.breaks_within(11, 12).unwrap().contains("before this row's records 11..12"));
+        assert!(chain.describe().contains("nothing from record 10 on is proven"));
+    }
+}
