@@ -21,7 +21,8 @@
 
 use std::collections::BTreeMap;
 
-use serde::Serialize;
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use sqlx::Row;
 
@@ -30,32 +31,33 @@ use super::{Store, StoreError};
 /// Records read per page.
 const PAGE: i64 = 5_000;
 
-/// A time the chain bounds rather than states: `lower < t <= upper` (text order is time order).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A time the chain bounds rather than states: `lower <= t <= upper` (text order is time
+/// order). The texts are shared by every record of one append.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Window {
     /// The `at` of the last record written before the transaction (`None` at the start).
-    pub lower: Option<String>,
+    pub lower: Option<Arc<str>>,
     /// The `at` of the record describing the change.
-    pub upper: String,
+    pub upper: Arc<str>,
     /// The record describing the change.
     pub seq: i64,
 }
 
 impl Window {
     fn holds(&self, t: &str) -> bool {
-        self.lower.as_deref().is_none_or(|l| t >= l) && t <= self.upper.as_str()
+        self.lower.as_deref().is_none_or(|l| t >= l) && t <= &*self.upper
     }
 }
 
 /// A column's value as the chain proves it, and the record that set it last.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Proven {
     pub value: Value,
     pub seq: i64,
 }
 
 /// One failed or retried attempt of a task, as its transition record tells it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct AttemptRecord {
     pub seq: i64,
     pub at: String,
@@ -68,7 +70,7 @@ pub struct AttemptRecord {
 }
 
 /// A row rebuilt from the chain.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChainRow {
     /// Column name → proven value.
     pub columns: BTreeMap<&'static str, Proven>,
@@ -105,16 +107,17 @@ impl ChainRow {
 }
 
 /// A task rebuilt from the chain, with the story of its transitions.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChainTask {
     pub run_id: Option<i64>,
     pub row: ChainRow,
-    /// Every transition, oldest first.
+    /// Every transition that carries an API answer other than success (a message, or a
+    /// ret_code other than 0), oldest first: the attempts that did not delete the account.
     pub transitions: Vec<AttemptRecord>,
 }
 
 /// A run rebuilt from the chain.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChainRun {
     pub row: ChainRow,
     /// (path, sha256) of its manifests, in order.
@@ -124,7 +127,7 @@ pub struct ChainRun {
 }
 
 /// A row that disagrees with the chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Discrepancy {
     pub table: &'static str,
     pub row: i64,
@@ -147,7 +150,7 @@ impl std::fmt::Display for Discrepancy {
 }
 
 /// The chain replayed, and where the tables disagree with it.
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+#[derive(Debug, Clone, Default, PartialEq)]
 pub struct Replay {
     pub runs: BTreeMap<i64, ChainRun>,
     pub tasks: BTreeMap<i64, ChainTask>,
@@ -212,8 +215,8 @@ impl Store {
         let mut last_seq = 0i64;
         // `at` of the current group of records sharing one `at` (one append), and of the
         // record before that group.
-        let mut group_at: Option<String> = None;
-        let mut before_group: Option<String> = None;
+        let mut group_at: Option<Arc<str>> = None;
+        let mut before_group: Option<Arc<str>> = None;
         let mut first_call: Option<i64> = None;
         loop {
             let rows = sqlx::query(
@@ -241,9 +244,10 @@ impl Store {
                 };
                 let at = text("at")?;
                 if group_at.as_deref() != Some(at.as_str()) {
-                    before_group = group_at.replace(at.clone());
+                    before_group = group_at.replace(Arc::from(at.as_str()));
                 }
-                let window = Window { lower: before_group.clone(), upper: at.clone(), seq };
+                let upper = group_at.clone().unwrap_or_else(|| Arc::from(at.as_str()));
+                let window = Window { lower: before_group.clone(), upper, seq };
                 let run_id: Option<i64> = row.try_get("run_id")?;
                 let task_id: Option<i64> = row.try_get("task_id")?;
                 let kind = text("kind")?;
@@ -319,7 +323,7 @@ fn started(run: &mut ChainRun, detail: &Map<String, Value>, window: Window, seq:
     // Not finished until a run_finished record says so.
     run.row.set("exit_code", Value::Null, seq);
     run.row.set("summary", Value::Null, seq);
-    run.started_record_at = Some(window.upper.clone());
+    run.started_record_at = Some(window.upper.to_string());
     run.row.windows.insert("started_at", window);
     run.manifests = detail
         .get("manifests")
@@ -381,6 +385,11 @@ fn transition(
         }
     }
     row.windows.insert("updated_at", window);
+    let ret_code = detail.get("ret_code").and_then(Value::as_i64);
+    let message = detail.get("message").and_then(Value::as_str).filter(|m| !m.is_empty());
+    if message.is_none() && ret_code.is_none_or(|c| c == 0) {
+        return;
+    }
     task.transitions.push(AttemptRecord {
         seq,
         at: at.to_string(),
@@ -388,26 +397,49 @@ fn transition(
         to: to.to_string(),
         attempts: detail.get("attempts").and_then(Value::as_i64),
         job_id: detail.get("job_id").and_then(Value::as_str).map(str::to_owned),
-        ret_code: detail.get("ret_code").and_then(Value::as_i64),
-        message: detail.get("message").and_then(Value::as_str).map(str::to_owned),
+        ret_code,
+        message: message.map(str::to_owned),
     });
 }
 
-/// A table's rows as JSON objects, keyed by id (SQLite types map to JSON types).
+/// A table's rows as JSON objects (SQLite types map to JSON types), keyed by id.
 async fn table_rows(
     conn: &mut sqlx::SqliteConnection,
     sql: &str,
 ) -> Result<BTreeMap<i64, Map<String, Value>>, StoreError> {
-    let rows = sqlx::query(sql).fetch_all(&mut *conn).await?;
     let mut out = BTreeMap::new();
-    for row in rows {
-        let id: i64 = row.try_get(0)?;
-        let text: String = row.try_get(1)?;
-        if let Ok(Value::Object(map)) = serde_json::from_str(&text) {
-            out.insert(id, map);
+    each_row(conn, sql, |id, row| {
+        out.insert(id, row);
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Hand each row of `sql` (`SELECT id, json_object(…) FROM t`) to `f` in id order, a page at a
+/// time, so a table of millions of rows is never held at once.
+async fn each_row(
+    conn: &mut sqlx::SqliteConnection,
+    sql: &str,
+    mut f: impl FnMut(i64, Map<String, Value>),
+) -> Result<(), StoreError> {
+    let paged = format!("{sql} WHERE id > ? ORDER BY id LIMIT ?");
+    let mut last = i64::MIN;
+    loop {
+        let rows = sqlx::query(&paged).bind(last).bind(PAGE).fetch_all(&mut *conn).await?;
+        if rows.is_empty() {
+            return Ok(());
+        }
+        for row in rows {
+            let id: i64 = row.try_get(0)?;
+            last = id;
+            let text: String = row.try_get(1)?;
+            let map = match serde_json::from_str(&text) {
+                Ok(Value::Object(map)) => map,
+                _ => Map::new(),
+            };
+            f(id, map);
         }
     }
-    Ok(out)
 }
 
 /// A JSON column stored as text, compared as the JSON it holds.
@@ -490,7 +522,7 @@ async fn compare(conn: &mut sqlx::SqliteConnection, r: &mut Replay, first_call: 
         "SELECT id, json_object('started_at', started_at, 'finished_at', finished_at, 'exit_code', exit_code, \
          'ticket', ticket, 'requested_by', requested_by, 'reason', reason, 'due_by', due_by, 'operator', operator, \
          'host', host, 'endpoint', endpoint, 'access_key_id', access_key_id, 'options', options, \
-         'summary', summary, 'retry_of', retry_of, 'simulated', simulated) FROM runs ORDER BY id",
+         'summary', summary, 'retry_of', retry_of, 'simulated', simulated) FROM runs",
     )
     .await?;
     for (id, stored) in &runs {
@@ -539,66 +571,72 @@ async fn compare(conn: &mut sqlx::SqliteConnection, r: &mut Replay, first_call: 
         out.push(missing_record("run_manifests", *id, Some(*id), None, "run_started"));
     }
 
-    let tasks = table_rows(
+    let mut stored_tasks = std::collections::HashSet::new();
+    each_row(
         conn,
         "SELECT id, json_object('run_id', run_id, 'cluster', cluster, 'zone', zone, 'user', user, 'host', host, \
          'state', state, 'prev_state', prev_state, 'not_before', not_before, 'due_by', due_by, 'attempts', attempts, \
          'job_id', job_id, 'last_ret_code', last_ret_code, 'last_message', last_message, 'started_at', started_at, \
          'intent_at', intent_at, 'submitted_at', submitted_at, 'next_attempt_at', next_attempt_at, \
-         'finished_at', finished_at, 'updated_at', updated_at) FROM tasks ORDER BY id",
+         'finished_at', finished_at, 'updated_at', updated_at) FROM tasks",
+        |id, stored| {
+            stored_tasks.insert(id);
+            let run_id = stored.get("run_id").and_then(Value::as_i64);
+            match r.tasks.get(&id).filter(|t| t.row.columns.contains_key("cluster")) {
+                Some(chain) => {
+                    if chain.run_id != run_id {
+                        out.push(Discrepancy {
+                            table: "tasks",
+                            row: id,
+                            field: Some("run_id".into()),
+                            run_id: chain.run_id,
+                            task_id: Some(id),
+                            what: format!(
+                                "the database says {}, the audit chain says {} (record {})",
+                                show(&run_id.map_or(Value::Null, Value::from)),
+                                show(&chain.run_id.map_or(Value::Null, Value::from)),
+                                chain.row.first_seq
+                            ),
+                        });
+                    }
+                    compare_row(&mut out, "tasks", id, (chain.run_id, Some(id)), &stored, &chain.row, &[]);
+                }
+                None => out.push(missing_record("tasks", id, run_id, Some(id), "task_created")),
+            }
+        },
     )
     .await?;
-    for (id, stored) in &tasks {
-        let run_id = stored.get("run_id").and_then(Value::as_i64);
-        match r.tasks.get(id).filter(|t| t.row.columns.contains_key("cluster")) {
-            Some(chain) => {
-                if chain.run_id != run_id {
-                    out.push(Discrepancy {
-                        table: "tasks",
-                        row: *id,
-                        field: Some("run_id".into()),
-                        run_id: chain.run_id,
-                        task_id: Some(*id),
-                        what: format!(
-                            "the database says {}, the audit chain says {} (record {})",
-                            show(&run_id.map_or(Value::Null, Value::from)),
-                            show(&chain.run_id.map_or(Value::Null, Value::from)),
-                            chain.row.first_seq
-                        ),
-                    });
-                }
-                compare_row(&mut out, "tasks", *id, (chain.run_id, Some(*id)), stored, &chain.row, &[]);
-            }
-            None => out.push(missing_record("tasks", *id, run_id, Some(*id), "task_created")),
-        }
-    }
     for (id, chain) in &r.tasks {
-        if chain.row.columns.contains_key("cluster") && !tasks.contains_key(id) {
+        if chain.row.columns.contains_key("cluster") && !stored_tasks.contains(id) {
             out.push(deleted("tasks", *id, chain.run_id, Some(*id), &chain.row));
         }
     }
 
-    let calls = table_rows(
+    let mut stored_calls = std::collections::HashSet::new();
+    let mut unchained = 0;
+    each_row(
         conn,
         "SELECT id, json_object('run_id', run_id, 'task_id', task_id, 'action', action, 'params', params, \
          'http_status', http_status, 'ret_code', ret_code, 'message', message, 'job_id', job_id, \
-         'started_at', started_at, 'latency_ms', latency_ms) FROM api_calls ORDER BY id",
+         'started_at', started_at, 'latency_ms', latency_ms) FROM api_calls",
+        |id, stored| {
+            stored_calls.insert(id);
+            let run_id = stored.get("run_id").and_then(Value::as_i64);
+            let task_id = stored.get("task_id").and_then(Value::as_i64);
+            match r.calls.get(&id) {
+                Some(chain) => {
+                    let ids = (chain.int("run_id"), chain.int("task_id"));
+                    compare_row(&mut out, "api_calls", id, ids, &stored, chain, &[]);
+                }
+                None if first_call.is_none_or(|first| id < first) => unchained += 1,
+                None => out.push(missing_record("api_calls", id, run_id, task_id, "api_call")),
+            }
+        },
     )
     .await?;
-    for (id, stored) in &calls {
-        let run_id = stored.get("run_id").and_then(Value::as_i64);
-        let task_id = stored.get("task_id").and_then(Value::as_i64);
-        match r.calls.get(id) {
-            Some(chain) => {
-                let ids = (chain.int("run_id"), chain.int("task_id"));
-                compare_row(&mut out, "api_calls", *id, ids, stored, chain, &[]);
-            }
-            None if first_call.is_none_or(|first| *id < first) => r.unchained_calls += 1,
-            None => out.push(missing_record("api_calls", *id, run_id, task_id, "api_call")),
-        }
-    }
+    r.unchained_calls = unchained;
     for (id, chain) in &r.calls {
-        if !calls.contains_key(id) {
+        if !stored_calls.contains(id) {
             out.push(deleted("api_calls", *id, chain.int("run_id"), chain.int("task_id"), chain));
         }
     }
@@ -657,15 +695,20 @@ mod tests {
         let detail = |v: Value| v.as_object().cloned().unwrap();
         created(&mut t, &detail(serde_json::json!({"cluster": "cl-a", "state": "pending"})), w.clone(), 1);
         transition(&mut t, &detail(serde_json::json!({"intent_at": "i1"})), "pending", "submitting", w.clone(), 2, "t");
-        transition(&mut t, &detail(serde_json::json!({"intent_at": "i2"})), "retry_wait", "submitting", w, 3, "t");
+        let failed = serde_json::json!({"ret_code": 5000, "message": "busy", "next_attempt_at": "n1"});
+        transition(&mut t, &detail(failed), "submitting", "retry_wait", w.clone(), 3, "t");
+        transition(&mut t, &detail(serde_json::json!({"intent_at": "i2"})), "retry_wait", "submitting", w, 4, "t");
         assert_eq!(t.row.text("state"), Some("submitting"));
         assert_eq!(t.row.text("started_at"), Some("i1"));
         assert_eq!(t.row.text("intent_at"), Some("i2"));
         assert_eq!(t.row.int("attempts"), Some(0));
-        assert_eq!(t.transitions.len(), 2);
+        assert_eq!(t.row.int("last_ret_code"), Some(5000));
+        // Only the attempt that did not succeed is kept as a story.
+        assert_eq!(t.transitions.len(), 1);
+        assert_eq!(t.transitions[0].message.as_deref(), Some("busy"));
         // A state this version has never heard of replays like any other.
-        let w = Window { lower: None, upper: "t2".into(), seq: 4 };
-        transition(&mut t, &Map::new(), "submitting", "handed_over", w, 4, "t");
+        let w = Window { lower: None, upper: "t2".into(), seq: 5 };
+        transition(&mut t, &Map::new(), "submitting", "handed_over", w, 5, "t");
         assert_eq!(t.row.text("state"), Some("handed_over"));
     }
 }
