@@ -443,7 +443,15 @@ pub async fn gather_where(store: &Store, filter: &Filter, now: DateTime<Utc>) ->
         for c in &stored_calls {
             match replay.calls.get(&c.id) {
                 Some(proven) => api_calls.push(CallEvidence::from_chain(c.id, proven)),
-                None => api_calls.push(CallEvidence::of(c)),
+                None => {
+                    api_calls.push(CallEvidence::of(c));
+                    // Unknown to the chain: inserted behind the product's back (a discrepancy,
+                    // listed below for the task's own calls) or recorded before calls were
+                    // chained; either way nothing proves it.
+                    if !replay.discrepancies.iter().any(|d| d.table == "api_calls" && d.row == c.id) {
+                        call_problems.push(format!("api_calls row {}: no audit record proves this call", c.id));
+                    }
+                }
             }
             // Calls recorded for the task are in its own discrepancies; shared DescribeJobs
             // rounds are not.

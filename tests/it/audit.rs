@@ -496,3 +496,23 @@ async fn a_deleted_task_row_is_named_and_still_reported() {
     assert_eq!(zz["outcome"], "failed");
     assert_eq!(zz["verified"], json!(false));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_call_inserted_behind_the_product_is_named() {
+    let c = carol_run().await;
+    let sql = format!(
+        "INSERT INTO api_calls (run_id, task_id, action, params, http_status, ret_code, message, job_id, \
+         started_at, latency_ms) VALUES (1, {}, 'RunClusterCustomService', '{{}}', 200, 0, NULL, 'j-forged', \
+         '2026-01-01T00:00:00.000000Z', 5)",
+        c.failed
+    );
+    let db = edited(&c, "inserted.db", &[&sql]).await;
+    verify(c.home.path(), &db, None)
+        .code(1)
+        .stdout(predicate::str::contains("not in the audit chain (no api_call record): added outside the product"));
+    let rows = carol_report(c.home.path(), &db);
+    let row = &rows[&c.failed];
+    assert_eq!(row["verified"], json!(false));
+    assert!(row["api_calls"].to_string().contains("j-forged"), "shown, and not vouched for: {row}");
+    assert_eq!(rows[&c.deleted]["verified"], json!(true));
+}
