@@ -8,6 +8,7 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod approval;
 pub mod audit_key;
 pub mod cli;
 pub mod exit;

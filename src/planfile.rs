@@ -40,6 +40,13 @@
 //! names the exact content an approver saw; it is not a signature — someone who edits the file
 //! can recompute it. The run records the hash in its `run_started` audit record, so the
 //! approved content and the executed content can be compared later.
+//!
+//! # Approval
+//!
+//! A name typed with `--approved-by` is recorded as unsigned. A signed approval is an SSH
+//! signature over the file's bytes ([`crate::approval`]); [`PlanFile::load_approved`] reads the
+//! file once and checks the hash, the target, the signature over those same bytes and the
+//! two-person rule.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -51,6 +58,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
+use crate::approval::{self, Approval, ApprovalError};
 use crate::manifest::{ClusterId, HostSpec, ManifestSet, UserName, Zone};
 use crate::plan::{Plan, PlanState};
 use crate::store::{NewTask, TaskState};
@@ -117,6 +125,8 @@ pub enum PlanFileError {
     WrongTarget { path: PathBuf, what: &'static str, planned: String, actual: String },
     #[error("two-person rule: {0}")]
     Approval(String),
+    #[error("plan signature: {0}")]
+    Signature(#[from] ApprovalError),
     #[error("cannot write the plan file {}: {source}", path.display())]
     Write { path: PathBuf, source: io::Error },
 }
@@ -358,17 +368,75 @@ impl PlanFile {
 
     /// What the run records about its plan and approval, to be merged into the run's `options`
     /// JSON (and so into its `run_started` audit record): `{"plan": {"path", "content_hash",
-    /// "created_at"}, "approved_by", "require_approval"}`. `report` reads these keys back.
-    pub fn run_options(&self, path: &Path, approved_by: Option<&str>, require_approval: bool) -> Value {
+    /// "created_at"}, "approved_by", "approval", "require_approval"}`. `approval` is
+    /// `{"signed": true, "principal", "principals", "key_fingerprint", "signature",
+    /// "allowed_signers", "namespace"}` for a checked signature, `{"signed": false}` for a
+    /// typed `--approved-by`, `null` without an approver. `report` reads these keys back.
+    pub fn run_options(&self, path: &Path, approval: &RunApproval) -> Value {
+        let record = match (&approval.signed, &approval.approved_by) {
+            (Some(a), _) => json!({
+                "signed": true,
+                "principal": a.principal,
+                "principals": a.principals,
+                "key_fingerprint": a.key_fingerprint,
+                "signature": a.signature.display().to_string(),
+                "allowed_signers": approval.allowed_signers.as_ref().map(|p| p.display().to_string()),
+                "namespace": approval::NAMESPACE,
+            }),
+            (None, Some(_)) => json!({"signed": false}),
+            (None, None) => Value::Null,
+        };
         json!({
             "plan": {
                 "path": path.display().to_string(),
                 "content_hash": self.content_hash,
                 "created_at": time(self.created_at),
             },
-            "approved_by": approved_by.map(str::trim),
-            "require_approval": require_approval,
+            "approved_by": approval.approved_by,
+            "approval": record,
+            "require_approval": approval.require,
         })
+    }
+
+    /// Read a plan file once and check everything a run needs before it trusts it: the content
+    /// hash, the shape, the target (see [`PlanFile::load_verified`]), the signature over the
+    /// very bytes read (with `--allowed-signers`), and the two-person rule.
+    pub fn load_approved(
+        path: &Path,
+        endpoint: &str,
+        access_key_id: &str,
+        asked: &ApprovalArgs<'_>,
+    ) -> Result<(PlanFile, RunApproval), PlanFileError> {
+        let read_err = |source| PlanFileError::Read { path: path.to_path_buf(), source };
+        let size = std::fs::metadata(path).map_err(read_err)?.len();
+        if size > MAX_PLAN_BYTES {
+            return Err(invalid(path, format!("{size} bytes is more than the {MAX_PLAN_BYTES} a plan may have")));
+        }
+        let text = std::fs::read(path).map_err(read_err)?;
+        let plan = PlanFile::parse(path, &text)?;
+        plan.check_target(path, endpoint, access_key_id)?;
+        let approval = match asked.allowed_signers {
+            None => {
+                check_approval(&plan, asked.approved_by, asked.require)?;
+                RunApproval {
+                    approved_by: asked.approved_by.map(|a| a.trim().to_owned()),
+                    signed: None,
+                    allowed_signers: None,
+                    require: asked.require,
+                }
+            }
+            Some(signers) => {
+                let signed = approval::verify(&text, &approval::signature_path(path), signers, Utc::now())?;
+                check_signed_approval(&plan, &signed, asked.approved_by, asked.require)?;
+                RunApproval {
+                    approved_by: Some(signed.principal.clone()),
+                    signed: Some(signed),
+                    allowed_signers: Some(signers.to_path_buf()),
+                    require: asked.require,
+                }
+            }
+        };
+        Ok((plan, approval))
     }
 
     /// Task counts by planned state.
@@ -378,6 +446,66 @@ impl PlanFile {
             m
         })
     }
+}
+
+/// What `run --plan` was asked to check about approval.
+#[derive(Debug, Clone, Copy)]
+pub struct ApprovalArgs<'a> {
+    pub approved_by: Option<&'a str>,
+    pub allowed_signers: Option<&'a Path>,
+    pub require: bool,
+}
+
+impl<'a> ApprovalArgs<'a> {
+    pub fn new(approved_by: Option<&'a str>, allowed_signers: Option<&'a Path>, require: bool) -> Self {
+        ApprovalArgs { approved_by, allowed_signers, require }
+    }
+}
+
+/// The approval a run carries: who (the signer's principal, or the name typed), and the
+/// checked signature when there is one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RunApproval {
+    pub approved_by: Option<String>,
+    pub signed: Option<Approval>,
+    pub allowed_signers: Option<PathBuf>,
+    pub require: bool,
+}
+
+/// The two-person rule for a signed plan: with `require`, the plan must name its requester and
+/// no principal of the signing key may be that requester. A name typed with `--approved-by`
+/// next to a signature must be the signer's.
+pub fn check_signed_approval(
+    plan: &PlanFile,
+    signed: &Approval,
+    approved_by: Option<&str>,
+    require: bool,
+) -> Result<(), PlanFileError> {
+    if let Some(name) = approved_by.map(str::trim) {
+        if !signed.names(name) {
+            return Err(PlanFileError::Approval(format!(
+                "--approved-by {name:?} is not the signer: the plan is signed by {:?} (key {})",
+                signed.principal, signed.key_fingerprint
+            )));
+        }
+    }
+    if !require {
+        return Ok(());
+    }
+    let requester = plan.requested_by.as_deref().map(str::trim).filter(|r| !r.is_empty());
+    let Some(requester) = requester else {
+        return Err(PlanFileError::Approval(
+            "the plan names no requested_by (set it in the manifest), so approval by another person cannot be checked"
+                .into(),
+        ));
+    };
+    if signed.names(requester) {
+        return Err(PlanFileError::Approval(format!(
+            "the plan is signed by the requester {requester:?} (key {}); another person must sign it",
+            signed.key_fingerprint
+        )));
+    }
+    Ok(())
 }
 
 /// The two-person rule. `approved_by` is recorded whenever given; with `require`, a run is

@@ -1,23 +1,32 @@
 //! The evidence export (`report`): one row per task with its outcome, as a table for people,
 //! JSON, or CSV (RFC 4180).
 //!
-//! A row's `outcome` folds the task states into what an auditor asks about: `deleted`, `failed`,
-//! `skipped` (already removed by an earlier run), `not_due`, and `pending` for everything still in
-//! progress (`pending`, `submitting`, `submitted`, `retry_wait`).
+//! A row's `outcome` folds the task states into what an auditor asks about: `deleted`, `absent`
+//! (the account did not exist), `failed`, `skipped` (already removed by an earlier run),
+//! `not_due`, `handed_over`, and `pending` for everything still in progress (`pending`,
+//! `submitting`, `submitted`, `retry_wait`).
 //!
 //! `late` answers "was the account not removed by `due_by`?": a `deleted` task is late when it
 //! finished after `due_by`; a `skipped` task never is (nothing was left to do); a `failed`,
-//! `pending` or `not_due` task is late once `due_by` has passed, since the account still exists.
+//! `pending` or `not_due` task is late once `due_by` has passed, since the account still exists;
+//! `absent` and `handed_over` tasks are never late (nothing was left to do in their run).
 //! A task without `due_by` is never late.
 //!
+//! Every format reads its rows from the audit chain replayed and checked against the tables
+//! ([`evidence::gather`]): a row is `verified` only when the chain proves every value it shows,
+//! and `not_verified` says why otherwise. State names are carried as text, so a state this
+//! version does not know is reported under its own name.
+//!
 //! With `--user`, and always in HTML, each row comes with its evidence ([`evidence`]): the
-//! requester, approver and operator, when the request went out, the API calls behind it, and
-//! its audit records with the verdict of the hash chain. [`html`] renders the auditor's page.
+//! requester, approver (signed or not) and operator, when the request went out, every failed
+//! attempt, the API calls behind it, and its audit records. [`latest`] rolls the rows up into
+//! one standing per account across runs (`--latest`); [`html`] renders the auditor's page.
 //!
 //! This module reads through `store` and formats; it holds no SQL.
 
 pub mod evidence;
 pub mod html;
+pub mod latest;
 
 use std::io::{self, Write};
 
@@ -26,55 +35,119 @@ use serde::Serialize;
 
 use crate::store::{ReportFilter, Store, StoreError, TaskRow, TaskState};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "snake_case")]
+/// Where a task ended, as the report names it. Built from the state's name, so a state this
+/// version does not know is shown under its own name instead of breaking the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     Deleted,
+    /// The account did not exist: counts as done.
+    Absent,
     Failed,
     Skipped,
     Pending,
     NotDue,
-    /// The account did not exist on the cluster ("account not found").
-    Absent,
-    /// The attempt was adopted by a later run, whose row shows the outcome.
+    /// The task's live attempt was adopted by a later run.
     HandedOver,
+    /// A state this version does not know.
+    Other(String),
 }
 
 impl Outcome {
     pub fn of(state: TaskState) -> Outcome {
+        Outcome::of_state(state.as_str())
+    }
+
+    /// The outcome of a state named as the database stores it.
+    pub fn of_state(state: &str) -> Outcome {
         match state {
-            TaskState::Deleted => Outcome::Deleted,
-            TaskState::Failed => Outcome::Failed,
-            TaskState::Skipped => Outcome::Skipped,
-            TaskState::NotDue => Outcome::NotDue,
-            TaskState::Absent => Outcome::Absent,
-            TaskState::HandedOver => Outcome::HandedOver,
-            TaskState::Pending | TaskState::Submitting | TaskState::Submitted | TaskState::RetryWait => {
-                Outcome::Pending
-            }
+            "deleted" => Outcome::Deleted,
+            "absent" => Outcome::Absent,
+            "failed" => Outcome::Failed,
+            "skipped" => Outcome::Skipped,
+            "not_due" => Outcome::NotDue,
+            "handed_over" => Outcome::HandedOver,
+            "pending" | "submitting" | "submitted" | "retry_wait" => Outcome::Pending,
+            other => Outcome::Other(other.to_string()),
         }
     }
 
-    pub fn as_str(self) -> &'static str {
+    pub fn as_str(&self) -> &str {
         match self {
             Outcome::Deleted => "deleted",
+            Outcome::Absent => "absent",
             Outcome::Failed => "failed",
             Outcome::Skipped => "skipped",
             Outcome::Pending => "pending",
             Outcome::NotDue => "not_due",
-            Outcome::Absent => "absent",
             Outcome::HandedOver => "handed_over",
+            Outcome::Other(s) => s,
         }
     }
 
-    /// The outcome as a person reads it.
-    pub fn label(self) -> &'static str {
+    /// The outcome in words for people (tables and HTML).
+    pub fn label(&self) -> &str {
         match self {
             Outcome::Absent => "account not found",
-            Outcome::NotDue => "not due",
-            Outcome::HandedOver => "handed over",
             other => other.as_str(),
         }
+    }
+}
+
+impl Serialize for Outcome {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.as_str())
+    }
+}
+
+/// Which tasks a report shows. Every field narrows; `None` means any.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Filter {
+    pub run_id: Option<i64>,
+    pub user: Option<String>,
+    pub cluster: Option<String>,
+    /// The ticket of the task's run.
+    pub ticket: Option<String>,
+    /// Tasks whose work started at or after this instant (a task never started counts from its
+    /// run's start).
+    pub since: Option<DateTime<Utc>>,
+    /// Tasks whose work started at or before this instant (counted the same way).
+    pub until: Option<DateTime<Utc>>,
+}
+
+impl From<&ReportFilter> for Filter {
+    fn from(f: &ReportFilter) -> Filter {
+        Filter {
+            run_id: f.run_id,
+            user: f.user.clone(),
+            cluster: f.cluster.clone(),
+            since: f.since,
+            ..Filter::default()
+        }
+    }
+}
+
+impl Filter {
+    /// Does a task of run `run_id` with these values pass? `started` is when its work started,
+    /// else when its run started.
+    pub fn admits(
+        &self,
+        run_id: i64,
+        user: &str,
+        cluster: &str,
+        ticket: Option<&str>,
+        started: Option<DateTime<Utc>>,
+    ) -> bool {
+        self.run_id.is_none_or(|r| r == run_id)
+            && self.user.as_deref().is_none_or(|u| u == user)
+            && self.cluster.as_deref().is_none_or(|c| c == cluster)
+            && self.ticket.as_deref().is_none_or(|t| Some(t) == ticket)
+            && self.since.is_none_or(|s| started.is_some_and(|t| t >= s))
+            && self.until.is_none_or(|u| started.is_some_and(|t| t <= u))
+    }
+
+    /// The parts of the filter that `store::ReportFilter` can apply in SQL.
+    pub fn store_filter(&self) -> ReportFilter {
+        ReportFilter { run_id: self.run_id, user: self.user.clone(), cluster: self.cluster.clone(), since: self.since }
     }
 }
 
@@ -89,6 +162,8 @@ pub struct ReportRow {
     pub user: String,
     pub host: String,
     pub outcome: Outcome,
+    /// The state as stored (`outcome` folds the in-progress states into `pending`).
+    pub state: String,
     pub attempts: i64,
     pub job_id: Option<String>,
     pub ret_code: Option<i64>,
@@ -100,6 +175,11 @@ pub struct ReportRow {
     #[serde(serialize_with = "ser_time")]
     pub due_by: Option<DateTime<Utc>>,
     pub late: bool,
+    /// Every value of the row is proven by the intact audit chain and the tables agree with it.
+    pub verified: bool,
+    /// Why not, when not: where the chain breaks, or which stored value disagrees with it.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub not_verified: Vec<String>,
 }
 
 /// An instant as the report writes it (RFC 3339, UTC, fractional seconds only when present).
@@ -114,17 +194,30 @@ pub(crate) fn ser_time<S: serde::Serializer>(t: &Option<DateTime<Utc>>, s: S) ->
     }
 }
 
-/// Was the account not removed by `due_by`? (See the module documentation.)
-pub fn is_late(task: &TaskRow, now: DateTime<Utc>) -> bool {
-    let Some(due) = task.due_by else { return false };
-    match Outcome::of(task.state) {
-        Outcome::Deleted | Outcome::Absent => task.finished_at.unwrap_or(task.updated_at) > due,
-        Outcome::Skipped | Outcome::HandedOver => false,
-        Outcome::Failed | Outcome::Pending | Outcome::NotDue => now > due,
+/// Was the account not removed by `due_by`? (See the module documentation.) `updated_at` stands
+/// in for a `deleted` task's missing `finished_at`.
+pub fn late(
+    outcome: &Outcome,
+    due_by: Option<DateTime<Utc>>,
+    finished_at: Option<DateTime<Utc>>,
+    updated_at: DateTime<Utc>,
+    now: DateTime<Utc>,
+) -> bool {
+    let Some(due) = due_by else { return false };
+    match outcome {
+        Outcome::Deleted => finished_at.unwrap_or(updated_at) > due,
+        Outcome::Skipped | Outcome::Absent | Outcome::HandedOver => false,
+        Outcome::Failed | Outcome::Pending | Outcome::NotDue | Outcome::Other(_) => now > due,
     }
 }
 
+/// Was the account not removed by `due_by`? (See the module documentation.)
+pub fn is_late(task: &TaskRow, now: DateTime<Utc>) -> bool {
+    late(&Outcome::of(task.state), task.due_by, task.finished_at, task.updated_at, now)
+}
+
 impl ReportRow {
+    /// A row from a task as the tables hold it (a task the audit chain does not know).
     pub fn new(task: TaskRow, ticket: Option<String>, now: DateTime<Utc>) -> ReportRow {
         let late = is_late(&task, now);
         ReportRow {
@@ -132,6 +225,7 @@ impl ReportRow {
             task_id: task.id,
             ticket,
             outcome: Outcome::of(task.state),
+            state: task.state.as_str().to_string(),
             attempts: task.attempts,
             ret_code: task.last_ret_code,
             message: task.last_message,
@@ -144,17 +238,25 @@ impl ReportRow {
             zone: task.zone,
             user: task.user,
             host: task.host,
+            verified: false,
+            not_verified: Vec::new(),
         }
     }
 }
 
-/// The report's rows for `filter`, with `late` judged at `now`.
+/// The report's rows for `filter`, with `late` judged at `now`: read from the audit chain and
+/// checked against the tables (see [`evidence::gather`]).
 pub async fn rows(store: &Store, filter: &ReportFilter, now: DateTime<Utc>) -> Result<Vec<ReportRow>, StoreError> {
-    Ok(store.report_tasks(filter).await?.into_iter().map(|(task, ticket)| ReportRow::new(task, ticket, now)).collect())
+    rows_where(store, &Filter::from(filter), now).await
+}
+
+/// [`rows`] with the full filter.
+pub async fn rows_where(store: &Store, filter: &Filter, now: DateTime<Utc>) -> Result<Vec<ReportRow>, StoreError> {
+    Ok(evidence::gather_where(store, filter, now).await?.rows())
 }
 
 /// The columns of the CSV export, in order.
-pub const CSV_HEADER: [&str; 16] = [
+pub const CSV_HEADER: [&str; 18] = [
     "run_id",
     "task_id",
     "ticket",
@@ -171,9 +273,11 @@ pub const CSV_HEADER: [&str; 16] = [
     "finished_at",
     "due_by",
     "late",
+    "verified",
+    "not_verified",
 ];
 
-pub(crate) fn fields(r: &ReportRow) -> [String; 16] {
+pub(crate) fn fields(r: &ReportRow) -> [String; 18] {
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let opt_t = |t: Option<DateTime<Utc>>| t.map(time).unwrap_or_default();
     [
@@ -193,6 +297,8 @@ pub(crate) fn fields(r: &ReportRow) -> [String; 16] {
         opt_t(r.finished_at),
         opt_t(r.due_by),
         r.late.to_string(),
+        r.verified.to_string(),
+        r.not_verified.join("; "),
     ]
 }
 
@@ -227,10 +333,12 @@ pub fn write_table(mut w: impl Write, rows: &[ReportRow]) -> io::Result<()> {
         return writeln!(w, "no tasks match");
     }
     const MESSAGE_WIDTH: usize = 60;
-    let header =
-        ["RUN", "TASK", "CLUSTER", "USER", "HOST", "OUTCOME", "TRIES", "JOB", "RET", "FINISHED", "LATE", "MESSAGE"];
+    let header = [
+        "RUN", "TASK", "CLUSTER", "USER", "HOST", "OUTCOME", "TRIES", "JOB", "RET", "FINISHED", "LATE", "PROVEN",
+        "MESSAGE",
+    ];
     let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
-    let cells: Vec<[String; 12]> = rows
+    let cells: Vec<[String; 13]> = rows
         .iter()
         .map(|r| {
             let message: String = r.message.as_deref().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ");
@@ -245,12 +353,13 @@ pub fn write_table(mut w: impl Write, rows: &[ReportRow]) -> io::Result<()> {
                 r.cluster.clone(),
                 r.user.clone(),
                 r.host.clone(),
-                r.outcome.as_str().to_string(),
+                r.outcome.label().to_string(),
                 r.attempts.to_string(),
                 dash(r.job_id.clone().unwrap_or_default()),
                 dash(r.ret_code.map(|c| c.to_string()).unwrap_or_default()),
                 dash(r.finished_at.map(time).unwrap_or_default()),
                 if r.late { "late".into() } else { "-".into() },
+                if r.verified { "yes".into() } else { "NO".into() },
                 dash(message),
             ]
         })
@@ -278,11 +387,20 @@ pub fn write_table(mut w: impl Write, rows: &[ReportRow]) -> io::Result<()> {
     }
     let mut counts = std::collections::BTreeMap::<&str, usize>::new();
     for r in rows {
-        *counts.entry(r.outcome.as_str()).or_default() += 1;
+        *counts.entry(r.outcome.label()).or_default() += 1;
     }
     let late = rows.iter().filter(|r| r.late).count();
     let summary: Vec<String> = counts.iter().map(|(k, v)| format!("{v} {k}")).collect();
-    writeln!(w, "\n{} tasks: {}; {late} late", rows.len(), summary.join(", "))
+    let unproven: Vec<&ReportRow> = rows.iter().filter(|r| !r.verified).collect();
+    write!(w, "\n{} tasks: {}; {late} late", rows.len(), summary.join(", "))?;
+    if unproven.is_empty() {
+        return writeln!(w, "; every row proven by the audit chain");
+    }
+    writeln!(w, "; {} NOT proven by the audit chain:", unproven.len())?;
+    for r in unproven {
+        writeln!(w, "  task {}: {}", r.task_id, r.not_verified.join("; "))?;
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -342,5 +460,19 @@ mod tests {
             assert_eq!(Outcome::of(s), Outcome::Pending);
         }
         assert_eq!(Outcome::of(TaskState::NotDue).as_str(), "not_due");
+    }
+
+    #[test]
+    fn states_this_version_does_not_know_keep_their_name() {
+        assert_eq!(Outcome::of_state("absent"), Outcome::Absent);
+        assert_eq!(Outcome::of_state("absent").label(), "account not found");
+        assert_eq!(Outcome::of_state("handed_over").as_str(), "handed_over");
+        let other = Outcome::of_state("parked");
+        assert_eq!(other.as_str(), "parked");
+        assert_eq!(serde_json::to_value(&other).unwrap(), serde_json::json!("parked"));
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let (due, now) = (Some(t("2026-01-01T00:00:00Z")), t("2026-02-01T00:00:00Z"));
+        assert!(late(&other, due, None, now, now), "an unknown state is still open");
+        assert!(!late(&Outcome::Absent, due, None, now, now));
     }
 }

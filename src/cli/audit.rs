@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::audit_key::{AuditKey, KeyError, SignedCheckpoint};
 use crate::cli::{AuditCommand, GlobalOpts};
 use crate::exit::{Coded, Exit};
+use crate::store::Replay;
 
 pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<Exit> {
     match command {
@@ -47,23 +48,55 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
             let checkpoint = checkpoint.map(|c| c.checkpoint);
             let store = super::status::open_existing(global).await?;
             let v = store.verify_audit(checkpoint.as_ref()).await?;
+            let replay = store.replay().await?;
             store.close().await;
-            match v.problem {
+            let intact = match v.problem {
                 None => {
                     println!("audit log intact: {} records checked, tip {}", v.checked, v.tip);
                     if let Some(cp) = checkpoint {
                         println!("checkpoint {cp} is present");
                     }
-                    Ok(Exit::Ok)
+                    true
                 }
                 Some(problem) => {
                     println!("audit log NOT intact: {problem}");
                     println!("{} records before it are intact; last good record {}", v.checked, v.tip);
-                    Ok(Exit::TasksFailed)
+                    false
                 }
-            }
+            };
+            let agree = print_replay(&replay);
+            Ok(if intact && agree { Exit::Ok } else { Exit::TasksFailed })
         }
     }
+}
+
+/// What the tables hold compared with the chain; `true` when every row agrees.
+fn print_replay(replay: &Replay) -> bool {
+    let counts = format!(
+        "{} runs, {} tasks, {} API calls",
+        replay.runs.len(),
+        replay.tasks.len(),
+        replay.calls.len() as i64 + replay.unchained_calls
+    );
+    if replay.unchained_calls > 0 {
+        println!(
+            "note: {} API calls were recorded before API calls were chained; nothing proves them",
+            replay.unchained_calls
+        );
+    }
+    if replay.discrepancies.is_empty() {
+        println!("tables agree with the audit chain: {counts}");
+        return true;
+    }
+    let n = replay.discrepancies.len();
+    println!(
+        "tables do NOT agree with the audit chain: {n} difference{} (edited outside the product)",
+        if n == 1 { "" } else { "s" }
+    );
+    for d in &replay.discrepancies {
+        println!("  {d}");
+    }
+    false
 }
 
 /// Load (or, with `create`, make) the key; a missing or bad key file is a configuration error.

@@ -119,7 +119,10 @@ pub struct ValidateArgs {
 }
 
 #[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct PlanArgs {
+    #[command(subcommand)]
+    pub command: Option<PlanCommand>,
     /// Manifest files (YAML)
     #[arg(required = true, value_name = "MANIFEST")]
     pub manifests: Vec<PathBuf>,
@@ -145,7 +148,22 @@ fn parse_today(s: &str) -> Result<chrono::NaiveDate, String> {
     crate::manifest::parse_date(s.trim())
 }
 
+#[derive(Debug, Subcommand)]
+pub enum PlanCommand {
+    /// Sign a plan file with an SSH key: writes PLAN_FILE.sig exactly as
+    /// `ssh-keygen -Y sign -f KEY -n qc-offboard-plan PLAN_FILE` does
+    Sign {
+        /// The plan file to approve
+        #[arg(value_name = "PLAN_FILE")]
+        plan: PathBuf,
+        /// OpenSSH private key without a passphrase (for one with a passphrase, use ssh-keygen)
+        #[arg(short = 'f', long, value_name = "KEY")]
+        key: PathBuf,
+    },
+}
+
 #[derive(Debug, Args)]
+#[command(group(clap::ArgGroup::new("approver").multiple(true).args(["approved_by", "allowed_signers"])))]
 pub struct RunArgs {
     /// Manifest files (YAML)
     #[arg(required_unless_present = "plan", conflicts_with = "plan", value_name = "MANIFEST")]
@@ -154,12 +172,18 @@ pub struct RunArgs {
     /// nothing sent) if it was edited or was made for another endpoint or access key
     #[arg(long, value_name = "PLAN_FILE")]
     pub plan: Option<PathBuf>,
-    /// Who approved the plan; recorded with the run and in the audit log
+    /// Who approved the plan; recorded with the run and in the audit log (as unsigned unless
+    /// --allowed-signers checks a signature)
     #[arg(long, value_name = "NAME", requires = "plan")]
     pub approved_by: Option<String>,
-    /// Two-person rule: refuse the plan unless --approved-by names someone other than its
-    /// requested_by
-    #[arg(long, requires = "approved_by")]
+    /// OpenSSH allowed_signers file: the plan must carry a valid signature (PLAN_FILE.sig, made
+    /// with `ssh-keygen -Y sign -n qc-offboard-plan` or `plan sign`) by a key listed there;
+    /// refused (exit 65, nothing sent) otherwise. The signer is recorded as the approver
+    #[arg(long, value_name = "FILE", requires = "plan")]
+    pub allowed_signers: Option<PathBuf>,
+    /// Two-person rule: refuse the plan unless its approver (the signer, or --approved-by) is
+    /// someone other than its requested_by
+    #[arg(long, requires = "approver")]
     pub require_approval: bool,
     /// Same as `plan`: nothing is sent
     #[arg(long)]
@@ -264,9 +288,18 @@ pub struct ReportArgs {
     /// Only this cluster
     #[arg(long, value_name = "C")]
     pub cluster: Option<String>,
+    /// Only runs with this ticket
+    #[arg(long, value_name = "T")]
+    pub ticket: Option<String>,
     /// Only tasks started at or after this instant (RFC 3339)
     #[arg(long, value_name = "RFC3339")]
     pub since: Option<chrono::DateTime<chrono::Utc>>,
+    /// Only tasks started at or before this instant (RFC 3339)
+    #[arg(long, value_name = "RFC3339")]
+    pub until: Option<chrono::DateTime<chrono::Utc>>,
+    /// One row per account (cluster, user, host) across runs and retry runs: where it stands now
+    #[arg(long)]
+    pub latest: bool,
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
 }

@@ -8,12 +8,12 @@ use chrono::{NaiveDate, Utc};
 
 use std::collections::HashMap;
 
-use crate::cli::{ApiOpts, GlobalOpts, OutputFormat, PlanArgs};
+use crate::cli::{ApiOpts, GlobalOpts, OutputFormat, PlanArgs, PlanCommand};
 use crate::exit::{Coded, Exit};
 use crate::limiter::Rate;
 use crate::manifest::{self, TaskKey, Zone};
 use crate::plan::{self, EstimateInputs};
-use crate::planfile::PlanFile;
+use crate::planfile::{PlanFile, PlanFileError};
 use crate::qingcloud::config::{self, ConfigInput};
 use crate::store::{self, AccountKey, Standing, Store};
 
@@ -21,6 +21,11 @@ use crate::store::{self, AccountKey, Standing, Store};
 pub(crate) type Standings = HashMap<AccountKey, Standing>;
 
 pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
+    if let Some(PlanCommand::Sign { plan, key }) = &args.command {
+        let (sig, fingerprint) = crate::approval::sign_file(plan, key).map_err(PlanFileError::from)?;
+        println!("signed {} with key {fingerprint}: {}", plan.display(), sig.display());
+        return Ok(Exit::Ok);
+    }
     let zone = env_zone()?;
     let set = manifest::load_set(&args.manifests, zone.as_ref())?;
     for w in &set.warnings {

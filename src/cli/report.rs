@@ -5,18 +5,33 @@ use std::io::Write;
 
 use crate::cli::{GlobalOpts, ReportArgs, ReportFormat};
 use crate::exit::Exit;
-use crate::report::{self, evidence, html};
-use crate::store::ReportFilter;
+use crate::report::{self, evidence, html, latest, Filter};
 
 pub async fn run(global: &GlobalOpts, args: ReportArgs) -> anyhow::Result<Exit> {
     let store = super::status::open_existing(global).await?;
     let scope = scope(&args);
-    let filter = ReportFilter { run_id: args.run, user: args.user, cluster: args.cluster, since: args.since };
+    let filter = Filter {
+        run_id: args.run,
+        user: args.user.clone(),
+        cluster: args.cluster.clone(),
+        ticket: args.ticket.clone(),
+        since: args.since,
+        until: args.until,
+    };
     let now = chrono::Utc::now();
+    // Every format reads the chain replayed and checked against the tables.
+    let evidence = evidence::gather_where(&store, &filter, now).await?;
+    store.close().await;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    if args.format == ReportFormat::Html || filter.user.is_some() {
-        let evidence = evidence::gather(&store, &filter, now).await?;
-        store.close().await;
+    if args.latest {
+        let standings = latest::roll_up(&evidence);
+        match args.format {
+            ReportFormat::Html => html::write_html(&mut out, &evidence, &scope)?,
+            ReportFormat::Table => latest::write_table(&mut out, &standings)?,
+            ReportFormat::Json => latest::write_json(&mut out, &standings)?,
+            ReportFormat::Csv => latest::write_csv(&mut out, &standings)?,
+        }
+    } else if args.format == ReportFormat::Html || filter.user.is_some() {
         match args.format {
             ReportFormat::Html => html::write_html(&mut out, &evidence, &scope)?,
             ReportFormat::Table => evidence::write_table(&mut out, &evidence)?,
@@ -24,8 +39,7 @@ pub async fn run(global: &GlobalOpts, args: ReportArgs) -> anyhow::Result<Exit> 
             ReportFormat::Csv => evidence::write_csv(&mut out, &evidence)?,
         }
     } else {
-        let rows = report::rows(&store, &filter, now).await?;
-        store.close().await;
+        let rows = evidence.rows();
         match args.format {
             ReportFormat::Json => report::write_json(&mut out, &rows)?,
             ReportFormat::Csv => report::write_csv(&mut out, &rows)?,
@@ -48,8 +62,14 @@ fn scope(args: &ReportArgs) -> String {
     if let Some(r) = args.run {
         parts.push(format!("run {r}"));
     }
+    if let Some(t) = &args.ticket {
+        parts.push(format!("ticket {t}"));
+    }
     if let Some(s) = args.since {
         parts.push(format!("since {}", s.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
+    }
+    if let Some(u) = args.until {
+        parts.push(format!("until {}", u.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)));
     }
     if parts.is_empty() {
         "all tasks".into()

@@ -237,14 +237,18 @@ impl Origin {
 async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Path) -> anyhow::Result<Exit> {
     let target = Target::resolve(&args.exec.api, args.simulate).await?;
     let access_key_id = target.settings.credentials.access_key_id.clone();
-    let plan = PlanFile::load_verified(plan_path, &target.recorded_endpoint, &access_key_id)?;
-    planfile::check_approval(&plan, args.approved_by.as_deref(), args.require_approval)?;
+    let asked = planfile::ApprovalArgs::new(
+        args.approved_by.as_deref(),
+        args.allowed_signers.as_deref(),
+        args.require_approval,
+    );
+    let (plan, approval) = PlanFile::load_approved(plan_path, &target.recorded_endpoint, &access_key_id, &asked)?;
     let rate = rate_of(&args.exec, target.simulate);
     let store = Store::open(&db_path(global, target.simulate)?).await?;
     let done = store.done_keys(&target.recorded_endpoint, &access_key_id).await?;
     let tasks = plan.new_tasks(|c, u, h| done.contains(&(c.to_owned(), u.to_owned(), h.to_owned())));
     let mut options = options_json(&args.exec, rate);
-    let extra = plan.run_options(plan_path, args.approved_by.as_deref(), args.require_approval);
+    let extra = plan.run_options(plan_path, &approval);
     if let (Some(o), serde_json::Value::Object(extra)) = (options.as_object_mut(), extra) {
         o.extend(extra);
     }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::cli::{GlobalOpts, OutputFormat, StatusArgs};
 use crate::exit::{Coded, Exit};
-use crate::store::{self, DeadlineCounts, RunRow, Store, StoreError, TaskState};
+use crate::store::{self, DeadlineCounts, Discrepancy, RunRow, Store, StoreError, TaskState};
 
 /// Open the database the read-only commands look at; it must exist.
 pub(super) async fn open_existing(global: &GlobalOpts) -> anyhow::Result<Store> {
@@ -24,19 +24,50 @@ pub(super) async fn open_existing(global: &GlobalOpts) -> anyhow::Result<Store> 
 
 pub async fn run(global: &GlobalOpts, args: StatusArgs) -> anyhow::Result<Exit> {
     let store = open_existing(global).await?;
+    let proof = Proof::check(&store).await?;
     match args.run_id {
-        None => list(&store, args.output).await?,
+        None => list(&store, args.output, &proof).await?,
         Some(id) => {
             let Some(run) = store.run(id).await? else {
                 return Err(Coded::new(Exit::Usage, format!("no run {id} in {}", store.path().display())).into());
             };
             let counts = store.counts(id).await?;
             let deadline = store.deadline_counts(Some(id), Utc::now()).await?.remove(&id).unwrap_or_default();
-            one(&run, &counts, &deadline, args.output)?;
+            one(&run, &counts, &deadline, args.output, &proof)?;
         }
     }
     store.close().await;
     Ok(Exit::Ok)
+}
+
+/// Whether what `status` shows is proven: the chain's verdict and the stored rows that
+/// disagree with it (see `store::Replay`).
+struct Proof {
+    chain_problem: Option<String>,
+    differences: Vec<Discrepancy>,
+}
+
+impl Proof {
+    async fn check(store: &Store) -> anyhow::Result<Proof> {
+        let verification = store.verify_audit(None).await?;
+        let replay = store.replay().await?;
+        Ok(Proof {
+            chain_problem: verification.problem.as_ref().map(ToString::to_string),
+            differences: replay.discrepancies,
+        })
+    }
+
+    /// What disagrees about one run (its own rows, its tasks and their API calls).
+    fn of_run(&self, run_id: i64) -> Vec<String> {
+        let mut out: Vec<String> = self.chain_problem.iter().map(|p| format!("audit chain NOT intact: {p}")).collect();
+        out.extend(self.differences.iter().filter(|d| d.run_id == Some(run_id)).map(ToString::to_string));
+        out
+    }
+
+    fn json(&self, run_id: i64) -> serde_json::Value {
+        let problems = self.of_run(run_id);
+        json!({ "verified": problems.is_empty(), "not_verified": problems })
+    }
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -52,7 +83,7 @@ fn in_progress(counts: &BTreeMap<TaskState, i64>) -> i64 {
     TaskState::OPEN.iter().map(|s| counts.get(s).copied().unwrap_or(0)).sum()
 }
 
-async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
+async fn list(store: &Store, output: OutputFormat, proof: &Proof) -> anyhow::Result<()> {
     let runs = store.runs().await?;
     let mut counts = store.counts_by_run().await?;
     let mut deadlines = store.deadline_counts(None, Utc::now()).await?;
@@ -74,6 +105,7 @@ async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
                         "total": c.values().sum::<i64>(),
                         "counts": all_counts(&c),
                         "deadline": d,
+                        "evidence": proof.json(r.id),
                     })
                 })
                 .collect();
@@ -129,6 +161,13 @@ async fn list(store: &Store, output: OutputFormat) -> anyhow::Result<()> {
             for row in &rows {
                 println!("{}", line(row.iter().map(String::as_str).collect()));
             }
+            match (&proof.chain_problem, proof.differences.len()) {
+                (None, 0) => println!("\naudit: chain intact, every stored run and task agrees with it"),
+                (Some(p), _) => println!("\naudit: chain NOT intact: {p} (`audit verify` says more)"),
+                (None, n) => println!(
+                    "\naudit: NOT verified: {n} stored values disagree with the audit chain (`audit verify` lists them)"
+                ),
+            }
         }
     }
     Ok(())
@@ -139,6 +178,7 @@ fn one(
     counts: &BTreeMap<TaskState, i64>,
     deadline: &DeadlineCounts,
     output: OutputFormat,
+    proof: &Proof,
 ) -> anyhow::Result<()> {
     let total: i64 = counts.values().sum();
     match output {
@@ -148,6 +188,7 @@ fn one(
                 obj.insert("total".into(), json!(total));
                 obj.insert("counts".into(), serde_json::Value::Object(all_counts(counts)));
                 obj.insert("deadline".into(), serde_json::to_value(deadline)?);
+                obj.insert("evidence".into(), proof.json(run.id));
             }
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
@@ -194,6 +235,15 @@ fn one(
                     deadline.on_time, deadline.late, deadline.open, deadline.no_deadline
                 ),
             );
+            let problems = proof.of_run(run.id);
+            if problems.is_empty() {
+                label("evidence", "verified: the audit chain is intact and proves every row shown".into());
+            } else {
+                label("evidence", format!("NOT verified ({} problems):", problems.len()));
+                for p in &problems {
+                    println!("  {p}");
+                }
+            }
         }
     }
     Ok(())

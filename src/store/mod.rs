@@ -25,6 +25,7 @@ mod evidence;
 mod findings;
 mod lock;
 mod model;
+mod replay;
 mod runs;
 mod tasks;
 
@@ -48,6 +49,7 @@ pub use lock::{this_host, LockHolder, LockOutcome};
 pub use model::{
     ApiCallRow, Attempts, NewRun, NewTask, ReportFilter, RunRow, TaskChange, TaskRow, TaskState, Transition,
 };
+pub use replay::{AttemptRecord, ChainRow, ChainRun, ChainTask, Discrepancy, Proven, Replay, Window};
 
 /// File name of the real database inside the data directory.
 pub const DB_FILE: &str = "audit.db";

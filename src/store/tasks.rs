@@ -66,13 +66,16 @@ impl Store {
         self.record_calls(&[(run_id, task_id, call.clone())]).await
     }
 
-    /// Record several API calls in one transaction.
+    /// Record several API calls in one transaction, each with its `api_call` audit record (every
+    /// column of the row, so the chain proves what a report shows about the call).
     pub async fn record_calls(&self, calls: &[(i64, Option<i64>, ApiCallRow)]) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
+        let mut entries = Vec::with_capacity(calls.len());
+        let mut tickets: HashMap<i64, Option<String>> = HashMap::new();
         for (run_id, task_id, c) in calls {
-            sqlx::query(
+            let id: i64 = sqlx::query_scalar(
                 "INSERT INTO api_calls (run_id, task_id, action, params, http_status, ret_code, message, job_id, \
-                 started_at, latency_ms) VALUES (?,?,?,?,?,?,?,?,?,?)",
+                 started_at, latency_ms) VALUES (?,?,?,?,?,?,?,?,?,?) RETURNING id",
             )
             .bind(run_id)
             .bind(task_id)
@@ -84,9 +87,20 @@ impl Store {
             .bind(&c.job_id)
             .bind(ts(c.started_at))
             .bind(c.latency_ms)
-            .execute(&mut *tx)
+            .fetch_one(&mut *tx)
             .await?;
+            if !tickets.contains_key(run_id) {
+                tickets.insert(*run_id, run_ticket(&mut tx, *run_id).await?);
+            }
+            let detail = json!({
+                "id": id, "action": c.action, "params": c.params_json, "http_status": c.http_status,
+                "ret_code": c.ret_code, "message": c.message, "job_id": c.job_id,
+                "started_at": ts(c.started_at), "latency_ms": c.latency_ms,
+            });
+            let ticket = tickets.get(run_id).cloned().flatten();
+            entries.push(Entry::new(Some(*run_id), *task_id, "api_call", &with_ticket(detail, ticket.as_deref())));
         }
+        audit::append(&mut tx, &entries).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -181,8 +181,30 @@ async fn truncation_is_found_against_a_checkpoint() {
     let path = written_db(dir.path()).await;
     let cp = checkpoint(dir.path(), &path);
     tamper(&path, &["DELETE FROM audit_log WHERE seq > 9"]).await;
-    // The shortened chain is internally consistent: only the checkpoint kept elsewhere shows it.
-    verify(dir.path(), &path, None).success().stdout(predicate::str::contains("9 records checked"));
+    // The shortened chain is internally consistent, but the tables still hold what the cut
+    // records said: the replay names the rows they no longer prove.
+    verify(dir.path(), &path, None).code(1).stdout(
+        predicate::str::contains("audit log intact: 9 records checked")
+            .and(predicate::str::contains("tables do NOT agree with the audit chain"))
+            .and(predicate::str::contains(
+                "tasks row 5, state: the database says \"deleted\", the audit chain says \"pending\"",
+            ))
+            .and(predicate::str::contains("runs row 1, exit_code: the database says 0, the audit chain says empty")),
+    );
+    // Cutting the tables to match leaves a consistent but shorter story: only the checkpoint
+    // kept elsewhere shows it.
+    let mut raw = raw_connection(&path).await;
+    for sql in [
+        "UPDATE tasks SET state = 'pending', prev_state = NULL WHERE id > 3",
+        "UPDATE runs SET finished_at = NULL, exit_code = NULL, summary = NULL",
+    ] {
+        sqlx::query(sql).execute(&mut raw).await.unwrap();
+    }
+    drop(raw);
+    let out = verify(dir.path(), &path, None);
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    // updated_at of the rewound tasks still lies after the records that are left.
+    assert!(text.contains("9 records checked") && text.contains("updated_at"), "{text}");
     verify(dir.path(), &path, Some(&cp)).code(1).stdout(
         predicate::str::contains("record 12: missing, the log ends at record 9")
             .and(predicate::str::contains("truncated")),
@@ -223,9 +245,11 @@ async fn a_rewritten_history_is_found_against_a_checkpoint() {
         ));
         prev = hash;
     }
+    // The forger edits the table to match the rewritten records.
+    updates.push("UPDATE tasks SET user = 'mallory' WHERE user = 'u2'".to_string());
     let updates: Vec<&str> = updates.iter().map(String::as_str).collect();
     tamper(&path, &updates).await;
-    verify(dir.path(), &path, None).success();
+    verify(dir.path(), &path, None).success().stdout(predicate::str::contains("tables agree with the audit chain"));
     verify(dir.path(), &path, Some(&cp))
         .code(1)
         .stdout(predicate::str::contains("record 12: hash").and(predicate::str::contains("history rewritten")));
@@ -286,4 +310,209 @@ async fn records_are_checked_across_pages() {
     verify(dir.path(), &path, None)
         .code(1)
         .stdout(predicate::str::contains("record 5002: gap in seq, record 5001 is missing"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Tables edited behind the product: a real run against the simulator, then the rows a report
+// reads are changed with plain SQL, as someone holding the file could.
+
+/// carol on cl-a1 (deleted) and on cl-zz9, a cluster the simulator does not know (2100: failed).
+const CAROL: &str = "version: 1
+ticket: HR-13
+requested_by: alice@example.com
+reason: carol left
+defaults: {zone: sh1a}
+users:
+  - user: carol
+    clusters: [cl-a1, cl-zz9]
+";
+
+struct Carol {
+    home: tempfile::TempDir,
+    db: PathBuf,
+    /// The task that ended `failed`, and the one that ended `deleted`.
+    failed: i64,
+    deleted: i64,
+}
+
+async fn carol_run() -> Carol {
+    let sim = crate::helpers::start_sim(crate::helpers::world(
+        "clusters: [{id: cl-a1, zone: sh1a, users: ['carol@%']}]\njobs: {pending_ms: 20, working_ms: 20}",
+    ))
+    .await;
+    let home = tempdir();
+    let manifest = home.path().join("carol.yaml");
+    std::fs::write(&manifest, CAROL).unwrap();
+    let db = db_path(home.path());
+    qc(home.path())
+        .env("QINGCLOUD_ACCESS_KEY", "QYACCESSKEYIDEXAMPLE")
+        .env("QINGCLOUD_SECRET_KEY", "SECRETACCESSKEY")
+        .env("QINGCLOUD_ENDPOINT", sim.endpoint())
+        .arg("--db")
+        .arg(&db)
+        .args(["run", "--no-progress", "--poll-interval", "50ms", "--rate", "50/s"])
+        .arg(&manifest)
+        .assert()
+        .code(1);
+    let store = Store::open(&db).await.unwrap();
+    let tasks = store.tasks(1).await.unwrap();
+    store.close().await;
+    let id = |cluster: &str| tasks.iter().find(|t| t.cluster == cluster).unwrap().id;
+    let failed = id("cl-zz9");
+    assert_eq!(tasks.iter().find(|t| t.id == failed).unwrap().state, TaskState::Failed);
+    Carol { failed, deleted: id("cl-a1"), db, home }
+}
+
+/// `report --user carol --format json`, by task id.
+fn carol_report(home: &Path, db: &Path) -> std::collections::BTreeMap<i64, serde_json::Value> {
+    let out = qc(home).args(["report", "--user", "carol", "--format", "json", "--db"]).arg(db).assert().success();
+    let rows: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    rows.as_array().unwrap().iter().map(|r| (r["task_id"].as_i64().unwrap(), r.clone())).collect()
+}
+
+fn html_report(home: &Path, db: &Path) -> String {
+    let out = qc(home).args(["report", "--user", "carol", "--format", "html", "--db"]).arg(db).assert().success();
+    String::from_utf8(out.get_output().stdout.clone()).unwrap()
+}
+
+/// A copy of carol's database with `sql` applied (foreign keys off, as a raw editor has them).
+async fn edited(c: &Carol, name: &str, sql: &[&str]) -> PathBuf {
+    let copy = copy_db(&c.db, &c.home.path().join(name));
+    let mut raw = raw_connection(&copy).await;
+    sqlx::query("PRAGMA foreign_keys = OFF").execute(&mut raw).await.unwrap();
+    for s in sql {
+        sqlx::query(s).execute(&mut raw).await.unwrap();
+    }
+    drop(raw);
+    copy
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_untouched_run_verifies_and_every_row_is_proven() {
+    let c = carol_run().await;
+    verify(c.home.path(), &c.db, None)
+        .success()
+        .stdout(predicate::str::contains("audit log intact").and(predicate::str::contains("tables agree")));
+    let rows = carol_report(c.home.path(), &c.db);
+    assert_eq!(rows.len(), 2);
+    for r in rows.values() {
+        assert_eq!(r["verified"], json!(true), "{r}");
+        assert!(r.get("not_verified").is_none(), "{r}");
+    }
+    assert_eq!(rows[&c.failed]["outcome"], "failed");
+    assert_eq!(rows[&c.failed]["ret_code"], json!(2100));
+    let html = html_report(c.home.path(), &c.db);
+    assert!(!html.contains("NOT verified"), "an untouched database is proven");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_task_state_is_named_and_not_claimed_as_verified() {
+    let c = carol_run().await;
+    let sql = format!(
+        "UPDATE tasks SET state = 'deleted', finished_at = '2026-01-01T00:00:00.000000Z' WHERE id = {}",
+        c.failed
+    );
+    let db = edited(&c, "state.db", &[&sql]).await;
+    verify(c.home.path(), &db, None).code(1).stdout(
+        predicate::str::contains(format!(
+            "tasks row {}, state: the database says \"deleted\", the audit chain says \"failed\"",
+            c.failed
+        ))
+        .and(predicate::str::contains(format!("tasks row {}, finished_at", c.failed))),
+    );
+    let rows = carol_report(c.home.path(), &db);
+    let row = &rows[&c.failed];
+    // The report shows what the chain proves and says where the row disagrees.
+    assert_eq!(row["outcome"], "failed", "{row}");
+    assert_eq!(row["verified"], json!(false));
+    assert!(row["not_verified"].to_string().contains("state: the database says"), "{row}");
+    assert_eq!(rows[&c.deleted]["verified"], json!(true), "the untouched task is still proven");
+    let html = html_report(c.home.path(), &db);
+    assert!(html.contains("NOT verified") && html.contains("1 of 2 NOT verified"), "{html}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_requester_is_named_and_not_claimed_as_verified() {
+    let c = carol_run().await;
+    let db = edited(&c, "requester.db", &["UPDATE runs SET requested_by = 'someone-else'"]).await;
+    verify(c.home.path(), &db, None).code(1).stdout(predicate::str::contains(
+        "runs row 1, requested_by: the database says \"someone-else\", the audit chain says \"alice@example.com\"",
+    ));
+    for row in carol_report(c.home.path(), &db).values() {
+        assert_eq!(row["requested_by"], "alice@example.com", "{row}");
+        assert_eq!(row["verified"], json!(false), "{row}");
+        assert!(row["not_verified"].to_string().contains("requested_by"), "{row}");
+    }
+    let table = qc(c.home.path()).args(["report", "--db"]).arg(&db).assert().success();
+    let table = String::from_utf8(table.get_output().stdout.clone()).unwrap();
+    assert!(table.contains("2 NOT proven by the audit chain"), "{table}");
+    // status shows the run's metadata and says it is not proven.
+    qc(c.home.path()).args(["status", "1", "--db"]).arg(&db).assert().success().stdout(
+        predicate::str::contains("evidence    NOT verified")
+            .and(predicate::str::contains("runs row 1, requested_by: the database says \"someone-else\"")),
+    );
+    qc(c.home.path())
+        .args(["status", "1", "--db"])
+        .arg(&c.db)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("evidence    verified: the audit chain is intact and proves every row shown"));
+    let out = qc(c.home.path()).args(["status", "--output", "json", "--db"]).arg(&db).assert().success();
+    let runs: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(runs[0]["evidence"]["verified"], json!(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_api_call_is_named_and_not_claimed_as_verified() {
+    let c = carol_run().await;
+    let db = edited(&c, "call.db", &["UPDATE api_calls SET ret_code = 0 WHERE ret_code = 2100"]).await;
+    let out = verify(c.home.path(), &db, None).code(1);
+    let text = String::from_utf8_lossy(&out.get_output().stdout).into_owned();
+    assert!(
+        text.contains("api_calls row") && text.contains("ret_code: the database says 0, the audit chain says 2100"),
+        "{text}"
+    );
+    let rows = carol_report(c.home.path(), &db);
+    assert_eq!(rows[&c.failed]["verified"], json!(false));
+    let calls = rows[&c.failed]["api_calls"].as_array().unwrap();
+    assert!(calls.iter().any(|call| call["ret_code"] == json!(2100)), "the chain's value is shown: {calls:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_task_row_is_named_and_still_reported() {
+    let c = carol_run().await;
+    let db = edited(&c, "deleted.db", &[&format!("DELETE FROM tasks WHERE id = {}", c.failed)]).await;
+    verify(c.home.path(), &db, None)
+        .code(1)
+        .stdout(predicate::str::contains(format!("tasks row {}: missing from the database", c.failed)));
+    let rows = carol_report(c.home.path(), &db);
+    let row = &rows.get(&c.failed).expect("the chain still knows the task");
+    assert_eq!(row["outcome"], "failed");
+    assert_eq!(row["verified"], json!(false));
+    // The roll-up still counts the account, and does not vouch for it.
+    let out = qc(c.home.path()).args(["report", "--latest", "--format", "json", "--db"]).arg(&db).assert().success();
+    let latest: serde_json::Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let zz = latest.as_array().unwrap().iter().find(|s| s["cluster"] == "cl-zz9").unwrap();
+    assert_eq!(zz["outcome"], "failed");
+    assert_eq!(zz["verified"], json!(false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_api_call_inserted_behind_the_product_is_named() {
+    let c = carol_run().await;
+    let sql = format!(
+        "INSERT INTO api_calls (run_id, task_id, action, params, http_status, ret_code, message, job_id, \
+         started_at, latency_ms) VALUES (1, {}, 'RunClusterCustomService', '{{}}', 200, 0, NULL, 'j-forged', \
+         '2026-01-01T00:00:00.000000Z', 5)",
+        c.failed
+    );
+    let db = edited(&c, "inserted.db", &[&sql]).await;
+    verify(c.home.path(), &db, None)
+        .code(1)
+        .stdout(predicate::str::contains("not in the audit chain (no api_call record): added outside the product"));
+    let rows = carol_report(c.home.path(), &db);
+    let row = &rows[&c.failed];
+    assert_eq!(row["verified"], json!(false));
+    assert!(row["api_calls"].to_string().contains("j-forged"), "shown, and not vouched for: {row}");
+    assert_eq!(rows[&c.deleted]["verified"], json!(true));
 }

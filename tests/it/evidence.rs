@@ -396,7 +396,7 @@ async fn the_evidence_for_one_person_lists_exactly_their_tasks() {
         assert_eq!(calls[0]["job_id"], r["job_id"]);
         assert!(calls[0]["params"]["service_params"].as_str().unwrap().contains(&r["task_id"].to_string()));
         let audit = &r["audit"];
-        assert_eq!(audit["records"], json!(3), "created, submitting, final: {r}");
+        assert_eq!(audit["records"], json!(4), "created, submitting, its call, final: {r}");
         assert_eq!(audit["verified"], json!(true));
     }
     // The table names each task, its calls, and the chain's verdict.
@@ -410,7 +410,7 @@ async fn the_evidence_for_one_person_lists_exactly_their_tasks() {
     let csv = qc(dir.path()).args(["report", "--user", "bob", "--format", "csv", "--db"]).arg(&path).assert().success();
     let csv = String::from_utf8(csv.get_output().stdout.clone()).unwrap();
     assert_eq!(csv.lines().count(), 4);
-    assert!(csv.lines().next().unwrap().ends_with("audit_seq_first,audit_seq_last,audit_verified"));
+    assert!(csv.lines().next().unwrap().ends_with("failed_attempts,audit_seq_first,audit_seq_last"));
 
     // Someone edits a record of bob's last task: the tasks before it are still vouched for.
     let last_seq: i64 = rows[2]["audit"]["last_seq"].as_i64().unwrap();
@@ -426,6 +426,8 @@ async fn the_evidence_for_one_person_lists_exactly_their_tasks() {
     let rows: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
     let verified: Vec<_> = rows.as_array().unwrap().iter().map(|r| r["audit"]["verified"].clone()).collect();
     assert_eq!(verified, [json!(true), json!(true), json!(false)]);
+    let why = rows[2]["not_verified"].to_string();
+    assert!(why.contains(&format!("the audit chain breaks at record {last_seq}, within this row's records")), "{why}");
 }
 
 /// HTML without tags: the text an auditor reads, one line per non-empty line of text.
@@ -471,7 +473,9 @@ async fn the_html_report_renders() {
     // The run's start is the wall clock of the test: name it.
     let started = report::time(store.run(run_id).await.unwrap().unwrap().started_at);
     let text = text_content(&page).replace(&started, "[run started]");
-    insta::with_settings!({filters => vec![(r"[0-9a-f]{64}", "[hash]")]}, {
+    // Records are stamped with the wall clock when the fixture is written: microseconds show it.
+    let filters = vec![(r"[0-9a-f]{64}", "[hash]"), (r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{6}Z", "[recorded]")];
+    insta::with_settings!({filters => filters}, {
         insta::assert_snapshot!("evidence_html_text", text);
     });
 }
@@ -533,4 +537,265 @@ async fn a_forged_checkpoint_signature_is_rejected() {
     run(&["audit", "verify", "--checkpoint", cp, "--key", key_s])
         .code(1)
         .stdout(predicate::str::contains("NOT signed"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Signed approvals: plan files signed with SSH keys, checked against an allowed_signers file.
+// The keys and signatures come from the real ssh-keygen, so the check interoperates with it.
+
+/// A new unencrypted ed25519 key `name` in `dir`; returns the private key's path and the
+/// public key line.
+fn keygen(dir: &std::path::Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", name, "-f"])
+        .arg(&key)
+        .status()
+        .expect("ssh-keygen runs (install openssh-client)");
+    assert!(status.success());
+    let public = std::fs::read_to_string(dir.join(format!("{name}.pub"))).unwrap().trim().to_owned();
+    (key, public)
+}
+
+/// `ssh-keygen -Y sign -f KEY -n NAMESPACE FILE`: writes FILE.sig.
+fn ssh_sign(key: &std::path::Path, namespace: &str, file: &std::path::Path) {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "sign", "-f"])
+        .arg(key)
+        .args(["-n", namespace])
+        .arg(file)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// `ssh-keygen -Y verify`, the auditor's independent check of a plan's signature.
+fn ssh_verify(signers: &std::path::Path, principal: &str, file: &std::path::Path) -> bool {
+    let out = std::process::Command::new("ssh-keygen")
+        .args(["-Y", "verify", "-f"])
+        .arg(signers)
+        .args(["-I", principal, "-n", "qc-offboard-plan", "-s"])
+        .arg(qc_offboard::approval::signature_path(file))
+        .stdin(std::fs::File::open(file).unwrap())
+        .output()
+        .unwrap();
+    out.status.success()
+}
+
+/// Keys for carol (an approver) and alice (the requester), both in allowed_signers; dave's
+/// key is not listed.
+struct Signers {
+    carol: PathBuf,
+    alice: PathBuf,
+    dave: PathBuf,
+    file: PathBuf,
+}
+
+fn signers(env: &Env) -> Signers {
+    let dir = env.home.path();
+    let (carol, carol_pub) = keygen(dir, "carol");
+    let (alice, alice_pub) = keygen(dir, "alice");
+    let (dave, _) = keygen(dir, "dave");
+    let file = dir.join("allowed_signers");
+    std::fs::write(
+        &file,
+        format!("# approvers\ncarol@example.com {carol_pub}\nalice@example.com namespaces=\"git,qc-offboard-plan\" {alice_pub}\n"),
+    )
+    .unwrap();
+    Signers { carol, alice, dave, file }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plan_signed_by_an_allowed_approver_runs_and_the_signer_is_recorded() {
+    // run --plan
+    let sim = fast_sim().await;
+    let endpoint = sim.endpoint();
+    let env = Env::new();
+    env.make_plan(&endpoint);
+    let keys = signers(&env);
+    ssh_sign(&keys.carol, "qc-offboard-plan", &env.plan);
+    assert!(ssh_verify(&keys.file, "carol@example.com", &env.plan), "ssh-keygen accepts the signature");
+    let signers = keys.file.to_str().unwrap();
+    env.run_plan(&endpoint, &["--allowed-signers", signers, "--require-approval"]).code(0);
+    assert_eq!(submissions(&sim.stats()), 2);
+
+    let out = env.qc(&endpoint).args(["report", "--user", "bob", "--format", "json"]).assert().success();
+    let rows: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    for r in rows.as_array().unwrap() {
+        assert_eq!(r["approved_by"], "carol@example.com");
+        assert_eq!(r["approval_signed"], json!(true));
+        assert_eq!(r["verified"], json!(true), "{r}");
+    }
+    // The run_started record carries the signer's principal and key fingerprint.
+    let mut raw = raw_connection(&env.db).await;
+    let detail: String = sqlx::query_scalar("SELECT detail FROM audit_log WHERE kind = 'run_started'")
+        .fetch_one(&mut raw)
+        .await
+        .unwrap();
+    let detail: Value = serde_json::from_str(&detail).unwrap();
+    let approval = &detail["options"]["approval"];
+    assert_eq!(approval["signed"], json!(true));
+    assert_eq!(approval["principal"], "carol@example.com");
+    assert!(approval["key_fingerprint"].as_str().unwrap().starts_with("SHA256:"), "{approval}");
+    let table = env.qc(&endpoint).args(["report", "--user", "bob"]).assert().success();
+    let table = String::from_utf8(table.get_output().stdout.clone()).unwrap();
+    assert!(table.contains("carol@example.com (signed plan, key SHA256:"), "{table}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_sign_writes_what_ssh_keygen_verifies() {
+    let env = Env::new();
+    env.make_plan("http://127.0.0.1:1/iaas/");
+    let keys = signers(&env);
+    qc(env.home.path())
+        .args(["plan", "sign"])
+        .arg(&env.plan)
+        .arg("--key")
+        .arg(&keys.carol)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("signed").and(predicate::str::contains("SHA256:")));
+    assert!(ssh_verify(&keys.file, "carol@example.com", &env.plan));
+    assert!(!ssh_verify(&keys.file, "alice@example.com", &env.plan), "signed by carol, not alice");
+    // A key protected by a passphrase is left to ssh-keygen.
+    let locked = env.home.path().join("locked");
+    let status = std::process::Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "secret words", "-f"])
+        .arg(&locked)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    qc(env.home.path())
+        .args(["plan", "sign"])
+        .arg(&env.plan)
+        .arg("--key")
+        .arg(&locked)
+        .assert()
+        .code(65)
+        .stderr(predicate::str::contains("passphrase").and(predicate::str::contains("secret words").not()));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn wrong_signatures_are_refused_and_nothing_is_sent() {
+    // run --plan
+    let sim = fast_sim().await;
+    let endpoint = sim.endpoint();
+    let env = Env::new();
+    let plan = env.make_plan(&endpoint);
+    let keys = signers(&env);
+    let signers = keys.file.to_str().unwrap().to_owned();
+    let sig = qc_offboard::approval::signature_path(&env.plan);
+    let refused = |extra: &[&str], why: &str| {
+        let mut args = vec!["--allowed-signers", signers.as_str()];
+        args.extend_from_slice(extra);
+        env.run_plan(&endpoint, &args).code(65).stderr(predicate::str::contains(why));
+        assert_eq!(submissions(&sim.stats()), 0, "nothing was sent ({why})");
+    };
+
+    // No .sig at all.
+    refused(&["--require-approval"], "no signature");
+    // The requester's own (valid, allowed) signature does not satisfy the two-person rule.
+    ssh_sign(&keys.alice, "qc-offboard-plan", &env.plan);
+    refused(&["--require-approval"], "signed by the requester");
+    // A signature made for another purpose (git) is not an approval of the plan.
+    std::fs::remove_file(&sig).unwrap();
+    ssh_sign(&keys.carol, "git", &env.plan);
+    refused(&[], "namespace \"git\"");
+    // A key nobody listed.
+    std::fs::remove_file(&sig).unwrap();
+    ssh_sign(&keys.dave, "qc-offboard-plan", &env.plan);
+    refused(&[], "does not allow");
+    // A signature over the plan as it was, then the file is rewritten: same content hash
+    // (whitespace is not content), different bytes.
+    std::fs::remove_file(&sig).unwrap();
+    ssh_sign(&keys.carol, "qc-offboard-plan", &env.plan);
+    std::fs::write(&env.plan, plan.to_string()).unwrap();
+    refused(&[], "does not match the plan file");
+    // A typed name that is not the signer's.
+    std::fs::write(&env.plan, serde_json::to_string_pretty(&plan).unwrap() + "\n").unwrap();
+    std::fs::remove_file(&sig).unwrap();
+    ssh_sign(&keys.carol, "qc-offboard-plan", &env.plan);
+    refused(&["--approved-by", "mallory@example.com"], "is not the signer");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsigned_approval_is_shown_as_unsigned() {
+    // run --plan
+    let sim = fast_sim().await;
+    let endpoint = sim.endpoint();
+    let env = Env::new();
+    env.make_plan(&endpoint);
+    env.run_plan(&endpoint, &["--approved-by", "carol@example.com", "--require-approval"]).code(0);
+    let out = env.qc(&endpoint).args(["report", "--user", "bob", "--format", "json"]).assert().success();
+    let rows: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    for r in rows.as_array().unwrap() {
+        assert_eq!(r["approval_signed"], json!(false), "{r}");
+    }
+    let table = env.qc(&endpoint).args(["report", "--user", "bob"]).assert().success();
+    assert!(String::from_utf8_lossy(&table.get_output().stdout).contains("carol@example.com (UNSIGNED"));
+    let html = env.qc(&endpoint).args(["report", "--format", "html"]).assert().success();
+    assert!(String::from_utf8_lossy(&html.get_output().stdout).contains("unsigned"));
+    let csv = env.qc(&endpoint).args(["report", "--user", "bob", "--format", "csv"]).assert().success();
+    let csv = String::from_utf8(csv.get_output().stdout.clone()).unwrap();
+    let header: Vec<&str> = csv.lines().next().unwrap().split(',').collect();
+    let col = header.iter().position(|h| *h == "approval_signed").unwrap();
+    for line in csv.lines().skip(1) {
+        assert_eq!(line.split(',').nth(col), Some("false"), "{line}");
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// One row per account across retry runs, and why each attempt failed.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_failed_runs_roll_up_into_one_account_with_every_error() {
+    // Every job fails (error_codes 5000): one attempt per run, then two retries.
+    let sim = start_sim(world("jobs: {pending_ms: 20, working_ms: 20, fail_rate: 1.0}")).await;
+    let endpoint = sim.endpoint();
+    let env = Env::new();
+    std::fs::write(&env.manifest, MANIFEST.replace("[cl-a1, cl-b2]", "[cl-a1]")).unwrap();
+    let exec = ["--no-progress", "--poll-interval", "50ms", "--rate", "50/s", "--max-attempts", "1"];
+    env.qc(&endpoint).arg("run").args(exec).arg(&env.manifest).assert().code(1);
+    for run in ["1", "2"] {
+        env.qc(&endpoint).args(["retry", run]).args(exec).assert().code(1);
+    }
+    let out = env.qc(&endpoint).args(["report", "--user", "bob", "--format", "json"]).assert().success();
+    let rows: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    assert_eq!(rows.as_array().unwrap().len(), 3, "one task per run");
+    for r in rows.as_array().unwrap() {
+        let failed = r["failed_attempts"].as_array().unwrap();
+        assert_eq!(failed.len(), 1, "{r}");
+        assert_eq!(failed[0]["error_codes"], "5000", "{r}");
+        assert_eq!(failed[0]["to"], "failed");
+    }
+
+    let out = env.qc(&endpoint).args(["report", "--latest", "--format", "json"]).assert().success();
+    let latest: Value = serde_json::from_slice(&out.get_output().stdout).unwrap();
+    let latest = latest.as_array().unwrap();
+    assert_eq!(latest.len(), 1, "{latest:?}");
+    assert_eq!(latest[0]["outcome"], "failed");
+    assert_eq!(latest[0]["summary"], "failed after 3 attempts in 3 runs");
+    assert_eq!(latest[0]["runs"], json!([1, 2, 3]));
+    assert_eq!(latest[0]["verified"], json!(true));
+    env.qc(&endpoint).args(["report", "--latest"]).assert().success().stdout(
+        predicate::str::contains("failed after 3 attempts in 3 runs").and(predicate::str::contains("1 accounts")),
+    );
+
+    // The page says why, for every attempt, in the API's words.
+    let html = env.qc(&endpoint).args(["report", "--format", "html"]).assert().success();
+    let text = text_content(&String::from_utf8(html.get_output().stdout.clone()).unwrap());
+    assert!(text.contains("Where each account stands"), "{text}");
+    assert!(text.contains("failed after 3 attempts in 3 runs"), "{text}");
+    let attempts = text.lines().filter(|l| l.contains("→ failed") && l.contains("error_codes 5000")).count();
+    assert_eq!(attempts, 3, "{text}");
+
+    // Filters: the ticket, and an instant before anything started.
+    let count = |args: &[&str]| {
+        let out = env.qc(&endpoint).args(["report", "--format", "json"]).args(args).assert().success();
+        serde_json::from_slice::<Value>(&out.get_output().stdout).unwrap().as_array().unwrap().len()
+    };
+    assert_eq!(count(&["--ticket", "HR-9"]), 3);
+    assert_eq!(count(&["--ticket", "HR-10"]), 0);
+    assert_eq!(count(&["--until", "2000-01-01T00:00:00Z"]), 0);
+    assert_eq!(count(&["--until", "2999-01-01T00:00:00Z", "--run", "2"]), 1);
 }

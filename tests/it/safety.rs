@@ -372,8 +372,8 @@ async fn a_plans_not_due_task_stays_not_due() {
 /// `--deadline` follows the jobs already accepted to their end.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_deadline_follows_running_jobs() {
-    let rig = Rig::new("jobs: {pending_ms: 400, working_ms: 800}\n", &one_per_cluster(20)).await;
-    let out = rig.run(&["--deadline", "600ms", "--rate", "10/s"]).await;
+    let rig = Rig::new("jobs: {pending_ms: 800, working_ms: 1200}\n", &one_per_cluster(30)).await;
+    let out = rig.run(&["--deadline", "1s", "--rate", "10/s"]).await;
     let stdout = text(&out.stdout);
     assert_eq!(code(&out), 75, "stdout: {stdout}\nstderr: {}", text(&out.stderr));
     let st = states(&rig.db, 1).await;
