@@ -1,6 +1,10 @@
 -- Two task outcomes (SPEC §8): `absent` (the account did not exist: final, done) and
 -- `handed_over` (the task's live attempt was adopted by a later run), and `adopted_from`, the task
--- of an earlier run whose attempt this task took over (so its job ids are known to it).
+-- of an earlier run whose attempt this task took over (so its job ids are known to it), and
+-- `unresolved`: a `failed` task whose last request may still take effect — `job` (its job was
+-- still running, or never listed, at --job-timeout; `job_id` is that job) or `in_doubt` (the
+-- answer was lost and reconciliation could not tell). A later run adopts such an attempt
+-- instead of sending the account again.
 --
 -- SQLite cannot change a CHECK constraint in place, so the table is rebuilt. Foreign keys stay
 -- on (a migration runs inside a transaction, where they cannot be switched off), so `api_calls`,
@@ -31,6 +35,7 @@ CREATE TABLE tasks_rebuilt (
     finished_at     TEXT,
     updated_at      TEXT    NOT NULL,
     adopted_from    INTEGER REFERENCES tasks_rebuilt (id),
+    unresolved      TEXT    CHECK (unresolved IN ('job', 'in_doubt')),
     UNIQUE (run_id, cluster, user, host)
 );
 

@@ -430,6 +430,7 @@ mod tests {
             finished_at: finished.map(t),
             updated_at: t("2026-01-01T00:00:00Z"),
             adopted_from: None,
+            unresolved: None,
         }
     }
 

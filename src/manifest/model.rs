@@ -81,7 +81,9 @@ impl UserName {
         if len > MAX_USER_LEN {
             return Err(format!("user {s:?} is {len} characters long; the limit is {MAX_USER_LEN}"));
         }
-        if let Some(c) = s.chars().find(|c| c.is_control() || c.is_whitespace() || matches!(c, '\'' | '"' | '`')) {
+        if let Some(c) =
+            s.chars().find(|c| c.is_control() || c.is_whitespace() || is_invisible(*c) || matches!(c, '\'' | '"' | '`'))
+        {
             return Err(format!(
                 "user {s:?} contains {}; control characters, quotes, backquotes and whitespace are not allowed",
                 describe_char(c)
@@ -94,8 +96,15 @@ impl UserName {
     }
 }
 
+/// Characters that show as nothing (zero-width spaces and joiners, direction marks, the BOM, the
+/// soft hyphen): `root\u{200b}` must not pass for another name than it looks.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2064}' | '\u{FEFF}')
+}
+
 fn describe_char(c: char) -> String {
     match c {
+        c if is_invisible(c) => format!("an invisible character (U+{:04X})", c as u32),
         '\'' => "a quote (')".to_owned(),
         '"' => "a double quote (\")".to_owned(),
         '`' => "a backquote (`)".to_owned(),

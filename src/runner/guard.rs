@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use super::context::Ctx;
 use super::submit::TaskRef;
-use crate::manifest::model::PROTECTED_USERS;
+use crate::manifest::model::{HostSpec, UserName, PROTECTED_USERS};
 use crate::qingcloud::client::SendGuard;
 use crate::store::Refusal;
 
@@ -23,6 +23,8 @@ use crate::store::Refusal;
 pub enum Withhold {
     Stopped,
     Protected,
+    /// The user or host read from the database is not one the manifest rules accept.
+    Invalid(String),
     Refused(Refusal),
     /// The database could not answer the last check: nothing is sent on a guess.
     Unchecked(String),
@@ -48,6 +50,7 @@ impl<'a> TaskGuard<'a> {
         let text = match &why {
             Withhold::Stopped => "the run is stopping".to_owned(),
             Withhold::Protected => format!("user {:?} is protected and is never sent", self.task.user),
+            Withhold::Invalid(why) => why.clone(),
             Withhold::Refused(r) => r.describe(),
             Withhold::Unchecked(e) => format!("the last check could not be made: {e}"),
         };
@@ -56,8 +59,11 @@ impl<'a> TaskGuard<'a> {
     }
 }
 
+/// A protected account, whatever its case or the spaces, control or invisible characters
+/// around or inside it (`"root\0"`, `"ROOT\u{200b}"`).
 pub fn is_protected(user: &str) -> bool {
-    PROTECTED_USERS.iter().any(|p| p.eq_ignore_ascii_case(user.trim()))
+    let bare: String = user.chars().filter(|c| c.is_alphanumeric() || *c == '_').collect();
+    PROTECTED_USERS.iter().any(|p| p.eq_ignore_ascii_case(&bare))
 }
 
 impl SendGuard for TaskGuard<'_> {
@@ -78,6 +84,10 @@ impl SendGuard for TaskGuard<'_> {
             }
             if is_protected(&self.task.user) {
                 return Err(self.refuse(Withhold::Protected));
+            }
+            // Parsed again as the manifest would: the database may have been edited.
+            if let Err(why) = UserName::parse(&self.task.user).and_then(|_| HostSpec::parse(&self.task.host)) {
+                return Err(self.refuse(Withhold::Invalid(why)));
             }
             match self.ctx.store.last_check(self.task.id, &self.ctx.identity_runs).await {
                 Ok(Ok(())) => {}

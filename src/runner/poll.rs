@@ -225,7 +225,7 @@ async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> anyhow::Re
                 job.status.as_str(),
                 humantime::format_duration(ctx.opts.job_timeout)
             );
-            submit::fail(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, None, &message).await?;
+            submit::fail_unresolved(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, "job", &message).await?;
             Ok(JobOutcome::Failed)
         }
         None => {
@@ -236,7 +236,7 @@ async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> anyhow::Re
                 j.job_id,
                 humantime::format_duration(ctx.opts.job_timeout)
             );
-            submit::fail(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, None, &message).await?;
+            submit::fail_unresolved(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, "job", &message).await?;
             Ok(JobOutcome::Failed)
         }
     }

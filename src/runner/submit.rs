@@ -244,6 +244,11 @@ async fn withheld(ctx: &Ctx, task: &TaskRef, why: Withhold) -> anyhow::Result<Su
             fail(ctx, task.id, &from, task.attempts, None, &message).await?;
             Ok(Submitted::Failed)
         }
+        Withhold::Invalid(why) => {
+            let message = format!("not an account that can be sent ({why}): no request was sent");
+            fail(ctx, task.id, &from, task.attempts, None, &message).await?;
+            Ok(Submitted::Failed)
+        }
         Withhold::Refused(Refusal::DoneElsewhere { run_id }) => {
             ctx.transition(
                 task.id,
@@ -257,6 +262,11 @@ async fn withheld(ctx: &Ctx, task: &TaskRef, why: Withhold) -> anyhow::Result<Su
         }
         Withhold::Refused(Refusal::InFlightElsewhere { run_id }) => {
             let message = format!("run {run_id} holds a live attempt at this account: no request was sent");
+            fail(ctx, task.id, &from, task.attempts, None, &message).await?;
+            Ok(Submitted::Failed)
+        }
+        Withhold::Refused(refusal @ Refusal::RecordedDone { .. }) => {
+            let message = format!("{}: no request was sent", refusal.describe());
             fail(ctx, task.id, &from, task.attempts, None, &message).await?;
             Ok(Submitted::Failed)
         }
@@ -376,6 +386,29 @@ pub async fn fail(
     Ok(())
 }
 
+/// End a task `failed` while its last request may still take effect: `why` is `job` (its job
+/// exists or may: still running, or never listed, at --job-timeout) or `in_doubt` (the answer
+/// was lost and reconciliation could not tell). A later run (`retry`, `run`, `resume`) adopts
+/// that attempt — follows the job, or reconciles again — and never sends the account blindly.
+pub async fn fail_unresolved(
+    ctx: &Ctx,
+    task_id: i64,
+    from: &[TaskState],
+    attempts: u32,
+    why: &str,
+    message: &str,
+) -> anyhow::Result<()> {
+    ctx.transition(
+        task_id,
+        from,
+        TaskState::Failed,
+        &outcome_change(None, message).attempts(i64::from(attempts)).finished_at(Utc::now()).unresolved(why),
+        json!({ "message": message }),
+    )
+    .await?;
+    Ok(())
+}
+
 /// How far back from the intent a job may have been created and still be this submission's:
 /// the server's clock may differ from ours by more than the 60 s its time-stamp check allows
 /// (a time stamp is refused only when too far off), so the margin is wide. A wider margin only
@@ -487,5 +520,5 @@ pub async fn give_up_in_doubt(ctx: &Ctx, task: &TaskRef) -> anyhow::Result<()> {
         "the answer to the submission was lost and {MAX_INCONCLUSIVE} reconciliations could not tell whether a job \
          exists; not resubmitted so the account is never sent twice — check the cluster's jobs"
     );
-    fail(ctx, task.id, &[TaskState::Submitting], task.attempts + 1, None, &message).await
+    fail_unresolved(ctx, task.id, &[TaskState::Submitting], task.attempts, "in_doubt", &message).await
 }

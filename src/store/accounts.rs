@@ -28,8 +28,14 @@ pub fn endpoint_identity(endpoint: &str) -> String {
     let trimmed = endpoint.trim();
     match url::Url::parse(trimmed) {
         Ok(mut u) if u.has_host() => {
-            // `Url` already lower-cases scheme and host and drops a default port.
-            let path = format!("{}/", u.path().trim_end_matches('/'));
+            // `Url` already lower-cases scheme and host and drops a default port; repeated
+            // slashes are one (a gateway merges them).
+            let mut path = String::new();
+            for part in u.path().split('/').filter(|p| !p.is_empty()) {
+                path.push('/');
+                path.push_str(part);
+            }
+            path.push('/');
             u.set_path(&path);
             u.set_query(None);
             u.set_fragment(None);
@@ -37,6 +43,18 @@ pub fn endpoint_identity(endpoint: &str) -> String {
         }
         _ => trimmed.to_owned(),
     }
+}
+
+/// A task whose request may exist that nobody has seen the end of: `submitting`, `submitted`,
+/// or `failed` with `unresolved` set (its job may still take effect). SQL over `tasks` as `t`.
+const LIVE_SQL: &str = "(t.state IN ('submitting', 'submitted') OR (t.state = 'failed' AND t.unresolved IS NOT NULL))";
+
+/// Done for good: `deleted`, `absent`, or `skipped` because so. SQL over `tasks` as `t`.
+const DONE_SQL: &str = "t.state IN ('deleted', 'absent', 'skipped')";
+
+/// Is this row a live attempt (see [`LIVE_SQL`])?
+fn is_live(t: &TaskRow) -> bool {
+    TaskState::LIVE.contains(&t.state) || (t.state == TaskState::Failed && t.unresolved.is_some())
 }
 
 /// Where an account stands in the other runs of the same identity.
@@ -66,6 +84,8 @@ pub enum Refusal {
     DoneElsewhere { run_id: i64 },
     /// Another run holds a live attempt at the account.
     InFlightElsewhere { run_id: i64 },
+    /// The audit log records this task (or one it adopted) as done, whatever its row says now.
+    RecordedDone { seq: i64 },
 }
 
 impl Refusal {
@@ -74,6 +94,9 @@ impl Refusal {
             Refusal::NotOpen(s) => format!("the task is {s}, not submitting"),
             Refusal::DoneElsewhere { run_id } => format!("run {run_id} already removed this account"),
             Refusal::InFlightElsewhere { run_id } => format!("run {run_id} holds a live attempt at this account"),
+            Refusal::RecordedDone { seq } => {
+                format!("audit record {seq} says this account was already removed; the task row disagrees (edited?)")
+            }
         }
     }
 }
@@ -116,12 +139,9 @@ impl Store {
         access_key_id: &str,
     ) -> Result<HashMap<AccountKey, Standing>, StoreError> {
         let runs = self.identity_runs(endpoint, access_key_id).await?;
-        let mut states = TaskState::DONE.to_vec();
-        states.extend(TaskState::LIVE);
         let rows = sqlx::query(&format!(
-            "SELECT run_id, cluster, user, host, state FROM tasks \
-             WHERE state IN {} AND run_id IN (SELECT value FROM json_each(?)) ORDER BY id",
-            TaskState::sql_list(&states)
+            "SELECT t.run_id, t.cluster, t.user, t.host, t.state FROM tasks t \
+             WHERE ({DONE_SQL} OR {LIVE_SQL}) AND t.run_id IN (SELECT value FROM json_each(?)) ORDER BY t.id"
         ))
         .bind(serde_json::to_string(&runs).unwrap_or_else(|_| "[]".into()))
         .fetch_all(&self.reader)
@@ -153,12 +173,13 @@ impl Store {
         let others: HashSet<i64> = identity_runs.iter().copied().filter(|&r| r != run_id).collect();
         let mut tx = self.write().await?;
         let columns = TASK_COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ");
+        let columns = columns.replace("o.", "t.");
         let rows = sqlx::query(&format!(
             "SELECT m.id AS mine, m.state AS mine_state, {columns} FROM tasks m \
-             JOIN tasks o ON o.cluster = m.cluster AND o.user = m.user AND o.host = m.host AND o.run_id != m.run_id \
-             WHERE m.run_id = ? AND m.state IN ('pending', 'retry_wait') AND o.state IN {} \
-             ORDER BY m.id, o.id",
-            TaskState::sql_list(&[TaskState::Deleted, TaskState::Absent, TaskState::Submitting, TaskState::Submitted])
+             JOIN tasks t ON t.cluster = m.cluster AND t.user = m.user AND t.host = m.host AND t.run_id != m.run_id \
+             WHERE m.run_id = ? AND m.state IN ('pending', 'retry_wait') \
+             AND (t.state IN ('deleted', 'absent') OR {LIVE_SQL}) \
+             ORDER BY m.id, t.id"
         ))
         .bind(run_id)
         .fetch_all(&mut *tx)
@@ -188,11 +209,12 @@ impl Store {
             }
             // The newest live attempt is adopted; older live ones (a database written before this
             // rule existed) are handed over too, their jobs known to the adopting task.
-            let Some(newest) = found.iter().max_by_key(|o| (o.intent_at, o.id)) else { continue };
+            let found: Vec<&TaskRow> = found.iter().filter(|o| is_live(o)).collect();
+            let Some(newest) = found.iter().copied().max_by_key(|o| (o.intent_at, o.id)) else { continue };
             for o in &found {
                 transitions.push(Transition {
                     task_id: o.id,
-                    from: TaskState::LIVE.to_vec(),
+                    from: vec![TaskState::Submitting, TaskState::Submitted, TaskState::Failed],
                     to: TaskState::HandedOver,
                     change: TaskChange::new().message(format!("handed over to run {run_id}")),
                     detail: json!({ "reason": "adopted by a later run", "to_run": run_id, "to_task": mine }),
@@ -208,10 +230,22 @@ impl Store {
             if let Some(t) = newest.submitted_at {
                 change = change.submitted_at(t);
             }
+            // A failed attempt whose job may still take effect is followed again (`job`) or
+            // reconciled again (`in_doubt`); a live one continues as it was.
+            let to = match (newest.state, newest.unresolved.as_deref()) {
+                (TaskState::Failed, Some("job")) if newest.job_id.is_some() => TaskState::Submitted,
+                (TaskState::Failed, _) => TaskState::Submitting,
+                (state, _) => state,
+            };
+            if to == TaskState::Submitting && newest.state == TaskState::Failed {
+                // The stale job id of an earlier attempt must not be followed as this one's.
+                change.job_id = None;
+                change.submitted_at = None;
+            }
             transitions.push(Transition {
                 task_id: mine,
                 from: open.to_vec(),
-                to: newest.state,
+                to,
                 change,
                 detail: json!({
                     "reason": "adopted the live attempt of an earlier run",
@@ -255,14 +289,24 @@ impl Store {
         if state != TaskState::Submitting {
             return Ok(Err(Refusal::NotOpen(state)));
         }
-        let mut states = TaskState::DONE.to_vec();
-        states.extend(TaskState::LIVE);
+        // The chain, not only the row: an edited row cannot make a removed account pending again.
+        let recorded: Option<i64> = sqlx::query_scalar(
+            "WITH RECURSIVE chain(id) AS (SELECT ? UNION SELECT t.adopted_from FROM tasks t JOIN chain c ON t.id = c.id \
+             WHERE t.adopted_from IS NOT NULL) \
+             SELECT seq FROM audit_log WHERE task_id IN (SELECT id FROM chain) AND kind = 'task_state' \
+             AND json_extract(detail, '$.to') IN ('deleted', 'absent') ORDER BY seq LIMIT 1",
+        )
+        .bind(task_id)
+        .fetch_optional(&self.reader)
+        .await?;
+        if let Some(seq) = recorded {
+            return Ok(Err(Refusal::RecordedDone { seq }));
+        }
         let row = sqlx::query(&format!(
-            "SELECT o.run_id, o.state FROM tasks m \
-             JOIN tasks o ON o.cluster = m.cluster AND o.user = m.user AND o.host = m.host AND o.id != m.id \
-             WHERE m.id = ? AND o.state IN {} AND o.run_id IN (SELECT value FROM json_each(?)) \
-             ORDER BY o.state IN ('deleted', 'absent', 'skipped') DESC, o.id LIMIT 1",
-            TaskState::sql_list(&states)
+            "SELECT t.run_id, t.state FROM tasks m \
+             JOIN tasks t ON t.cluster = m.cluster AND t.user = m.user AND t.host = m.host AND t.id != m.id \
+             WHERE m.id = ? AND ({DONE_SQL} OR {LIVE_SQL}) AND t.run_id IN (SELECT value FROM json_each(?)) \
+             ORDER BY {DONE_SQL} DESC, t.id LIMIT 1"
         ))
         .bind(task_id)
         .bind(serde_json::to_string(identity_runs).unwrap_or_else(|_| "[]".into()))
@@ -288,6 +332,7 @@ mod tests {
             "https://api.qingcloud.com/iaas",
             "HTTPS://API.QingCloud.com/iaas",
             "https://api.qingcloud.com:443/iaas//",
+            "https://api.qingcloud.com//iaas",
             " https://api.qingcloud.com/iaas/ ",
         ] {
             assert_eq!(endpoint_identity(e), canonical, "{e}");

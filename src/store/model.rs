@@ -192,6 +192,8 @@ pub struct TaskRow {
     pub updated_at: DateTime<Utc>,
     /// The task of an earlier run whose live attempt this task adopted.
     pub adopted_from: Option<i64>,
+    /// For a `failed` task whose last request may still take effect: `job` or `in_doubt`.
+    pub unresolved: Option<String>,
 }
 
 /// How a transition changes `attempts`.
@@ -215,6 +217,7 @@ pub struct TaskChange {
     pub next_attempt_at: Option<Option<DateTime<Utc>>>,
     pub finished_at: Option<Option<DateTime<Utc>>>,
     pub adopted_from: Option<Option<i64>>,
+    pub unresolved: Option<Option<String>>,
 }
 
 impl TaskChange {
@@ -263,6 +266,11 @@ impl TaskChange {
     }
     pub fn adopted_from(mut self, task_id: i64) -> Self {
         self.adopted_from = Some(Some(task_id));
+        self
+    }
+    /// Mark a failure whose last request may still take effect (`job` or `in_doubt`).
+    pub fn unresolved(mut self, why: &str) -> Self {
+        self.unresolved = Some(Some(why.to_owned()));
         self
     }
 }

@@ -12,11 +12,11 @@ use super::audit::{self, with_ticket, Entry};
 use super::runs::run_ticket;
 use super::{opt_ts, ts, ApiCallRow, Attempts, Store, StoreError, TaskRow, TaskState, Transition};
 
-/// Transitions per UPDATE (21 parameters each, far below SQLite's 32766).
+/// Transitions per UPDATE (23 parameters each, far below SQLite's 32766).
 const TRANSITION_CHUNK: usize = 500;
 
 pub(crate) const TASK_COLUMNS: &str = "id, run_id, cluster, zone, user, host, state, not_before, due_by, attempts, \
-    job_id, last_ret_code, last_message, started_at, intent_at, submitted_at, next_attempt_at, finished_at, updated_at, adopted_from";
+    job_id, last_ret_code, last_message, started_at, intent_at, submitted_at, next_attempt_at, finished_at, updated_at, adopted_from, unresolved";
 
 impl Store {
     /// The tasks of a run, in creation order.
@@ -190,12 +190,12 @@ async fn update_segment(
     let mut values = String::new();
     for i in 0..segment.len() {
         values.push_str(if i == 0 {
-            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         } else {
-            ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
+            ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
         });
     }
-    // VALUES columns are column1…column21, in the order bound below.
+    // VALUES columns are column1…column23, in the order bound below.
     let sql = format!(
         "UPDATE tasks SET prev_state = tasks.state, state = v.column3, \
          attempts = CASE v.column4 WHEN 1 THEN tasks.attempts + 1 WHEN 2 THEN v.column5 ELSE tasks.attempts END, \
@@ -208,6 +208,7 @@ async fn update_segment(
          next_attempt_at = CASE WHEN v.column16 THEN v.column17 ELSE tasks.next_attempt_at END, \
          finished_at = CASE WHEN v.column18 THEN v.column19 ELSE tasks.finished_at END, \
          adopted_from = CASE WHEN v.column20 THEN v.column21 ELSE tasks.adopted_from END, \
+         unresolved = CASE WHEN v.column22 THEN v.column23 ELSE tasks.unresolved END, \
          updated_at = ? \
          FROM (VALUES {values}) AS v \
          WHERE tasks.id = v.column1 AND instr(v.column2, '|' || tasks.state || '|') > 0 \
@@ -248,7 +249,9 @@ async fn update_segment(
             .bind(finished_set)
             .bind(finished)
             .bind(c.adopted_from.is_some())
-            .bind(c.adopted_from.flatten());
+            .bind(c.adopted_from.flatten())
+            .bind(c.unresolved.is_some())
+            .bind(c.unresolved.clone().flatten());
     }
     let rows = q.fetch_all(&mut *conn).await?;
     rows.iter()
@@ -290,6 +293,7 @@ fn audit_entry(t: &Transition, row: &TaskRow, from: TaskState, ticket: Option<&s
     put(c.next_attempt_at.is_some(), "next_attempt_at", json!(opt_ts(row.next_attempt_at)));
     put(c.finished_at.is_some(), "finished_at", json!(opt_ts(row.finished_at)));
     put(c.adopted_from.is_some(), "adopted_from", json!(row.adopted_from));
+    put(c.unresolved.is_some(), "unresolved", json!(row.unresolved));
     let detail = with_ticket(Value::Object(detail), ticket);
     Entry::new(Some(row.run_id), Some(row.id), "task_state", &detail)
 }
@@ -317,5 +321,6 @@ pub(crate) fn task_from_row(row: &SqliteRow) -> Result<TaskRow, StoreError> {
         finished_at: row.try_get("finished_at")?,
         updated_at: row.try_get("updated_at")?,
         adopted_from: row.try_get("adopted_from")?,
+        unresolved: row.try_get("unresolved")?,
     })
 }

@@ -423,3 +423,60 @@ async fn run_ignores_a_today_override() {
     assert!(text(&out.stdout).contains("1 not due"), "{}", text(&out.stdout));
     assert_eq!(run_calls(&rig.stats()), 0);
 }
+
+/// A job that outlives `--job-timeout` ends its task `failed` without a second request; `retry`
+/// and a later `run` adopt that job and follow it instead of sending the account again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_that_outlives_the_job_timeout_is_followed_by_later_runs_never_resent() {
+    let rig = Rig::new("jobs: {pending_ms: 500, working_ms: 5000}\n", &one_per_cluster(2)).await;
+    let out = rig.run(&["--job-timeout", "1s"]).await;
+    assert_eq!(code(&out), 1, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert!(text(&out.stdout).contains("not resubmitted"), "{}", text(&out.stdout));
+    let retry = Rig::output(rig.cmd(&["retry", "1", "--poll-interval", "50ms", "--rate", "200/s"])).await;
+    assert_eq!(code(&retry), 0, "stdout: {}\nstderr: {}", text(&retry.stdout), text(&retry.stderr));
+    assert!(text(&retry.stdout).contains("2 deleted"), "{}", text(&retry.stdout));
+    assert_all_deleted_exactly_once(&rig.stats(), 2);
+    let again = rig.run(&[]).await;
+    assert!(text(&again.stdout).contains("0 deleted, 2 skipped"), "{}", text(&again.stdout));
+    assert_all_deleted_exactly_once(&rig.stats(), 2);
+    let st = states(&rig.db, 1).await;
+    assert_eq!(count_of(&st, "handed_over"), 2, "run 1's attempts were adopted: {st:?}");
+}
+
+/// Names edited into the database that only look harmless: a protected user with a NUL or a
+/// zero-width space, a quote that would end the name, and a removed account set back to
+/// `pending`. None is signed into a request.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn edited_rows_never_smuggle_a_request_past_the_last_check() {
+    let rig = Rig::new("jobs: {pending_ms: 10, working_ms: 10}\n", &one_per_cluster(4)).await;
+    assert_eq!(code(&rig.run(&[]).await), 0);
+    {
+        let mut conn = raw_connection(&rig.db).await;
+        let edits = [(1, "root\u{0}"), (2, "ro\u{200b}ot"), (3, "bob'@'%', 'root")];
+        for (id, user) in edits {
+            sqlx::query("UPDATE tasks SET user = ?, state = 'pending', finished_at = NULL WHERE id = ?")
+                .bind(user)
+                .bind(id)
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        // A removed account set back to pending with its name unchanged.
+        sqlx::query("UPDATE tasks SET state = 'pending', finished_at = NULL WHERE id = 4")
+            .execute(&mut conn)
+            .await
+            .unwrap();
+        sqlx::query("UPDATE runs SET finished_at = NULL WHERE id = 1").execute(&mut conn).await.unwrap();
+    }
+    let out = rig.resume(&["1"]).await;
+    assert_eq!(code(&out), 1, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(run_calls(&rig.stats()), 4, "nothing was sent after the edits: {:?}", rig.stats().accounts);
+    let mut conn = raw_connection(&rig.db).await;
+    let messages: Vec<String> = sqlx::query_scalar("SELECT last_message FROM tasks WHERE run_id = 1 ORDER BY id")
+        .fetch_all(&mut conn)
+        .await
+        .unwrap();
+    assert!(messages[0].contains("protected") && messages[1].contains("protected"), "{messages:?}");
+    assert!(messages[2].contains("quote"), "{messages:?}");
+    assert!(messages[3].contains("audit record"), "{messages:?}");
+}
