@@ -443,7 +443,7 @@ async fn drive_inner(
         poll_interval: poll_interval_of(exec, target.simulate),
         deadline: exec.deadline,
         max_fail: exec.max_fail,
-        absent: if exec.absent_on.is_empty() { AbsentRules::default() } else { AbsentRules(exec.absent_on.clone()) },
+        absent: absent_rules(exec, &target.settings)?,
         promote_not_due: !from_plan,
         reconcile_settle: exec.reconcile_settle.unwrap_or(if target.simulate {
             Duration::from_secs(1)
@@ -464,8 +464,18 @@ async fn drive_inner(
             "adopted a live attempt of an earlier run: reconciling it before anything is sent"
         );
     }
+    // What `doctor` measured: a clock that differs from the API's by more than the API allows is
+    // corrected before the first request, instead of after a refused one.
+    let skew = doctor_clock_skew(store, &run.endpoint, &run.access_key_id).await?;
+    if let Some(skew) = skew {
+        tracing::info!(skew_s = skew.num_seconds(), "signing with the API's clock, as `doctor` measured it");
+        client.set_clock_offset(skew);
+    }
     let journal = runner::journal::Journal::start(store.clone());
     let ctx = Arc::new(Ctx::new(store.clone(), journal, client, limiter, run_id, opts, identity_runs));
+    if let Some(skew) = skew {
+        *ctx.clock_skew.lock().unwrap_or_else(|p| p.into_inner()) = Some(skew);
+    }
     let progress = if global.no_progress || global.log_format == LogFormat::Json {
         Progress::hidden()
     } else {
@@ -557,6 +567,38 @@ async fn drive_inner(
     store.finish_run(run_id, i64::from(exit.code()), summary_json).await?;
     store.check_written_to_disk().await?;
     Ok((exit, summary))
+}
+
+/// The clock difference `doctor` found against this endpoint within the last day, when it is
+/// large enough to matter (over 30 s; the API refuses time stamps more than 60 s off).
+async fn doctor_clock_skew(
+    store: &Store,
+    endpoint: &str,
+    access_key_id: &str,
+) -> anyhow::Result<Option<chrono::TimeDelta>> {
+    let Some(f) = store.latest_finding(endpoint, access_key_id, store::check::CLOCK_SKEW).await? else {
+        return Ok(None);
+    };
+    let recent = chrono::Utc::now() - f.checked_at < chrono::TimeDelta::days(1);
+    let skew = f.value.parse::<i64>().ok().map(chrono::TimeDelta::seconds);
+    Ok(skew.filter(|s| recent && s.abs() > chrono::TimeDelta::seconds(30)))
+}
+
+/// The "account does not exist" table: `--absent-on` flags, else the config file's
+/// `absent_on`, else the defaults. A rule that does not parse is a configuration error (78).
+fn absent_rules(exec: &ExecOpts, settings: &Settings) -> anyhow::Result<AbsentRules> {
+    if !exec.absent_on.is_empty() {
+        return Ok(AbsentRules(exec.absent_on.clone()));
+    }
+    if settings.absent_on.is_empty() {
+        return Ok(AbsentRules::default());
+    }
+    let rules = settings
+        .absent_on
+        .iter()
+        .map(|r| r.parse().map_err(|e: String| Coded::new(Exit::Config, format!("config file: absent_on: {e}"))))
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(AbsentRules(rules))
 }
 
 /// Healthcheck pings (`--ping-url`): best effort, never fail the run.

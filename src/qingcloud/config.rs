@@ -45,7 +45,7 @@ pub const DEFAULT_CONFIG_RELATIVE: &str = ".qingcloud/config.yaml";
 /// into it, and that value must not be sent, stored or printed.
 pub const ACCESS_KEY_ID_LEN: std::ops::RangeInclusive<usize> = 4..=64;
 
-const KNOWN_KEYS: [&str; 10] = [
+const KNOWN_KEYS: [&str; 11] = [
     "qy_access_key_id",
     "qy_secret_access_key",
     "zone",
@@ -56,6 +56,8 @@ const KNOWN_KEYS: [&str; 10] = [
     "connection_retries",
     "connection_timeout",
     "http_socket_timeout",
+    // qc-offboard's own: which answers mean "the account does not exist" (`--absent-on`).
+    "absent_on",
 ];
 
 /// The API key pair. `Debug` and `Display` show the access key id only.
@@ -100,6 +102,8 @@ pub struct Settings {
     /// How often the caller may retry a request that failed in transport (the client itself
     /// never retries).
     pub connection_retries: u32,
+    /// The config file's `absent_on` rules, as written (the runner parses them).
+    pub absent_on: Vec<String>,
 }
 
 impl Settings {
@@ -112,6 +116,7 @@ impl Settings {
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
             connection_retries: DEFAULT_CONNECTION_RETRIES,
+            absent_on: Vec::new(),
         }
     }
 
@@ -241,7 +246,15 @@ pub fn resolve(
         }
         _ => match file_ref.and_then(FileConfig::endpoint_text) {
             Some(text) => (
-                parse_endpoint(&text, &format!("built from host/port/protocol/uri in {config_path_note}"))?,
+                // A value from the file may hold a folded line (the secret's): it is not shown.
+                parse_endpoint(&text, &format!("built from host/port/protocol/uri in {config_path_note}")).map_err(
+                    |e| match e {
+                        ConfigError::Endpoint { source_name, reason, .. } => {
+                            ConfigError::Endpoint { value: "(not shown)".to_owned(), source_name, reason }
+                        }
+                        other => other,
+                    },
+                )?,
                 Source::ConfigFile,
             ),
             // A constant URL, parsed by the tests too.
@@ -311,6 +324,7 @@ pub fn resolve(
         connect_timeout: file_ref.and_then(|f| f.connect_timeout).unwrap_or(DEFAULT_CONNECT_TIMEOUT),
         request_timeout: file_ref.and_then(|f| f.request_timeout).unwrap_or(DEFAULT_REQUEST_TIMEOUT),
         connection_retries: file_ref.and_then(|f| f.connection_retries).unwrap_or(DEFAULT_CONNECTION_RETRIES),
+        absent_on: file_ref.map(|f| f.absent_on.clone()).unwrap_or_default(),
     };
     for w in &warnings {
         tracing::warn!("{w}");
@@ -392,6 +406,7 @@ struct FileConfig {
     connection_retries: Option<u32>,
     connect_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
+    absent_on: Vec<String>,
 }
 
 impl FileConfig {
@@ -418,6 +433,7 @@ impl FileConfig {
             connection_retries: None,
             connect_timeout: None,
             request_timeout: None,
+            absent_on: Vec::new(),
         };
         for (key, value) in map {
             let Some(key) = key.as_str().map(str::to_owned) else {
@@ -499,6 +515,15 @@ impl FileConfig {
                 "connection_timeout" => {
                     cfg.connect_timeout =
                         Some(seconds_value(&value).ok_or_else(|| bad("must be a positive number of seconds"))?)
+                }
+                "absent_on" => {
+                    let list = match &value {
+                        serde_yaml::Value::Sequence(items) => {
+                            items.iter().map(string_value).collect::<Option<Vec<_>>>()
+                        }
+                        other => string_value(other).map(|s| vec![s]),
+                    };
+                    cfg.absent_on = list.ok_or_else(|| bad("must be a list of rules such as job:2100"))?;
                 }
                 "http_socket_timeout" => {
                     cfg.request_timeout =

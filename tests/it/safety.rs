@@ -480,3 +480,33 @@ async fn edited_rows_never_smuggle_a_request_past_the_last_check() {
     assert!(messages[2].contains("quote"), "{messages:?}");
     assert!(messages[3].contains("audit record"), "{messages:?}");
 }
+
+/// The "account does not exist" table comes from `--absent-on`, else the config file's
+/// `absent_on`, else the defaults; a rule that does not parse is a configuration error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_absent_table_is_configurable() {
+    let world_yaml =
+        "jobs: {pending_ms: 10, working_ms: 10}\nclusters:\n  - id: cl-t000\n    zone: sh1a\n    users: []\n";
+    for (config, flag, outcome, exit) in [
+        ("absent_on: [\"job:2100\"]\n", None, "absent", 0),
+        ("absent_on: [\"refusal:2100:does not exist\"]\n", None, "failed", 1),
+        ("absent_on: [\"refusal:2100:does not exist\"]\n", Some("job:2100"), "absent", 0),
+        ("absent_on: [\"nonsense\"]\n", None, "", 78),
+    ] {
+        let rig = Rig::new(world_yaml, &one_per_cluster(1)).await;
+        let file = rig.home.path().join("config.yaml");
+        std::fs::write(&file, config).unwrap();
+        let mut args = vec!["--max-attempts", "1"];
+        if let Some(rule) = flag {
+            args.extend(["--absent-on", rule]);
+        }
+        let mut cmd = rig.run_cmd(&args);
+        cmd.env("QINGCLOUD_CONFIG", &file);
+        let out = Rig::output(cmd).await;
+        assert_eq!(code(&out), exit, "{config} {flag:?}\nstdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+        if exit != 78 {
+            let rows = rig.report().await;
+            assert_eq!(rows[0]["outcome"], outcome, "{config} {flag:?}: {rows:#?}");
+        }
+    }
+}

@@ -157,3 +157,30 @@ async fn an_endpoint_answering_html_stops_the_run_with_69() {
     let resume = rig.resume(&[]).await;
     assert_eq!(code(&resume), 69, "resume stops the same way: {}", text(&resume.stdout));
 }
+
+/// `doctor`'s findings are used by runs: a clock `doctor` found 5 minutes off the API's is
+/// corrected before the first request, so no time stamp is refused; without it the first
+/// request is refused (1300) and the run corrects itself from the answer's `Date` header.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_clock_difference_doctor_measured_is_corrected_before_the_first_request() {
+    let world_yaml = world_of("clock_offset_s: -300\n", "");
+    let rig = Rig::new(&world_yaml, &manifest_text(3, 1, &["sh1a"])).await;
+    let out = Rig::output(rig.cmd(&["doctor", "--zone", "sh1a"])).await;
+    assert!(text(&out.stdout).contains("clock"), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let refused_by_doctor = rig.stats().ret_codes.get("1300").copied().unwrap_or(0);
+    let out = rig.run(&[]).await;
+    assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(
+        rig.stats().ret_codes.get("1300").copied().unwrap_or(0),
+        refused_by_doctor,
+        "the run sent no stale time stamp"
+    );
+    assert_all_deleted_exactly_once(&rig.stats(), 3);
+
+    // The same world without doctor: the run is refused once, then signs with the API's clock.
+    let rig = Rig::new(&world_yaml, &manifest_text(3, 1, &["sh1a"])).await;
+    let out = rig.run(&[]).await;
+    assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert!(rig.stats().ret_codes.get("1300").copied().unwrap_or(0) >= 1);
+    assert_all_deleted_exactly_once(&rig.stats(), 3);
+}
