@@ -352,6 +352,10 @@ impl Engine {
         owner: &str,
         now: Now,
     ) -> Result<(Vec<u8>, String), Refusal> {
+        if self.model.api.refuse_custom_service {
+            // A key without the right to the action: the answer names no cluster and no user.
+            return Err(refuse(ret::ACCESS_DENIED, "PermissionDenied, can't handle this request"));
+        }
         let zone = params.zone()?;
         let cluster = params.require("cluster")?;
         let service = params.require("service")?;

@@ -82,6 +82,9 @@ pub struct ApiBehaviour {
     /// loses entries; listings still show it. An omission is not an answer that the job does
     /// not exist.
     pub describe_jobs_omit_every: u32,
+    /// `RunClusterCustomService` is refused for the key itself (1400 "can't handle this
+    /// request", naming no cluster or user), as for a key without the right to the action.
+    pub refuse_custom_service: bool,
 }
 
 impl Default for ApiBehaviour {
@@ -95,6 +98,7 @@ impl Default for ApiBehaviour {
             missing_account: MissingAccount::FailJob,
             html_everywhere: false,
             describe_jobs_omit_every: 0,
+            refuse_custom_service: false,
             unrelated_jobs_per_zone: None,
         }
     }

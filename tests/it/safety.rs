@@ -510,3 +510,40 @@ async fn the_absent_table_is_configurable() {
         }
     }
 }
+
+/// A 1400 that refuses the action or the key (it names no cluster and no user) would come back
+/// for every task: the run stops with 69, nothing failed, everything resumable.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_action_stops_the_run_with_69_instead_of_failing_every_task() {
+    let rig = Rig::new("api: {refuse_custom_service: true}\n", &one_per_cluster(10)).await;
+    // A slow rate, so the first answer comes back before the next request may leave.
+    let out = rig.run(&["--rate", "2/s"]).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(code(&out), 69, "stdout: {stdout}\nstderr: {}", text(&out.stderr));
+    assert!(stdout.contains("refused the action or the key") && stdout.contains("0 failed"), "{stdout}");
+    assert!(run_calls(&rig.stats()) <= 2, "the run stopped at once: {:?}", rig.stats().requests_by_action);
+    let st = states(&rig.db, 1).await;
+    assert_eq!(count_of(&st, "pending"), 10, "{st:?}");
+}
+
+/// A second signal leaves at once: nothing is left `submitting` that never left, and `resume`
+/// finishes every account exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_second_signal_leaves_at_once_with_everything_recorded() {
+    let rig = Rig::new("jobs: {pending_ms: 2000, working_ms: 2000}\n", &one_per_cluster(30)).await;
+    let child = rig.run_cmd(&["--rate", "4/s", "--max-in-flight", "20"]).spawn().expect("run starts");
+    eventually("some submissions", || async { (run_calls(&rig.stats()) >= 3).then_some(()) }).await;
+    signal(&child, rustix::process::Signal::INT);
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    signal(&child, rustix::process::Signal::INT);
+    let out = wait(child).await;
+    assert!(matches!(code(&out), 75 | 130), "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let st = states(&rig.db, 1).await;
+    let accepted: u64 = rig.stats().accounts.iter().map(|a| a.del_user_accepted).sum();
+    let live = count_of(&st, "submitting") + count_of(&st, "submitted");
+    assert!(live as u64 >= accepted, "every accepted request is on record as live: {st:?}, {accepted} accepted");
+    assert!((count_of(&st, "submitting") as u64) <= accepted, "intents that never left were withdrawn: {st:?}");
+    let out = rig.resume(&[]).await;
+    assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert_all_deleted_exactly_once(&rig.stats(), 30);
+}
