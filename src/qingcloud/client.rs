@@ -197,7 +197,7 @@ impl Client {
     ) -> Call<RunClusterCustomServiceResponse> {
         match self.run_cluster_custom_service_guarded(cluster, zone, role, service, params, None).await {
             Ok(call) => call,
-            Err(withheld) => withheld_call(RUN_CLUSTER_CUSTOM_SERVICE, withheld),
+            Err(withheld) => unsent_call(RUN_CLUSTER_CUSTOM_SERVICE, withheld.0),
         }
     }
 
@@ -215,24 +215,8 @@ impl Client {
         let service_params = match serde_json::to_string(params) {
             Ok(json) => json,
             Err(e) => {
-                let error = ApiError::Permanent(Failure {
-                    ret_code: None,
-                    http_status: None,
-                    message: format!("service_params cannot be serialized: {e}"),
-                    maybe_applied: false,
-                });
-                let record = CallRecord {
-                    action: RUN_CLUSTER_CUSTOM_SERVICE.to_owned(),
-                    params: Vec::new(),
-                    http_status: None,
-                    ret_code: None,
-                    message: Some(error.message().to_owned()),
-                    job_id: None,
-                    started_at: Utc::now(),
-                    latency: Duration::ZERO,
-                    server_date: None,
-                };
-                return Ok(Call { record, result: Err(error) });
+                let message = format!("service_params cannot be serialized: {e}");
+                return Ok(unsent_call(RUN_CLUSTER_CUSTOM_SERVICE, message));
             }
         };
         let params = vec![
@@ -329,7 +313,7 @@ impl Client {
     ) -> Call<T> {
         match self.call_guarded(action, zone, action_params, None).await {
             Ok(call) => call,
-            Err(withheld) => withheld_call(action, withheld),
+            Err(withheld) => unsent_call(action, withheld.0),
         }
     }
 
@@ -554,10 +538,10 @@ fn transport_error(e: reqwest::Error) -> ApiError {
     }
 }
 
-/// The call of a request that was never sent (a guard withheld it where no guard can be).
-fn withheld_call<T>(action: &str, withheld: Withheld) -> Call<T> {
-    let error =
-        ApiError::Permanent(Failure { ret_code: None, http_status: None, message: withheld.0, maybe_applied: false });
+/// The call of a request that was never sent: its parameters could not be serialized, or a
+/// guard withheld it where no guard can be.
+fn unsent_call<T>(action: &str, message: String) -> Call<T> {
+    let error = ApiError::Permanent(Failure { ret_code: None, http_status: None, message, maybe_applied: false });
     let record = CallRecord {
         action: action.to_owned(),
         params: Vec::new(),

@@ -304,15 +304,7 @@ pub async fn absent(
     message: &str,
 ) -> anyhow::Result<()> {
     let message = format!("account not found: {message}");
-    ctx.transition(
-        task_id,
-        from,
-        TaskState::Absent,
-        &outcome_change(ret_code, &message).attempts(i64::from(attempts)).finished_at(Utc::now()),
-        json!({ "ret_code": ret_code, "message": message }),
-    )
-    .await?;
-    Ok(())
+    finish(ctx, task_id, from, TaskState::Absent, attempts, ret_code, &message, None).await
 }
 
 async fn back_to_pending(
@@ -375,15 +367,7 @@ pub async fn fail(
     ret_code: Option<i64>,
     message: &str,
 ) -> anyhow::Result<()> {
-    ctx.transition(
-        task_id,
-        from,
-        TaskState::Failed,
-        &outcome_change(ret_code, message).attempts(i64::from(attempts)).finished_at(Utc::now()),
-        json!({ "ret_code": ret_code, "message": message }),
-    )
-    .await?;
-    Ok(())
+    finish(ctx, task_id, from, TaskState::Failed, attempts, ret_code, message, None).await
 }
 
 /// End a task `failed` while its last request may still take effect: `why` is `job` (its job
@@ -398,14 +382,26 @@ pub async fn fail_unresolved(
     why: &str,
     message: &str,
 ) -> anyhow::Result<()> {
-    ctx.transition(
-        task_id,
-        from,
-        TaskState::Failed,
-        &outcome_change(None, message).attempts(i64::from(attempts)).finished_at(Utc::now()).unresolved(why),
-        json!({ "message": message }),
-    )
-    .await?;
+    finish(ctx, task_id, from, TaskState::Failed, attempts, None, message, Some(why)).await
+}
+
+/// Move a task to a final outcome with its attempts, last answer and end time.
+#[allow(clippy::too_many_arguments)]
+async fn finish(
+    ctx: &Ctx,
+    task_id: i64,
+    from: &[TaskState],
+    to: TaskState,
+    attempts: u32,
+    ret_code: Option<i64>,
+    message: &str,
+    unresolved: Option<&str>,
+) -> anyhow::Result<()> {
+    let mut change = outcome_change(ret_code, message).attempts(i64::from(attempts)).finished_at(Utc::now());
+    if let Some(why) = unresolved {
+        change = change.unresolved(why);
+    }
+    ctx.transition(task_id, from, to, &change, json!({ "ret_code": ret_code, "message": message })).await?;
     Ok(())
 }
 
