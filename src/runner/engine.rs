@@ -79,6 +79,9 @@ pub const FOLLOW_AFTER_SIGNAL: std::time::Duration = std::time::Duration::from_s
 /// Connection failures in a row, before any answer, that mean the endpoint is unreachable.
 const UNREACHABLE_AFTER: u32 = 3;
 
+/// The longest wait before an inconclusive reconciliation is tried again.
+const RECONCILE_RETRY_CAP: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// Answers in a row that were not the QingCloud API, after which the run stops (69).
 const NOT_API_AFTER: u32 = 3;
 
@@ -511,7 +514,9 @@ impl Loop {
                         .to_std()
                         .unwrap_or_default()
                     } else {
-                        policy::backoff(*tries, &mut rand::rng()).max(self.ctx.opts.poll_interval)
+                        policy::backoff(*tries, &mut rand::rng())
+                            .min(RECONCILE_RETRY_CAP)
+                            .max(self.ctx.opts.poll_interval)
                     };
                     self.in_doubt.push((Instant::now() + wait, id));
                     return Ok(());

@@ -415,7 +415,7 @@ const MAX_PAGES: u32 = 20;
 /// Reconciliations that could not conclude (errors, or more jobs than the page budget), after
 /// which the task ends `failed` without a second request: whether the first took effect is
 /// unknown, so it is never sent again blindly.
-pub const MAX_INCONCLUSIVE: u32 = 5;
+pub const MAX_INCONCLUSIVE: u32 = 10;
 
 /// Find the job of a submission in doubt. Adopts it when found. Absence counts as proven only
 /// when every job of the zone's listing was read (whatever order the API lists in) and the

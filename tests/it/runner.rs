@@ -116,7 +116,7 @@ impl Rig {
     }
 }
 
-/// Fast polling and a generous rate unless the test sets its own.
+/// Fast polling, a generous rate and a short reconciliation settle unless the test sets its own.
 pub(crate) fn with_defaults<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     let mut args = extra.to_vec();
     if !extra.contains(&"--poll-interval") {
@@ -124,6 +124,11 @@ pub(crate) fn with_defaults<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     }
     if !extra.contains(&"--rate") {
         args.extend(["--rate", "200/s"]);
+    }
+    // The simulator's listings do not lag (unless a world says so, and then the test sets its
+    // own): a short settle keeps lost-response tests quick.
+    if !extra.contains(&"--reconcile-settle") {
+        args.extend(["--reconcile-settle", "1s"]);
     }
     args
 }
