@@ -210,8 +210,14 @@ impl Loop {
                 }
             }
         }
+        // Jobs already seen for each account, in any run: never this run's submission's job.
+        let mut account_jobs = self.ctx.store.known_jobs(&self.ctx.identity_runs).await?;
         for row in rows {
             let mut t = task_ref(&row)?;
+            let key = (row.cluster.clone(), row.user.clone(), row.host.clone());
+            if let Some(jobs) = account_jobs.remove(&key) {
+                t.known_jobs.extend(jobs);
+            }
             match row.state {
                 TaskState::Deleted | TaskState::Skipped | TaskState::Absent => self.deleted += 1,
                 TaskState::Failed => self.failed += 1,
@@ -301,6 +307,21 @@ impl Loop {
     }
 
     fn request_stop(&mut self, why: StopReason) {
+        let hard = matches!(
+            why,
+            StopReason::AuthFailed(_)
+                | StopReason::ActionRefused(_)
+                | StopReason::NotApi(_)
+                | StopReason::Unreachable(_)
+        );
+        if self.stop.is_some() && hard && !self.hard_stop() {
+            // The API became unusable while jobs were being followed after a soft stop: stop
+            // following (nothing new starts) and say why.
+            tracing::warn!("{}; no more calls", why.describe());
+            self.stop_at = Some(Instant::now() + GRACE);
+            self.stop = Some(why);
+            return;
+        }
         if self.stop.is_none() {
             tracing::warn!("{}; no new submissions", why.describe());
             // The switch first: intents waiting for the limiter are withdrawn from here on.

@@ -261,6 +261,29 @@ impl Store {
         Ok(prepared)
     }
 
+    /// Every job id any run of `identity_runs` has seen for each account: tasks' job ids and the
+    /// jobs `RunClusterCustomService` answers returned. Reconciliation never takes one of these
+    /// for the job of a later submission (an earlier run's failed job is not this one's).
+    pub async fn known_jobs(&self, identity_runs: &[i64]) -> Result<HashMap<AccountKey, HashSet<String>>, StoreError> {
+        let rows = sqlx::query(
+            "WITH scope(run_id) AS (SELECT value FROM json_each(?1)) \
+             SELECT t.cluster, t.user, t.host, t.job_id FROM tasks t \
+             WHERE t.job_id IS NOT NULL AND t.run_id IN (SELECT run_id FROM scope) \
+             UNION \
+             SELECT t.cluster, t.user, t.host, c.job_id FROM api_calls c JOIN tasks t ON t.id = c.task_id \
+             WHERE c.job_id IS NOT NULL AND c.action = 'RunClusterCustomService' AND t.run_id IN (SELECT run_id FROM scope)",
+        )
+        .bind(serde_json::to_string(identity_runs).unwrap_or_else(|_| "[]".into()))
+        .fetch_all(&self.reader)
+        .await?;
+        let mut out: HashMap<AccountKey, HashSet<String>> = HashMap::new();
+        for r in rows {
+            let key = (r.try_get(0)?, r.try_get(1)?, r.try_get(2)?);
+            out.entry(key).or_default().insert(r.try_get(3)?);
+        }
+        Ok(out)
+    }
+
     /// The tasks whose attempts a task carries on: itself and, through `adopted_from`, the
     /// tasks of earlier runs it adopted (and theirs). Their calls and job ids are its own.
     pub async fn lineage(&self, task_id: i64) -> Result<Vec<i64>, StoreError> {

@@ -176,7 +176,7 @@ impl Replay {
 }
 
 /// Task columns a transition record sets: (key in the record, column).
-const TRANSITION_FIELDS: [(&str, &str); 8] = [
+const TRANSITION_FIELDS: [(&str, &str); 10] = [
     ("attempts", "attempts"),
     ("job_id", "job_id"),
     ("ret_code", "last_ret_code"),
@@ -185,6 +185,8 @@ const TRANSITION_FIELDS: [(&str, &str); 8] = [
     ("submitted_at", "submitted_at"),
     ("next_attempt_at", "next_attempt_at"),
     ("finished_at", "finished_at"),
+    ("adopted_from", "adopted_from"),
+    ("unresolved", "unresolved"),
 ];
 
 /// Run columns `run_started` states.
@@ -355,6 +357,8 @@ fn created(task: &mut ChainTask, detail: &Map<String, Value>, window: Window, se
         "submitted_at",
         "next_attempt_at",
         "finished_at",
+        "adopted_from",
+        "unresolved",
     ] {
         row.set(f, Value::Null, seq);
     }
@@ -578,7 +582,8 @@ async fn compare(conn: &mut sqlx::SqliteConnection, r: &mut Replay, first_call: 
          'state', state, 'prev_state', prev_state, 'not_before', not_before, 'due_by', due_by, 'attempts', attempts, \
          'job_id', job_id, 'last_ret_code', last_ret_code, 'last_message', last_message, 'started_at', started_at, \
          'intent_at', intent_at, 'submitted_at', submitted_at, 'next_attempt_at', next_attempt_at, \
-         'finished_at', finished_at, 'updated_at', updated_at) FROM tasks",
+         'finished_at', finished_at, 'updated_at', updated_at, 'adopted_from', adopted_from, \
+         'unresolved', unresolved) FROM tasks",
         |id, stored| {
             stored_tasks.insert(id);
             let run_id = stored.get("run_id").and_then(Value::as_i64);

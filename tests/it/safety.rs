@@ -547,3 +547,20 @@ async fn a_second_signal_leaves_at_once_with_everything_recorded() {
     assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
     assert_all_deleted_exactly_once(&rig.stats(), 30);
 }
+
+/// The marks that keep a later run from sending again (`unresolved`, `adopted_from`) are
+/// evidence too: `audit verify` names an edit of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_edited_unresolved_mark_is_named_by_audit_verify() {
+    let rig = Rig::new("jobs: {pending_ms: 500, working_ms: 5000}\n", &one_per_cluster(1)).await;
+    let out = rig.run(&["--job-timeout", "1s"]).await;
+    assert_eq!(code(&out), 1, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    assert_eq!(code(&rig.audit_verify().await), 0);
+    {
+        let mut conn = raw_connection(&rig.db).await;
+        sqlx::query("UPDATE tasks SET unresolved = NULL WHERE id = 1").execute(&mut conn).await.unwrap();
+    }
+    let verify = rig.audit_verify().await;
+    assert_eq!(code(&verify), 1, "{}", text(&verify.stdout));
+    assert!(text(&verify.stdout).contains("unresolved"), "{}", text(&verify.stdout));
+}

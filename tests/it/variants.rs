@@ -139,6 +139,11 @@ async fn an_endpoint_answering_html_stops_the_run_with_69() {
     assert!(calls <= 30, "{calls} requests spent on an endpoint that is not the API");
     let resume = rig.resume(&[]).await;
     assert_eq!(code(&resume), 69, "resume stops the same way: {}", text(&resume.stdout));
+    // Also when the answers turn out not to be the API's while a stop follows jobs.
+    let resume = rig.resume(&["--deadline", "1s"]).await;
+    assert_eq!(code(&resume), 69, "a deadline does not hide it: {}", text(&resume.stdout));
+    let rows = rig.report().await;
+    assert!(rows.iter().all(|r| r["outcome"] != "failed"), "nothing is failed on a guess: {rows:#?}");
 }
 
 /// `doctor`'s findings are used by runs: a clock `doctor` found 5 minutes off the API's is
