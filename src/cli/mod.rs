@@ -13,6 +13,7 @@ use crate::exit::Exit;
 use crate::limiter::Rate;
 
 mod audit;
+mod completions;
 mod doctor;
 mod plan;
 mod report;
@@ -93,6 +94,24 @@ pub enum Command {
     /// Run it before a first real run. Each check prints ok, warn or fail with what to do; the
     /// findings are saved in the database (audited) for runs to use.
     Doctor(DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) of the program, or of one command, to stdout
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// A command whose page to print (qc-offboard-COMMAND(1)) [default: the program's page]
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -446,6 +465,8 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Report(args) => report::run(&global, args).await,
         Command::Audit { command } => audit::run(&global, command).await,
         Command::Doctor(args) => doctor::run(&global, args).await,
+        Command::Completions(args) => completions::completions(&args),
+        Command::Man(args) => completions::man(&args),
     }
 }
 
