@@ -264,6 +264,10 @@ pub struct ExecOpts {
     /// Stop submitting once this many tasks (N) or this share of tasks (N%) have failed
     #[arg(long, value_name = "N|N%")]
     pub max_fail: Option<MaxFail>,
+    /// The end of the run on stdout: the summary for people, or one JSON object (run id, counts
+    /// per outcome, exit code, failed accounts with reasons, duration, API calls by action)
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
     /// Healthcheck pings: URL/start on start, URL on success, URL/fail otherwise
     #[arg(long, env = "QC_OFFBOARD_PING_URL", hide_env_values = true, value_name = "URL")]
     pub ping_url: Option<String>,

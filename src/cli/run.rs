@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::cli::{ExecOpts, GlobalOpts, LogFormat, ResumeArgs, RetryArgs, RunArgs};
+use crate::cli::{ExecOpts, GlobalOpts, LogFormat, OutputFormat, ResumeArgs, RetryArgs, RunArgs};
 use crate::exit::{Coded, Exit};
 use crate::limiter::{Limiter, Rate};
 use crate::manifest::Zone;
@@ -305,7 +305,7 @@ pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exi
         None => match store.newest_unfinished_run().await? {
             Some(r) => r,
             None => {
-                println!("no unfinished run to resume");
+                say(&args.exec, "no unfinished run to resume");
                 return Ok(Exit::Ok);
             }
         },
@@ -330,11 +330,14 @@ pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exi
     let open: i64 = counts.iter().filter(|(s, _)| s.is_open()).map(|(_, n)| *n).sum();
     if let (Some(finished_at), 0) = (run.finished_at, open) {
         // History: a finished run with nothing left is not touched.
-        println!(
-            "run {} finished at {} (exit {}); nothing to resume",
-            run.id,
-            finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
-            run.exit_code.map_or_else(|| "?".to_owned(), |c| c.to_string())
+        say(
+            &args.exec,
+            &format!(
+                "run {} finished at {} (exit {}); nothing to resume",
+                run.id,
+                finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                run.exit_code.map_or_else(|| "?".to_owned(), |c| c.to_string())
+            ),
         );
         return Ok(Exit::Ok);
     }
@@ -358,7 +361,7 @@ pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit>
         .ok_or_else(|| Coded::new(Exit::Usage, format!("no run {} in this database", args.run_id)))?;
     let failed = store.failed_tasks(old.id).await?;
     if failed.is_empty() {
-        println!("run {} has no failed tasks; nothing to retry", old.id);
+        say(&args.exec, &format!("run {} has no failed tasks; nothing to retry", old.id));
         return Ok(Exit::Ok);
     }
     let target = Target::resolve(&args.exec.api, args.simulate || old.simulated).await?;
@@ -384,8 +387,16 @@ pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit>
         retry_of: Some(old.id),
     };
     let run_id = create_locked(&store, &origin.new_run(&target, options_json(&args.exec, rate)), &tasks).await?;
-    println!("run {run_id} retries the {} failed task(s) of run {}", tasks.len(), old.id);
+    say(&args.exec, &format!("run {run_id} retries the {} failed task(s) of run {}", tasks.len(), old.id));
     drive(global, &store, &target, run_id, &args.exec, rate).await
+}
+
+/// A line for people: on stdout, or on stderr when stdout carries the one JSON object.
+fn say(exec: &ExecOpts, line: &str) {
+    match exec.output {
+        OutputFormat::Human => println!("{line}"),
+        OutputFormat::Json => eprintln!("{line}"),
+    }
 }
 
 /// Execute a run that exists in the database and holds the lock; finish it, release the lock,
@@ -406,7 +417,7 @@ async fn drive(
     if let Err(e) = store.release_lock(run_id).await {
         tracing::warn!("could not release the run lock: {e}");
     }
-    let (exit, summary) = match outcome {
+    let (exit, summary, result) = match outcome {
         Ok(v) => v,
         Err(e) => {
             if let Some(p) = &pinger {
@@ -415,7 +426,11 @@ async fn drive(
             return Err(e);
         }
     };
-    println!("{summary}");
+    result.log();
+    match exec.output {
+        OutputFormat::Human => println!("{summary}"),
+        OutputFormat::Json => println!("{}", serde_json::to_string(&result)?),
+    }
     if let Some(p) = &pinger {
         let suffix = if exit == Exit::Ok { "" } else { "/fail" };
         p.send(suffix, summary).await;
@@ -430,7 +445,7 @@ async fn drive_inner(
     run_id: i64,
     exec: &ExecOpts,
     rate: Rate,
-) -> anyhow::Result<(Exit, String)> {
+) -> anyhow::Result<(Exit, String, RunResult)> {
     let limiter = Arc::new(Limiter::new(rate, exec.rate.burst));
     let client = Client::new(&target.settings)?.with_gate(Arc::new(LimiterGate(Arc::clone(&limiter))));
     let run = store.run(run_id).await?.ok_or_else(|| anyhow::anyhow!("run {run_id} is not in the database"))?;
@@ -559,14 +574,140 @@ async fn drive_inner(
         }
         summary.push_str(&format!("\n`qc-offboard retry {run_id}` tries the failed tasks again"));
     }
+    let duration_s = started.elapsed().as_secs_f64();
     let summary_json = json!({
         "counts": counts,
         "stop": stop.as_ref().map(StopReason::describe),
-        "elapsed_s": started.elapsed().as_secs_f64(),
+        "elapsed_s": duration_s,
     });
+    let mut api_calls = ApiCalls::default();
+    for (_, call) in store.calls(run_id).await? {
+        api_calls.add(&call.action, call.ret_code);
+    }
+    let result = RunResult {
+        run_id,
+        exit_code: exit.code(),
+        tasks: rows.len() as u64,
+        counts: OutcomeCounts {
+            deleted: count(TaskState::Deleted),
+            absent: count(TaskState::Absent),
+            skipped: count(TaskState::Skipped),
+            failed,
+            pending: waiting,
+            in_flight,
+            not_due: count(TaskState::NotDue),
+            handed_over: count(TaskState::HandedOver),
+        },
+        failed: rows
+            .iter()
+            .filter(|r| r.state == TaskState::Failed)
+            .map(|r| FailedAccount {
+                cluster: r.cluster.clone(),
+                zone: r.zone.clone(),
+                user: r.user.clone(),
+                host: r.host.clone(),
+                reason: r.last_message.clone().unwrap_or_default(),
+            })
+            .collect(),
+        stop: stop.as_ref().map(StopReason::describe),
+        duration_s,
+        api_calls,
+    };
     store.finish_run(run_id, i64::from(exit.code()), summary_json).await?;
     store.check_written_to_disk().await?;
-    Ok((exit, summary))
+    Ok((exit, summary, result))
+}
+
+/// What a run ended with, for machines: `--output json` prints it, `run_finished` logs it and
+/// `--metrics-file` exports it. The counts are the human summary's.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunResult {
+    pub run_id: i64,
+    pub exit_code: u8,
+    pub tasks: u64,
+    pub counts: OutcomeCounts,
+    /// Tasks that ended `failed`, with the last message about each.
+    pub failed: Vec<FailedAccount>,
+    /// Why the run stopped before its work was done, when it did.
+    pub stop: Option<String>,
+    pub duration_s: f64,
+    pub api_calls: ApiCalls,
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct OutcomeCounts {
+    pub deleted: u64,
+    pub absent: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    /// `pending` and `retry_wait`: not sent (again) yet.
+    pub pending: u64,
+    /// `submitting` and `submitted`: resume follows or reconciles them.
+    pub in_flight: u64,
+    pub not_due: u64,
+    pub handed_over: u64,
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailedAccount {
+    pub cluster: String,
+    pub zone: String,
+    pub user: String,
+    pub host: String,
+    pub reason: String,
+}
+
+/// The API calls the run recorded (its `api_calls` rows): by action, and by action and the
+/// answer's `ret_code` (`none` when no answer was parsed).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ApiCalls {
+    pub total: u64,
+    pub by_action: BTreeMap<String, u64>,
+    pub by_action_and_ret_code: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Answers with ret_code 2500 (quota exceeded).
+    pub quota_exceeded: u64,
+}
+
+impl ApiCalls {
+    fn add(&mut self, action: &str, ret_code: Option<i64>) {
+        self.total += 1;
+        *self.by_action.entry(action.to_owned()).or_default() += 1;
+        let code = ret_code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+        *self.by_action_and_ret_code.entry(action.to_owned()).or_default().entry(code).or_default() += 1;
+        if ret_code == Some(2500) {
+            self.quota_exceeded += 1;
+        }
+    }
+}
+
+impl RunResult {
+    /// The `run_finished` event: numbers as numbers; the per-action table and the failed
+    /// accounts (lists) as JSON text.
+    fn log(&self) {
+        let c = &self.counts;
+        let by_action = serde_json::to_string(&self.api_calls.by_action).unwrap_or_default();
+        let failed_accounts = serde_json::to_string(&self.failed).unwrap_or_default();
+        tracing::info!(
+            run_id = self.run_id,
+            exit_code = self.exit_code,
+            tasks = self.tasks,
+            deleted = c.deleted,
+            absent = c.absent,
+            skipped = c.skipped,
+            failed = c.failed,
+            pending = c.pending,
+            in_flight = c.in_flight,
+            not_due = c.not_due,
+            handed_over = c.handed_over,
+            duration_s = self.duration_s,
+            api_calls = self.api_calls.total,
+            quota_exceeded = self.api_calls.quota_exceeded,
+            api_calls_by_action = %by_action,
+            failed_accounts = %failed_accounts,
+            stop = self.stop.as_deref().unwrap_or(""),
+            "run_finished"
+        );
+    }
 }
 
 /// The clock difference `doctor` found against this endpoint within the last day, when it is

@@ -6,6 +6,7 @@ mod cli;
 mod client;
 mod config;
 mod doctor;
+mod endings;
 mod evidence;
 mod hardening;
 mod helpers;
