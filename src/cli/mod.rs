@@ -15,6 +15,7 @@ use crate::limiter::Rate;
 mod audit;
 mod completions;
 mod doctor;
+mod metrics;
 mod plan;
 mod report;
 mod run;
@@ -268,6 +269,10 @@ pub struct ExecOpts {
     /// per outcome, exit code, failed accounts with reasons, duration, API calls by action)
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
+    /// Write how the run ended as a node_exporter textfile (exit code, tasks by outcome, API
+    /// calls by action and ret_code, duration), replaced atomically at the end of every run
+    #[arg(long, env = "QC_OFFBOARD_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
     /// Healthcheck pings: URL/start on start, URL on success, URL/fail otherwise
     #[arg(long, env = "QC_OFFBOARD_PING_URL", hide_env_values = true, value_name = "URL")]
     pub ping_url: Option<String>,

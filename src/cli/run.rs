@@ -132,6 +132,11 @@ fn locked(run_id: i64, outcome: LockOutcome) -> anyhow::Result<i64> {
 }
 
 pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
+    let exec = args.exec.clone();
+    ended_with_error(&exec, run_command(global, args).await)
+}
+
+async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
     if let Some(plan_path) = &args.plan {
         return run_plan(global, &args, plan_path).await;
     }
@@ -297,6 +302,11 @@ async fn open_existing(global: &GlobalOpts, simulate: bool) -> anyhow::Result<St
 }
 
 pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exit> {
+    let exec = args.exec.clone();
+    ended_with_error(&exec, resume_command(global, args).await)
+}
+
+async fn resume_command(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exit> {
     let store = open_existing(global, args.simulate).await?;
     let run = match args.run_id {
         Some(id) => {
@@ -354,6 +364,11 @@ pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exi
 }
 
 pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit> {
+    let exec = args.exec.clone();
+    ended_with_error(&exec, retry_command(global, args).await)
+}
+
+async fn retry_command(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit> {
     let store = open_existing(global, args.simulate).await?;
     let old = store
         .run(args.run_id)
@@ -389,6 +404,24 @@ pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit>
     let run_id = create_locked(&store, &origin.new_run(&target, options_json(&args.exec, rate)), &tasks).await?;
     say(&args.exec, &format!("run {run_id} retries the {} failed task(s) of run {}", tasks.len(), old.id));
     drive(global, &store, &target, run_id, &args.exec, rate).await
+}
+
+/// A run that ended with an error (before its summary, or one that could not start) still
+/// replaces the metrics file, with its exit code, so a broken configuration shows there too.
+fn ended_with_error(exec: &ExecOpts, outcome: anyhow::Result<Exit>) -> anyhow::Result<Exit> {
+    if let Err(e) = &outcome {
+        write_metrics(exec, crate::exit::code_for(e).code(), None);
+    }
+    outcome
+}
+
+/// `--metrics-file`: best effort, like the pings; a failure is a warning, never the run's exit.
+fn write_metrics(exec: &ExecOpts, exit_code: u8, result: Option<&RunResult>) {
+    let Some(path) = &exec.metrics_file else { return };
+    let text = crate::cli::metrics::render(exit_code, chrono::Utc::now(), result);
+    if let Err(e) = crate::cli::metrics::write_atomically(path, &text) {
+        tracing::warn!(path = %path.display(), error = %e, "could not write the metrics file");
+    }
 }
 
 /// A line for people: on stdout, or on stderr when stdout carries the one JSON object.
@@ -427,6 +460,7 @@ async fn drive(
         }
     };
     result.log();
+    write_metrics(exec, exit.code(), Some(&result));
     match exec.output {
         OutputFormat::Human => println!("{summary}"),
         OutputFormat::Json => println!("{}", serde_json::to_string(&result)?),
@@ -646,6 +680,22 @@ pub struct OutcomeCounts {
     pub in_flight: u64,
     pub not_due: u64,
     pub handed_over: u64,
+}
+
+impl OutcomeCounts {
+    /// Each outcome with its name, in a fixed order.
+    pub fn named(&self) -> [(&'static str, u64); 8] {
+        [
+            ("deleted", self.deleted),
+            ("absent", self.absent),
+            ("skipped", self.skipped),
+            ("failed", self.failed),
+            ("pending", self.pending),
+            ("in_flight", self.in_flight),
+            ("not_due", self.not_due),
+            ("handed_over", self.handed_over),
+        ]
+    }
 }
 
 #[derive(Debug, Clone, serde::Serialize)]

@@ -92,3 +92,83 @@ async fn output_json_of_a_clean_run_and_of_resume() {
     assert!(out.stdout.is_empty(), "{}", text(&out.stdout));
     assert!(text(&out.stderr).contains("no unfinished run to resume"), "{}", text(&out.stderr));
 }
+
+/// The families and samples of a textfile, as the Prometheus client's own parser reads them:
+/// `None` (and a "skipped" line) when Python or `prometheus_client` is not installed.
+fn parse_with_prometheus_client(path: &std::path::Path) -> Option<Value> {
+    const SCRIPT: &str = "import json, sys\n\
+        from prometheus_client.parser import text_string_to_metric_families\n\
+        out = {}\n\
+        for f in text_string_to_metric_families(open(sys.argv[1]).read()):\n\
+        \x20   out[f.name] = {'type': f.type, 'help': f.documentation,\n\
+        \x20       'samples': [{'name': s.name, 'labels': s.labels, 'value': s.value} for s in f.samples]}\n\
+        print(json.dumps(out))\n";
+    let probe = std::process::Command::new("python3").args(["-c", "import prometheus_client"]).output();
+    if !probe.is_ok_and(|o| o.status.success()) {
+        println!("skipped: python3 with prometheus_client is not installed (.ci/run installs it)");
+        return None;
+    }
+    let out = std::process::Command::new("python3").args(["-c", SCRIPT]).arg(path).output().expect("python3 runs");
+    assert!(out.status.success(), "the parser refused the file: {}", text(&out.stderr));
+    Some(serde_json::from_slice(&out.stdout).expect("parser output"))
+}
+
+fn sample(families: &Value, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    families[family]["samples"].as_array()?.iter().find_map(|s| {
+        let all = labels.iter().all(|(k, v)| s["labels"][*k] == *v);
+        all.then(|| s["value"].as_f64()).flatten()
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_file_is_a_valid_textfile_with_the_runs_numbers() {
+    let world_yaml = "jobs: {pending_ms: 10, working_ms: 10, fail_rate: 1.0}\n";
+    let rig = Rig::new(world_yaml, &manifest_text(1, 2, &["sh1a"])).await;
+    let dir = rig.home.path().join("textfile");
+    std::fs::create_dir_all(&dir).expect("folder");
+    let path = dir.join("qc-offboard.prom");
+    let before = chrono::Utc::now().timestamp();
+    let out = rig.run(&["--output", "json", "--max-attempts", "1", "--metrics-file", path.to_str().unwrap()]).await;
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    let result = result_of(&out.stdout);
+    let body = std::fs::read_to_string(&path).expect("the metrics file is written");
+    let names: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(names, ["qc-offboard.prom"], "no temporary file stays");
+    for family in [
+        "qc_offboard_last_run_timestamp_seconds",
+        "qc_offboard_last_run_exit_code",
+        "qc_offboard_tasks",
+        "qc_offboard_api_calls_total",
+        "qc_offboard_run_duration_seconds",
+        "qc_offboard_quota_exceeded_total",
+    ] {
+        assert!(body.contains(&format!("# HELP {family} ")), "{family}: {body}");
+        assert!(body.contains(&format!("# TYPE {family} gauge")), "{family}: {body}");
+    }
+    assert!(body.contains("\nqc_offboard_tasks{outcome=\"failed\"} 2\n"), "{body}");
+    let Some(families) = parse_with_prometheus_client(&path) else { return };
+    assert_eq!(sample(&families, "qc_offboard_last_run_exit_code", &[]), Some(1.0), "{families}");
+    let ts = sample(&families, "qc_offboard_last_run_timestamp_seconds", &[]).expect("timestamp");
+    assert!(ts >= before as f64 && ts <= chrono::Utc::now().timestamp() as f64 + 1.0, "{ts}");
+    assert_eq!(sample(&families, "qc_offboard_tasks", &[("outcome", "failed")]), Some(2.0));
+    assert_eq!(sample(&families, "qc_offboard_tasks", &[("outcome", "deleted")]), Some(0.0));
+    let sent = result["api_calls"]["by_action_and_ret_code"]["RunClusterCustomService"]["0"].as_f64();
+    assert!(sent > Some(0.0), "{result}");
+    assert_eq!(
+        sample(&families, "qc_offboard_api_calls_total", &[("action", "RunClusterCustomService"), ("ret_code", "0")]),
+        sent,
+        "{families}"
+    );
+    assert_eq!(sample(&families, "qc_offboard_quota_exceeded_total", &[]), Some(0.0));
+    let duration = sample(&families, "qc_offboard_run_duration_seconds", &[]).expect("duration");
+    assert!((duration - result["duration_s"].as_f64().unwrap()).abs() < 1e-6, "{duration}");
+
+    // A run that cannot start replaces the file with its exit code.
+    let mut cmd = rig.run_cmd(&["--metrics-file", path.to_str().unwrap()]);
+    cmd.env_remove("QINGCLOUD_ACCESS_KEY").env_remove("QINGCLOUD_SECRET_KEY");
+    let out = Rig::output(cmd).await;
+    assert_eq!(code(&out), 78, "{}", text(&out.stderr));
+    let body = std::fs::read_to_string(&path).expect("metrics file");
+    assert!(body.contains("\nqc_offboard_last_run_exit_code 78\n"), "{body}");
+    assert!(!body.contains("qc_offboard_tasks"), "no counts without a run: {body}");
+}
