@@ -273,7 +273,8 @@ pub struct ExecOpts {
     /// calls by action and ret_code, duration), replaced atomically at the end of every run
     #[arg(long, env = "QC_OFFBOARD_METRICS_FILE", value_name = "PATH")]
     pub metrics_file: Option<PathBuf>,
-    /// Healthcheck pings: URL/start on start, URL on success, URL/fail otherwise
+    /// Healthcheck pings: URL/start when a run starts, URL/<exit code> whenever it ends (0 is a
+    /// success; 65, 73 and 78 are reported too), with the summary or the error as the body
     #[arg(long, env = "QC_OFFBOARD_PING_URL", hide_env_values = true, value_name = "URL")]
     pub ping_url: Option<String>,
     /// What means "the account does not exist" (task ends `absent`): job:CODE (a failed job's

@@ -133,7 +133,7 @@ fn locked(run_id: i64, outcome: LockOutcome) -> anyhow::Result<i64> {
 
 pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
     let exec = args.exec.clone();
-    ended_with_error(&exec, run_command(global, args).await)
+    ended_with_error(&exec, run_command(global, args).await).await
 }
 
 async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
@@ -303,7 +303,7 @@ async fn open_existing(global: &GlobalOpts, simulate: bool) -> anyhow::Result<St
 
 pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exit> {
     let exec = args.exec.clone();
-    ended_with_error(&exec, resume_command(global, args).await)
+    ended_with_error(&exec, resume_command(global, args).await).await
 }
 
 async fn resume_command(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exit> {
@@ -365,7 +365,7 @@ async fn resume_command(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result
 
 pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit> {
     let exec = args.exec.clone();
-    ended_with_error(&exec, retry_command(global, args).await)
+    ended_with_error(&exec, retry_command(global, args).await).await
 }
 
 async fn retry_command(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit> {
@@ -406,11 +406,16 @@ async fn retry_command(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<E
     drive(global, &store, &target, run_id, &args.exec, rate).await
 }
 
-/// A run that ended with an error (before its summary, or one that could not start) still
-/// replaces the metrics file, with its exit code, so a broken configuration shows there too.
-fn ended_with_error(exec: &ExecOpts, outcome: anyhow::Result<Exit>) -> anyhow::Result<Exit> {
+/// A run that ended with an error (before its summary, or one that could not start: 65, 73,
+/// 78) still reports it: the metrics file gets its exit code and the ping URL gets
+/// `URL/<exit code>`, so a broken configuration shows where a failed run would.
+async fn ended_with_error(exec: &ExecOpts, outcome: anyhow::Result<Exit>) -> anyhow::Result<Exit> {
     if let Err(e) = &outcome {
-        write_metrics(exec, crate::exit::code_for(e).code(), None);
+        let code = crate::exit::code_for(e).code();
+        write_metrics(exec, code, None);
+        if let Some(p) = exec.ping_url.as_deref().map(Pinger::new) {
+            p.send(&format!("/{code}"), format!("qc-offboard ended with exit {code}: {e:#}")).await;
+        }
     }
     outcome
 }
@@ -452,12 +457,8 @@ async fn drive(
     }
     let (exit, summary, result) = match outcome {
         Ok(v) => v,
-        Err(e) => {
-            if let Some(p) = &pinger {
-                p.send("/fail", format!("qc-offboard run {run_id} failed: {e:#}")).await;
-            }
-            return Err(e);
-        }
+        // The caller reports the error, to the ping URL too.
+        Err(e) => return Err(e),
     };
     result.log();
     write_metrics(exec, exit.code(), Some(&result));
@@ -466,8 +467,8 @@ async fn drive(
         OutputFormat::Json => println!("{}", serde_json::to_string(&result)?),
     }
     if let Some(p) = &pinger {
-        let suffix = if exit == Exit::Ok { "" } else { "/fail" };
-        p.send(suffix, summary).await;
+        // Healthchecks.io's convention: `/0` is a success, any other code a failure.
+        p.send(&format!("/{}", exit.code()), summary).await;
     }
     Ok(exit)
 }
@@ -792,7 +793,9 @@ fn absent_rules(exec: &ExecOpts, settings: &Settings) -> anyhow::Result<AbsentRu
     Ok(AbsentRules(rules))
 }
 
-/// Healthcheck pings (`--ping-url`): best effort, never fail the run.
+/// Healthcheck pings (`--ping-url`): `URL/start` when a run starts, `URL/<exit code>` when any
+/// run ends. Best effort, never fail the run. The URL is a bearer secret: logs name only the
+/// suffix.
 struct Pinger {
     url: String,
     http: reqwest::Client,
@@ -807,9 +810,15 @@ impl Pinger {
     async fn send(&self, suffix: &str, body: String) {
         let url = format!("{}{}", self.url, suffix);
         match self.http.post(&url).body(body).send().await {
-            Ok(r) if r.status().is_success() => tracing::debug!(%url, "ping sent"),
-            Ok(r) => tracing::warn!(%url, status = r.status().as_u16(), "healthcheck ping refused"),
-            Err(e) => tracing::warn!(%url, error = %e, "healthcheck ping failed"),
+            Ok(r) if r.status().is_success() => tracing::debug!(ping = suffix, "ping sent"),
+            Ok(r) => tracing::warn!(ping = suffix, status = r.status().as_u16(), "healthcheck ping refused"),
+            // reqwest's error text names the URL: only its kind is logged.
+            Err(e) => tracing::warn!(
+                ping = suffix,
+                timeout = e.is_timeout(),
+                connect = e.is_connect(),
+                "healthcheck ping failed"
+            ),
         }
     }
 }

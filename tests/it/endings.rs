@@ -172,3 +172,71 @@ async fn metrics_file_is_a_valid_textfile_with_the_runs_numbers() {
     assert!(body.contains("\nqc_offboard_last_run_exit_code 78\n"), "{body}");
     assert!(!body.contains("qc_offboard_tasks"), "no counts without a run: {body}");
 }
+
+/// A healthcheck service on loopback: the request lines of the pings it got.
+async fn ping_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("http://{}/ping/abc", listener.local_addr().expect("addr"));
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let seen2 = std::sync::Arc::clone(&seen);
+    tokio::spawn(async move {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        loop {
+            let Ok((mut sock, _)) = listener.accept().await else { return };
+            let mut buf = vec![0u8; 8192];
+            let n = sock.read(&mut buf).await.unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+            seen2.lock().expect("lock").push(req.lines().next().unwrap_or_default().to_owned());
+            let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
+        }
+    });
+    (url, seen)
+}
+
+fn take(seen: &std::sync::Mutex<Vec<String>>) -> Vec<String> {
+    std::mem::take(&mut *seen.lock().expect("lock"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pings_carry_the_exit_code_of_every_ending() {
+    let (url, seen) = ping_listener().await;
+    let world_yaml = "jobs: {pending_ms: 10, working_ms: 10, fail_rate: 1.0}\n";
+    let rig = Rig::new(world_yaml, &manifest_text(1, 1, &["sh1a"])).await;
+
+    // Some tasks failed: start, then 1.
+    let out = rig.run(&["--ping-url", &url, "--max-attempts", "1"]).await;
+    assert_eq!(code(&out), 1, "{}", text(&out.stderr));
+    assert_eq!(take(&seen), ["POST /ping/abc/start HTTP/1.1", "POST /ping/abc/1 HTTP/1.1"]);
+
+    // An invalid manifest (65): nothing started, the ending is reported.
+    let bad = rig.home.path().join("bad.yaml");
+    std::fs::write(&bad, "version: 1\nclusters: [{id: cl-a, zone: sh1a, users: [root]}]\n").expect("write");
+    let out = Rig::output(rig.cmd(&["run", bad.to_str().unwrap(), "--ping-url", &url])).await;
+    assert_eq!(code(&out), 65, "{}", text(&out.stderr));
+    assert_eq!(take(&seen), ["POST /ping/abc/65 HTTP/1.1"]);
+
+    // No credentials (78), from the environment variable.
+    let mut cmd = rig.run_cmd(&[]);
+    cmd.env_remove("QINGCLOUD_ACCESS_KEY").env_remove("QINGCLOUD_SECRET_KEY").env("QC_OFFBOARD_PING_URL", &url);
+    let out = Rig::output(cmd).await;
+    assert_eq!(code(&out), 78, "{}", text(&out.stderr));
+    assert_eq!(take(&seen), ["POST /ping/abc/78 HTTP/1.1"]);
+    // The URL is a secret: no output names it.
+    for bytes in [&out.stdout, &out.stderr] {
+        assert!(!text(bytes).contains("/ping/abc"), "{}", text(bytes));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overlapping_run_pings_73() {
+    let (url, seen) = ping_listener().await;
+    let rig = Rig::new("jobs: {pending_ms: 3000, working_ms: 3000}\n", &manifest_text(2, 1, &["sh1a"])).await;
+    let mut first = rig.run_cmd(&[]).spawn().expect("first run starts");
+    crate::helpers::eventually("the first run to submit", || async { (run_calls(&rig.stats()) >= 2).then_some(()) })
+        .await;
+    let second = rig.run(&["--ping-url", &url]).await;
+    assert_eq!(code(&second), 73, "{}", text(&second.stderr));
+    assert_eq!(take(&seen), ["POST /ping/abc/73 HTTP/1.1"]);
+    first.start_kill().expect("kill");
+    first.wait().await.expect("reaped");
+}

@@ -399,7 +399,7 @@ async fn pings_report_start_and_success() {
     let seen = seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 2, "{seen:#?}");
     assert!(seen[0].starts_with("POST /ping/abc/start "), "{}", seen[0]);
-    assert!(seen[1].starts_with("POST /ping/abc "), "{}", seen[1]);
+    assert!(seen[1].starts_with("POST /ping/abc/0 "), "{}", seen[1]);
     assert!(seen[1].contains("2 deleted"), "the summary is the body: {}", seen[1]);
 }
 
