@@ -265,6 +265,10 @@ pub struct ExecOpts {
     /// Stop submitting once this many tasks (N) or this share of tasks (N%) have failed
     #[arg(long, value_name = "N|N%")]
     pub max_fail: Option<MaxFail>,
+    /// Who runs this, recorded with the run (and with a resume in the audit log) [default: the
+    /// login name of this process's user id in the system user database]
+    #[arg(long, env = "QC_OFFBOARD_OPERATOR", value_name = "NAME")]
+    pub operator: Option<String>,
     /// The end of the run on stdout: the summary for people, or one JSON object (run id, counts
     /// per outcome, exit code, failed accounts with reasons, duration, API calls by action)
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]

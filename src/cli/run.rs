@@ -82,8 +82,22 @@ fn poll_interval_of(exec: &ExecOpts, simulate: bool) -> Duration {
     exec.poll_interval.unwrap_or(if simulate { Duration::from_millis(200) } else { Duration::from_secs(3) })
 }
 
-fn operator() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_owned())
+/// Who runs the command, as recorded with the run: `--operator` (or `QC_OFFBOARD_OPERATOR`),
+/// else the login name the system user database gives this process's user id (what `id -un`
+/// prints; cron and systemd set no `$USER`), else `$USER`/`$LOGNAME`, else the numeric uid.
+fn operator(exec: &ExecOpts) -> String {
+    if let Some(name) = exec.operator.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        return name.to_owned();
+    }
+    let uid = uzers::get_current_uid();
+    if let Some(name) = uzers::get_user_by_uid(uid).and_then(|u| u.name().to_str().map(str::to_owned)) {
+        return name;
+    }
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 fn options_json(exec: &ExecOpts, rate: Rate) -> serde_json::Value {
@@ -201,7 +215,8 @@ async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit>
         due_by: set.files.iter().filter_map(|f| f.due_by).min(),
         retry_of: None,
     };
-    let run_id = create_locked(&store, &origin.new_run(&target, options_json(&args.exec, rate)), &tasks).await?;
+    let run_id =
+        create_locked(&store, &origin.new_run(&target, &args.exec, options_json(&args.exec, rate)), &tasks).await?;
     drive(global, &store, &target, run_id, &args.exec, rate).await
 }
 
@@ -218,14 +233,14 @@ struct Origin {
 
 impl Origin {
     /// The run record: this origin, run by this operator on this host against `target`.
-    fn new_run(self, target: &Target, options: serde_json::Value) -> NewRun {
+    fn new_run(self, target: &Target, exec: &ExecOpts, options: serde_json::Value) -> NewRun {
         NewRun {
             manifests: self.manifests,
             ticket: self.ticket,
             requested_by: self.requested_by,
             reason: self.reason,
             due_by: self.due_by,
-            operator: operator(),
+            operator: operator(exec),
             host: store::this_host(),
             endpoint: target.recorded_endpoint.clone(),
             access_key_id: target.settings.credentials.access_key_id.clone(),
@@ -274,7 +289,7 @@ async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Pa
         due_by: plan.due_by,
         retry_of: None,
     };
-    let run_id = create_locked(&store, &origin.new_run(&target, options), &tasks).await?;
+    let run_id = create_locked(&store, &origin.new_run(&target, &args.exec, options), &tasks).await?;
     drive(global, &store, &target, run_id, &args.exec, rate).await
 }
 
@@ -357,7 +372,7 @@ async fn resume_command(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result
             Some(run.id),
             None,
             "run_resumed",
-            json!({ "pid": std::process::id(), "host": store::this_host() }),
+            json!({ "pid": std::process::id(), "host": store::this_host(), "operator": operator(&args.exec) }),
         )
         .await?;
     drive(global, &store, &target, run.id, &args.exec, rate).await
@@ -401,7 +416,8 @@ async fn retry_command(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<E
         due_by: old.due_by,
         retry_of: Some(old.id),
     };
-    let run_id = create_locked(&store, &origin.new_run(&target, options_json(&args.exec, rate)), &tasks).await?;
+    let run_id =
+        create_locked(&store, &origin.new_run(&target, &args.exec, options_json(&args.exec, rate)), &tasks).await?;
     say(&args.exec, &format!("run {run_id} retries the {} failed task(s) of run {}", tasks.len(), old.id));
     drive(global, &store, &target, run_id, &args.exec, rate).await
 }

@@ -11,6 +11,7 @@ mod evidence;
 mod hardening;
 mod helpers;
 mod manifest;
+mod operator;
 mod props;
 mod runner;
 mod safety;
