@@ -133,7 +133,7 @@ fn parse_zone(s: &str) -> Result<crate::manifest::Zone, String> {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Manifest files (YAML)
+    /// Manifest files (YAML); `-` reads one from standard input
     #[arg(required = true, value_name = "MANIFEST")]
     pub manifests: Vec<PathBuf>,
 }
@@ -143,7 +143,7 @@ pub struct ValidateArgs {
 pub struct PlanArgs {
     #[command(subcommand)]
     pub command: Option<PlanCommand>,
-    /// Manifest files (YAML)
+    /// Manifest files (YAML); `-` reads one from standard input
     #[arg(required = true, value_name = "MANIFEST")]
     pub manifests: Vec<PathBuf>,
     /// Output for people or a stable JSON document
@@ -185,7 +185,7 @@ pub enum PlanCommand {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("approver").multiple(true).args(["approved_by", "allowed_signers"])))]
 pub struct RunArgs {
-    /// Manifest files (YAML)
+    /// Manifest files (YAML); `-` reads one from standard input
     #[arg(required_unless_present = "plan", conflicts_with = "plan", value_name = "MANIFEST")]
     pub manifests: Vec<PathBuf>,
     /// Execute exactly the tasks of a plan file written by `plan --out`; refused (exit 65,

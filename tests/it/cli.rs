@@ -149,3 +149,30 @@ fn man_pages_for_the_program_and_each_command() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("no command \"nope\""));
 }
+
+#[test]
+fn a_dash_reads_the_manifest_from_standard_input() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("manifests/example.yaml")).unwrap();
+    let home = tempdir();
+    let out = qc(home.path()).args(["validate", "-"]).write_stdin(text.clone()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "-: ok: 13 tasks, 3 clusters, 2 zones, 10 accounts\n");
+    let out = qc(home.path())
+        .env("QC_OFFBOARD_TODAY", "2030-11-30")
+        .args(["plan", "-", "--output", "json"])
+        .write_stdin(text)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 13);
+    // Errors point into standard input; `-` twice is refused.
+    let bad = "version: 1\nclusters: [{id: cl-a, zone: sh1a, users: [root]}]\n";
+    let out = qc(home.path()).args(["validate", "-"]).write_stdin(bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-:2:43: user \"root\" is protected"));
+    let out = qc(home.path()).args(["validate", "-", "-"]).write_stdin(bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only once"), "{}", String::from_utf8_lossy(&out.stderr));
+}

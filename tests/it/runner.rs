@@ -564,3 +564,15 @@ async fn fault_matrix_with_a_tight_quota_loses_nothing_and_repeats_only_failed_j
     }
     assert!(failures.is_empty(), "{} of {} cells failed:\n{}", failures.len(), cells.len(), failures.join("\n\n"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reads_a_manifest_from_standard_input() {
+    let rig = Rig::new("jobs: {pending_ms: 10, working_ms: 10}\n", &manifest_text(1, 2, &["sh1a"])).await;
+    let mut cmd = rig.cmd(&["run", "-", "--poll-interval", "50ms", "--rate", "200/s", "--output", "json"]);
+    cmd.stdin(std::fs::File::open(&rig.manifest).expect("manifest"));
+    let out = Rig::output(cmd).await;
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["counts"]["deleted"], 2, "{v}");
+    assert_all_deleted_exactly_once(&rig.stats(), 2);
+}
