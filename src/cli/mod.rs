@@ -299,6 +299,10 @@ pub struct StatusArgs {
     pub run_id: Option<i64>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
+    /// Read the simulator's database (sim-audit.db, where `run --simulate` records) [ignored
+    /// with --db]
+    #[arg(long)]
+    pub simulate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -335,6 +339,10 @@ pub struct ReportArgs {
     pub latest: bool,
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
+    /// Read the simulator's database (sim-audit.db, where `run --simulate` records) [ignored
+    /// with --db]
+    #[arg(long)]
+    pub simulate: bool,
 }
 
 #[derive(Debug, Subcommand)]

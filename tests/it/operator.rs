@@ -1,5 +1,6 @@
-//! Who ran it: the operator recorded with every run, from `--operator` or the system user
-//! database (cron and systemd give no `$USER`).
+//! Who ran it and where it is on record: the operator recorded with every run, from `--operator`
+//! or the system user database (cron and systemd give no `$USER`), and the simulator's own
+//! database that `status`/`report --simulate` read.
 
 use serde_json::Value;
 
@@ -54,4 +55,34 @@ async fn without_flag_or_user_the_system_login_name_is_recorded() {
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
     let rows = evidence_of(&rig, "u0x1").await;
     assert_eq!(rows[0]["operator"], Value::from(expected), "{rows:#?}");
+}
+
+#[test]
+fn status_and_report_read_the_simulators_database_with_simulate() {
+    let home = crate::helpers::tempdir();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let manifest = root.join("manifests/offboard-bob.yaml");
+    let out = crate::helpers::qc(home.path())
+        .args(["run", "--simulate", "--no-progress", "--operator", "rehearsal"])
+        .arg(&manifest)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    // The real database was never made: plain `status` has nothing to read.
+    let out = crate::helpers::qc(home.path()).args(["status"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out.stderr));
+    let out = crate::helpers::qc(home.path()).args(["status", "--simulate", "--output", "json"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let runs: Value = serde_json::from_slice(&out.stdout).expect("status JSON");
+    assert_eq!(runs.as_array().map(Vec::len), Some(1), "{runs:#}");
+    assert_eq!(runs[0]["simulated"], true, "{runs:#}");
+    let out = crate::helpers::qc(home.path())
+        .args(["report", "--simulate", "--format", "json", "--user", "bob"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let rows: Value = serde_json::from_slice(&out.stdout).expect("report JSON");
+    let rows = rows.as_array().expect("rows");
+    assert!(!rows.is_empty());
+    assert!(rows.iter().all(|r| r["operator"] == "rehearsal" && r["outcome"] == "deleted"), "{rows:#?}");
 }
