@@ -5,6 +5,7 @@ mod audit;
 mod cli;
 mod client;
 mod config;
+mod contrib;
 mod doctor;
 mod endings;
 mod evidence;
