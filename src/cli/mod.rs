@@ -99,6 +99,17 @@ pub enum Command {
     Completions(CompletionsArgs),
     /// Print the man page (roff) of the program, or of one command, to stdout
     Man(ManArgs),
+    /// Print a JSON Schema (draft 2020-12) to stdout, for editors and CI checks of manifests
+    Schema {
+        #[arg(value_enum, value_name = "WHAT")]
+        what: SchemaKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// The shape of a manifest file (schema/manifest.schema.json)
+    Manifest,
 }
 
 #[derive(Debug, Args)]
@@ -489,6 +500,10 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Doctor(args) => doctor::run(&global, args).await,
         Command::Completions(args) => completions::completions(&args),
         Command::Man(args) => completions::man(&args),
+        Command::Schema { what: SchemaKind::Manifest } => {
+            println!("{:#}", crate::manifest::json_schema());
+            Ok(Exit::Ok)
+        }
     }
 }
 

@@ -49,7 +49,7 @@ use check::Origin;
 use locate::{Pos, Seg, YamlPath};
 
 pub use check::{parse_date, parse_instant, DEFAULT_HOST, VERSION};
-pub use raw::{MAX_ENTRIES, MAX_FLOW_DEPTH};
+pub use raw::{json_schema, MAX_ENTRIES, MAX_FLOW_DEPTH};
 
 pub use model::{Account, ClusterId, HostSpec, Task, TaskKey, UserName, Zone};
 

@@ -115,8 +115,21 @@ fn validate_prints_one_line_per_file() {
     );
 }
 
-const COMMANDS: [&str; 12] =
-    ["validate", "plan", "run", "resume", "retry", "status", "report", "audit", "sim", "doctor", "completions", "man"];
+const COMMANDS: [&str; 13] = [
+    "validate",
+    "plan",
+    "run",
+    "resume",
+    "retry",
+    "status",
+    "report",
+    "audit",
+    "sim",
+    "doctor",
+    "completions",
+    "man",
+    "schema",
+];
 
 #[test]
 fn completions_name_every_command_for_every_shell() {

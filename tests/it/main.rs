@@ -16,6 +16,7 @@ mod operator;
 mod props;
 mod runner;
 mod safety;
+mod schema;
 mod sim;
 mod store;
 mod variants;
