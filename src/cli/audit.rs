@@ -13,7 +13,7 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
         AuditCommand::Checkpoint { key, create_key } => {
             // The key first: a bad key file must not leave a half-done job behind.
             let key = key.map(|path| key_from(&path, create_key)).transpose()?;
-            let store = super::status::open_existing(global).await?;
+            let store = super::status::open_existing(global, false).await?;
             let cp = store.audit_checkpoint().await?;
             store.close().await;
             match key {
@@ -46,7 +46,7 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
                 eprintln!("note: the checkpoint's signature is not checked without --key KEYFILE");
             }
             let checkpoint = checkpoint.map(|c| c.checkpoint);
-            let store = super::status::open_existing(global).await?;
+            let store = super::status::open_existing(global, false).await?;
             let v = store.verify_audit(checkpoint.as_ref()).await?;
             let replay = store.replay().await?;
             store.close().await;

@@ -13,7 +13,9 @@ use crate::exit::Exit;
 use crate::limiter::Rate;
 
 mod audit;
+mod completions;
 mod doctor;
+mod metrics;
 mod plan;
 mod report;
 mod run;
@@ -93,6 +95,35 @@ pub enum Command {
     /// Run it before a first real run. Each check prints ok, warn or fail with what to do; the
     /// findings are saved in the database (audited) for runs to use.
     Doctor(DoctorArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell) to stdout
+    Completions(CompletionsArgs),
+    /// Print the man page (roff) of the program, or of one command, to stdout
+    Man(ManArgs),
+    /// Print a JSON Schema (draft 2020-12) to stdout, for editors and CI checks of manifests
+    Schema {
+        #[arg(value_enum, value_name = "WHAT")]
+        what: SchemaKind,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SchemaKind {
+    /// The shape of a manifest file (schema/manifest.schema.json)
+    Manifest,
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell to complete for
+    #[arg(value_enum, value_name = "SHELL")]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// A command whose page to print (qc-offboard-COMMAND(1)) [default: the program's page]
+    #[arg(value_name = "COMMAND")]
+    pub command: Option<String>,
 }
 
 #[derive(Debug, Args)]
@@ -113,7 +144,7 @@ fn parse_zone(s: &str) -> Result<crate::manifest::Zone, String> {
 
 #[derive(Debug, Args)]
 pub struct ValidateArgs {
-    /// Manifest files (YAML)
+    /// Manifest files (YAML); `-` reads one from standard input
     #[arg(required = true, value_name = "MANIFEST")]
     pub manifests: Vec<PathBuf>,
 }
@@ -123,7 +154,7 @@ pub struct ValidateArgs {
 pub struct PlanArgs {
     #[command(subcommand)]
     pub command: Option<PlanCommand>,
-    /// Manifest files (YAML)
+    /// Manifest files (YAML); `-` reads one from standard input
     #[arg(required = true, value_name = "MANIFEST")]
     pub manifests: Vec<PathBuf>,
     /// Output for people or a stable JSON document
@@ -165,7 +196,7 @@ pub enum PlanCommand {
 #[derive(Debug, Args)]
 #[command(group(clap::ArgGroup::new("approver").multiple(true).args(["approved_by", "allowed_signers"])))]
 pub struct RunArgs {
-    /// Manifest files (YAML)
+    /// Manifest files (YAML); `-` reads one from standard input
     #[arg(required_unless_present = "plan", conflicts_with = "plan", value_name = "MANIFEST")]
     pub manifests: Vec<PathBuf>,
     /// Execute exactly the tasks of a plan file written by `plan --out`; refused (exit 65,
@@ -245,7 +276,20 @@ pub struct ExecOpts {
     /// Stop submitting once this many tasks (N) or this share of tasks (N%) have failed
     #[arg(long, value_name = "N|N%")]
     pub max_fail: Option<MaxFail>,
-    /// Healthcheck pings: URL/start on start, URL on success, URL/fail otherwise
+    /// Who runs this, recorded with the run (and with a resume in the audit log) [default: the
+    /// login name of this process's user id in the system user database]
+    #[arg(long, env = "QC_OFFBOARD_OPERATOR", value_name = "NAME")]
+    pub operator: Option<String>,
+    /// The end of the run on stdout: the summary for people, or one JSON object (run id, counts
+    /// per outcome, exit code, failed accounts with reasons, duration, API calls by action)
+    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
+    pub output: OutputFormat,
+    /// Write how the run ended as a node_exporter textfile (exit code, tasks by outcome, API
+    /// calls by action and ret_code, duration), replaced atomically at the end of every run
+    #[arg(long, env = "QC_OFFBOARD_METRICS_FILE", value_name = "PATH")]
+    pub metrics_file: Option<PathBuf>,
+    /// Healthcheck pings: URL/start when a run starts, URL/<exit code> whenever it ends (0 is a
+    /// success; 65, 73 and 78 are reported too), with the summary or the error as the body
     #[arg(long, env = "QC_OFFBOARD_PING_URL", hide_env_values = true, value_name = "URL")]
     pub ping_url: Option<String>,
     /// What means "the account does not exist" (task ends `absent`): job:CODE (a failed job's
@@ -266,6 +310,10 @@ pub struct StatusArgs {
     pub run_id: Option<i64>,
     #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
     pub output: OutputFormat,
+    /// Read the simulator's database (sim-audit.db, where `run --simulate` records) [ignored
+    /// with --db]
+    #[arg(long)]
+    pub simulate: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -302,6 +350,10 @@ pub struct ReportArgs {
     pub latest: bool,
     #[arg(long, value_enum, default_value_t = ReportFormat::Table)]
     pub format: ReportFormat,
+    /// Read the simulator's database (sim-audit.db, where `run --simulate` records) [ignored
+    /// with --db]
+    #[arg(long)]
+    pub simulate: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -446,6 +498,12 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Report(args) => report::run(&global, args).await,
         Command::Audit { command } => audit::run(&global, command).await,
         Command::Doctor(args) => doctor::run(&global, args).await,
+        Command::Completions(args) => completions::completions(&args),
+        Command::Man(args) => completions::man(&args),
+        Command::Schema { what: SchemaKind::Manifest } => {
+            println!("{:#}", crate::manifest::json_schema());
+            Ok(Exit::Ok)
+        }
     }
 }
 

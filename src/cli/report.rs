@@ -8,7 +8,7 @@ use crate::exit::Exit;
 use crate::report::{self, evidence, html, latest, Filter};
 
 pub async fn run(global: &GlobalOpts, args: ReportArgs) -> anyhow::Result<Exit> {
-    let store = super::status::open_existing(global).await?;
+    let store = super::status::open_existing(global, args.simulate).await?;
     let scope = scope(&args);
     let filter = Filter {
         run_id: args.run,

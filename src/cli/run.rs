@@ -10,7 +10,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use serde_json::json;
 
-use crate::cli::{ExecOpts, GlobalOpts, LogFormat, ResumeArgs, RetryArgs, RunArgs};
+use crate::cli::{ExecOpts, GlobalOpts, LogFormat, OutputFormat, ResumeArgs, RetryArgs, RunArgs};
 use crate::exit::{Coded, Exit};
 use crate::limiter::{Limiter, Rate};
 use crate::manifest::Zone;
@@ -82,8 +82,22 @@ fn poll_interval_of(exec: &ExecOpts, simulate: bool) -> Duration {
     exec.poll_interval.unwrap_or(if simulate { Duration::from_millis(200) } else { Duration::from_secs(3) })
 }
 
-fn operator() -> String {
-    std::env::var("USER").or_else(|_| std::env::var("LOGNAME")).unwrap_or_else(|_| "unknown".to_owned())
+/// Who runs the command, as recorded with the run: `--operator` (or `QC_OFFBOARD_OPERATOR`),
+/// else the login name the system user database gives this process's user id (what `id -un`
+/// prints; cron and systemd set no `$USER`), else `$USER`/`$LOGNAME`, else the numeric uid.
+fn operator(exec: &ExecOpts) -> String {
+    if let Some(name) = exec.operator.as_deref().map(str::trim).filter(|n| !n.is_empty()) {
+        return name.to_owned();
+    }
+    let uid = uzers::get_current_uid();
+    if let Some(name) = uzers::get_user_by_uid(uid).and_then(|u| u.name().to_str().map(str::to_owned)) {
+        return name;
+    }
+    std::env::var("USER")
+        .or_else(|_| std::env::var("LOGNAME"))
+        .ok()
+        .filter(|n| !n.trim().is_empty())
+        .unwrap_or_else(|| format!("uid {uid}"))
 }
 
 fn options_json(exec: &ExecOpts, rate: Rate) -> serde_json::Value {
@@ -132,6 +146,11 @@ fn locked(run_id: i64, outcome: LockOutcome) -> anyhow::Result<i64> {
 }
 
 pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
+    let exec = args.exec.clone();
+    ended_with_error(&exec, run_command(global, args).await).await
+}
+
+async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
     if let Some(plan_path) = &args.plan {
         return run_plan(global, &args, plan_path).await;
     }
@@ -196,7 +215,8 @@ pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
         due_by: set.files.iter().filter_map(|f| f.due_by).min(),
         retry_of: None,
     };
-    let run_id = create_locked(&store, &origin.new_run(&target, options_json(&args.exec, rate)), &tasks).await?;
+    let run_id =
+        create_locked(&store, &origin.new_run(&target, &args.exec, options_json(&args.exec, rate)), &tasks).await?;
     drive(global, &store, &target, run_id, &args.exec, rate).await
 }
 
@@ -213,14 +233,14 @@ struct Origin {
 
 impl Origin {
     /// The run record: this origin, run by this operator on this host against `target`.
-    fn new_run(self, target: &Target, options: serde_json::Value) -> NewRun {
+    fn new_run(self, target: &Target, exec: &ExecOpts, options: serde_json::Value) -> NewRun {
         NewRun {
             manifests: self.manifests,
             ticket: self.ticket,
             requested_by: self.requested_by,
             reason: self.reason,
             due_by: self.due_by,
-            operator: operator(),
+            operator: operator(exec),
             host: store::this_host(),
             endpoint: target.recorded_endpoint.clone(),
             access_key_id: target.settings.credentials.access_key_id.clone(),
@@ -269,7 +289,7 @@ async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Pa
         due_by: plan.due_by,
         retry_of: None,
     };
-    let run_id = create_locked(&store, &origin.new_run(&target, options), &tasks).await?;
+    let run_id = create_locked(&store, &origin.new_run(&target, &args.exec, options), &tasks).await?;
     drive(global, &store, &target, run_id, &args.exec, rate).await
 }
 
@@ -297,6 +317,11 @@ async fn open_existing(global: &GlobalOpts, simulate: bool) -> anyhow::Result<St
 }
 
 pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exit> {
+    let exec = args.exec.clone();
+    ended_with_error(&exec, resume_command(global, args).await).await
+}
+
+async fn resume_command(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exit> {
     let store = open_existing(global, args.simulate).await?;
     let run = match args.run_id {
         Some(id) => {
@@ -305,7 +330,7 @@ pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exi
         None => match store.newest_unfinished_run().await? {
             Some(r) => r,
             None => {
-                println!("no unfinished run to resume");
+                say(&args.exec, "no unfinished run to resume");
                 return Ok(Exit::Ok);
             }
         },
@@ -330,11 +355,14 @@ pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exi
     let open: i64 = counts.iter().filter(|(s, _)| s.is_open()).map(|(_, n)| *n).sum();
     if let (Some(finished_at), 0) = (run.finished_at, open) {
         // History: a finished run with nothing left is not touched.
-        println!(
-            "run {} finished at {} (exit {}); nothing to resume",
-            run.id,
-            finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
-            run.exit_code.map_or_else(|| "?".to_owned(), |c| c.to_string())
+        say(
+            &args.exec,
+            &format!(
+                "run {} finished at {} (exit {}); nothing to resume",
+                run.id,
+                finished_at.format("%Y-%m-%dT%H:%M:%SZ"),
+                run.exit_code.map_or_else(|| "?".to_owned(), |c| c.to_string())
+            ),
         );
         return Ok(Exit::Ok);
     }
@@ -344,13 +372,18 @@ pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exi
             Some(run.id),
             None,
             "run_resumed",
-            json!({ "pid": std::process::id(), "host": store::this_host() }),
+            json!({ "pid": std::process::id(), "host": store::this_host(), "operator": operator(&args.exec) }),
         )
         .await?;
     drive(global, &store, &target, run.id, &args.exec, rate).await
 }
 
 pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit> {
+    let exec = args.exec.clone();
+    ended_with_error(&exec, retry_command(global, args).await).await
+}
+
+async fn retry_command(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit> {
     let store = open_existing(global, args.simulate).await?;
     let old = store
         .run(args.run_id)
@@ -358,7 +391,7 @@ pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit>
         .ok_or_else(|| Coded::new(Exit::Usage, format!("no run {} in this database", args.run_id)))?;
     let failed = store.failed_tasks(old.id).await?;
     if failed.is_empty() {
-        println!("run {} has no failed tasks; nothing to retry", old.id);
+        say(&args.exec, &format!("run {} has no failed tasks; nothing to retry", old.id));
         return Ok(Exit::Ok);
     }
     let target = Target::resolve(&args.exec.api, args.simulate || old.simulated).await?;
@@ -383,9 +416,41 @@ pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit>
         due_by: old.due_by,
         retry_of: Some(old.id),
     };
-    let run_id = create_locked(&store, &origin.new_run(&target, options_json(&args.exec, rate)), &tasks).await?;
-    println!("run {run_id} retries the {} failed task(s) of run {}", tasks.len(), old.id);
+    let run_id =
+        create_locked(&store, &origin.new_run(&target, &args.exec, options_json(&args.exec, rate)), &tasks).await?;
+    say(&args.exec, &format!("run {run_id} retries the {} failed task(s) of run {}", tasks.len(), old.id));
     drive(global, &store, &target, run_id, &args.exec, rate).await
+}
+
+/// A run that ended with an error (before its summary, or one that could not start: 65, 73,
+/// 78) still reports it: the metrics file gets its exit code and the ping URL gets
+/// `URL/<exit code>`, so a broken configuration shows where a failed run would.
+async fn ended_with_error(exec: &ExecOpts, outcome: anyhow::Result<Exit>) -> anyhow::Result<Exit> {
+    if let Err(e) = &outcome {
+        let code = crate::exit::code_for(e).code();
+        write_metrics(exec, code, None);
+        if let Some(p) = exec.ping_url.as_deref().map(Pinger::new) {
+            p.send(&format!("/{code}"), format!("qc-offboard ended with exit {code}: {e:#}")).await;
+        }
+    }
+    outcome
+}
+
+/// `--metrics-file`: best effort, like the pings; a failure is a warning, never the run's exit.
+fn write_metrics(exec: &ExecOpts, exit_code: u8, result: Option<&RunResult>) {
+    let Some(path) = &exec.metrics_file else { return };
+    let text = crate::cli::metrics::render(exit_code, chrono::Utc::now(), result);
+    if let Err(e) = crate::cli::metrics::write_atomically(path, &text) {
+        tracing::warn!(path = %path.display(), error = %e, "could not write the metrics file");
+    }
+}
+
+/// A line for people: on stdout, or on stderr when stdout carries the one JSON object.
+fn say(exec: &ExecOpts, line: &str) {
+    match exec.output {
+        OutputFormat::Human => println!("{line}"),
+        OutputFormat::Json => eprintln!("{line}"),
+    }
 }
 
 /// Execute a run that exists in the database and holds the lock; finish it, release the lock,
@@ -406,19 +471,20 @@ async fn drive(
     if let Err(e) = store.release_lock(run_id).await {
         tracing::warn!("could not release the run lock: {e}");
     }
-    let (exit, summary) = match outcome {
+    let (exit, summary, result) = match outcome {
         Ok(v) => v,
-        Err(e) => {
-            if let Some(p) = &pinger {
-                p.send("/fail", format!("qc-offboard run {run_id} failed: {e:#}")).await;
-            }
-            return Err(e);
-        }
+        // The caller reports the error, to the ping URL too.
+        Err(e) => return Err(e),
     };
-    println!("{summary}");
+    result.log();
+    write_metrics(exec, exit.code(), Some(&result));
+    match exec.output {
+        OutputFormat::Human => println!("{summary}"),
+        OutputFormat::Json => println!("{}", serde_json::to_string(&result)?),
+    }
     if let Some(p) = &pinger {
-        let suffix = if exit == Exit::Ok { "" } else { "/fail" };
-        p.send(suffix, summary).await;
+        // Healthchecks.io's convention: `/0` is a success, any other code a failure.
+        p.send(&format!("/{}", exit.code()), summary).await;
     }
     Ok(exit)
 }
@@ -430,7 +496,7 @@ async fn drive_inner(
     run_id: i64,
     exec: &ExecOpts,
     rate: Rate,
-) -> anyhow::Result<(Exit, String)> {
+) -> anyhow::Result<(Exit, String, RunResult)> {
     let limiter = Arc::new(Limiter::new(rate, exec.rate.burst));
     let client = Client::new(&target.settings)?.with_gate(Arc::new(LimiterGate(Arc::clone(&limiter))));
     let run = store.run(run_id).await?.ok_or_else(|| anyhow::anyhow!("run {run_id} is not in the database"))?;
@@ -559,14 +625,156 @@ async fn drive_inner(
         }
         summary.push_str(&format!("\n`qc-offboard retry {run_id}` tries the failed tasks again"));
     }
+    let duration_s = started.elapsed().as_secs_f64();
     let summary_json = json!({
         "counts": counts,
         "stop": stop.as_ref().map(StopReason::describe),
-        "elapsed_s": started.elapsed().as_secs_f64(),
+        "elapsed_s": duration_s,
     });
+    let mut api_calls = ApiCalls::default();
+    for (_, call) in store.calls(run_id).await? {
+        api_calls.add(&call.action, call.ret_code);
+    }
+    let result = RunResult {
+        run_id,
+        exit_code: exit.code(),
+        tasks: rows.len() as u64,
+        counts: OutcomeCounts {
+            deleted: count(TaskState::Deleted),
+            absent: count(TaskState::Absent),
+            skipped: count(TaskState::Skipped),
+            failed,
+            pending: waiting,
+            in_flight,
+            not_due: count(TaskState::NotDue),
+            handed_over: count(TaskState::HandedOver),
+        },
+        failed: rows
+            .iter()
+            .filter(|r| r.state == TaskState::Failed)
+            .map(|r| FailedAccount {
+                cluster: r.cluster.clone(),
+                zone: r.zone.clone(),
+                user: r.user.clone(),
+                host: r.host.clone(),
+                reason: r.last_message.clone().unwrap_or_default(),
+            })
+            .collect(),
+        stop: stop.as_ref().map(StopReason::describe),
+        duration_s,
+        api_calls,
+    };
     store.finish_run(run_id, i64::from(exit.code()), summary_json).await?;
     store.check_written_to_disk().await?;
-    Ok((exit, summary))
+    Ok((exit, summary, result))
+}
+
+/// What a run ended with, for machines: `--output json` prints it, `run_finished` logs it and
+/// `--metrics-file` exports it. The counts are the human summary's.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunResult {
+    pub run_id: i64,
+    pub exit_code: u8,
+    pub tasks: u64,
+    pub counts: OutcomeCounts,
+    /// Tasks that ended `failed`, with the last message about each.
+    pub failed: Vec<FailedAccount>,
+    /// Why the run stopped before its work was done, when it did.
+    pub stop: Option<String>,
+    pub duration_s: f64,
+    pub api_calls: ApiCalls,
+}
+
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct OutcomeCounts {
+    pub deleted: u64,
+    pub absent: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    /// `pending` and `retry_wait`: not sent (again) yet.
+    pub pending: u64,
+    /// `submitting` and `submitted`: resume follows or reconciles them.
+    pub in_flight: u64,
+    pub not_due: u64,
+    pub handed_over: u64,
+}
+
+impl OutcomeCounts {
+    /// Each outcome with its name, in a fixed order.
+    pub fn named(&self) -> [(&'static str, u64); 8] {
+        [
+            ("deleted", self.deleted),
+            ("absent", self.absent),
+            ("skipped", self.skipped),
+            ("failed", self.failed),
+            ("pending", self.pending),
+            ("in_flight", self.in_flight),
+            ("not_due", self.not_due),
+            ("handed_over", self.handed_over),
+        ]
+    }
+}
+
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct FailedAccount {
+    pub cluster: String,
+    pub zone: String,
+    pub user: String,
+    pub host: String,
+    pub reason: String,
+}
+
+/// The API calls the run recorded (its `api_calls` rows): by action, and by action and the
+/// answer's `ret_code` (`none` when no answer was parsed).
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct ApiCalls {
+    pub total: u64,
+    pub by_action: BTreeMap<String, u64>,
+    pub by_action_and_ret_code: BTreeMap<String, BTreeMap<String, u64>>,
+    /// Answers with ret_code 2500 (quota exceeded).
+    pub quota_exceeded: u64,
+}
+
+impl ApiCalls {
+    fn add(&mut self, action: &str, ret_code: Option<i64>) {
+        self.total += 1;
+        *self.by_action.entry(action.to_owned()).or_default() += 1;
+        let code = ret_code.map_or_else(|| "none".to_owned(), |c| c.to_string());
+        *self.by_action_and_ret_code.entry(action.to_owned()).or_default().entry(code).or_default() += 1;
+        if ret_code == Some(2500) {
+            self.quota_exceeded += 1;
+        }
+    }
+}
+
+impl RunResult {
+    /// The `run_finished` event: numbers as numbers; the per-action table and the failed
+    /// accounts (lists) as JSON text.
+    fn log(&self) {
+        let c = &self.counts;
+        let by_action = serde_json::to_string(&self.api_calls.by_action).unwrap_or_default();
+        let failed_accounts = serde_json::to_string(&self.failed).unwrap_or_default();
+        tracing::info!(
+            run_id = self.run_id,
+            exit_code = self.exit_code,
+            tasks = self.tasks,
+            deleted = c.deleted,
+            absent = c.absent,
+            skipped = c.skipped,
+            failed = c.failed,
+            pending = c.pending,
+            in_flight = c.in_flight,
+            not_due = c.not_due,
+            handed_over = c.handed_over,
+            duration_s = self.duration_s,
+            api_calls = self.api_calls.total,
+            quota_exceeded = self.api_calls.quota_exceeded,
+            api_calls_by_action = %by_action,
+            failed_accounts = %failed_accounts,
+            stop = self.stop.as_deref().unwrap_or(""),
+            "run_finished"
+        );
+    }
 }
 
 /// The clock difference `doctor` found against this endpoint within the last day, when it is
@@ -601,7 +809,9 @@ fn absent_rules(exec: &ExecOpts, settings: &Settings) -> anyhow::Result<AbsentRu
     Ok(AbsentRules(rules))
 }
 
-/// Healthcheck pings (`--ping-url`): best effort, never fail the run.
+/// Healthcheck pings (`--ping-url`): `URL/start` when a run starts, `URL/<exit code>` when any
+/// run ends. Best effort, never fail the run. The URL is a bearer secret: logs name only the
+/// suffix.
 struct Pinger {
     url: String,
     http: reqwest::Client,
@@ -616,9 +826,15 @@ impl Pinger {
     async fn send(&self, suffix: &str, body: String) {
         let url = format!("{}{}", self.url, suffix);
         match self.http.post(&url).body(body).send().await {
-            Ok(r) if r.status().is_success() => tracing::debug!(%url, "ping sent"),
-            Ok(r) => tracing::warn!(%url, status = r.status().as_u16(), "healthcheck ping refused"),
-            Err(e) => tracing::warn!(%url, error = %e, "healthcheck ping failed"),
+            Ok(r) if r.status().is_success() => tracing::debug!(ping = suffix, "ping sent"),
+            Ok(r) => tracing::warn!(ping = suffix, status = r.status().as_u16(), "healthcheck ping refused"),
+            // reqwest's error text names the URL: only its kind is logged.
+            Err(e) => tracing::warn!(
+                ping = suffix,
+                timeout = e.is_timeout(),
+                connect = e.is_connect(),
+                "healthcheck ping failed"
+            ),
         }
     }
 }

@@ -10,9 +10,10 @@ use crate::cli::{GlobalOpts, OutputFormat, StatusArgs};
 use crate::exit::{Coded, Exit};
 use crate::store::{self, DeadlineCounts, Discrepancy, RunRow, Store, StoreError, TaskState};
 
-/// Open the database the read-only commands look at; it must exist.
-pub(super) async fn open_existing(global: &GlobalOpts) -> anyhow::Result<Store> {
-    let opened = match store::resolve_path(global.db.as_deref(), false) {
+/// Open the database the read-only commands look at (with `simulate`, the simulator's default
+/// one, `sim-audit.db`, unless `--db` names one); it must exist.
+pub(super) async fn open_existing(global: &GlobalOpts, simulate: bool) -> anyhow::Result<Store> {
+    let opened = match store::resolve_path(global.db.as_deref(), simulate) {
         Ok(path) => Store::open_existing(&path).await,
         Err(e) => Err(e),
     };
@@ -23,7 +24,7 @@ pub(super) async fn open_existing(global: &GlobalOpts) -> anyhow::Result<Store> 
 }
 
 pub async fn run(global: &GlobalOpts, args: StatusArgs) -> anyhow::Result<Exit> {
-    let store = open_existing(global).await?;
+    let store = open_existing(global, args.simulate).await?;
     let proof = Proof::check(&store).await?;
     match args.run_id {
         None => list(&store, args.output, &proof).await?,

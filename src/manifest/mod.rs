@@ -49,7 +49,7 @@ use check::Origin;
 use locate::{Pos, Seg, YamlPath};
 
 pub use check::{parse_date, parse_instant, DEFAULT_HOST, VERSION};
-pub use raw::{MAX_ENTRIES, MAX_FLOW_DEPTH};
+pub use raw::{json_schema, MAX_ENTRIES, MAX_FLOW_DEPTH};
 
 pub use model::{Account, ClusterId, HostSpec, Task, TaskKey, UserName, Zone};
 
@@ -253,6 +253,39 @@ fn read_checked(path: &Path, default_zone: Option<&Zone>) -> Result<Loaded, Vec<
     Ok(Loaded { file, text, origins: checked.origins })
 }
 
+/// The manifest name that means standard input (`validate -`, `plan -`, `run -`).
+pub const STDIN: &str = "-";
+
+/// Standard input as a manifest, bounded like a file. A terminal is refused instead of waited
+/// on; a second `-` in the same command finds standard input already read and is refused too.
+fn read_stdin() -> Result<Vec<u8>, String> {
+    use std::io::IsTerminal as _;
+    static TAKEN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        return Err(
+            "standard input is a terminal: pipe a manifest in (`cat m.yaml | qc-offboard run -`) or give a file"
+                .to_owned(),
+        );
+    }
+    if TAKEN.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return Err("standard input can be given as a manifest only once".to_owned());
+    }
+    let mut bytes = Vec::new();
+    stdin
+        .lock()
+        .take(MAX_MANIFEST_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| format!("cannot read standard input: {e}"))?;
+    if bytes.len() as u64 > MAX_MANIFEST_BYTES {
+        return Err(format!(
+            "standard input is larger than {} MiB; split it into several manifests",
+            MAX_MANIFEST_BYTES / (1024 * 1024)
+        ));
+    }
+    Ok(bytes)
+}
+
 /// Read a file, refusing one larger than [`MAX_MANIFEST_BYTES`] without reading it all, and
 /// anything that is not a regular file: a FIFO or a terminal would block the command forever,
 /// a device would never end. The file is opened without blocking (opening a FIFO for reading
@@ -260,6 +293,9 @@ fn read_checked(path: &Path, default_zone: Option<&Zone>) -> Result<Loaded, Vec<
 /// between the check and the read.
 fn read_bounded(path: &Path) -> Result<Vec<u8>, String> {
     use std::os::unix::fs::{FileTypeExt, OpenOptionsExt};
+    if path == Path::new(STDIN) {
+        return read_stdin();
+    }
     let f = std::fs::OpenOptions::new()
         .read(true)
         .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)

@@ -13,31 +13,43 @@ use std::fmt;
 use serde::de::{self, MapAccess, Visitor};
 use serde::{Deserialize, Deserializer};
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, expecting = "a manifest mapping")]
+#[schemars(rename = "Manifest")]
 pub(crate) struct RawManifest {
+    #[schemars(with = "Option<Text>")]
     pub version: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub ticket: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub requested_by: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub reason: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub due_by: Option<String>,
     pub defaults: Option<RawDefaults>,
     pub clusters: Option<Vec<RawCluster>>,
     pub users: Option<Vec<RawUser>>,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, expecting = "the defaults mapping")]
+#[schemars(rename = "Defaults")]
 pub(crate) struct RawDefaults {
+    #[schemars(with = "Option<Text>")]
     pub zone: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub host: Option<String>,
 }
 
 /// `clusters[i]`: one cluster and the accounts to remove from it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, expecting = "a cluster mapping")]
+#[schemars(rename = "Cluster")]
 pub(crate) struct RawCluster {
+    #[schemars(with = "Option<Text>")]
     pub id: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub zone: Option<String>,
     pub users: Option<Vec<RawAccount>>,
 }
@@ -49,22 +61,32 @@ pub(crate) enum RawAccount {
     Full(RawAccountFull),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, expecting = "an account mapping")]
+#[schemars(rename = "AccountMapping")]
 pub(crate) struct RawAccountFull {
+    #[schemars(with = "Option<Text>")]
     pub user: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub host: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub not_before: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub due_by: Option<String>,
 }
 
 /// `users[i]`: one account and the clusters to remove it from.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, expecting = "a user mapping")]
+#[schemars(rename = "User")]
 pub(crate) struct RawUser {
+    #[schemars(with = "Option<Text>")]
     pub user: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub host: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub not_before: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub due_by: Option<String>,
     pub clusters: Option<Vec<RawClusterRef>>,
 }
@@ -76,11 +98,55 @@ pub(crate) enum RawClusterRef {
     Full(RawClusterRefFull),
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields, expecting = "a cluster mapping")]
+#[schemars(rename = "ClusterRefMapping")]
 pub(crate) struct RawClusterRefFull {
+    #[schemars(with = "Option<Text>")]
     pub id: Option<String>,
+    #[schemars(with = "Option<Text>")]
     pub zone: Option<String>,
+}
+
+/// A value read as the scalar's own text: YAML's plain `1` or `true` are text here too.
+struct Text;
+
+impl schemars::JsonSchema for Text {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Text".into()
+    }
+    fn inline_schema() -> bool {
+        true
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({ "type": ["string", "number", "boolean"] })
+    }
+}
+
+/// The short form (text only: a number or boolean must be quoted) or the full mapping.
+fn short_or_full<T: schemars::JsonSchema>(g: &mut schemars::SchemaGenerator, short: &str) -> schemars::Schema {
+    let full = g.subschema_for::<T>();
+    schemars::json_schema!({
+        "anyOf": [{ "type": "string", "description": short }, full]
+    })
+}
+
+impl schemars::JsonSchema for RawAccount {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Account".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        short_or_full::<RawAccountFull>(g, "a user name (host from defaults.host, else %)")
+    }
+}
+
+impl schemars::JsonSchema for RawClusterRef {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "ClusterRef".into()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        short_or_full::<RawClusterRefFull>(g, "a cluster id (zone from defaults.zone, else QINGCLOUD_ZONE)")
+    }
 }
 
 /// A scalar-or-mapping entry. Only text scalars (and an empty entry, which the checker
@@ -171,6 +237,14 @@ impl<'de> Deserialize<'de> for RawClusterRef {
             Either::Full(f) => RawClusterRef::Full(f),
         })
     }
+}
+
+/// The JSON Schema of a manifest's shape (what `deny_unknown_fields` and the field types allow;
+/// the rules the checker applies on top, such as protected users, are not in it).
+pub fn json_schema() -> serde_json::Value {
+    let mut schema = schemars::schema_for!(RawManifest);
+    schema.insert("title".to_owned(), "qc-offboard manifest".into());
+    schema.to_value()
 }
 
 /// Deserialize a manifest document. This is the one place that calls serde_yaml, so the YAML

@@ -114,3 +114,78 @@ fn validate_prints_one_line_per_file() {
          manifests/nightly-cleanup.yaml: ok: 6 tasks, 3 clusters, 2 zones, 6 accounts\n"
     );
 }
+
+const COMMANDS: [&str; 13] = [
+    "validate",
+    "plan",
+    "run",
+    "resume",
+    "retry",
+    "status",
+    "report",
+    "audit",
+    "sim",
+    "doctor",
+    "completions",
+    "man",
+    "schema",
+];
+
+#[test]
+fn completions_name_every_command_for_every_shell() {
+    for shell in ["bash", "zsh", "fish", "elvish", "powershell"] {
+        let text = stdout_of(&["completions", shell]);
+        assert!(text.contains("qc-offboard"), "{shell}: {text}");
+        for command in COMMANDS {
+            assert!(text.contains(command), "{shell} completion lacks {command}");
+        }
+        // Options of commands are completed too.
+        assert!(text.contains("max-in-flight"), "{shell} completion lacks run's options");
+    }
+    let home = tempdir();
+    let out = qc(home.path()).args(["completions", "tcsh"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn man_pages_for_the_program_and_each_command() {
+    let page = stdout_of(&["man"]);
+    assert!(page.contains(".TH qc-offboard 1"), "{page}");
+    for command in COMMANDS {
+        assert!(page.contains(&format!("qc\\-offboard\\-{}(1)", command.replace('-', "\\-"))), "{command} missing");
+    }
+    let run = stdout_of(&["man", "run"]);
+    assert!(run.contains(".TH qc-offboard-run 1"), "{run}");
+    assert!(run.contains("\\-\\-max\\-in\\-flight"), "{run}");
+    let home = tempdir();
+    let out = qc(home.path()).args(["man", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no command \"nope\""));
+}
+
+#[test]
+fn a_dash_reads_the_manifest_from_standard_input() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(root.join("manifests/example.yaml")).unwrap();
+    let home = tempdir();
+    let out = qc(home.path()).args(["validate", "-"]).write_stdin(text.clone()).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(String::from_utf8(out.stdout).unwrap(), "-: ok: 13 tasks, 3 clusters, 2 zones, 10 accounts\n");
+    let out = qc(home.path())
+        .env("QC_OFFBOARD_TODAY", "2030-11-30")
+        .args(["plan", "-", "--output", "json"])
+        .write_stdin(text)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["tasks"].as_array().unwrap().len(), 13);
+    // Errors point into standard input; `-` twice is refused.
+    let bad = "version: 1\nclusters: [{id: cl-a, zone: sh1a, users: [root]}]\n";
+    let out = qc(home.path()).args(["validate", "-"]).write_stdin(bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("-:2:43: user \"root\" is protected"));
+    let out = qc(home.path()).args(["validate", "-", "-"]).write_stdin(bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(65));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("only once"), "{}", String::from_utf8_lossy(&out.stderr));
+}

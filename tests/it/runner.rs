@@ -404,7 +404,7 @@ async fn pings_report_start_and_success() {
     let seen = seen.lock().expect("lock").clone();
     assert_eq!(seen.len(), 2, "{seen:#?}");
     assert!(seen[0].starts_with("POST /ping/abc/start "), "{}", seen[0]);
-    assert!(seen[1].starts_with("POST /ping/abc "), "{}", seen[1]);
+    assert!(seen[1].starts_with("POST /ping/abc/0 "), "{}", seen[1]);
     assert!(seen[1].contains("2 deleted"), "the summary is the body: {}", seen[1]);
 }
 
@@ -568,4 +568,16 @@ async fn fault_matrix_with_a_tight_quota_loses_nothing_and_repeats_only_failed_j
         }
     }
     assert!(failures.is_empty(), "{} of {} cells failed:\n{}", failures.len(), cells.len(), failures.join("\n\n"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn run_reads_a_manifest_from_standard_input() {
+    let rig = Rig::new("jobs: {pending_ms: 10, working_ms: 10}\n", &manifest_text(1, 2, &["sh1a"])).await;
+    let mut cmd = rig.cmd(&["run", "-", "--poll-interval", "50ms", "--rate", "200/s", "--output", "json"]);
+    cmd.stdin(std::fs::File::open(&rig.manifest).expect("manifest"));
+    let out = Rig::output(cmd).await;
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(v["counts"]["deleted"], 2, "{v}");
+    assert_all_deleted_exactly_once(&rig.stats(), 2);
 }
