@@ -3,6 +3,7 @@
 
 use serde_json::Value;
 
+use crate::helpers::ping_listener;
 use crate::runner::{code, manifest_text, run_calls, text, Rig};
 
 /// The one JSON object on stdout.
@@ -173,28 +174,10 @@ async fn metrics_file_is_a_valid_textfile_with_the_runs_numbers() {
     assert!(!body.contains("qc_offboard_tasks"), "no counts without a run: {body}");
 }
 
-/// A healthcheck service on loopback: the request lines of the pings it got.
-async fn ping_listener() -> (String, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let url = format!("http://{}/ping/abc", listener.local_addr().expect("addr"));
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen2 = std::sync::Arc::clone(&seen);
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
-            let mut buf = vec![0u8; 8192];
-            let n = sock.read(&mut buf).await.unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
-            seen2.lock().expect("lock").push(req.lines().next().unwrap_or_default().to_owned());
-            let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
-        }
-    });
-    (url, seen)
-}
-
+/// The request lines of the pings received since the last call.
 fn take(seen: &std::sync::Mutex<Vec<String>>) -> Vec<String> {
-    std::mem::take(&mut *seen.lock().expect("lock"))
+    let requests = std::mem::take(&mut *seen.lock().expect("lock"));
+    requests.iter().map(|r| r.lines().next().unwrap_or_default().to_owned()).collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

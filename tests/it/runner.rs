@@ -383,21 +383,7 @@ async fn the_same_manifest_again_is_all_skipped_without_a_call() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pings_report_start_and_success() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let ping_url = format!("http://{}/ping/abc", listener.local_addr().expect("addr"));
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
-    let seen2 = std::sync::Arc::clone(&seen);
-    tokio::spawn(async move {
-        use tokio::io::{AsyncReadExt, AsyncWriteExt};
-        loop {
-            let Ok((mut sock, _)) = listener.accept().await else { return };
-            let mut buf = vec![0u8; 8192];
-            let n = sock.read(&mut buf).await.unwrap_or(0);
-            let req = String::from_utf8_lossy(&buf[..n]).into_owned();
-            seen2.lock().expect("lock").push(req);
-            let _ = sock.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n").await;
-        }
-    });
+    let (ping_url, seen) = crate::helpers::ping_listener().await;
     let rig = Rig::new("jobs: {pending_ms: 10, working_ms: 10}\n", &manifest_text(1, 2, &["sh1a"])).await;
     let out = rig.run(&["--ping-url", &ping_url]).await;
     assert_eq!(code(&out), 0, "{}", text(&out.stderr));
