@@ -583,10 +583,13 @@ pub fn classify_body<T: DeserializeOwned>(status: u16, body: &[u8]) -> Result<T,
             reqwest::StatusCode::from_u16(status).ok().and_then(|s| s.canonical_reason()).unwrap_or("").to_owned()
         });
         let failure = |maybe_applied| Failure { ret_code: None, http_status: Some(status), message, maybe_applied };
+        // The API answers its errors as JSON with a ret_code; any other status without one
+        // (a redirect, 404 for a wrong path, 403 from a proxy) is something else answering,
+        // and nothing reached the API.
         return Err(match status {
             429 => ApiError::Throttled(failure(false)),
             408 | 500..=599 => ApiError::Transient(failure(true)),
-            _ => ApiError::Permanent(failure(false)),
+            _ => ApiError::NotApi(failure(false)),
         });
     }
 

@@ -36,7 +36,9 @@ impl fmt::Display for Failure {
 ///
 /// Decisions beyond the ret_code table:
 /// - HTTP 429 is `Throttled`; HTTP 408 and 5xx without a JSON `ret_code` are `Transient`; any
-///   other non-200 status (including redirects, which are not followed) is `Permanent`.
+///   other non-200 status without one (a redirect, which is not followed, a 404 for a wrong
+///   path, a proxy's 403) is `NotApi` and did not take effect: the API answers its errors as
+///   JSON with a `ret_code`.
 /// - An HTTP 200 whose complete body is not JSON (an HTML page, anything else), or is JSON
 ///   without an integer `ret_code`, is `NotApi`: something other than the QingCloud API is
 ///   answering (a captive proxy, a wrong URL behind a load balancer) and repeating the request

@@ -165,6 +165,12 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
                             .await?;
                         Ok(Submitted::InDoubt { intent_at })
                     }
+                    (ApiError::NotApi(_), _) => {
+                        // Something other than the API answered and nothing took effect: the
+                        // run counts these and stops with 69 after a few.
+                        back_to_pending(&ctx, &task, ret_code, &message, "not the QingCloud API; nothing sent").await?;
+                        Ok(Submitted::Unreachable(message))
+                    }
                     (ApiError::Transient(_), CallVerdict::NoAnswer) => {
                         back_to_pending(&ctx, &task, ret_code, &message, "endpoint unreachable; nothing sent").await?;
                         Ok(Submitted::Unreachable(message))

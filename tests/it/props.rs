@@ -767,7 +767,7 @@ fn check_classified<T: std::fmt::Debug>(
                     let class = match status {
                         429 => "throttled",
                         408 | 500..=599 => "transient",
-                        _ => "permanent",
+                        _ => "not_api",
                     };
                     prop_assert_eq!(e.class(), class);
                     prop_assert!(e.message().chars().all(|c| !c.is_control()), "{:?}", e.message());

@@ -172,3 +172,17 @@ async fn a_clock_difference_doctor_measured_is_corrected_before_the_first_reques
     assert!(rig.stats().ret_codes.get("1300").copied().unwrap_or(0) >= 1);
     assert_all_deleted_exactly_once(&rig.stats(), 3);
 }
+
+/// A wrong path (the simulator answers 404 there, as a web server would): not the API, so the
+/// run stops with 69 instead of failing every task.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_path_stops_the_run_with_69_and_fails_nothing() {
+    let rig = Rig::new("jobs: {pending_ms: 10, working_ms: 10}\n", &manifest_text(6, 1, &["sh1a"])).await;
+    let mut cmd = rig.run_cmd(&[]);
+    cmd.env("QINGCLOUD_ENDPOINT", rig.sim.endpoint().replace("/iaas/", "/iaasx/"));
+    let out = Rig::output_within(cmd, Duration::from_secs(90)).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(code(&out), 69, "stdout: {stdout}\nstderr: {}", text(&out.stderr));
+    assert!(stdout.contains("not the QingCloud API") && stdout.contains("0 failed"), "{stdout}");
+    assert_eq!(run_calls(&rig.stats()), 0, "nothing reached the API");
+}
