@@ -564,12 +564,7 @@ async fn drive_inner(
     let unfinished = in_flight + waiting;
     let failed = count(TaskState::Failed);
     let exit = match &stop {
-        Some(
-            StopReason::AuthFailed(_)
-            | StopReason::ActionRefused(_)
-            | StopReason::NotApi(_)
-            | StopReason::Unreachable(_),
-        ) => Exit::Unavailable,
+        Some(why) if why.is_hard() => Exit::Unavailable,
         _ if unfinished > 0 => Exit::TempFail,
         _ if failed > 0 => Exit::TasksFailed,
         _ => Exit::Ok,

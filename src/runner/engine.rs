@@ -46,6 +46,18 @@ pub enum StopReason {
 }
 
 impl StopReason {
+    /// The API cannot be used (credentials, the action or the key refused, not the API,
+    /// unreachable): nothing more is sent, not even a poll, and the run exits 69.
+    pub fn is_hard(&self) -> bool {
+        matches!(
+            self,
+            StopReason::AuthFailed(_)
+                | StopReason::ActionRefused(_)
+                | StopReason::NotApi(_)
+                | StopReason::Unreachable(_)
+        )
+    }
+
     pub fn describe(&self) -> String {
         match self {
             StopReason::Signal => "stopped by a signal".to_owned(),
@@ -295,26 +307,11 @@ impl Loop {
     /// Requests already under way may finish (for at most [`GRACE`]) and record their answers;
     /// jobs in flight are left for `resume` to follow.
     fn hard_stop(&self) -> bool {
-        matches!(
-            self.stop,
-            Some(
-                StopReason::AuthFailed(_)
-                    | StopReason::ActionRefused(_)
-                    | StopReason::NotApi(_)
-                    | StopReason::Unreachable(_)
-            )
-        )
+        self.stop.as_ref().is_some_and(StopReason::is_hard)
     }
 
     fn request_stop(&mut self, why: StopReason) {
-        let hard = matches!(
-            why,
-            StopReason::AuthFailed(_)
-                | StopReason::ActionRefused(_)
-                | StopReason::NotApi(_)
-                | StopReason::Unreachable(_)
-        );
-        if self.stop.is_some() && hard && !self.hard_stop() {
+        if self.stop.is_some() && why.is_hard() && !self.hard_stop() {
             // The API became unusable while jobs were being followed after a soft stop: stop
             // following (nothing new starts) and say why.
             tracing::warn!("{}; no more calls", why.describe());
