@@ -459,6 +459,7 @@ mod tests {
             host: HostSpec::parse("%").unwrap(),
             not_before: not_before.map(|d| d.parse().unwrap()),
             due_by: None,
+            account: None,
         }
     }
 

@@ -83,6 +83,9 @@ pub struct PlanFile {
     /// The endpoint the plan was made for, as the run records it.
     pub endpoint: String,
     pub access_key_id: String,
+    /// The QingCloud account (config profile) the plan is for; `None` is the default account
+    /// (and a plan file without the member).
+    pub account: Option<String>,
     pub created_at: DateTime<Utc>,
     /// The exact task list, in plan order.
     pub tasks: Vec<PlannedTask>,
@@ -139,6 +142,8 @@ struct Doc {
     created_at: String,
     endpoint: String,
     access_key_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    account: Option<String>,
     manifests: Vec<DocManifest>,
     ticket: Option<String>,
     requested_by: Option<String>,
@@ -191,6 +196,7 @@ impl PlanFile {
             due_by: set.files.iter().filter_map(|f| f.due_by).min(),
             endpoint: endpoint.to_owned(),
             access_key_id: access_key_id.to_owned(),
+            account: None,
             // The file keeps whole seconds; keep the value equal to what a load returns.
             created_at: DateTime::from_timestamp(created_at.timestamp(), 0).unwrap_or(created_at),
             tasks: plan
@@ -212,12 +218,20 @@ impl PlanFile {
         file
     }
 
+    /// The same plan for a named account (the hash covers the account).
+    pub fn for_account(mut self, account: &crate::manifest::AccountName) -> PlanFile {
+        self.account = (!account.is_default()).then(|| account.to_string());
+        self.content_hash = content_hash(&self.doc_value(false));
+        self
+    }
+
     fn doc(&self, with_hash: bool) -> Doc {
         Doc {
             format: FORMAT.to_owned(),
             created_at: time(self.created_at),
             endpoint: self.endpoint.clone(),
             access_key_id: self.access_key_id.clone(),
+            account: self.account.clone(),
             manifests: self
                 .manifests
                 .iter()
@@ -588,6 +602,12 @@ fn from_doc(path: &Path, doc: Doc) -> Result<PlanFile, PlanFileError> {
     if doc.endpoint.is_empty() || doc.access_key_id.is_empty() {
         return Err(invalid(path, "endpoint and access_key_id must not be empty".into()));
     }
+    if let Some(a) = &doc.account {
+        let a = crate::manifest::AccountName::parse(a).map_err(|e| invalid(path, format!("account: {e}")))?;
+        if a.is_default() {
+            return Err(invalid(path, "account: the default account is written by leaving `account` out".into()));
+        }
+    }
     Ok(PlanFile {
         manifests: doc.manifests.into_iter().map(|m| (m.path, m.sha256)).collect(),
         ticket: doc.ticket,
@@ -595,6 +615,7 @@ fn from_doc(path: &Path, doc: Doc) -> Result<PlanFile, PlanFileError> {
         reason: doc.reason,
         due_by: doc.due_by.as_deref().map(|s| instant("due_by", s)).transpose()?,
         endpoint: doc.endpoint,
+        account: doc.account,
         access_key_id: doc.access_key_id,
         created_at: instant("created_at", &doc.created_at)?,
         tasks,
@@ -660,6 +681,7 @@ mod tests {
             due_by: Some(t("2026-11-28T12:00:00Z")),
             endpoint: "https://api.qingcloud.com/iaas/".into(),
             access_key_id: "QYACCESSKEYIDEXAMPLE".into(),
+            account: None,
             created_at: t("2026-11-28T09:00:00Z"),
             tasks: vec![PlannedTask {
                 cluster: ClusterId::parse("cl-abc12345").unwrap(),

@@ -11,9 +11,11 @@ use std::path::Path;
 
 use crate::cli::run::RunResult;
 
-/// The text of the file: `result` when the run got to its summary, else only the exit code and
-/// the time (a run that ended with an error has no counts to show).
-pub fn render(exit_code: u8, ended_at: chrono::DateTime<chrono::Utc>, result: Option<&RunResult>) -> String {
+/// The text of the file: the runs of the last command when it got to their summaries, else only
+/// the exit code and the time (a command that ended with an error has no counts to show). The
+/// series of a run carry an `account` label when the command ran several QingCloud accounts or
+/// a named one.
+pub fn render(exit_code: u8, ended_at: chrono::DateTime<chrono::Utc>, results: &[&RunResult]) -> String {
     let mut out = String::new();
     let ts = ended_at.timestamp_millis() as f64 / 1000.0;
     family(&mut out, "qc_offboard_last_run_timestamp_seconds", "Unix time at which the last run ended.");
@@ -24,36 +26,53 @@ pub fn render(exit_code: u8, ended_at: chrono::DateTime<chrono::Utc>, result: Op
         "Exit code of the last run (0 done, 1 some tasks failed, 75 stopped early, ...).",
     );
     let _ = writeln!(out, "qc_offboard_last_run_exit_code {exit_code}");
-    let Some(r) = result else { return out };
+    if results.is_empty() {
+        return out;
+    }
+    let labelled = results.len() > 1 || results.iter().any(|r| r.account != crate::manifest::AccountName::DEFAULT);
+    // `{account="…"}` alone, and `account="…",` before other labels.
+    let only = |r: &RunResult| if labelled { format!("{{account=\"{}\"}}", label(&r.account)) } else { String::new() };
+    let first = |r: &RunResult| if labelled { format!("account=\"{}\",", label(&r.account)) } else { String::new() };
     family(&mut out, "qc_offboard_last_run_id", "Run id of the last run in its database.");
-    let _ = writeln!(out, "qc_offboard_last_run_id {}", r.run_id);
+    for r in results {
+        let _ = writeln!(out, "qc_offboard_last_run_id{} {}", only(r), r.run_id);
+    }
     family(&mut out, "qc_offboard_tasks", "Tasks of the last run by outcome.");
-    for (outcome, n) in r.counts.named() {
-        let _ = writeln!(out, "qc_offboard_tasks{{outcome=\"{outcome}\"}} {n}");
+    for r in results {
+        for (outcome, n) in r.counts.named() {
+            let _ = writeln!(out, "qc_offboard_tasks{{{}outcome=\"{outcome}\"}} {n}", first(r));
+        }
     }
     family(
         &mut out,
         "qc_offboard_api_calls_total",
         "API calls the last run made, by action and ret_code (none: no answer).",
     );
-    for (action, codes) in &r.api_calls.by_action_and_ret_code {
-        for (code, n) in codes {
-            let _ = writeln!(
-                out,
-                "qc_offboard_api_calls_total{{action=\"{}\",ret_code=\"{}\"}} {n}",
-                label(action),
-                label(code)
-            );
+    for r in results {
+        for (action, codes) in &r.api_calls.by_action_and_ret_code {
+            for (code, n) in codes {
+                let _ = writeln!(
+                    out,
+                    "qc_offboard_api_calls_total{{{}action=\"{}\",ret_code=\"{}\"}} {n}",
+                    first(r),
+                    label(action),
+                    label(code)
+                );
+            }
         }
     }
     family(&mut out, "qc_offboard_run_duration_seconds", "How long the last run took to execute its tasks.");
-    let _ = writeln!(out, "qc_offboard_run_duration_seconds {}", r.duration_s);
+    for r in results {
+        let _ = writeln!(out, "qc_offboard_run_duration_seconds{} {}", only(r), r.duration_s);
+    }
     family(
         &mut out,
         "qc_offboard_quota_exceeded_total",
         "Answers with ret_code 2500 (quota exceeded) in the last run.",
     );
-    let _ = writeln!(out, "qc_offboard_quota_exceeded_total {}", r.api_calls.quota_exceeded);
+    for r in results {
+        let _ = writeln!(out, "qc_offboard_quota_exceeded_total{} {}", only(r), r.api_calls.quota_exceeded);
+    }
     out
 }
 
@@ -100,7 +119,7 @@ mod tests {
     #[test]
     fn a_run_that_ended_with_an_error_has_only_its_exit_code_and_time() {
         let at = chrono::DateTime::from_timestamp(1_700_000_000, 500_000_000).unwrap();
-        let text = render(78, at, None);
+        let text = render(78, at, &[]);
         assert!(text.contains("\nqc_offboard_last_run_exit_code 78\n"), "{text}");
         assert!(text.contains("\nqc_offboard_last_run_timestamp_seconds 1700000000.5\n"), "{text}");
         assert!(!text.contains("qc_offboard_tasks"), "{text}");

@@ -11,7 +11,7 @@ use std::collections::HashMap;
 use crate::cli::{ApiOpts, GlobalOpts, OutputFormat, PlanArgs, PlanCommand};
 use crate::exit::{Coded, Exit};
 use crate::limiter::Rate;
-use crate::manifest::{self, TaskKey, Zone};
+use crate::manifest::{self, AccountName, TaskKey, Zone};
 use crate::plan::{self, EstimateInputs};
 use crate::planfile::{PlanFile, PlanFileError};
 use crate::qingcloud::config::{self, ConfigInput};
@@ -32,8 +32,12 @@ pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
         eprintln!("warning: {w}");
     }
     let inputs = EstimateInputs { rate: args.rate.rate.unwrap_or(Rate::DEFAULT), ..EstimateInputs::default() };
+    let accounts = crate::cli::run::accounts_of(&set);
     let Some(out) = &args.out else {
-        let done = done_before(global, &args.api).await?;
+        let mut done = Standings::new();
+        for account in &accounts {
+            done.extend(done_before(global, &args.api, account).await?);
+        }
         print_plan(&set, args.today.unwrap_or_else(today), &done, &inputs, args.output);
         return Ok(Exit::Ok);
     };
@@ -44,17 +48,30 @@ pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
         )
         .into());
     }
+    // A plan file is for one endpoint and access key: one QingCloud account.
+    let [account] = accounts.as_slice() else {
+        let names: Vec<&str> = accounts.iter().map(AccountName::as_str).collect();
+        return Err(Coded::new(
+            Exit::Usage,
+            format!(
+                "a plan file is made for one QingCloud account; these manifests name {}: make one plan per \
+                 account (one manifest per account)",
+                names.join(", ")
+            ),
+        )
+        .into());
+    };
     // A plan file names its endpoint and access key: without credentials it cannot be made.
     let input = ConfigInput { endpoint: args.api.endpoint.clone(), config: args.api.config.clone() };
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    let resolved = config::resolve(&input, &|k| std::env::var(k).ok(), home.as_deref())?;
+    let resolved = config::resolve_account(&input, &|k| std::env::var(k).ok(), home.as_deref(), account)?;
     // The endpoint as an identity, exactly as `run` records it.
     let endpoint_id = store::endpoint_identity(resolved.settings.endpoint.as_str());
     let endpoint = endpoint_id.as_str();
     let access_key_id = &resolved.settings.credentials.access_key_id;
     let done = done_at(global, endpoint, access_key_id).await?;
     let plan = build_plan(&set, today(), &done, &inputs);
-    let file = PlanFile::new(&set, &plan, endpoint, access_key_id, Utc::now());
+    let file = PlanFile::new(&set, &plan, endpoint, access_key_id, Utc::now()).for_account(account);
     file.write(out)?;
     match args.output {
         OutputFormat::Human => print!("{}", plan.to_human()),
@@ -88,7 +105,7 @@ async fn done_at(global: &GlobalOpts, endpoint: &str, access_key_id: &str) -> an
 /// Accounts deleted by earlier runs against the configured endpoint and access key, read from
 /// the database when it exists. Without credentials (or a database) nothing counts as done,
 /// and the operator is told so.
-async fn done_before(global: &GlobalOpts, api: &ApiOpts) -> anyhow::Result<Standings> {
+async fn done_before(global: &GlobalOpts, api: &ApiOpts, account: &AccountName) -> anyhow::Result<Standings> {
     let path = match &global.db {
         Some(p) => p.clone(),
         None => store::default_path(false)?,
@@ -98,10 +115,10 @@ async fn done_before(global: &GlobalOpts, api: &ApiOpts) -> anyhow::Result<Stand
     }
     let input = ConfigInput { endpoint: api.endpoint.clone(), config: api.config.clone() };
     let home = std::env::var_os("HOME").map(std::path::PathBuf::from);
-    let resolved = match config::resolve(&input, &|k| std::env::var(k).ok(), home.as_deref()) {
+    let resolved = match config::resolve_account(&input, &|k| std::env::var(k).ok(), home.as_deref(), account) {
         Ok(r) => r,
         Err(e) => {
-            eprintln!("note: tasks done by earlier runs are not marked ({e})");
+            eprintln!("note: tasks of account {account} done by earlier runs are not marked ({e})");
             return Ok(Standings::new());
         }
     };

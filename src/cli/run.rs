@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::cli::{ExecOpts, GlobalOpts, LogFormat, OutputFormat, ResumeArgs, RetryArgs, RunArgs};
 use crate::exit::{Coded, Exit};
 use crate::limiter::{Limiter, Rate};
-use crate::manifest::Zone;
+use crate::manifest::{AccountName, Zone};
 use crate::planfile::{self, PlanFile};
 use crate::qingcloud::client::Client;
 use crate::qingcloud::config::{self, ConfigInput, Credentials, Settings};
@@ -30,11 +30,25 @@ pub struct Target {
     pub settings: Settings,
     pub recorded_endpoint: String,
     pub simulate: bool,
+    /// The QingCloud account (config profile) the settings are of.
+    pub account: AccountName,
     _sim: Option<crate::sim::SimHandle>,
 }
 
 impl Target {
+    /// The default account's target.
     pub async fn resolve(api: &crate::cli::ApiOpts, simulate: bool) -> anyhow::Result<Target> {
+        Self::resolve_account(api, simulate, &AccountName::default_account()).await
+    }
+
+    /// The target of one account: its key pair, endpoint and zone from the config file's
+    /// `accounts.<name>` (or the top level for the default account) and the environment. Under
+    /// `--simulate` every account is the in-process simulator's.
+    pub async fn resolve_account(
+        api: &crate::cli::ApiOpts,
+        simulate: bool,
+        account: &AccountName,
+    ) -> anyhow::Result<Target> {
         if simulate {
             let sim = crate::sim::start(crate::sim::World::auto_fast(), "127.0.0.1:0".parse()?)
                 .await
@@ -48,15 +62,16 @@ impl Target {
                 settings,
                 recorded_endpoint: SIMULATED_ENDPOINT.to_owned(),
                 simulate,
+                account: account.clone(),
                 _sim: Some(sim),
             });
         }
         let input = ConfigInput { endpoint: api.endpoint.clone(), config: api.config.clone() };
         let home = std::env::var_os("HOME").map(PathBuf::from);
-        let resolved = config::resolve(&input, &|k| std::env::var(k).ok(), home.as_deref())?;
+        let resolved = config::resolve_account(&input, &|k| std::env::var(k).ok(), home.as_deref(), account)?;
         // Recorded as an identity: `/iaas` and `/iaas/` (or a default port) are one endpoint.
         let recorded_endpoint = store::endpoint_identity(resolved.settings.endpoint.as_str());
-        Ok(Target { settings: resolved.settings, recorded_endpoint, simulate, _sim: None })
+        Ok(Target { settings: resolved.settings, recorded_endpoint, simulate, account: account.clone(), _sim: None })
     }
 
     pub fn default_zone(&self) -> Option<Zone> {
@@ -100,9 +115,9 @@ fn operator(exec: &ExecOpts) -> String {
         .unwrap_or_else(|| format!("uid {uid}"))
 }
 
-fn options_json(exec: &ExecOpts, rate: Rate) -> serde_json::Value {
+fn options_json(exec: &ExecOpts, rate: Rate, account: &AccountName) -> serde_json::Value {
     let absent: Vec<String> = exec.absent_on.iter().map(ToString::to_string).collect();
-    json!({
+    let mut options = json!({
         "absent_on": if absent.is_empty() { serde_json::Value::Null } else { json!(absent) },
         "reconcile_settle_ms": exec.reconcile_settle.map(|d| d.as_millis() as u64),
         "rate": rate.to_string(),
@@ -113,7 +128,21 @@ fn options_json(exec: &ExecOpts, rate: Rate) -> serde_json::Value {
         "poll_interval_ms": exec.poll_interval.map(|d| d.as_millis() as u64),
         "deadline_s": exec.deadline.map(|d| d.as_secs()),
         "max_fail": exec.max_fail.map(|m| format!("{m:?}")),
-    })
+    });
+    // The default account's runs look as they always did; a named account is on record, for
+    // `resume` and `retry` to pick its key pair again.
+    if let (false, Some(o)) = (account.is_default(), options.as_object_mut()) {
+        o.insert("account".to_owned(), json!(account.as_str()));
+    }
+    options
+}
+
+/// The account a run was made for (its `options.account`; absent: the default account).
+fn run_account(options: &serde_json::Value) -> anyhow::Result<AccountName> {
+    match options.get("account").and_then(serde_json::Value::as_str) {
+        None => Ok(AccountName::default_account()),
+        Some(a) => AccountName::parse(a).map_err(|e| anyhow::anyhow!("the run's recorded account: {e}")),
+    }
 }
 
 /// Take the database's run lock for `run_id`, or explain who holds it (exit 73).
@@ -160,21 +189,44 @@ async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit>
         Err(_) => env_zone(),
     };
     // Manifest errors first (exit 65): the operator learns about them even without credentials.
-    let set = crate::manifest::load_set(&args.manifests, default_zone.as_ref())?;
+    let input = ConfigInput { endpoint: None, config: args.exec.api.config.clone() };
+    let zones = if args.simulate {
+        Default::default()
+    } else {
+        config::account_zones(&input, std::env::var_os("HOME").map(PathBuf::from).as_deref())
+    };
+    let set = crate::manifest::load_set_zoned(&args.manifests, default_zone.as_ref(), &zones)?;
     for w in &set.warnings {
         tracing::warn!("{w}");
     }
-    let target = target?;
-    let rate = rate_of(&args.exec, target.simulate);
-    let store = Store::open(&db_path(global, target.simulate)?).await?;
-    let standings = store.standings(&target.recorded_endpoint, &target.settings.credentials.access_key_id).await?;
+    let accounts = accounts_of(&set);
+    // Every account's configuration is checked before anything is sent for any of them.
+    let mut targets = Vec::with_capacity(accounts.len());
+    let mut default_target = Some(target);
+    for account in &accounts {
+        let t = match (account.is_default(), default_target.take()) {
+            (true, Some(t)) => t?,
+            (_, kept) => {
+                default_target = kept;
+                Target::resolve_account(&args.exec.api, args.simulate, account).await?
+            }
+        };
+        targets.push(t);
+    }
+    let simulate = targets.first().is_some_and(|t| t.simulate) || args.simulate;
+    let rate = rate_of(&args.exec, simulate);
+    let store = Store::open(&db_path(global, simulate)?).await?;
+    let mut standings = crate::cli::plan::Standings::new();
+    for t in &targets {
+        standings.extend(store.standings(&t.recorded_endpoint, &t.settings.credentials.access_key_id).await?);
+    }
     let today = crate::cli::plan::today();
 
     if args.dry_run {
         let inputs = crate::plan::EstimateInputs {
             rate,
             max_in_flight: args.exec.max_in_flight,
-            poll_interval: poll_interval_of(&args.exec, target.simulate),
+            poll_interval: poll_interval_of(&args.exec, simulate),
             ..Default::default()
         };
         crate::cli::plan::print_plan(&set, today, &standings, &inputs, crate::cli::OutputFormat::Human);
@@ -183,41 +235,77 @@ async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit>
     let done: std::collections::HashSet<_> =
         standings.into_iter().filter(|(_, s)| matches!(s, store::Standing::Done { .. })).map(|(k, _)| k).collect();
 
-    let tasks: Vec<NewTask> = set
-        .tasks
-        .iter()
-        .map(|t| {
-            let key = (t.cluster.to_string(), t.user.to_string(), t.host.to_string());
-            let state = if done.contains(&key) {
-                TaskState::Skipped
-            } else if t.is_not_due(today) {
-                TaskState::NotDue
-            } else {
-                TaskState::Pending
-            };
-            NewTask {
-                cluster: key.0,
-                zone: t.zone.to_string(),
-                user: key.1,
-                host: key.2,
-                state,
-                not_before: t.not_before,
-                due_by: t.due_by,
-            }
-        })
-        .collect();
     let first = set.files.first();
-    let origin = Origin {
-        manifests: set.files.iter().map(|f| (f.path.display().to_string(), f.sha256.clone())).collect(),
-        ticket: first.and_then(|f| f.ticket.clone()),
-        requested_by: first.and_then(|f| f.requested_by.clone()),
-        reason: first.and_then(|f| f.reason.clone()),
-        due_by: set.files.iter().filter_map(|f| f.due_by).min(),
-        retry_of: None,
-    };
-    let run_id =
-        create_locked(&store, &origin.new_run(&target, &args.exec, options_json(&args.exec, rate)), &tasks).await?;
-    drive(global, &store, &target, run_id, &args.exec, rate).await
+    let mut endings = Vec::with_capacity(targets.len());
+    let mut not_started = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        // A run that stopped (a signal, the deadline, an unavailable API) stops the command:
+        // the next accounts are left for the same command to do later.
+        if endings.last().is_some_and(|e: &Ending| !matches!(e.exit, Exit::Ok | Exit::TasksFailed)) {
+            not_started.push(target.account.clone());
+            continue;
+        }
+        let tasks: Vec<NewTask> = set
+            .tasks
+            .iter()
+            .filter(|t| t.account_name() == target.account)
+            .map(|t| {
+                let key = (t.cluster.to_string(), t.user.to_string(), t.host.to_string());
+                let state = if done.contains(&key) {
+                    TaskState::Skipped
+                } else if t.is_not_due(today) {
+                    TaskState::NotDue
+                } else {
+                    TaskState::Pending
+                };
+                NewTask {
+                    cluster: key.0,
+                    zone: t.zone.to_string(),
+                    user: key.1,
+                    host: key.2,
+                    state,
+                    not_before: t.not_before,
+                    due_by: t.due_by,
+                }
+            })
+            .collect();
+        let origin = Origin {
+            manifests: set.files.iter().map(|f| (f.path.display().to_string(), f.sha256.clone())).collect(),
+            ticket: first.and_then(|f| f.ticket.clone()),
+            requested_by: first.and_then(|f| f.requested_by.clone()),
+            reason: first.and_then(|f| f.reason.clone()),
+            due_by: set.files.iter().filter_map(|f| f.due_by).min(),
+            retry_of: None,
+        };
+        let options = options_json(&args.exec, rate, &target.account);
+        let run_id = match create_locked(&store, &origin.new_run(target, &args.exec, options), &tasks).await {
+            Ok(id) => id,
+            // The first account's refusal is the command's; a later one ends what ran so far.
+            Err(e) if endings.is_empty() => return Err(e),
+            Err(e) => {
+                tracing::error!(account = %target.account, "{e:#}");
+                not_started.extend(targets[i..].iter().map(|t| t.account.clone()));
+                break;
+            }
+        };
+        endings.push(drive(global, &store, target, run_id, &args.exec, rate, i == 0).await?);
+    }
+    conclude(&args.exec, endings, not_started).await
+}
+
+/// The accounts the tasks of `set` belong to, in the order first met.
+pub(crate) fn accounts_of(set: &crate::manifest::ManifestSet) -> Vec<AccountName> {
+    let mut out: Vec<AccountName> = Vec::new();
+    for t in &set.tasks {
+        let a = t.account_name();
+        if !out.contains(&a) {
+            out.push(a);
+        }
+    }
+    if out.is_empty() {
+        out.push(AccountName::default_account());
+    }
+    out
 }
 
 /// Where a run's work comes from: manifests and their ticket metadata, copied from a plan file
@@ -255,7 +343,12 @@ impl Origin {
 /// sent, nothing written) when the file was edited, was made for another endpoint or key, or
 /// fails the two-person rule.
 async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Path) -> anyhow::Result<Exit> {
-    let target = Target::resolve(&args.exec.api, args.simulate).await?;
+    // The plan names its account; the approved load below checks the same bytes' hash again.
+    let account = match PlanFile::load(plan_path)?.account {
+        Some(a) => AccountName::parse(&a).map_err(|e| anyhow::anyhow!("{}: account: {e}", plan_path.display()))?,
+        None => AccountName::default_account(),
+    };
+    let target = Target::resolve_account(&args.exec.api, args.simulate, &account).await?;
     let access_key_id = target.settings.credentials.access_key_id.clone();
     let asked = planfile::ApprovalArgs::new(
         args.approved_by.as_deref(),
@@ -263,11 +356,16 @@ async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Pa
         args.require_approval,
     );
     let (plan, approval) = PlanFile::load_approved(plan_path, &target.recorded_endpoint, &access_key_id, &asked)?;
+    if plan.account.as_deref().unwrap_or(AccountName::DEFAULT) != account.as_str() {
+        return Err(
+            Coded::new(Exit::DataErr, format!("{}: the plan changed while it was read", plan_path.display())).into()
+        );
+    }
     let rate = rate_of(&args.exec, target.simulate);
     let store = Store::open(&db_path(global, target.simulate)?).await?;
     let done = store.done_keys(&target.recorded_endpoint, &access_key_id).await?;
     let tasks = plan.new_tasks(|c, u, h| done.contains(&(c.to_owned(), u.to_owned(), h.to_owned())));
-    let mut options = options_json(&args.exec, rate);
+    let mut options = options_json(&args.exec, rate, &account);
     let extra = plan.run_options(plan_path, &approval);
     if let (Some(o), serde_json::Value::Object(extra)) = (options.as_object_mut(), extra) {
         o.extend(extra);
@@ -290,7 +388,8 @@ async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Pa
         retry_of: None,
     };
     let run_id = create_locked(&store, &origin.new_run(&target, &args.exec, options), &tasks).await?;
-    drive(global, &store, &target, run_id, &args.exec, rate).await
+    let ending = drive(global, &store, &target, run_id, &args.exec, rate, true).await?;
+    conclude(&args.exec, vec![ending], Vec::new()).await
 }
 
 /// Record a new run and take the run lock for it in one transaction. When another run holds
@@ -335,7 +434,8 @@ async fn resume_command(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result
             }
         },
     };
-    let target = Target::resolve(&args.exec.api, args.simulate || run.simulated).await?;
+    let account = run_account(&run.options)?;
+    let target = Target::resolve_account(&args.exec.api, args.simulate || run.simulated, &account).await?;
     if run.endpoint != target.recorded_endpoint || run.access_key_id != target.settings.credentials.access_key_id {
         return Err(Coded::new(
             Exit::Config,
@@ -375,7 +475,8 @@ async fn resume_command(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result
             json!({ "pid": std::process::id(), "host": store::this_host(), "operator": operator(&args.exec) }),
         )
         .await?;
-    drive(global, &store, &target, run.id, &args.exec, rate).await
+    let ending = drive(global, &store, &target, run.id, &args.exec, rate, true).await?;
+    conclude(&args.exec, vec![ending], Vec::new()).await
 }
 
 pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit> {
@@ -394,7 +495,8 @@ async fn retry_command(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<E
         say(&args.exec, &format!("run {} has no failed tasks; nothing to retry", old.id));
         return Ok(Exit::Ok);
     }
-    let target = Target::resolve(&args.exec.api, args.simulate || old.simulated).await?;
+    let account = run_account(&old.options)?;
+    let target = Target::resolve_account(&args.exec.api, args.simulate || old.simulated, &account).await?;
     let rate = rate_of(&args.exec, target.simulate);
     let tasks: Vec<NewTask> = failed
         .iter()
@@ -416,10 +518,11 @@ async fn retry_command(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<E
         due_by: old.due_by,
         retry_of: Some(old.id),
     };
-    let run_id =
-        create_locked(&store, &origin.new_run(&target, &args.exec, options_json(&args.exec, rate)), &tasks).await?;
+    let options = options_json(&args.exec, rate, &account);
+    let run_id = create_locked(&store, &origin.new_run(&target, &args.exec, options), &tasks).await?;
     say(&args.exec, &format!("run {run_id} retries the {} failed task(s) of run {}", tasks.len(), old.id));
-    drive(global, &store, &target, run_id, &args.exec, rate).await
+    let ending = drive(global, &store, &target, run_id, &args.exec, rate, true).await?;
+    conclude(&args.exec, vec![ending], Vec::new()).await
 }
 
 /// A run that ended with an error (before its summary, or one that could not start: 65, 73,
@@ -428,7 +531,7 @@ async fn retry_command(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<E
 async fn ended_with_error(exec: &ExecOpts, outcome: anyhow::Result<Exit>) -> anyhow::Result<Exit> {
     if let Err(e) = &outcome {
         let code = crate::exit::code_for(e).code();
-        write_metrics(exec, code, None);
+        write_metrics(exec, code, &[]);
         if let Some(p) = exec.ping_url.as_deref().map(Pinger::new) {
             p.send(&format!("/{code}"), format!("qc-offboard ended with exit {code}: {e:#}")).await;
         }
@@ -437,9 +540,9 @@ async fn ended_with_error(exec: &ExecOpts, outcome: anyhow::Result<Exit>) -> any
 }
 
 /// `--metrics-file`: best effort, like the pings; a failure is a warning, never the run's exit.
-fn write_metrics(exec: &ExecOpts, exit_code: u8, result: Option<&RunResult>) {
+fn write_metrics(exec: &ExecOpts, exit_code: u8, results: &[&RunResult]) {
     let Some(path) = &exec.metrics_file else { return };
-    let text = crate::cli::metrics::render(exit_code, chrono::Utc::now(), result);
+    let text = crate::cli::metrics::render(exit_code, chrono::Utc::now(), results);
     if let Err(e) = crate::cli::metrics::write_atomically(path, &text) {
         tracing::warn!(path = %path.display(), error = %e, "could not write the metrics file");
     }
@@ -453,8 +556,16 @@ fn say(exec: &ExecOpts, line: &str) {
     }
 }
 
+/// How one account's run ended.
+struct Ending {
+    exit: Exit,
+    summary: String,
+    result: RunResult,
+}
+
 /// Execute a run that exists in the database and holds the lock; finish it, release the lock,
-/// print the summary, send the pings.
+/// print its summary (`--output human`). `first`: the command's first run, which sends the
+/// start ping.
 async fn drive(
     global: &GlobalOpts,
     store: &Store,
@@ -462,27 +573,73 @@ async fn drive(
     run_id: i64,
     exec: &ExecOpts,
     rate: Rate,
-) -> anyhow::Result<Exit> {
-    let pinger = exec.ping_url.as_deref().map(Pinger::new);
-    if let Some(p) = &pinger {
+    first: bool,
+) -> anyhow::Result<Ending> {
+    if let (Some(p), true) = (exec.ping_url.as_deref().map(Pinger::new), first) {
         p.send("/start", format!("qc-offboard run {run_id} started")).await;
     }
     let outcome = drive_inner(global, store, target, run_id, exec, rate).await;
     if let Err(e) = store.release_lock(run_id).await {
         tracing::warn!("could not release the run lock: {e}");
     }
-    let (exit, summary, result) = match outcome {
-        Ok(v) => v,
-        // The caller reports the error, to the ping URL too.
-        Err(e) => return Err(e),
-    };
+    // An error is reported by the caller, to the ping URL too.
+    let (exit, summary, result) = outcome?;
     result.log();
-    write_metrics(exec, exit.code(), Some(&result));
-    match exec.output {
-        OutputFormat::Human => println!("{summary}"),
-        OutputFormat::Json => println!("{}", serde_json::to_string(&result)?),
+    if exec.output == OutputFormat::Human {
+        println!("{summary}");
     }
-    if let Some(p) = &pinger {
+    Ok(Ending { exit, summary, result })
+}
+
+/// The end of a command's runs: one exit code for all of them, the metrics file, the JSON
+/// result and the final ping. Several accounts' runs end with the worst of their codes, at
+/// least 75 when an account was not started.
+async fn conclude(exec: &ExecOpts, endings: Vec<Ending>, not_started: Vec<AccountName>) -> anyhow::Result<Exit> {
+    let rank = |e: Exit| match e {
+        Exit::Ok => 0,
+        Exit::TasksFailed => 1,
+        Exit::TempFail => 2,
+        _ => 3,
+    };
+    let mut exit = endings.iter().map(|e| e.exit).max_by_key(|e| rank(*e)).unwrap_or(Exit::Ok);
+    if !not_started.is_empty() && rank(exit) < rank(Exit::TempFail) {
+        exit = Exit::TempFail;
+    }
+    let results: Vec<&RunResult> = endings.iter().map(|e| &e.result).collect();
+    write_metrics(exec, exit.code(), &results);
+    let several = endings.len() > 1 || !not_started.is_empty();
+    let mut summary = endings.iter().map(|e| e.summary.as_str()).collect::<Vec<_>>().join("\n");
+    if several {
+        let mut line = format!(
+            "accounts: {}",
+            endings
+                .iter()
+                .map(|e| format!("{} run {} exit {}", e.result.account, e.result.run_id, e.exit.code()))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        if !not_started.is_empty() {
+            line.push_str(&format!(
+                "; not started: {} (the same command does them later)",
+                not_started.iter().map(AccountName::as_str).collect::<Vec<_>>().join(", ")
+            ));
+        }
+        line.push_str(&format!(" — exit {}", exit.code()));
+        summary.push_str(&format!("\n{line}"));
+        if exec.output == OutputFormat::Human {
+            println!("{line}");
+        }
+    }
+    if exec.output == OutputFormat::Json {
+        if several {
+            let not_started: Vec<&str> = not_started.iter().map(AccountName::as_str).collect();
+            let all = json!({ "exit_code": exit.code(), "runs": results, "not_started": not_started });
+            println!("{}", serde_json::to_string(&all)?);
+        } else if let Some(r) = results.first() {
+            println!("{}", serde_json::to_string(r)?);
+        }
+    }
+    if let Some(p) = exec.ping_url.as_deref().map(Pinger::new) {
         // Healthchecks.io's convention: `/0` is a success, any other code a failure.
         p.send(&format!("/{}", exit.code()), summary).await;
     }
@@ -632,6 +789,7 @@ async fn drive_inner(
     }
     let result = RunResult {
         run_id,
+        account: target.account.to_string(),
         exit_code: exit.code(),
         tasks: rows.len() as u64,
         counts: OutcomeCounts {
@@ -669,6 +827,8 @@ async fn drive_inner(
 #[derive(Debug, Clone, serde::Serialize)]
 pub struct RunResult {
     pub run_id: i64,
+    /// The QingCloud account (config profile) the run was for.
+    pub account: String,
     pub exit_code: u8,
     pub tasks: u64,
     pub counts: OutcomeCounts,
@@ -751,6 +911,7 @@ impl RunResult {
         let failed_accounts = serde_json::to_string(&self.failed).unwrap_or_default();
         tracing::info!(
             run_id = self.run_id,
+            account = %self.account,
             exit_code = self.exit_code,
             tasks = self.tasks,
             deleted = c.deleted,

@@ -5,7 +5,7 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::locate::{Seg, YamlPath};
-use super::model::{ClusterId, HostSpec, Task, UserName, Zone};
+use super::model::{AccountName, ClusterId, HostSpec, Task, UserName, Zone};
 use super::raw::{RawAccount, RawClusterRef, RawManifest};
 
 /// The only manifest version that exists.
@@ -62,7 +62,11 @@ struct Ctx<'a> {
     zone: Inherited<Zone>,
     host: Inherited<HostSpec>,
     fallback_zone: Option<&'a Zone>,
+    /// Zones of named accounts, for their clusters that give none.
+    account_zones: &'a std::collections::HashMap<AccountName, Zone>,
     due_by: Option<DateTime<Utc>>,
+    /// The file's `account` (`None`: the default account).
+    account: Inherited<AccountName>,
 }
 
 fn path(segs: &[Seg]) -> YamlPath {
@@ -83,6 +87,23 @@ impl Ctx<'_> {
                 None
             }
         }
+    }
+
+    /// A cluster's zone: its own, else `defaults.zone`, else its account's, else the caller's
+    /// fallback.
+    fn zone_of(
+        &mut self,
+        own: Option<&str>,
+        at: &[Seg],
+        cluster: &str,
+        account: Option<&Option<AccountName>>,
+    ) -> Option<Zone> {
+        if own.is_none() && matches!(self.zone, Inherited::Absent) {
+            if let Some(z) = account.and_then(Option::as_ref).and_then(|a| self.account_zones.get(a)) {
+                return Some(z.clone());
+            }
+        }
+        self.zone(own, at, cluster)
     }
 
     /// A cluster's zone: its own, else `defaults.zone`, else the caller's fallback.
@@ -107,6 +128,21 @@ impl Ctx<'_> {
                     None
                 }
             },
+        }
+    }
+
+    /// A cluster's QingCloud account: its own, else the file's, else the default account
+    /// (`Some(None)`). `None` when a value was refused (already reported).
+    fn account(&mut self, own: Option<&str>, at: &[Seg]) -> Option<Option<AccountName>> {
+        if let Some(a) = own {
+            let mut p = path(at);
+            p.push(Seg::Key("account"));
+            return self.parse(a.trim(), AccountName::parse, &p).map(|a| (!a.is_default()).then_some(a));
+        }
+        match &self.account {
+            Inherited::Given(a) => Some(Some(a.clone())),
+            Inherited::Refused => None,
+            Inherited::Absent => Some(None),
         }
     }
 
@@ -183,7 +219,11 @@ pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
 
 /// Check a whole document. `None` is an empty document. `fallback_zone` is the zone for
 /// clusters that name none, neither themselves nor in `defaults`.
-pub(crate) fn check(raw: Option<RawManifest>, fallback_zone: Option<&Zone>) -> (Checked, Vec<(YamlPath, String)>) {
+pub(crate) fn check(
+    raw: Option<RawManifest>,
+    fallback_zone: Option<&Zone>,
+    account_zones: &std::collections::HashMap<AccountName, Zone>,
+) -> (Checked, Vec<(YamlPath, String)>) {
     let mut out = Checked::default();
     let Some(raw) = raw else {
         return (
@@ -191,8 +231,15 @@ pub(crate) fn check(raw: Option<RawManifest>, fallback_zone: Option<&Zone>) -> (
             vec![(Vec::new(), "manifest is empty; it needs `version: 1` and `clusters:` or `users:`".into())],
         );
     };
-    let mut cx =
-        Ctx { errors: Vec::new(), zone: Inherited::Absent, host: Inherited::Absent, fallback_zone, due_by: None };
+    let mut cx = Ctx {
+        errors: Vec::new(),
+        zone: Inherited::Absent,
+        host: Inherited::Absent,
+        fallback_zone,
+        account_zones,
+        due_by: None,
+        account: Inherited::Absent,
+    };
 
     match raw.version.as_deref() {
         None => cx.err(Vec::new(), "version is missing; start the manifest with `version: 1`"),
@@ -202,6 +249,13 @@ pub(crate) fn check(raw: Option<RawManifest>, fallback_zone: Option<&Zone>) -> (
     out.ticket = raw.ticket;
     out.requested_by = raw.requested_by;
     out.reason = raw.reason;
+    if let Some(a) = raw.account.as_deref() {
+        cx.account = match cx.parse(a.trim(), AccountName::parse, &[Seg::Key("account")]) {
+            Some(a) if a.is_default() => Inherited::Absent,
+            Some(a) => Inherited::Given(a),
+            None => Inherited::Refused,
+        };
+    }
     if let Some(s) = raw.due_by.as_deref() {
         out.due_by = cx.parse(s, parse_instant, &[Seg::Key("due_by")]);
         cx.due_by = out.due_by;
@@ -236,7 +290,8 @@ pub(crate) fn check(raw: Option<RawManifest>, fallback_zone: Option<&Zone>) -> (
                 None
             }
         };
-        let zone = cx.zone(c.zone.as_deref(), &at, c.id.as_deref().unwrap_or("?"));
+        let account = cx.account(c.account.as_deref(), &at);
+        let zone = cx.zone_of(c.zone.as_deref(), &at, c.id.as_deref().unwrap_or("?"), account.as_ref());
         let accounts = c.users.as_deref().unwrap_or_default();
         if accounts.is_empty() {
             cx.err(path(&at), format!("cluster {:?} lists no users", c.id.as_deref().unwrap_or("?")));
@@ -264,7 +319,9 @@ pub(crate) fn check(raw: Option<RawManifest>, fallback_zone: Option<&Zone>) -> (
                     (user, host, nb, due, ok)
                 }
             };
-            if let (Some(cluster), Some(zone), Some(user), Some(host), true) = (&id, &zone, user, host, ok) {
+            if let (Some(cluster), Some(zone), Some(account), Some(user), Some(host), true) =
+                (&id, &zone, &account, user, host, ok)
+            {
                 out.tasks.push(Task {
                     cluster: cluster.clone(),
                     zone: zone.clone(),
@@ -272,6 +329,7 @@ pub(crate) fn check(raw: Option<RawManifest>, fallback_zone: Option<&Zone>) -> (
                     host,
                     not_before: nb,
                     due_by: due,
+                    account: account.clone(),
                 });
                 out.origins.push(Origin::Cluster { cluster: ci, user: ui });
             }
@@ -295,10 +353,11 @@ pub(crate) fn check(raw: Option<RawManifest>, fallback_zone: Option<&Zone>) -> (
         }
         for (ci, r) in refs.iter().enumerate() {
             let at = [Seg::Key("users"), Seg::Index(ui), Seg::Key("clusters"), Seg::Index(ci)];
-            let (id, zone) = match r {
+            let (id, zone, account) = match r {
                 RawClusterRef::Short(id) => {
                     let cluster = cx.parse(id, ClusterId::parse, &at);
-                    (cluster, cx.zone(None, &at, id))
+                    let account = cx.account(None, &at);
+                    (cluster, cx.zone_of(None, &at, id, account.as_ref()), account)
                 }
                 RawClusterRef::Full(f) => {
                     let mut id_at = at.to_vec();
@@ -310,10 +369,14 @@ pub(crate) fn check(raw: Option<RawManifest>, fallback_zone: Option<&Zone>) -> (
                             None
                         }
                     };
-                    (cluster, cx.zone(f.zone.as_deref(), &at, f.id.as_deref().unwrap_or("?")))
+                    let account = cx.account(f.account.as_deref(), &at);
+                    let zone = cx.zone_of(f.zone.as_deref(), &at, f.id.as_deref().unwrap_or("?"), account.as_ref());
+                    (cluster, zone, account)
                 }
             };
-            if let (Some(cluster), Some(zone), Some(user), Some(host), true) = (id, zone, &user, &host, ok) {
+            if let (Some(cluster), Some(zone), Some(account), Some(user), Some(host), true) =
+                (id, zone, account, &user, &host, ok)
+            {
                 out.tasks.push(Task {
                     cluster,
                     zone,
@@ -321,6 +384,7 @@ pub(crate) fn check(raw: Option<RawManifest>, fallback_zone: Option<&Zone>) -> (
                     host: host.clone(),
                     not_before: nb,
                     due_by: due,
+                    account,
                 });
                 out.origins.push(Origin::User { user: ui, cluster: ci });
             }
@@ -336,7 +400,7 @@ mod tests {
     fn run(yaml: &str, zone: Option<&str>) -> (Checked, Vec<String>) {
         let raw = super::super::raw::from_yaml(yaml).expect("well-formed");
         let z = zone.map(|z| Zone::parse(z).unwrap());
-        let (c, errs) = check(raw, z.as_ref());
+        let (c, errs) = check(raw, z.as_ref(), &Default::default());
         (c, errs.into_iter().map(|(p, r)| format!("{}: {r}", super::super::locate::display(&p))).collect())
     }
 

@@ -51,7 +51,7 @@ use locate::{Pos, Seg, YamlPath};
 pub use check::{parse_date, parse_instant, DEFAULT_HOST, VERSION};
 pub use raw::{json_schema, MAX_ENTRIES, MAX_FLOW_DEPTH};
 
-pub use model::{Account, ClusterId, HostSpec, Task, TaskKey, UserName, Zone};
+pub use model::{Account, AccountName, ClusterId, HostSpec, Task, TaskKey, UserName, Zone};
 
 /// One reason a manifest is refused, with where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,17 +150,28 @@ struct Loaded {
 /// Load and check one manifest file on its own. Clusters must get their zone from the file
 /// (their own `zone` or `defaults.zone`); see [`load_set`] for a fallback zone and merging.
 pub fn load(path: &Path) -> Result<ManifestFile, ManifestErrors> {
-    read_checked(path, None).map(|l| l.file).map_err(ManifestErrors)
+    read_checked(path, None, &HashMap::new()).map(|l| l.file).map_err(ManifestErrors)
 }
 
 /// Load and check a set of manifests as one: every error of every file is reported, and
 /// nothing is returned unless all are valid. `default_zone` is the zone of clusters for which
 /// neither the cluster entry nor the file's `defaults.zone` gives one.
 pub fn load_set(paths: &[PathBuf], default_zone: Option<&Zone>) -> Result<ManifestSet, ManifestErrors> {
+    load_set_zoned(paths, default_zone, &HashMap::new())
+}
+
+/// [`load_set`] where a cluster of a named QingCloud account that gives no zone (neither
+/// itself nor `defaults.zone`) takes its account's zone from `account_zones` before
+/// `default_zone`.
+pub fn load_set_zoned(
+    paths: &[PathBuf],
+    default_zone: Option<&Zone>,
+    account_zones: &HashMap<AccountName, Zone>,
+) -> Result<ManifestSet, ManifestErrors> {
     let mut errors = Vec::new();
     let mut loaded = Vec::with_capacity(paths.len());
     for path in paths {
-        match read_checked(path, default_zone) {
+        match read_checked(path, default_zone, account_zones) {
             Ok(l) => loaded.push(l),
             Err(mut e) => errors.append(&mut e),
         }
@@ -172,7 +183,11 @@ pub fn load_set(paths: &[PathBuf], default_zone: Option<&Zone>) -> Result<Manife
     Ok(ManifestSet { files: loaded.into_iter().map(|l| l.file).collect(), tasks: merged.0, warnings: merged.1 })
 }
 
-fn read_checked(path: &Path, default_zone: Option<&Zone>) -> Result<Loaded, Vec<ManifestError>> {
+fn read_checked(
+    path: &Path,
+    default_zone: Option<&Zone>,
+    account_zones: &HashMap<AccountName, Zone>,
+) -> Result<Loaded, Vec<ManifestError>> {
     let whole = |reason: String| vec![ManifestError::at(path, Pos::START, reason)];
     let bytes = read_bounded(path).map_err(whole)?;
     let sha256 = hex::encode(Sha256::digest(&bytes));
@@ -231,7 +246,7 @@ fn read_checked(path: &Path, default_zone: Option<&Zone>) -> Result<Loaded, Vec<
         )]);
     }
     let raw = raw::from_yaml(&text).map_err(|e| vec![yaml_error(path, &text, &e)])?;
-    let (checked, problems) = check::check(raw, default_zone);
+    let (checked, problems) = check::check(raw, default_zone, account_zones);
     if !problems.is_empty() {
         let paths: Vec<&[Seg]> = problems.iter().map(|(p, _)| p.as_slice()).collect();
         let positions = locate::locate(&text, &paths);
@@ -378,7 +393,7 @@ fn merge(loaded: &[Loaded]) -> Result<(Vec<Task>, Vec<String>), ManifestErrors> 
     // Where each merged task was first written: (file index, task index in that file).
     let mut first: Vec<(usize, usize)> = Vec::with_capacity(total);
     let mut index: HashMap<TaskKey, usize> = HashMap::with_capacity(total);
-    let mut zones: HashMap<&ClusterId, (&Zone, usize, usize)> = HashMap::new();
+    let mut zones: HashMap<&ClusterId, (&Zone, &Option<AccountName>, usize, usize)> = HashMap::new();
     // (later occurrence, earlier occurrence), each as (file, task); located only if any.
     let mut conflicts = Vec::new();
     let mut repeats = Vec::new();
@@ -386,14 +401,14 @@ fn merge(loaded: &[Loaded]) -> Result<(Vec<Task>, Vec<String>), ManifestErrors> 
         for (ti, task) in l.file.tasks.iter().enumerate() {
             match zones.entry(&task.cluster) {
                 Entry::Occupied(o) => {
-                    let (zone, f0, t0) = *o.get();
-                    if zone != &task.zone {
+                    let (zone, account, f0, t0) = *o.get();
+                    if zone != &task.zone || account != &task.account {
                         conflicts.push(((fi, ti), (f0, t0)));
                         continue;
                     }
                 }
                 Entry::Vacant(v) => {
-                    v.insert((&task.zone, fi, ti));
+                    v.insert((&task.zone, &task.account, fi, ti));
                 }
             }
             match index.entry(task.key()) {
@@ -429,21 +444,32 @@ fn merge(loaded: &[Loaded]) -> Result<(Vec<Task>, Vec<String>), ManifestErrors> 
                 .iter()
                 .map(|&(later, earlier)| {
                     let t = &loaded[later.0].file.tasks[later.1];
-                    let zone0 = &loaded[earlier.0].file.tasks[earlier.1].zone;
+                    let t0 = &loaded[earlier.0].file.tasks[earlier.1];
                     let (file, pos) = at(later);
                     let (f0, p0) = at(earlier);
-                    ManifestError::at(
-                        &file,
-                        pos,
+                    let reason = if t.zone != t0.zone {
                         format!(
-                            "cluster {} is in zone {} here but in zone {zone0} at {}:{}:{}; a cluster has one zone",
+                            "cluster {} is in zone {} here but in zone {} at {}:{}:{}; a cluster has one zone",
                             t.cluster,
                             t.zone,
+                            t0.zone,
                             f0.display(),
                             p0.line,
                             p0.column
-                        ),
-                    )
+                        )
+                    } else {
+                        format!(
+                            "cluster {} is under account {} here but under account {} at {}:{}:{}; a cluster \
+                             belongs to one QingCloud account",
+                            t.cluster,
+                            t.account_name(),
+                            t0.account_name(),
+                            f0.display(),
+                            p0.line,
+                            p0.column
+                        )
+                    };
+                    ManifestError::at(&file, pos, reason)
                 })
                 .collect(),
         ));

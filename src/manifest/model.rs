@@ -45,6 +45,37 @@ string_newtype!(ClusterId);
 string_newtype!(Zone);
 string_newtype!(UserName);
 string_newtype!(HostSpec);
+string_newtype!(AccountName);
+
+impl AccountName {
+    /// The account of a manifest that names none: the config file's top-level key pair (the
+    /// qingcloud-cli `config.yaml` as it is) and the `QINGCLOUD_*` variables.
+    pub const DEFAULT: &'static str = "default";
+
+    /// A name of the config file's `accounts:`: lower-case letters, digits, `-` and `_`,
+    /// starting with a letter, at most 32 characters.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let ok = s.len() <= 32
+            && s.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+            && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(format!(
+                "account {s:?} does not match [a-z][a-z0-9_-]* (at most 32 characters; accounts are named in the \
+                 config file's `accounts:`)"
+            ))
+        }
+    }
+
+    pub fn default_account() -> Self {
+        Self(Self::DEFAULT.to_owned())
+    }
+
+    pub fn is_default(&self) -> bool {
+        self.0 == Self::DEFAULT
+    }
+}
 
 impl ClusterId {
     /// `cl-` followed by one or more lower-case letters or digits.
@@ -228,6 +259,10 @@ pub struct Task {
     pub not_before: Option<NaiveDate>,
     /// Deadline; `report` marks tasks finished after it as late.
     pub due_by: Option<DateTime<Utc>>,
+    /// The QingCloud account (config profile) the cluster belongs to; `None` is the default
+    /// account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountName>,
 }
 
 /// What makes two tasks the same work, whatever their dates.
@@ -239,6 +274,11 @@ pub struct TaskKey {
 }
 
 impl Task {
+    /// The account this task runs under.
+    pub fn account_name(&self) -> AccountName {
+        self.account.clone().unwrap_or_else(AccountName::default_account)
+    }
+
     pub fn key(&self) -> TaskKey {
         TaskKey { cluster: self.cluster.clone(), user: self.user.clone(), host: self.host.clone() }
     }

@@ -27,6 +27,10 @@ pub(crate) struct RawManifest {
     pub reason: Option<String>,
     #[schemars(with = "Option<Text>")]
     pub due_by: Option<String>,
+    /// The QingCloud account (a name under the config file's `accounts:`) of every cluster the
+    /// file lists that names none; absent: the default account.
+    #[schemars(with = "Option<Text>")]
+    pub account: Option<String>,
     pub defaults: Option<RawDefaults>,
     pub clusters: Option<Vec<RawCluster>>,
     pub users: Option<Vec<RawUser>>,
@@ -51,6 +55,9 @@ pub(crate) struct RawCluster {
     pub id: Option<String>,
     #[schemars(with = "Option<Text>")]
     pub zone: Option<String>,
+    /// The QingCloud account the cluster belongs to (overrides the file's `account`).
+    #[schemars(with = "Option<Text>")]
+    pub account: Option<String>,
     pub users: Option<Vec<RawAccount>>,
 }
 
@@ -106,6 +113,9 @@ pub(crate) struct RawClusterRefFull {
     pub id: Option<String>,
     #[schemars(with = "Option<Text>")]
     pub zone: Option<String>,
+    /// The QingCloud account the cluster belongs to (overrides the file's `account`).
+    #[schemars(with = "Option<Text>")]
+    pub account: Option<String>,
 }
 
 /// A value read as the scalar's own text: YAML's plain `1` or `true` are text here too.

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::manifest::model::Zone;
+use crate::manifest::model::{AccountName, Zone};
 
 /// The endpoint used when neither a flag, the environment nor the config file names one.
 pub const DEFAULT_ENDPOINT: &str = "https://api.qingcloud.com/iaas/";
@@ -45,7 +45,7 @@ pub const DEFAULT_CONFIG_RELATIVE: &str = ".qingcloud/config.yaml";
 /// into it, and that value must not be sent, stored or printed.
 pub const ACCESS_KEY_ID_LEN: std::ops::RangeInclusive<usize> = 4..=64;
 
-const KNOWN_KEYS: [&str; 11] = [
+const KNOWN_KEYS: [&str; 12] = [
     "qy_access_key_id",
     "qy_secret_access_key",
     "zone",
@@ -58,7 +58,16 @@ const KNOWN_KEYS: [&str; 11] = [
     "http_socket_timeout",
     // qc-offboard's own: which answers mean "the account does not exist" (`--absent-on`).
     "absent_on",
+    // qc-offboard's own: further QingCloud accounts, by name, each a mapping of the keys above.
+    "accounts",
 ];
+
+/// Environment variables of a named account: `QINGCLOUD_ACCESS_KEY_<NAME>` and
+/// `QINGCLOUD_SECRET_KEY_<NAME>`, the name upper-cased with `-` written `_`.
+pub fn account_env_names(account: &AccountName) -> (String, String) {
+    let suffix = account.as_str().to_ascii_uppercase().replace('-', "_");
+    (format!("{ENV_ACCESS_KEY}_{suffix}"), format!("{ENV_SECRET_KEY}_{suffix}"))
+}
 
 /// The API key pair. `Debug` and `Display` show the access key id only.
 #[derive(Clone)]
@@ -205,6 +214,12 @@ pub enum ConfigError {
     Endpoint { value: String, source_name: String, reason: String },
     #[error("{0}")]
     Invalid(String),
+    #[error(
+        "no QingCloud account {account:?}: the config file {config} names these under `accounts:`: {known}; \
+         add `accounts: {{{account}: {{qy_access_key_id: ..., qy_secret_access_key: ...}}}}` there, or set {env} \
+         and its secret key variable"
+    )]
+    UnknownAccount { account: String, config: String, known: String, env: String },
     /// The value is not shown: it may be the secret key (see [`ACCESS_KEY_ID_LEN`]).
     #[error(
         "the access key id from {source_name} is not an access key id (they are {}-{} upper-case letters and \
@@ -222,6 +237,20 @@ pub fn resolve(
     env: &dyn Fn(&str) -> Option<String>,
     home: Option<&Path>,
 ) -> Result<Resolved, ConfigError> {
+    resolve_account(input, env, home, &AccountName::default_account())
+}
+
+/// [`resolve`] for one QingCloud account. The default account is the config file's top level
+/// (the qingcloud-cli file as it is) with `QINGCLOUD_ACCESS_KEY`/`QINGCLOUD_SECRET_KEY`/
+/// `QINGCLOUD_ZONE`; a named account is the file's `accounts.<name>` with the variables of
+/// [`account_env_names`]. `--endpoint` applies to every account; a named account without
+/// `host`/`port`/`protocol`/`uri` of its own uses the top level's.
+pub fn resolve_account(
+    input: &ConfigInput,
+    env: &dyn Fn(&str) -> Option<String>,
+    home: Option<&Path>,
+    account: &AccountName,
+) -> Result<Resolved, ConfigError> {
     let env_value = |name: &str| env(name).map(|v| v.trim().to_owned()).filter(|v| !v.is_empty());
     let mut warnings = Vec::new();
 
@@ -237,14 +266,38 @@ pub fn resolve(
         }
         (None, None) => (None, format!("~/{DEFAULT_CONFIG_RELATIVE} (no home directory)")),
     };
-    let file_ref = file.as_ref();
+    let top = file.as_ref();
+    let (env_ak_name, env_sk_name) = if account.is_default() {
+        (ENV_ACCESS_KEY.to_owned(), ENV_SECRET_KEY.to_owned())
+    } else {
+        account_env_names(account)
+    };
+    let profile = if account.is_default() {
+        top
+    } else {
+        match top.and_then(|f| f.accounts.get(account.as_str())) {
+            Some(p) => Some(p),
+            // The environment alone may give a named account its key pair.
+            None if env_value(&env_ak_name).is_some() => None,
+            None => {
+                let known: Vec<&str> = top.map(|f| f.accounts.keys().map(String::as_str).collect()).unwrap_or_default();
+                return Err(ConfigError::UnknownAccount {
+                    account: account.to_string(),
+                    config: config_path_note,
+                    known: if known.is_empty() { "none".to_owned() } else { known.join(", ") },
+                    env: env_ak_name,
+                });
+            }
+        }
+    };
+    let file_ref = profile;
 
     // Endpoint.
     let (endpoint, endpoint_source) = match &input.endpoint {
         Some(raw) if !raw.trim().is_empty() => {
             (parse_endpoint(raw.trim(), "--endpoint / QINGCLOUD_ENDPOINT")?, Source::Flag)
         }
-        _ => match file_ref.and_then(FileConfig::endpoint_text) {
+        _ => match file_ref.and_then(FileConfig::endpoint_text).or_else(|| top.and_then(FileConfig::endpoint_text)) {
             Some(text) => (
                 // A value from the file may hold a folded line (the secret's): it is not shown.
                 parse_endpoint(&text, &format!("built from host/port/protocol/uri in {config_path_note}")).map_err(
@@ -263,8 +316,8 @@ pub fn resolve(
     };
 
     // Credentials, each half by precedence.
-    let env_ak = env_value(ENV_ACCESS_KEY);
-    let env_sk = env(ENV_SECRET_KEY).map(Zeroizing::new).and_then(|raw| {
+    let env_ak = env_value(&env_ak_name);
+    let env_sk = env(&env_sk_name).map(Zeroizing::new).and_then(|raw| {
         let trimmed = raw.trim();
         (!trimmed.is_empty()).then(|| SecretString::from(trimmed))
     });
@@ -278,12 +331,14 @@ pub fn resolve(
         (None, Some(v)) => (Some(v), Source::ConfigFile),
         (None, None) => (None, Source::Default),
     };
-    let tried = format!("environment variables {ENV_ACCESS_KEY} and {ENV_SECRET_KEY}, config file {config_path_note}");
+    let file_part = if account.is_default() { String::new() } else { format!(" (accounts.{account})") };
+    let tried =
+        format!("environment variables {env_ak_name} and {env_sk_name}, config file {config_path_note}{file_part}");
     let credentials = match (access_key_id, secret) {
         (Some(access_key_id), Some(secret)) => {
             let source_name = match ak_source {
-                Source::Environment => ENV_ACCESS_KEY.to_owned(),
-                _ => format!("qy_access_key_id in {config_path_note}"),
+                Source::Environment => env_ak_name.clone(),
+                _ => format!("qy_access_key_id{file_part} in {config_path_note}"),
             };
             check_access_key_id(&access_key_id, &secret, source_name)?;
             Credentials { access_key_id, secret }
@@ -305,7 +360,8 @@ pub fn resolve(
     }
 
     // Zone.
-    let (zone, zone_source) = match env_value(ENV_ZONE) {
+    let env_zone = if account.is_default() { env_value(ENV_ZONE) } else { None };
+    let (zone, zone_source) = match env_zone {
         Some(z) => {
             let zone =
                 Zone::parse(&z.to_ascii_lowercase()).map_err(|e| ConfigError::Invalid(format!("{ENV_ZONE}: {e}")))?;
@@ -321,17 +377,43 @@ pub fn resolve(
         endpoint,
         credentials,
         zone,
-        connect_timeout: file_ref.and_then(|f| f.connect_timeout).unwrap_or(DEFAULT_CONNECT_TIMEOUT),
-        request_timeout: file_ref.and_then(|f| f.request_timeout).unwrap_or(DEFAULT_REQUEST_TIMEOUT),
-        connection_retries: file_ref.and_then(|f| f.connection_retries).unwrap_or(DEFAULT_CONNECTION_RETRIES),
-        absent_on: file_ref.map(|f| f.absent_on.clone()).unwrap_or_default(),
+        connect_timeout: file_ref
+            .and_then(|f| f.connect_timeout)
+            .or_else(|| top.and_then(|f| f.connect_timeout))
+            .unwrap_or(DEFAULT_CONNECT_TIMEOUT),
+        request_timeout: file_ref
+            .and_then(|f| f.request_timeout)
+            .or_else(|| top.and_then(|f| f.request_timeout))
+            .unwrap_or(DEFAULT_REQUEST_TIMEOUT),
+        connection_retries: file_ref
+            .and_then(|f| f.connection_retries)
+            .or_else(|| top.and_then(|f| f.connection_retries))
+            .unwrap_or(DEFAULT_CONNECTION_RETRIES),
+        absent_on: top.map(|f| f.absent_on.clone()).unwrap_or_default(),
     };
     for w in &warnings {
         tracing::warn!("{w}");
     }
     let sources = Sources { endpoint: endpoint_source, access_key_id: ak_source, secret: sk_source, zone: zone_source };
     tracing::debug!(settings = %settings.redacted_summary(), ?sources, "configuration resolved");
-    Ok(Resolved { settings, config_file: file.map(|f| f.path), sources, warnings })
+    let config_file = file.map(|f| f.path);
+    Ok(Resolved { settings, config_file, sources, warnings })
+}
+
+/// The zones the config file gives its named accounts (`accounts.<name>.zone`), for manifests
+/// whose clusters of those accounts name none. A file that cannot be read gives none here;
+/// resolving the account reports why.
+pub fn account_zones(input: &ConfigInput, home: Option<&Path>) -> std::collections::HashMap<AccountName, Zone> {
+    let path = match (&input.config, home) {
+        (Some(p), _) => p.clone(),
+        (None, Some(h)) => h.join(DEFAULT_CONFIG_RELATIVE),
+        (None, None) => return Default::default(),
+    };
+    if !path.is_file() {
+        return Default::default();
+    }
+    let Ok(file) = FileConfig::read(&path, &mut Vec::new()) else { return Default::default() };
+    file.accounts.iter().filter_map(|(name, p)| Some((AccountName::parse(name).ok()?, p.zone.clone()?))).collect()
 }
 
 /// Refuse an access key id that does not have the shape of one, or that is the secret key,
@@ -407,6 +489,8 @@ struct FileConfig {
     connect_timeout: Option<Duration>,
     request_timeout: Option<Duration>,
     absent_on: Vec<String>,
+    /// `accounts:`, by name (only at the top level).
+    accounts: std::collections::BTreeMap<String, FileConfig>,
 }
 
 impl FileConfig {
@@ -414,6 +498,7 @@ impl FileConfig {
         let fail = |reason: String| ConfigError::File { path: path.to_owned(), reason };
         // The whole text holds the secret: it is wiped when it goes out of scope.
         let text = Zeroizing::new(read_regular(path).map_err(|e| fail(format!("cannot read: {e}")))?);
+        warn_if_shared(path, warnings);
         let value: serde_yaml::Value =
             serde_yaml::from_str(&text).map_err(|e| fail(scrub(&format!("invalid YAML: {e}"), &text)))?;
         let map = match value {
@@ -421,6 +506,18 @@ impl FileConfig {
             serde_yaml::Value::Mapping(m) => m,
             _ => return Err(fail("expected a mapping of keys to values at the top level".to_owned())),
         };
+        Self::from_map(path, map, None, warnings)
+    }
+
+    /// The keys of one mapping: the top level (`account` `None`) or `accounts.<account>`.
+    fn from_map(
+        path: &Path,
+        map: serde_yaml::Mapping,
+        account: Option<&str>,
+        warnings: &mut Vec<String>,
+    ) -> Result<Self, ConfigError> {
+        let prefix = account.map(|a| format!("accounts.{a}.")).unwrap_or_default();
+        let fail = |reason: String| ConfigError::File { path: path.to_owned(), reason: format!("{prefix}{reason}") };
         let mut cfg = FileConfig {
             path: path.to_owned(),
             access_key_id: None,
@@ -434,14 +531,18 @@ impl FileConfig {
             connect_timeout: None,
             request_timeout: None,
             absent_on: Vec::new(),
+            accounts: std::collections::BTreeMap::new(),
         };
         for (key, value) in map {
             let Some(key) = key.as_str().map(str::to_owned) else {
                 return Err(fail("every key must be a string".to_owned()));
             };
             if !KNOWN_KEYS.contains(&key.as_str()) {
-                warnings.push(format!("config file {}: unknown key {key:?} is ignored", path.display()));
+                warnings.push(format!("config file {}: unknown key {prefix}{key:?} is ignored", path.display()));
                 continue;
+            }
+            if account.is_some() && matches!(key.as_str(), "accounts" | "absent_on") {
+                return Err(fail(format!("{key}: belongs at the top level of the file, not under an account")));
             }
             // A null value (`zone:` with nothing after it) counts as absent.
             if value.is_null() {
@@ -525,6 +626,29 @@ impl FileConfig {
                     };
                     cfg.absent_on = list.ok_or_else(|| bad("must be a list of rules such as job:2100"))?;
                 }
+                "accounts" => {
+                    let serde_yaml::Value::Mapping(accounts) = value else {
+                        return Err(bad("must be a mapping of account names to their keys"));
+                    };
+                    for (name, body) in accounts {
+                        let Some(name) = name.as_str().map(str::to_owned) else {
+                            return Err(bad("account names must be strings"));
+                        };
+                        let parsed = AccountName::parse(&name).map_err(|e| bad(&e))?;
+                        if parsed.is_default() {
+                            return Err(bad(
+                                "`default` is the account of the file's top-level keys; give this one another name",
+                            ));
+                        }
+                        let body = match body {
+                            serde_yaml::Value::Mapping(m) => m,
+                            serde_yaml::Value::Null => serde_yaml::Mapping::new(),
+                            _ => return Err(bad(&format!("{name}: must be a mapping of keys to values"))),
+                        };
+                        let profile = Self::from_map(path, body, Some(&name), warnings)?;
+                        cfg.accounts.insert(name, profile);
+                    }
+                }
                 "http_socket_timeout" => {
                     cfg.request_timeout =
                         Some(seconds_value(&value).ok_or_else(|| bad("must be a positive number of seconds"))?)
@@ -555,6 +679,21 @@ impl FileConfig {
         let port = self.port.map(|p| format!(":{p}")).unwrap_or_default();
         let uri = self.uri.as_deref().unwrap_or(DEFAULT_URI);
         Some(format!("{protocol}://{host}{port}{uri}"))
+    }
+}
+
+/// The config file holds the secret key: one that other users can read gets a warning, like
+/// the database does.
+fn warn_if_shared(path: &Path, warnings: &mut Vec<String>) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            warnings.push(format!(
+                "config file {} is readable by other users (mode {mode:o}) and holds the secret key; `chmod 600` it",
+                path.display()
+            ));
+        }
     }
 }
 

@@ -212,6 +212,7 @@ impl Engine {
             host,
             ret_code,
             job_id,
+            access_key_id: get("access_key_id").unwrap_or("").to_owned(),
         };
         self.lock().counters.log(record);
     }

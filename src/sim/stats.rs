@@ -59,6 +59,9 @@ pub struct RequestRecord {
     /// The job an accepted request created.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub job_id: Option<String>,
+    /// The access key that signed the request.
+    #[serde(default)]
+    pub access_key_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

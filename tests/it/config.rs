@@ -7,7 +7,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use qc_offboard::exit::{code_for, Exit};
-use qc_offboard::qingcloud::config::{resolve, ConfigError, ConfigInput, Resolved, Source};
+use qc_offboard::manifest::AccountName;
+use qc_offboard::qingcloud::config::{resolve, resolve_account, ConfigError, ConfigInput, Resolved, Source};
 
 const FILE_SECRET: &str = "FileSecret-9f8e7d-do-not-print";
 const ENV_SECRET: &str = "EnvSecret-1a2b3c-do-not-print";
@@ -22,6 +23,8 @@ fn write_home_config(home: &Path, text: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     let path = dir.join("config.yaml");
     std::fs::write(&path, text).unwrap();
+    // As a config file holding a secret should be (a shared one gets a warning of its own).
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
     path
 }
 
@@ -356,4 +359,122 @@ fn a_zone_that_is_not_one_is_not_echoed() {
     );
     let err = resolve(&ConfigInput::default(), &env(&[]), Some(home.path())).unwrap_err().to_string();
     assert!(err.contains("zone: must be a zone id") && !err.contains("S3cretLike"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Several QingCloud accounts: `accounts:` beside the qingcloud-cli keys.
+
+const STAGING_SECRET: &str = "StagingSecret-77aa-do-not-print";
+
+fn two_accounts_file() -> String {
+    format!(
+        "{}accounts:\n  staging:\n    qy_access_key_id: QYSTAGINGKEY0000001\n    qy_secret_access_key: '{STAGING_SECRET}'\n    \
+         zone: gd2\n  other-cloud:\n    qy_access_key_id: QYOTHERKEY000000001\n    qy_secret_access_key: x{STAGING_SECRET}\n    \
+         host: api.example.net\n",
+        file_with_everything()
+    )
+}
+
+fn account(name: &str) -> AccountName {
+    AccountName::parse(name).unwrap()
+}
+
+#[test]
+fn the_top_level_is_the_default_account_and_each_named_account_has_its_own_key_pair() {
+    let home = helpers_tempdir();
+    write_home_config(home.path(), &two_accounts_file());
+    let default = resolve(&ConfigInput::default(), &env(&[]), Some(home.path())).unwrap();
+    assert_eq!(default.settings.credentials.access_key_id, "FILEAK");
+    assert_eq!(secret_of(&default), FILE_SECRET);
+    assert!(default.warnings.is_empty(), "{:?}", default.warnings);
+
+    let staging = resolve_account(&ConfigInput::default(), &env(&[]), Some(home.path()), &account("staging")).unwrap();
+    assert_eq!(staging.settings.credentials.access_key_id, "QYSTAGINGKEY0000001");
+    assert_eq!(secret_of(&staging), STAGING_SECRET);
+    assert_eq!(staging.settings.zone.as_ref().map(|z| z.as_str()), Some("gd2"));
+    // No endpoint keys of its own: the top level's endpoint and timeouts.
+    assert_eq!(staging.settings.endpoint.as_str(), "http://127.0.0.1:8787/iaas");
+    assert_eq!(staging.settings.connect_timeout, Duration::from_secs(5));
+    assert_eq!(staging.settings.connection_retries, 7);
+
+    let other =
+        resolve_account(&ConfigInput::default(), &env(&[]), Some(home.path()), &account("other-cloud")).unwrap();
+    assert_eq!(other.settings.endpoint.as_str(), "https://api.example.net/iaas/");
+    // `--endpoint` applies to every account.
+    let flag = ConfigInput { endpoint: Some("http://127.0.0.1:9/iaas/".into()), config: None };
+    let other = resolve_account(&flag, &env(&[]), Some(home.path()), &account("other-cloud")).unwrap();
+    assert_eq!(other.settings.endpoint.as_str(), "http://127.0.0.1:9/iaas/");
+}
+
+#[test]
+fn a_named_account_takes_its_own_environment_variables_and_not_the_default_ones() {
+    let home = helpers_tempdir();
+    write_home_config(home.path(), &two_accounts_file());
+    let vars = env(&[
+        ("QINGCLOUD_ACCESS_KEY", "ENVAK"),
+        ("QINGCLOUD_SECRET_KEY", ENV_SECRET),
+        ("QINGCLOUD_ZONE", "sh1a"),
+        ("QINGCLOUD_ACCESS_KEY_OTHER_CLOUD", "QYFROMENV0000000001"),
+        ("QINGCLOUD_SECRET_KEY_OTHER_CLOUD", "env-other-secret"),
+    ]);
+    let staging = resolve_account(&ConfigInput::default(), &vars, Some(home.path()), &account("staging")).unwrap();
+    assert_eq!(staging.settings.credentials.access_key_id, "QYSTAGINGKEY0000001", "not QINGCLOUD_ACCESS_KEY");
+    assert_eq!(staging.settings.zone.as_ref().map(|z| z.as_str()), Some("gd2"), "not QINGCLOUD_ZONE");
+    let other = resolve_account(&ConfigInput::default(), &vars, Some(home.path()), &account("other-cloud")).unwrap();
+    assert_eq!(other.settings.credentials.access_key_id, "QYFROMENV0000000001");
+    assert_eq!(secret_of(&other), "env-other-secret");
+    assert_eq!(other.sources.access_key_id, Source::Environment);
+    // An account the file does not name, given wholly by the environment.
+    let only_env = env(&[("QINGCLOUD_ACCESS_KEY_CI", "QYCIKEY000000000001"), ("QINGCLOUD_SECRET_KEY_CI", "s")]);
+    let ci = resolve_account(&ConfigInput::default(), &only_env, Some(home.path()), &account("ci")).unwrap();
+    assert_eq!(ci.settings.credentials.access_key_id, "QYCIKEY000000000001");
+}
+
+#[test]
+fn an_unknown_account_is_a_configuration_error_naming_the_known_ones_without_secrets() {
+    let home = helpers_tempdir();
+    write_home_config(home.path(), &two_accounts_file());
+    let e = resolve_account(&ConfigInput::default(), &env(&[]), Some(home.path()), &account("prod")).unwrap_err();
+    assert!(matches!(e, ConfigError::UnknownAccount { .. }), "{e:?}");
+    let msg = e.to_string();
+    assert!(msg.contains("\"prod\"") && msg.contains("other-cloud, staging"), "{msg}");
+    assert!(msg.contains("QINGCLOUD_ACCESS_KEY_PROD"), "{msg}");
+    assert!(!msg.contains(STAGING_SECRET) && !msg.contains(FILE_SECRET), "{msg}");
+    assert_eq!(code_for(&anyhow::Error::from(e)), Exit::Config);
+}
+
+#[test]
+fn malformed_accounts_are_refused_with_the_key_path_and_never_the_value() {
+    let home = helpers_tempdir();
+    let cases = [
+        ("accounts:\n  default:\n    qy_access_key_id: QYAAAAAAAAAAAAAAAAAA\n", "`default` is the account"),
+        ("accounts:\n  Prod:\n    qy_access_key_id: QYAAAAAAAAAAAAAAAAAA\n", "does not match"),
+        ("accounts:\n  prod:\n    absent_on: [job:2100]\n", "accounts.prod.absent_on: belongs at the top level"),
+        ("accounts: [prod]\n", "accounts: must be a mapping"),
+        (
+            &format!("accounts:\n  prod:\n    qy_access_key_id: QYAAAAAAAAAAAAAAAAAA\n      qy_secret_access_key:{STAGING_SECRET}\n"),
+            "accounts.prod.qy_access_key_id",
+        ),
+    ];
+    for (text, expected) in cases {
+        let path = write_home_config(home.path(), &format!("{}{text}", file_with_everything()));
+        let e = resolve(&ConfigInput { endpoint: None, config: Some(path) }, &env(&[]), None).unwrap_err().to_string();
+        assert!(e.contains(expected), "{text}: {e}");
+        assert!(!e.contains(STAGING_SECRET) && !e.contains(FILE_SECRET), "{e}");
+    }
+}
+
+#[test]
+fn a_config_file_readable_by_others_gets_a_warning() {
+    use std::os::unix::fs::PermissionsExt;
+    let home = helpers_tempdir();
+    let path = write_home_config(home.path(), &file_with_everything());
+    let quiet = resolve(&ConfigInput::default(), &env(&[]), Some(home.path())).unwrap();
+    assert!(quiet.warnings.is_empty(), "mode 600: {:?}", quiet.warnings);
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let shared = resolve(&ConfigInput::default(), &env(&[]), Some(home.path())).unwrap();
+    assert_eq!(shared.warnings.len(), 1, "{:?}", shared.warnings);
+    let w = &shared.warnings[0];
+    assert!(w.contains("readable by other users") && w.contains("644") && w.contains("chmod 600"), "{w}");
+    assert!(!w.contains(FILE_SECRET), "{w}");
 }

@@ -96,7 +96,7 @@ async fn output_json_of_a_clean_run_and_of_resume() {
 
 /// The families and samples of a textfile, as the Prometheus client's own parser reads them:
 /// `None` (and a "skipped" line) when Python or `prometheus_client` is not installed.
-fn parse_with_prometheus_client(path: &std::path::Path) -> Option<Value> {
+pub(crate) fn parse_with_prometheus_client(path: &std::path::Path) -> Option<Value> {
     const SCRIPT: &str = "import json, sys\n\
         from prometheus_client.parser import text_string_to_metric_families\n\
         out = {}\n\
@@ -114,7 +114,7 @@ fn parse_with_prometheus_client(path: &std::path::Path) -> Option<Value> {
     Some(serde_json::from_slice(&out.stdout).expect("parser output"))
 }
 
-fn sample(families: &Value, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
+pub(crate) fn sample(families: &Value, family: &str, labels: &[(&str, &str)]) -> Option<f64> {
     families[family]["samples"].as_array()?.iter().find_map(|s| {
         let all = labels.iter().all(|(k, v)| s["labels"][*k] == *v);
         all.then(|| s["value"].as_f64()).flatten()

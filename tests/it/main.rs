@@ -1,6 +1,7 @@
 //! Integration tests, compiled as one binary. Each area has its own module; `helpers` holds what
 //! they share (the real binary with a scrubbed environment, temporary directories, the simulator).
 
+mod accounts;
 mod audit;
 mod cli;
 mod client;
