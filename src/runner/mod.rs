@@ -13,6 +13,7 @@ pub mod engine;
 pub mod guard;
 pub mod journal;
 pub mod policy;
+pub mod preflight;
 pub mod poll;
 pub mod progress;
 pub mod queue;

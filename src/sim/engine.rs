@@ -25,8 +25,9 @@ use sha2::Digest;
 
 use crate::qingcloud::signer::{self, Method, SignatureMethod};
 use crate::qingcloud::types::{
-    ret, DelUserParams, DescribeJobsResponse, JobStatus, RunClusterCustomServiceResponse, DEL_USER, DESCRIBE_JOBS,
-    ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE,
+    ret, ClusterInfo, DelUserParams, DescribeClustersResponse, DescribeJobsResponse, JobStatus,
+    RunClusterCustomServiceResponse, DEL_USER, DESCRIBE_CLUSTERS, DESCRIBE_JOBS, MYSQL_PLUS_APP_ID, ROLE_MAININSTANCE,
+    RUN_CLUSTER_CUSTOM_SERVICE,
 };
 
 use super::faults::{self, Fault};
@@ -270,6 +271,7 @@ impl Engine {
                 Ok((body, Some(job_id)))
             }
             DESCRIBE_JOBS => Ok((describe_jobs(&mut st, &params, owner, now)?, None)),
+            DESCRIBE_CLUSTERS => Ok((self.describe_clusters(&mut st, &params)?, None)),
             _ => Err(refuse(ret::ACCESS_DENIED, "PermissionDenied, can't handle this request")),
         }
     }
@@ -388,6 +390,17 @@ impl Engine {
                 format!("ResourceNotFound, cluster [{cluster}] not found in zone [{zone}]"),
             ));
         }
+        if let Some(c) = self.model.clusters.as_ref().and_then(|m| m.get(cluster)) {
+            // A cluster that is not active (or is in transition) runs no custom service; the
+            // answer names the cluster and its status, so it fails the task, not the run.
+            if c.status != "active" || !c.transition_status.is_empty() {
+                let status = if c.transition_status.is_empty() { &c.status } else { &c.transition_status };
+                return Err(refuse(
+                    ret::ACCESS_DENIED,
+                    format!("PermissionDenied, cluster [{cluster}] is [{status}]; custom services run only on an active cluster"),
+                ));
+            }
+        }
         if PROTECTED_USERS.contains(&target.user.as_str()) {
             return Err(refuse(
                 ret::ACCESS_DENIED,
@@ -456,6 +469,68 @@ impl Engine {
             cluster_id: cluster.to_owned(),
         })?;
         Ok((body, job_id))
+    }
+}
+
+impl Engine {
+    /// DescribeClusters in one zone: filters `clusters.N`, `apps.N`, `status.N`, `tags.N` (tag
+    /// names), `cluster_name` (a substring), paged by `offset`/`limit` (default 20, at most
+    /// 100), sorted by cluster id. The auto world knows every well-formed `clusters.N` id as an
+    /// active MySQL Plus cluster (in the zone it is first addressed in), and lists the
+    /// clusters addressed so far.
+    fn describe_clusters(&self, st: &mut State, params: &Params<'_>) -> Result<Vec<u8>, Refusal> {
+        let zone = params.zone()?;
+        let ids = params.indexed("clusters")?;
+        let apps = params.indexed("apps")?;
+        let statuses = params.indexed("status")?;
+        let tags = params.indexed("tags")?;
+        let name = params.get("cluster_name").unwrap_or("");
+        let offset = params.number("offset")?.unwrap_or(0);
+        let limit = params.number("limit")?.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+        let mut found: Vec<(ClusterInfo, Vec<String>)> = Vec::new();
+        match &self.model.clusters {
+            Some(map) => {
+                for (id, c) in map.iter().filter(|(_, c)| c.zone == zone) {
+                    let info = ClusterInfo {
+                        cluster_id: id.clone(),
+                        name: c.name.clone(),
+                        app_id: c.app_id.clone(),
+                        app_version: String::new(),
+                        status: c.status.clone(),
+                        transition_status: c.transition_status.clone(),
+                    };
+                    found.push((info, c.tags.clone()));
+                }
+            }
+            None => {
+                for id in &ids {
+                    st.book.cluster_in_zone(id, zone);
+                }
+                for id in st.book.clusters_in_zone(zone) {
+                    let info = ClusterInfo {
+                        cluster_id: id,
+                        app_id: MYSQL_PLUS_APP_ID.to_owned(),
+                        status: "active".to_owned(),
+                        ..ClusterInfo::default()
+                    };
+                    found.push((info, Vec::new()));
+                }
+            }
+        }
+        found.retain(|(c, t)| {
+            (ids.is_empty() || ids.contains(&c.cluster_id))
+                && (apps.is_empty() || apps.contains(&c.app_id))
+                && (statuses.is_empty() || statuses.contains(&c.status))
+                && (tags.is_empty() || tags.iter().any(|tag| t.contains(tag)))
+                && c.name.contains(name)
+        });
+        to_json(&DescribeClustersResponse {
+            action: response_action(DESCRIBE_CLUSTERS),
+            ret_code: ret::OK,
+            message: String::new(),
+            total_count: found.len() as u64,
+            cluster_set: found.into_iter().skip(offset).take(limit).map(|(c, _)| c).collect(),
+        })
     }
 }
 

@@ -13,6 +13,7 @@ mod hardening;
 mod helpers;
 mod manifest;
 mod operator;
+mod preflight;
 mod props;
 mod runner;
 mod safety;
