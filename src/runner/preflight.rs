@@ -206,7 +206,9 @@ mod tests {
             judge("cl-a", "sh1a", Some(&cluster("active", "", "app-other"))),
             Verdict::Refused(m) if m.contains("not a MySQL Plus cluster")
         ));
-        assert!(matches!(judge("cl-a", "sh1a", Some(&cluster("ceased", "", mp))), Verdict::Refused(m) if m.contains("ceased")));
+        assert!(
+            matches!(judge("cl-a", "sh1a", Some(&cluster("ceased", "", mp))), Verdict::Refused(m) if m.contains("ceased"))
+        );
         assert!(matches!(judge("cl-a", "sh1a", Some(&cluster("deleted", "", mp))), Verdict::Refused(_)));
         for (status, transition) in [("stopped", ""), ("suspended", ""), ("active", "stopping"), ("pending", "")] {
             assert!(

@@ -680,7 +680,11 @@ mod tests {
     }
 
     fn signed(action: &str, extra: &[(&str, &str)], now: Now) -> ApiRequest {
-        let mut params = signer::common_params(action, "sh1a", AK, now.wall, SignatureMethod::HmacSha256);
+        signed_in("sh1a", action, extra, now)
+    }
+
+    fn signed_in(zone: &str, action: &str, extra: &[(&str, &str)], now: Now) -> ApiRequest {
+        let mut params = signer::common_params(action, zone, AK, now.wall, SignatureMethod::HmacSha256);
         params.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let sig = signer::signature(Method::Get, "/iaas/", &params, SK.as_bytes(), SignatureMethod::HmacSha256);
         params.push(("signature".to_owned(), sig));
@@ -821,6 +825,44 @@ mod tests {
         assert!(distinct.len() >= 4, "20 draws from 0.1–10 s give several whole seconds: {ends:?}");
         // Each account was deleted by its own job, whatever order they ended in.
         assert_eq!(e.stats(t0.after(Duration::from_secs(11))).jobs_by_status.get("successful"), Some(&20));
+    }
+
+    #[test]
+    fn describe_clusters_filters_and_pages_past_a_hundred() {
+        let mut yaml = String::from("clusters:\n");
+        for i in 0..130 {
+            let (zone, tags) = if i % 2 == 0 { ("sh1a", "[prod]") } else { ("sh1a", "[]") };
+            yaml.push_str(&format!("  - {{id: cl-c{i:03}, zone: {zone}, name: orders-{i}, tags: {tags}}}\n"));
+        }
+        yaml.push_str("  - {id: cl-p1, zone: pek3, status: stopped, app_id: app-other}\n");
+        let e = engine(&yaml);
+        let now = Now::current();
+        let call = |extra: &[(&str, &str)]| body(&e.call(&signed(DESCRIBE_CLUSTERS, extra, now), now));
+        let first = call(&[("limit", "500")]);
+        assert_eq!(first["total_count"], 130);
+        assert_eq!(first["cluster_set"].as_array().unwrap().len(), 100, "limit is clamped to 100");
+        let second = call(&[("limit", "100"), ("offset", "100")]);
+        assert_eq!(second["cluster_set"].as_array().unwrap().len(), 30);
+        assert_eq!(second["cluster_set"][0]["cluster_id"], "cl-c100");
+        assert_eq!(call(&[("tags.1", "prod")])["total_count"], 65);
+        let by_id = call(&[("clusters.1", "cl-c007"), ("clusters.2", "cl-p1")]);
+        assert_eq!(by_id["total_count"], 1, "cl-p1 is in another zone: {by_id}");
+        assert_eq!(by_id["cluster_set"][0]["app_id"], MYSQL_PLUS_APP_ID);
+        assert_eq!(by_id["cluster_set"][0]["status"], "active");
+        let pek3 = |extra: &[(&str, &str)]| body(&e.call(&signed_in("pek3", DESCRIBE_CLUSTERS, extra, now), now));
+        assert_eq!(pek3(&[])["cluster_set"][0]["status"], "stopped");
+        assert_eq!(pek3(&[("apps.1", MYSQL_PLUS_APP_ID)])["total_count"], 0);
+        let refused = e.call(
+            &signed_in(
+                "pek3",
+                RUN_CLUSTER_CUSTOM_SERVICE,
+                &[("cluster", "cl-p1"), DEL_BOB[1], DEL_BOB[2], DEL_BOB[3]],
+                now,
+            ),
+            now,
+        );
+        assert_eq!(refused.ret_code, ret::ACCESS_DENIED);
+        assert!(body(&refused)["message"].as_str().unwrap().contains("[cl-p1] is [stopped]"));
     }
 
     #[test]

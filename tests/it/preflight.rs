@@ -46,12 +46,8 @@ async fn no_del_user_reaches_a_ceased_stopped_foreign_or_unknown_cluster() {
     let out = rig.run(&[]).await;
     assert_eq!(code(&out), 1, "one task failed at least: {}", text(&out.stderr));
     let stats = rig.sim.stats();
-    let sent: Vec<&str> = stats
-        .requests
-        .iter()
-        .filter(|r| r.action == "RunClusterCustomService")
-        .map(|r| r.cluster.as_str())
-        .collect();
+    let sent: Vec<&str> =
+        stats.requests.iter().filter(|r| r.action == "RunClusterCustomService").map(|r| r.cluster.as_str()).collect();
     assert_eq!(sent, ["cl-ok"], "del_user went only to the active MySQL Plus cluster");
     assert_eq!(stats.requests_of("DescribeClusters"), 1, "five clusters of one zone: one call");
 
