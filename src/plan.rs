@@ -9,6 +9,8 @@
 //!
 //! [`estimate`] replays the runner's schedule on a virtual clock, with these rules:
 //! - every API call takes one slot of the rate (calls are at least `1/rate` apart; burst 1);
+//! - the preflight costs one `DescribeClusters` per zone and per 100 of its clusters (counted
+//!   in the calls; its few seconds are left out of the time);
 //! - one `RunClusterCustomService` per pending task, submitted when fewer than
 //!   `max_in_flight` jobs are in flight and the task's cluster has none (one job per cluster);
 //! - a job takes `job_duration` (default 6 s: the `add_user` transcript in the API reference
@@ -98,8 +100,10 @@ impl Default for EstimateInputs {
 /// API calls and time a run of the pending tasks would take at least.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Estimate {
-    /// `submit_calls + describe_calls`.
+    /// `preflight_calls + submit_calls + describe_calls`.
     pub api_calls: u64,
+    /// `DescribeClusters` of the preflight: ceil(clusters / 100) per zone.
+    pub preflight_calls: u64,
     /// `RunClusterCustomService`: one per pending task.
     pub submit_calls: u64,
     /// `DescribeJobs` polling rounds' calls.
@@ -176,6 +180,9 @@ impl Plan {
 /// Calls per `DescribeJobs` at most (the API's page limit).
 pub const DESCRIBE_BATCH: usize = 100;
 
+/// Cluster ids per preflight `DescribeClusters` call.
+pub const PREFLIGHT_BATCH: u64 = 100;
+
 /// Replay the schedule of the module doc for `tasks` (all of them to be submitted).
 pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &EstimateInputs) -> Estimate {
     // Virtual time in microseconds. Sums saturate: absurd durations (a poll interval of
@@ -202,6 +209,12 @@ pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &Estimate
         clusters[c].1 += 1;
         submit_calls += 1;
     }
+    // Preflight: one DescribeClusters per 100 clusters of a zone, before the first submission.
+    let mut per_zone = vec![0u64; zone_ix.len()];
+    for &(z, _) in &clusters {
+        per_zone[z] += 1;
+    }
+    let preflight_calls: u64 = per_zone.iter().map(|n| n.div_ceil(PREFLIGHT_BATCH)).sum();
     let mut ready: VecDeque<usize> = (0..clusters.len()).collect();
     // (zone, finish time, cluster)
     let mut in_flight: Vec<(usize, u64, usize)> = Vec::new();
@@ -254,7 +267,8 @@ pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &Estimate
         }
     }
     Estimate {
-        api_calls: submit_calls + describe_calls,
+        api_calls: preflight_calls + submit_calls + describe_calls,
+        preflight_calls,
         submit_calls,
         describe_calls,
         duration: Duration::from_micros(end),
@@ -309,6 +323,7 @@ impl Plan {
         #[derive(Serialize)]
         struct EstimateDoc {
             api_calls: u64,
+            preflight_calls: u64,
             submit_calls: u64,
             describe_calls: u64,
             duration_s: u64,
@@ -354,6 +369,7 @@ impl Plan {
             warnings: &self.warnings,
             estimate: EstimateDoc {
                 api_calls: self.estimate.api_calls,
+                preflight_calls: self.estimate.preflight_calls,
                 submit_calls: self.estimate.submit_calls,
                 describe_calls: self.estimate.describe_calls,
                 duration_s: duration_s(self.estimate.duration),
@@ -423,9 +439,11 @@ impl Plan {
         let e = &self.estimate;
         let _ = writeln!(
             out,
-            "Estimate at {}: {} API calls ({} RunClusterCustomService, {} DescribeJobs), at least {}",
+            "Estimate at {}: {} API calls ({} DescribeClusters preflight, {} RunClusterCustomService, {} DescribeJobs), \
+             at least {}",
             self.inputs.rate,
             e.api_calls,
+            e.preflight_calls,
             e.submit_calls,
             e.describe_calls,
             humantime::format_duration(Duration::from_secs(duration_s(e.duration))),
@@ -468,6 +486,19 @@ mod tests {
     }
 
     #[test]
+    fn preflight_costs_a_call_per_hundred_clusters_of_a_zone() {
+        let mut tasks = Vec::new();
+        for i in 0..150 {
+            tasks.push(task(&format!("cl-s{i}"), "sh1a", "u1", None));
+            tasks.push(task(&format!("cl-s{i}"), "sh1a", "u2", None));
+        }
+        tasks.push(task("cl-p1", "pek3", "u1", None));
+        let e = estimate(&tasks, &inputs());
+        assert_eq!(e.preflight_calls, 3, "ceil(150/100) + ceil(1/100)");
+        assert_eq!(e.api_calls, e.preflight_calls + e.submit_calls + e.describe_calls);
+    }
+
+    #[test]
     fn absurd_durations_saturate_instead_of_overflowing() {
         let huge = Duration::from_secs(u64::MAX / 1000);
         let tasks = [task("cl-a", "sh1a", "u1", None), task("cl-a", "sh1a", "u2", None)];
@@ -481,7 +512,8 @@ mod tests {
         // Submit at 0 s; polls at 3 s (still running) and 6 s (finished).
         let e = estimate(&[task("cl-a", "sh1a", "u1", None)], &inputs());
         assert_eq!((e.submit_calls, e.describe_calls, e.duration), (1, 2, Duration::from_secs(6)));
-        assert_eq!(e.api_calls, 3);
+        assert_eq!(e.preflight_calls, 1, "one cluster: one DescribeClusters");
+        assert_eq!(e.api_calls, 4);
     }
 
     #[test]

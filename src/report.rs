@@ -48,6 +48,8 @@ pub enum Outcome {
     NotDue,
     /// The task's live attempt was adopted by a later run.
     HandedOver,
+    /// The cluster was not ready at preflight; a later run tries again.
+    NotReady,
     /// A state this version does not know.
     Other(String),
 }
@@ -66,6 +68,7 @@ impl Outcome {
             "skipped" => Outcome::Skipped,
             "not_due" => Outcome::NotDue,
             "handed_over" => Outcome::HandedOver,
+            "not_ready" => Outcome::NotReady,
             "pending" | "submitting" | "submitted" | "retry_wait" => Outcome::Pending,
             other => Outcome::Other(other.to_string()),
         }
@@ -80,6 +83,7 @@ impl Outcome {
             Outcome::Pending => "pending",
             Outcome::NotDue => "not_due",
             Outcome::HandedOver => "handed_over",
+            Outcome::NotReady => "not_ready",
             Outcome::Other(s) => s,
         }
     }
@@ -88,6 +92,7 @@ impl Outcome {
     pub fn label(&self) -> &str {
         match self {
             Outcome::Absent => "account not found",
+            Outcome::NotReady => "cluster not ready",
             other => other.as_str(),
         }
     }
@@ -207,7 +212,7 @@ pub fn late(
     match outcome {
         Outcome::Deleted => finished_at.unwrap_or(updated_at) > due,
         Outcome::Skipped | Outcome::Absent | Outcome::HandedOver => false,
-        Outcome::Failed | Outcome::Pending | Outcome::NotDue | Outcome::Other(_) => now > due,
+        Outcome::Failed | Outcome::Pending | Outcome::NotDue | Outcome::NotReady | Outcome::Other(_) => now > due,
     }
 }
 

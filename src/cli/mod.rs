@@ -301,6 +301,9 @@ pub struct ExecOpts {
     /// counts as proven [default: 30s; 1s with --simulate]
     #[arg(long, value_parser = parse_settle, value_name = "DUR")]
     pub reconcile_settle: Option<Duration>,
+    /// Skip the preflight check of the clusters (DescribeClusters before the first del_user)
+    #[arg(long)]
+    pub no_preflight: bool,
 }
 
 #[derive(Debug, Args)]

@@ -706,6 +706,18 @@ async fn drive_inner(
     };
     tracing::info!(run_id, rate = %rate, endpoint = %target.recorded_endpoint, "run starting");
     let started = std::time::Instant::now();
+    if exec.no_preflight {
+        tracing::info!("preflight skipped (--no-preflight): clusters are not checked before del_user");
+    } else {
+        let checked = runner::preflight::run(&ctx).await?;
+        tracing::info!(
+            calls = checked.calls,
+            refused = checked.refused,
+            not_ready = checked.not_ready,
+            unchecked = checked.unchecked,
+            "preflight done"
+        );
+    }
     let stop = runner::execute(ctx, &progress).await;
     progress.finish();
     let stop = stop?;
@@ -720,9 +732,11 @@ async fn drive_inner(
     let waiting = count(TaskState::Pending) + count(TaskState::RetryWait);
     let unfinished = in_flight + waiting;
     let failed = count(TaskState::Failed);
+    let not_ready = count(TaskState::NotReady);
     let exit = match &stop {
         Some(why) if why.is_hard() => Exit::Unavailable,
         _ if unfinished > 0 => Exit::TempFail,
+        _ if not_ready > 0 && failed == 0 => Exit::TempFail,
         _ if failed > 0 => Exit::TasksFailed,
         _ => Exit::Ok,
     };
@@ -744,6 +758,12 @@ async fn drive_inner(
         summary.push_str(&format!(
             "\n{} task(s) handed over: a later run adopted their live attempts",
             count(TaskState::HandedOver)
+        ));
+    }
+    if not_ready > 0 {
+        summary.push_str(&format!(
+            "\n{not_ready} task(s) not ready: their cluster was not active at preflight; nothing was sent, a later \
+             run of the manifest tries them again"
         ));
     }
     if let Some(why) = &stop {

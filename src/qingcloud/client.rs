@@ -23,7 +23,8 @@ use crate::qingcloud::config::{self, Credentials, Settings};
 pub use crate::qingcloud::error::{ApiError, Failure};
 use crate::qingcloud::signer::{self, Method, SignatureMethod};
 use crate::qingcloud::types::{
-    ret, DescribeJobsResponse, Envelope, RunClusterCustomServiceResponse, DESCRIBE_JOBS, RUN_CLUSTER_CUSTOM_SERVICE,
+    ret, DescribeClustersResponse, DescribeJobsResponse, Envelope, RunClusterCustomServiceResponse, DESCRIBE_CLUSTERS,
+    DESCRIBE_JOBS, RUN_CLUSTER_CUSTOM_SERVICE,
 };
 
 /// Most bytes of a response body read into memory; a longer body is an error.
@@ -32,6 +33,9 @@ pub const MAX_BODY_BYTES: usize = 4 * 1024 * 1024;
 pub const POST_THRESHOLD_BYTES: usize = 2000;
 /// `DescribeJobs` returns at most 100 items per call, so ids are sent in batches of this many.
 pub const MAX_JOBS_PER_CALL: usize = 100;
+
+/// `clusters.N` per `DescribeClusters` call (its `limit` is at most 100).
+pub const MAX_CLUSTERS_PER_CALL: usize = 100;
 /// Sent as `User-Agent` on every request.
 pub const USER_AGENT: &str = concat!("qc-offboard/", env!("CARGO_PKG_VERSION"));
 
@@ -255,6 +259,20 @@ impl Client {
             params.push(("limit".to_owned(), batch.len().to_string()));
             params.push(("verbose".to_owned(), "0".to_owned()));
             calls.push(self.call(DESCRIBE_JOBS, zone, params).await);
+        }
+        calls
+    }
+
+    /// `DescribeClusters` for these ids in `zone`: at most 100 `clusters.N` per call, `limit`
+    /// set to their count, `verbose=0`; one [`Call`] per batch, each passing the gate. A
+    /// cluster missing from an answer is unknown in that zone (the answer carries no zone).
+    pub async fn describe_clusters(&self, zone: &Zone, ids: &[String]) -> Vec<Call<DescribeClustersResponse>> {
+        let mut calls = Vec::with_capacity(ids.len().div_ceil(MAX_CLUSTERS_PER_CALL));
+        for batch in ids.chunks(MAX_CLUSTERS_PER_CALL) {
+            let mut params = signer::flatten_array("clusters", batch.iter().map(String::as_str));
+            params.push(("limit".to_owned(), batch.len().to_string()));
+            params.push(("verbose".to_owned(), "0".to_owned()));
+            calls.push(self.call(DESCRIBE_CLUSTERS, zone, params).await);
         }
         calls
     }

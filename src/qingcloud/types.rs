@@ -181,6 +181,37 @@ pub struct DescribeJobsResponse {
     pub job_set: Vec<Job>,
 }
 
+/// One cluster in a `DescribeClusters` answer (AppCenter). The answer has no zone: the zone is
+/// the one asked.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterInfo {
+    #[serde(default, deserialize_with = "string_or_null")]
+    pub cluster_id: String,
+    #[serde(default, deserialize_with = "string_or_null")]
+    pub name: String,
+    #[serde(default, deserialize_with = "string_or_null")]
+    pub app_id: String,
+    #[serde(default, deserialize_with = "string_or_null")]
+    pub app_version: String,
+    #[serde(default, deserialize_with = "string_or_null")]
+    pub status: String,
+    #[serde(default, deserialize_with = "string_or_null")]
+    pub transition_status: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescribeClustersResponse {
+    #[serde(default, deserialize_with = "string_or_null")]
+    pub action: String,
+    pub ret_code: i64,
+    #[serde(default, deserialize_with = "string_or_null", skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default)]
+    pub total_count: u64,
+    #[serde(default)]
+    pub cluster_set: Vec<ClusterInfo>,
+}
+
 /// An optional text field: absent or `null` is the empty string.
 fn string_or_null<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
     Ok(Option::<String>::deserialize(d)?.unwrap_or_default())
@@ -206,6 +237,9 @@ pub const DEL_USER: &str = "del_user";
 pub const ROLE_MAININSTANCE: &str = "maininstance";
 pub const RUN_CLUSTER_CUSTOM_SERVICE: &str = "RunClusterCustomService";
 pub const DESCRIBE_JOBS: &str = "DescribeJobs";
+pub const DESCRIBE_CLUSTERS: &str = "DescribeClusters";
+/// The MySQL Plus application id (reference §12): the only clusters this tool works on.
+pub const MYSQL_PLUS_APP_ID: &str = "app-00r26u27";
 
 #[cfg(test)]
 mod tests {

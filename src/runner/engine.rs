@@ -233,7 +233,7 @@ impl Loop {
             match row.state {
                 TaskState::Deleted | TaskState::Skipped | TaskState::Absent => self.deleted += 1,
                 TaskState::Failed => self.failed += 1,
-                TaskState::HandedOver => {}
+                TaskState::HandedOver | TaskState::NotReady => {}
                 TaskState::NotDue => {
                     if self.ctx.opts.promote_not_due && row.not_before.is_some_and(|d| d <= today) {
                         // Its date has come since the run was made (a resumed run).

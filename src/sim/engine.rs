@@ -25,8 +25,9 @@ use sha2::Digest;
 
 use crate::qingcloud::signer::{self, Method, SignatureMethod};
 use crate::qingcloud::types::{
-    ret, DelUserParams, DescribeJobsResponse, JobStatus, RunClusterCustomServiceResponse, DEL_USER, DESCRIBE_JOBS,
-    ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE,
+    ret, ClusterInfo, DelUserParams, DescribeClustersResponse, DescribeJobsResponse, JobStatus,
+    RunClusterCustomServiceResponse, DEL_USER, DESCRIBE_CLUSTERS, DESCRIBE_JOBS, MYSQL_PLUS_APP_ID, ROLE_MAININSTANCE,
+    RUN_CLUSTER_CUSTOM_SERVICE,
 };
 
 use super::faults::{self, Fault};
@@ -271,6 +272,7 @@ impl Engine {
                 Ok((body, Some(job_id)))
             }
             DESCRIBE_JOBS => Ok((describe_jobs(&mut st, &params, owner, now)?, None)),
+            DESCRIBE_CLUSTERS => Ok((self.describe_clusters(&mut st, &params)?, None)),
             _ => Err(refuse(ret::ACCESS_DENIED, "PermissionDenied, can't handle this request")),
         }
     }
@@ -389,6 +391,17 @@ impl Engine {
                 format!("ResourceNotFound, cluster [{cluster}] not found in zone [{zone}]"),
             ));
         }
+        if let Some(c) = self.model.clusters.as_ref().and_then(|m| m.get(cluster)) {
+            // A cluster that is not active (or is in transition) runs no custom service; the
+            // answer names the cluster and its status, so it fails the task, not the run.
+            if c.status != "active" || !c.transition_status.is_empty() {
+                let status = if c.transition_status.is_empty() { &c.status } else { &c.transition_status };
+                return Err(refuse(
+                    ret::ACCESS_DENIED,
+                    format!("PermissionDenied, cluster [{cluster}] is [{status}]; custom services run only on an active cluster"),
+                ));
+            }
+        }
         if PROTECTED_USERS.contains(&target.user.as_str()) {
             return Err(refuse(
                 ret::ACCESS_DENIED,
@@ -457,6 +470,68 @@ impl Engine {
             cluster_id: cluster.to_owned(),
         })?;
         Ok((body, job_id))
+    }
+}
+
+impl Engine {
+    /// DescribeClusters in one zone: filters `clusters.N`, `apps.N`, `status.N`, `tags.N` (tag
+    /// names), `cluster_name` (a substring), paged by `offset`/`limit` (default 20, at most
+    /// 100), sorted by cluster id. The auto world knows every well-formed `clusters.N` id as an
+    /// active MySQL Plus cluster (in the zone it is first addressed in), and lists the
+    /// clusters addressed so far.
+    fn describe_clusters(&self, st: &mut State, params: &Params<'_>) -> Result<Vec<u8>, Refusal> {
+        let zone = params.zone()?;
+        let ids = params.indexed("clusters")?;
+        let apps = params.indexed("apps")?;
+        let statuses = params.indexed("status")?;
+        let tags = params.indexed("tags")?;
+        let name = params.get("cluster_name").unwrap_or("");
+        let offset = params.number("offset")?.unwrap_or(0);
+        let limit = params.number("limit")?.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+        let mut found: Vec<(ClusterInfo, Vec<String>)> = Vec::new();
+        match &self.model.clusters {
+            Some(map) => {
+                for (id, c) in map.iter().filter(|(_, c)| c.zone == zone) {
+                    let info = ClusterInfo {
+                        cluster_id: id.clone(),
+                        name: c.name.clone(),
+                        app_id: c.app_id.clone(),
+                        app_version: String::new(),
+                        status: c.status.clone(),
+                        transition_status: c.transition_status.clone(),
+                    };
+                    found.push((info, c.tags.clone()));
+                }
+            }
+            None => {
+                for id in &ids {
+                    st.book.cluster_in_zone(id, zone);
+                }
+                for id in st.book.clusters_in_zone(zone) {
+                    let info = ClusterInfo {
+                        cluster_id: id,
+                        app_id: MYSQL_PLUS_APP_ID.to_owned(),
+                        status: "active".to_owned(),
+                        ..ClusterInfo::default()
+                    };
+                    found.push((info, Vec::new()));
+                }
+            }
+        }
+        found.retain(|(c, t)| {
+            (ids.is_empty() || ids.contains(&c.cluster_id))
+                && (apps.is_empty() || apps.contains(&c.app_id))
+                && (statuses.is_empty() || statuses.contains(&c.status))
+                && (tags.is_empty() || tags.iter().any(|tag| t.contains(tag)))
+                && c.name.contains(name)
+        });
+        to_json(&DescribeClustersResponse {
+            action: response_action(DESCRIBE_CLUSTERS),
+            ret_code: ret::OK,
+            message: String::new(),
+            total_count: found.len() as u64,
+            cluster_set: found.into_iter().skip(offset).take(limit).map(|(c, _)| c).collect(),
+        })
     }
 }
 
@@ -606,7 +681,11 @@ mod tests {
     }
 
     fn signed(action: &str, extra: &[(&str, &str)], now: Now) -> ApiRequest {
-        let mut params = signer::common_params(action, "sh1a", AK, now.wall, SignatureMethod::HmacSha256);
+        signed_in("sh1a", action, extra, now)
+    }
+
+    fn signed_in(zone: &str, action: &str, extra: &[(&str, &str)], now: Now) -> ApiRequest {
+        let mut params = signer::common_params(action, zone, AK, now.wall, SignatureMethod::HmacSha256);
         params.extend(extra.iter().map(|(k, v)| ((*k).to_owned(), (*v).to_owned())));
         let sig = signer::signature(Method::Get, "/iaas/", &params, SK.as_bytes(), SignatureMethod::HmacSha256);
         params.push(("signature".to_owned(), sig));
@@ -747,6 +826,44 @@ mod tests {
         assert!(distinct.len() >= 4, "20 draws from 0.1–10 s give several whole seconds: {ends:?}");
         // Each account was deleted by its own job, whatever order they ended in.
         assert_eq!(e.stats(t0.after(Duration::from_secs(11))).jobs_by_status.get("successful"), Some(&20));
+    }
+
+    #[test]
+    fn describe_clusters_filters_and_pages_past_a_hundred() {
+        let mut yaml = String::from("clusters:\n");
+        for i in 0..130 {
+            let (zone, tags) = if i % 2 == 0 { ("sh1a", "[prod]") } else { ("sh1a", "[]") };
+            yaml.push_str(&format!("  - {{id: cl-c{i:03}, zone: {zone}, name: orders-{i}, tags: {tags}}}\n"));
+        }
+        yaml.push_str("  - {id: cl-p1, zone: pek3, status: stopped, app_id: app-other}\n");
+        let e = engine(&yaml);
+        let now = Now::current();
+        let call = |extra: &[(&str, &str)]| body(&e.call(&signed(DESCRIBE_CLUSTERS, extra, now), now));
+        let first = call(&[("limit", "500")]);
+        assert_eq!(first["total_count"], 130);
+        assert_eq!(first["cluster_set"].as_array().unwrap().len(), 100, "limit is clamped to 100");
+        let second = call(&[("limit", "100"), ("offset", "100")]);
+        assert_eq!(second["cluster_set"].as_array().unwrap().len(), 30);
+        assert_eq!(second["cluster_set"][0]["cluster_id"], "cl-c100");
+        assert_eq!(call(&[("tags.1", "prod")])["total_count"], 65);
+        let by_id = call(&[("clusters.1", "cl-c007"), ("clusters.2", "cl-p1")]);
+        assert_eq!(by_id["total_count"], 1, "cl-p1 is in another zone: {by_id}");
+        assert_eq!(by_id["cluster_set"][0]["app_id"], MYSQL_PLUS_APP_ID);
+        assert_eq!(by_id["cluster_set"][0]["status"], "active");
+        let pek3 = |extra: &[(&str, &str)]| body(&e.call(&signed_in("pek3", DESCRIBE_CLUSTERS, extra, now), now));
+        assert_eq!(pek3(&[])["cluster_set"][0]["status"], "stopped");
+        assert_eq!(pek3(&[("apps.1", MYSQL_PLUS_APP_ID)])["total_count"], 0);
+        let refused = e.call(
+            &signed_in(
+                "pek3",
+                RUN_CLUSTER_CUSTOM_SERVICE,
+                &[("cluster", "cl-p1"), DEL_BOB[1], DEL_BOB[2], DEL_BOB[3]],
+                now,
+            ),
+            now,
+        );
+        assert_eq!(refused.ret_code, ret::ACCESS_DENIED);
+        assert!(body(&refused)["message"].as_str().unwrap().contains("[cl-p1] is [stopped]"));
     }
 
     #[test]

@@ -273,6 +273,13 @@ impl Book {
         }
     }
 
+    /// The clusters known in `zone`, sorted by id (the auto world's: those addressed so far).
+    pub fn clusters_in_zone(&self, zone: &str) -> Vec<String> {
+        let mut ids: Vec<String> = self.clusters.iter().filter(|(_, z)| *z == zone).map(|(id, _)| id.clone()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
     /// The job still pending or working on `cluster`, if any (call after `settle`).
     pub fn running_job(&self, cluster: &str) -> Option<&str> {
         let job = &self.jobs[*self.last_job.get(cluster)?];

@@ -176,6 +176,34 @@ pub struct ClusterSpec {
     /// Accounts as `user@host`, e.g. `bob@%` or `app@10.0.0.%`.
     #[serde(default)]
     pub users: Vec<String>,
+    /// `status` in DescribeClusters: `active`, `stopped`, `suspended`, `ceased`, … [default:
+    /// active]. RunClusterCustomService on a cluster that is not `active` is refused (1400,
+    /// naming the status).
+    #[serde(default = "default_cluster_status")]
+    pub status: String,
+    /// `transition_status` in DescribeClusters (`starting`, `stopping`, …) [default: empty]. A
+    /// cluster in transition refuses custom services like a cluster that is not active.
+    #[serde(default)]
+    pub transition_status: String,
+    /// The cluster's application [default: MySQL Plus, `app-00r26u27`].
+    #[serde(default = "default_app_id")]
+    pub app_id: String,
+    /// The cluster's name [default: empty].
+    #[serde(default)]
+    pub name: String,
+    /// Tag names the cluster carries.
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+use crate::qingcloud::types::MYSQL_PLUS_APP_ID;
+
+fn default_cluster_status() -> String {
+    "active".to_owned()
+}
+
+fn default_app_id() -> String {
+    MYSQL_PLUS_APP_ID.to_owned()
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -331,7 +359,18 @@ impl World {
                             return Err(format!("clusters[{i}].users[{j}]: account {u:?} is listed twice"));
                         }
                     }
-                    let spec = ClusterModel { zone: c.zone.clone(), users };
+                    if c.status.is_empty() || c.app_id.is_empty() {
+                        return Err(format!("clusters[{i}]: status and app_id must not be empty"));
+                    }
+                    let spec = ClusterModel {
+                        zone: c.zone.clone(),
+                        users,
+                        status: c.status.clone(),
+                        transition_status: c.transition_status.clone(),
+                        app_id: c.app_id.clone(),
+                        name: c.name.clone(),
+                        tags: c.tags.clone(),
+                    };
                     if map.insert(c.id.clone(), spec).is_some() {
                         return Err(format!("clusters[{i}].id: cluster {:?} is listed twice", c.id));
                     }
@@ -480,6 +519,11 @@ pub struct ClusterModel {
     pub zone: String,
     /// (user, host) pairs that exist when the simulator starts.
     pub users: BTreeSet<(String, String)>,
+    pub status: String,
+    pub transition_status: String,
+    pub app_id: String,
+    pub name: String,
+    pub tags: Vec<String>,
 }
 
 fn check_millis(name: &str, ms: u64) -> Result<Duration, String> {

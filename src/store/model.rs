@@ -32,10 +32,13 @@ pub enum TaskState {
     /// The task's live attempt (a submission in doubt or a job in flight) was adopted by a later
     /// run, which follows it to its end; the audit record names that run.
     HandedOver,
+    /// The cluster was not ready at preflight (stopped, suspended, in transition…): nothing was
+    /// sent; a later run of the manifest tries the account again.
+    NotReady,
 }
 
 impl TaskState {
-    pub const ALL: [TaskState; 10] = [
+    pub const ALL: [TaskState; 11] = [
         TaskState::Pending,
         TaskState::NotDue,
         TaskState::Skipped,
@@ -46,6 +49,7 @@ impl TaskState {
         TaskState::Failed,
         TaskState::Absent,
         TaskState::HandedOver,
+        TaskState::NotReady,
     ];
 
     /// States in which a task still has work to do in its run.
@@ -71,6 +75,7 @@ impl TaskState {
             TaskState::Failed => "failed",
             TaskState::Absent => "absent",
             TaskState::HandedOver => "handed_over",
+            TaskState::NotReady => "not_ready",
         }
     }
 

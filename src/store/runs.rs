@@ -181,6 +181,30 @@ impl Store {
         Ok(())
     }
 
+    /// Several audit records of one `kind` for one run, in one transaction: (task, detail) each.
+    /// The run's ticket is added to each detail.
+    pub async fn audit_events(
+        &self,
+        run_id: i64,
+        kind: &'static str,
+        events: &[(Option<i64>, serde_json::Value)],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        let ticket = run_ticket(&mut tx, run_id).await?;
+        let entries: Vec<Entry> = events
+            .iter()
+            .map(|(task_id, detail)| {
+                Entry::new(Some(run_id), *task_id, kind, &with_ticket(detail.clone(), ticket.as_deref()))
+            })
+            .collect();
+        audit::append(&mut tx, &entries).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
     /// Record a notable event (lock taken over, rate lowered after 2500, reconciliation found or
     /// did not find a job…). The run's ticket is added to `detail`.
     pub async fn audit_event(
