@@ -821,6 +821,7 @@ async fn drive_inner(
             in_flight,
             not_due: count(TaskState::NotDue),
             handed_over: count(TaskState::HandedOver),
+            not_ready,
         },
         failed: rows
             .iter()
@@ -872,11 +873,13 @@ pub struct OutcomeCounts {
     pub in_flight: u64,
     pub not_due: u64,
     pub handed_over: u64,
+    /// The cluster was not active at preflight; a later run tries again.
+    pub not_ready: u64,
 }
 
 impl OutcomeCounts {
     /// Each outcome with its name, in a fixed order.
-    pub fn named(&self) -> [(&'static str, u64); 8] {
+    pub fn named(&self) -> [(&'static str, u64); 9] {
         [
             ("deleted", self.deleted),
             ("absent", self.absent),
@@ -886,6 +889,7 @@ impl OutcomeCounts {
             ("in_flight", self.in_flight),
             ("not_due", self.not_due),
             ("handed_over", self.handed_over),
+            ("not_ready", self.not_ready),
         ]
     }
 }
@@ -942,6 +946,7 @@ impl RunResult {
             in_flight = c.in_flight,
             not_due = c.not_due,
             handed_over = c.handed_over,
+            not_ready = c.not_ready,
             duration_s = self.duration_s,
             api_calls = self.api_calls.total,
             quota_exceeded = self.api_calls.quota_exceeded,
