@@ -32,6 +32,8 @@ pub struct Target {
     pub simulate: bool,
     /// The QingCloud account (config profile) the settings are of.
     pub account: AccountName,
+    /// The account's rate limiter, made on first use: discovery and the run share it.
+    limiter: std::sync::OnceLock<Arc<Limiter>>,
     _sim: Option<crate::sim::SimHandle>,
 }
 
@@ -63,6 +65,7 @@ impl Target {
                 recorded_endpoint: SIMULATED_ENDPOINT.to_owned(),
                 simulate,
                 account: account.clone(),
+                limiter: std::sync::OnceLock::new(),
                 _sim: Some(sim),
             });
         }
@@ -71,7 +74,24 @@ impl Target {
         let resolved = config::resolve_account(&input, &|k| std::env::var(k).ok(), home.as_deref(), account)?;
         // Recorded as an identity: `/iaas` and `/iaas/` (or a default port) are one endpoint.
         let recorded_endpoint = store::endpoint_identity(resolved.settings.endpoint.as_str());
-        Ok(Target { settings: resolved.settings, recorded_endpoint, simulate, account: account.clone(), _sim: None })
+        Ok(Target {
+            settings: resolved.settings,
+            recorded_endpoint,
+            simulate,
+            account: account.clone(),
+            limiter: std::sync::OnceLock::new(),
+            _sim: None,
+        })
+    }
+
+    /// The account's limiter: every call of the command for this account waits on it.
+    pub fn limiter(&self, rate: Rate, burst: u32) -> Arc<Limiter> {
+        Arc::clone(self.limiter.get_or_init(|| Arc::new(Limiter::new(rate, burst))))
+    }
+
+    /// A client for this account, gated by its limiter.
+    pub fn client(&self, rate: Rate, burst: u32) -> anyhow::Result<Client> {
+        Ok(Client::new(&self.settings)?.with_gate(Arc::new(LimiterGate(self.limiter(rate, burst)))))
     }
 
     pub fn default_zone(&self) -> Option<Zone> {
@@ -195,7 +215,7 @@ async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit>
     } else {
         config::account_zones(&input, std::env::var_os("HOME").map(PathBuf::from).as_deref())
     };
-    let set = crate::manifest::load_set_zoned(&args.manifests, default_zone.as_ref(), &zones)?;
+    let mut set = crate::manifest::load_set_zoned(&args.manifests, default_zone.as_ref(), &zones)?;
     for w in &set.warnings {
         tracing::warn!("{w}");
     }
@@ -216,6 +236,11 @@ async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit>
     let simulate = targets.first().is_some_and(|t| t.simulate) || args.simulate;
     let rate = rate_of(&args.exec, simulate);
     let store = Store::open(&db_path(global, simulate)?).await?;
+    // `discover:` selectors become tasks before anything else is decided about them.
+    let mut discoveries = Vec::with_capacity(targets.len());
+    for t in &targets {
+        discoveries.push(discover_for(&mut set, t, rate, args.exec.rate.burst).await?);
+    }
     let mut standings = crate::cli::plan::Standings::new();
     for t in &targets {
         standings.extend(store.standings(&t.recorded_endpoint, &t.settings.credentials.access_key_id).await?);
@@ -238,7 +263,7 @@ async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit>
     let first = set.files.first();
     let mut endings = Vec::with_capacity(targets.len());
     let mut not_started = Vec::new();
-    for (i, target) in targets.iter().enumerate() {
+    for (i, (target, discovery)) in targets.iter().zip(discoveries).enumerate() {
         // A run that stopped (a signal, the deadline, an unavailable API) stops the command:
         // the next accounts are left for the same command to do later.
         if endings.last().is_some_and(|e: &Ending| !matches!(e.exit, Exit::Ok | Exit::TasksFailed)) {
@@ -276,6 +301,7 @@ async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit>
             reason: first.and_then(|f| f.reason.clone()),
             due_by: set.files.iter().filter_map(|f| f.due_by).min(),
             retry_of: None,
+            discovered: discovery.as_ref().map(crate::discover::Discovery::to_json),
         };
         let options = options_json(&args.exec, rate, &target.account);
         let run_id = match create_locked(&store, &origin.new_run(target, &args.exec, options), &tasks).await {
@@ -288,16 +314,54 @@ async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit>
                 break;
             }
         };
+        if let Some(d) = &discovery {
+            let calls: Vec<_> = d.calls.iter().map(|c| (run_id, None, crate::runner::context::call_row(c))).collect();
+            store.record_calls(&calls).await?;
+        }
         endings.push(drive(global, &store, target, run_id, &args.exec, rate, i == 0).await?);
     }
     conclude(&args.exec, endings, not_started).await
 }
 
-/// The accounts the tasks of `set` belong to, in the order first met.
+/// Expand the `discover:` selectors of `target`'s account into tasks of `set`, with the
+/// account's client and limiter; `None` when the account has none.
+pub(crate) async fn discover_for(
+    set: &mut crate::manifest::ManifestSet,
+    target: &Target,
+    rate: Rate,
+    burst: u32,
+) -> anyhow::Result<Option<crate::discover::Discovery>> {
+    let selectors: Vec<&crate::manifest::Selector> =
+        set.selectors.iter().filter(|s| s.account_name() == target.account).collect();
+    if selectors.is_empty() {
+        return Ok(None);
+    }
+    let client = target.client(rate, burst)?;
+    let found =
+        crate::discover::expand(&client, &selectors).await.map_err(crate::discover::DiscoverError::into_coded)?;
+    let added = crate::discover::merge_into(set, &found);
+    tracing::info!(
+        account = %target.account,
+        clusters = found.found.len(),
+        tasks = added,
+        calls = found.calls.len(),
+        "discover: clusters found"
+    );
+    for f in &found.passed_over {
+        tracing::warn!(
+            cluster = %f.cluster,
+            zone = %f.zone,
+            status = %f.status,
+            "discover: a matching MySQL Plus cluster is not active and was not selected; its accounts stay"
+        );
+    }
+    Ok(Some(found))
+}
+
+/// The accounts the tasks and selectors of `set` belong to, in the order first met.
 pub(crate) fn accounts_of(set: &crate::manifest::ManifestSet) -> Vec<AccountName> {
     let mut out: Vec<AccountName> = Vec::new();
-    for t in &set.tasks {
-        let a = t.account_name();
+    for a in set.tasks.iter().map(|t| t.account_name()).chain(set.selectors.iter().map(|s| s.account_name())) {
         if !out.contains(&a) {
             out.push(a);
         }
@@ -317,6 +381,8 @@ struct Origin {
     reason: Option<String>,
     due_by: Option<chrono::DateTime<chrono::Utc>>,
     retry_of: Option<i64>,
+    /// What `discover:` selectors found for the run, as recorded in `run_started`.
+    discovered: Option<serde_json::Value>,
 }
 
 impl Origin {
@@ -335,6 +401,7 @@ impl Origin {
             options,
             retry_of: self.retry_of,
             simulated: target.simulate,
+            discovered: self.discovered,
         }
     }
 }
@@ -386,6 +453,7 @@ async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Pa
         reason: plan.reason.clone(),
         due_by: plan.due_by,
         retry_of: None,
+        discovered: plan.discovered.clone(),
     };
     let run_id = create_locked(&store, &origin.new_run(&target, &args.exec, options), &tasks).await?;
     let ending = drive(global, &store, &target, run_id, &args.exec, rate, true).await?;
@@ -517,6 +585,7 @@ async fn retry_command(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<E
         reason: old.reason.clone(),
         due_by: old.due_by,
         retry_of: Some(old.id),
+        discovered: None,
     };
     let options = options_json(&args.exec, rate, &account);
     let run_id = create_locked(&store, &origin.new_run(&target, &args.exec, options), &tasks).await?;
@@ -578,7 +647,18 @@ async fn drive(
     if let (Some(p), true) = (exec.ping_url.as_deref().map(Pinger::new), first) {
         p.send("/start", format!("qc-offboard run {run_id} started")).await;
     }
-    let outcome = drive_inner(global, store, target, run_id, exec, rate).await;
+    let outcome = match drive_inner(global, store, target, run_id, exec, rate).await {
+        // A database that lost what this process wrote (its -wal file deleted or replaced) makes
+        // later statements fail in ways that say nothing of it: name the cause, not the symptom.
+        Err(e) => match store.check_written_to_disk().await {
+            Err(lost @ store::StoreError::Lost { .. }) => {
+                tracing::error!("the run stopped: {e:#}");
+                Err(anyhow::Error::from(lost))
+            }
+            _ => Err(e),
+        },
+        ok => ok,
+    };
     if let Err(e) = store.release_lock(run_id).await {
         tracing::warn!("could not release the run lock: {e}");
     }
@@ -654,8 +734,8 @@ async fn drive_inner(
     exec: &ExecOpts,
     rate: Rate,
 ) -> anyhow::Result<(Exit, String, RunResult)> {
-    let limiter = Arc::new(Limiter::new(rate, exec.rate.burst));
-    let client = Client::new(&target.settings)?.with_gate(Arc::new(LimiterGate(Arc::clone(&limiter))));
+    let limiter = target.limiter(rate, exec.rate.burst);
+    let client = target.client(rate, exec.rate.burst)?;
     let run = store.run(run_id).await?.ok_or_else(|| anyhow::anyhow!("run {run_id} is not in the database"))?;
     // A run of an approved plan runs exactly its planned states: a `not_due` task stays so.
     let from_plan = run.options.get("plan").is_some_and(|p| !p.is_null());
