@@ -27,6 +27,7 @@ fn run() -> NewRun {
         options: json!({}),
         retry_of: None,
         simulated: false,
+        discovered: None,
     }
 }
 

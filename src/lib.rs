@@ -11,6 +11,7 @@
 pub mod approval;
 pub mod audit_key;
 pub mod cli;
+pub mod discover;
 pub mod exit;
 pub mod limiter;
 pub mod manifest;

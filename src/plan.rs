@@ -584,6 +584,7 @@ mod tests {
                 task("cl-a", "sh1a", "u4", Some("2026-12-01")),
             ],
             warnings: Vec::new(),
+            selectors: Vec::new(),
         };
         let today: NaiveDate = "2026-11-30".parse().unwrap();
         let plan = build(&set, today, |k| k.user.as_str() == "u4", &inputs());

@@ -89,6 +89,10 @@ pub struct PlanFile {
     pub created_at: DateTime<Utc>,
     /// The exact task list, in plan order.
     pub tasks: Vec<PlannedTask>,
+    /// What the manifests' `discover:` selectors found when the plan was made (`found` and
+    /// `passed_over`, see `crate::discover`): pinned, so the run executes exactly the clusters
+    /// reviewed; `None` (no member) when they have none.
+    pub discovered: Option<Value>,
     /// `sha256:` and 64 hex digits (see the module documentation).
     pub content_hash: String,
 }
@@ -150,6 +154,8 @@ struct Doc {
     reason: Option<String>,
     due_by: Option<String>,
     tasks: Vec<DocTask>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    discovered: Option<Value>,
     #[serde(skip_serializing_if = "Option::is_none")]
     content_hash: Option<String>,
 }
@@ -212,10 +218,18 @@ impl PlanFile {
                     due_by: p.task.due_by,
                 })
                 .collect(),
+            discovered: None,
             content_hash: String::new(),
         };
         file.content_hash = content_hash(&file.doc_value(false));
         file
+    }
+
+    /// The same plan pinning what discovery found (the hash covers it).
+    pub fn with_discovered(mut self, discovered: Option<Value>) -> PlanFile {
+        self.discovered = discovered;
+        self.content_hash = content_hash(&self.doc_value(false));
+        self
     }
 
     /// The same plan for a named account (the hash covers the account).
@@ -254,6 +268,7 @@ impl PlanFile {
                     due_by: t.due_by.map(time),
                 })
                 .collect(),
+            discovered: self.discovered.clone(),
             content_hash: with_hash.then(|| self.content_hash.clone()),
         }
     }
@@ -619,6 +634,11 @@ fn from_doc(path: &Path, doc: Doc) -> Result<PlanFile, PlanFileError> {
         access_key_id: doc.access_key_id,
         created_at: instant("created_at", &doc.created_at)?,
         tasks,
+        discovered: match doc.discovered {
+            None => None,
+            Some(v @ Value::Object(_)) => Some(v),
+            Some(_) => return Err(invalid(path, "discovered: not an object".into())),
+        },
         content_hash: String::new(),
     })
 }
@@ -692,6 +712,7 @@ mod tests {
                 not_before: None,
                 due_by: Some(t("2026-11-28T12:00:00Z")),
             }],
+            discovered: None,
             content_hash: String::new(),
         };
         p.content_hash = content_hash(&p.doc_value(false));

@@ -27,12 +27,27 @@ pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
         return Ok(Exit::Ok);
     }
     let zone = env_zone()?;
-    let set = manifest::load_set(&args.manifests, zone.as_ref())?;
+    let mut set = manifest::load_set(&args.manifests, zone.as_ref())?;
     for w in &set.warnings {
         eprintln!("warning: {w}");
     }
     let inputs = EstimateInputs { rate: args.rate.rate.unwrap_or(Rate::DEFAULT), ..EstimateInputs::default() };
     let accounts = crate::cli::run::accounts_of(&set);
+    // `discover:` selectors are expanded through the API: the plan shows (and a plan file
+    // pins) exactly the clusters found now.
+    let mut discovered: Option<crate::discover::Discovery> = None;
+    if !set.selectors.is_empty() {
+        for account in &accounts {
+            let target = crate::cli::run::Target::resolve_account(&args.api, false, account).await?;
+            if let Some(d) = crate::cli::run::discover_for(&mut set, &target, inputs.rate, 1).await? {
+                eprint!("{}", d.to_human());
+                let all = discovered.get_or_insert_with(Default::default);
+                all.found.extend(d.found);
+                all.passed_over.extend(d.passed_over);
+                all.calls.extend(d.calls);
+            }
+        }
+    }
     let Some(out) = &args.out else {
         let mut done = Standings::new();
         for account in &accounts {
@@ -71,7 +86,9 @@ pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
     let access_key_id = &resolved.settings.credentials.access_key_id;
     let done = done_at(global, endpoint, access_key_id).await?;
     let plan = build_plan(&set, today(), &done, &inputs);
-    let file = PlanFile::new(&set, &plan, endpoint, access_key_id, Utc::now()).for_account(account);
+    let file = PlanFile::new(&set, &plan, endpoint, access_key_id, Utc::now())
+        .with_discovered(discovered.as_ref().map(crate::discover::Discovery::to_json))
+        .for_account(account);
     file.write(out)?;
     match args.output {
         OutputFormat::Human => print!("{}", plan.to_human()),

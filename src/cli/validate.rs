@@ -25,6 +25,15 @@ pub fn run(_global: &GlobalOpts, args: ValidateArgs) -> anyhow::Result<Exit> {
             s.accounts,
             plural(s.accounts, "account", "accounts"),
         );
+        let n = file.selectors.len();
+        if n > 0 {
+            // Checked for syntax only: which clusters they select is for `plan` to find out.
+            println!(
+                "{}: {n} discover {} (clusters are found at plan and run time)",
+                file.path.display(),
+                plural(n, "selector", "selectors")
+            );
+        }
     }
     Ok(Exit::Ok)
 }

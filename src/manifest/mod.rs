@@ -51,7 +51,7 @@ use locate::{Pos, Seg, YamlPath};
 pub use check::{parse_date, parse_instant, DEFAULT_HOST, VERSION};
 pub use raw::{json_schema, MAX_ENTRIES, MAX_FLOW_DEPTH};
 
-pub use model::{Account, AccountName, ClusterId, HostSpec, Task, TaskKey, UserName, Zone};
+pub use model::{Account, AccountName, ClusterId, HostSpec, Selector, SelectorUser, Task, TaskKey, UserName, Zone};
 
 /// One reason a manifest is refused, with where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -106,6 +106,8 @@ pub struct ManifestFile {
     pub due_by: Option<DateTime<Utc>>,
     /// The file's tasks as written, in file order (clusters form first), before merging.
     pub tasks: Vec<Task>,
+    /// The file's `discover:` selectors, each `source` naming the file.
+    pub selectors: Vec<Selector>,
 }
 
 /// Counts for a one-line summary of a file.
@@ -138,6 +140,9 @@ pub struct ManifestSet {
     pub tasks: Vec<Task>,
     /// Things worth knowing that are not errors (merged duplicates), as `FILE:LINE:COLUMN: …`.
     pub warnings: Vec<String>,
+    /// Every file's `discover:` selectors, in file order: expanded through the API by `plan`
+    /// and `run` ([`crate::discover`]) into further tasks.
+    pub selectors: Vec<Selector>,
 }
 
 /// A file read and checked, with what is needed to point at its lines later.
@@ -180,7 +185,13 @@ pub fn load_set_zoned(
         return Err(ManifestErrors(errors));
     }
     let merged = merge(&loaded)?;
-    Ok(ManifestSet { files: loaded.into_iter().map(|l| l.file).collect(), tasks: merged.0, warnings: merged.1 })
+    let selectors = loaded.iter().flat_map(|l| l.file.selectors.iter().cloned()).collect();
+    Ok(ManifestSet {
+        files: loaded.into_iter().map(|l| l.file).collect(),
+        tasks: merged.0,
+        warnings: merged.1,
+        selectors,
+    })
 }
 
 fn read_checked(
@@ -264,6 +275,14 @@ fn read_checked(
         reason: checked.reason,
         due_by: checked.due_by,
         tasks: checked.tasks,
+        selectors: checked
+            .selectors
+            .into_iter()
+            .map(|mut s| {
+                s.source = format!("{}: {}", path.display(), s.source);
+                s
+            })
+            .collect(),
     };
     Ok(Loaded { file, text, origins: checked.origins })
 }

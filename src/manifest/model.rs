@@ -265,6 +265,40 @@ pub struct Task {
     pub account: Option<AccountName>,
 }
 
+/// One account of a `discover:` selector, with its dates.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SelectorUser {
+    pub user: UserName,
+    pub host: HostSpec,
+    pub not_before: Option<NaiveDate>,
+    pub due_by: Option<DateTime<Utc>>,
+}
+
+/// `discover[i]`: every active MySQL Plus cluster in `zones` that carries every tag of `tags`
+/// and whose name matches `name_matches`, each with every account of `users`. Expanded into
+/// ordinary tasks through the API by `plan` and `run` (see `crate::discover`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Selector {
+    /// Where it was written: `FILE: discover[i]`.
+    pub source: String,
+    pub zones: Vec<Zone>,
+    /// Tag names (not ids).
+    pub tags: Vec<String>,
+    /// The regular expression's source; checked to compile when the manifest was loaded.
+    pub name_matches: Option<String>,
+    pub users: Vec<SelectorUser>,
+    /// The QingCloud account; `None` is the default account.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<AccountName>,
+}
+
+impl Selector {
+    /// The account this selector looks in.
+    pub fn account_name(&self) -> AccountName {
+        self.account.clone().unwrap_or_else(AccountName::default_account)
+    }
+}
+
 /// What makes two tasks the same work, whatever their dates.
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct TaskKey {

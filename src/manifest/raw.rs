@@ -34,6 +34,29 @@ pub(crate) struct RawManifest {
     pub defaults: Option<RawDefaults>,
     pub clusters: Option<Vec<RawCluster>>,
     pub users: Option<Vec<RawUser>>,
+    /// Selectors of clusters found through the API at `plan`/`run` time.
+    pub discover: Option<Vec<RawSelector>>,
+}
+
+/// `discover[i]`: every active MySQL Plus cluster in some zones, optionally narrowed by tags and
+/// a name pattern, and the accounts to remove from each.
+#[derive(Debug, Deserialize, schemars::JsonSchema)]
+#[serde(deny_unknown_fields, expecting = "a discover mapping")]
+#[schemars(rename = "Discover")]
+pub(crate) struct RawSelector {
+    /// Zones to look in (at least one).
+    #[schemars(with = "Option<Vec<Text>>")]
+    pub zones: Option<Vec<String>>,
+    /// Tag names the cluster must all carry (resolved through DescribeTags).
+    #[schemars(with = "Option<Vec<Text>>")]
+    pub tags: Option<Vec<String>>,
+    /// A regular expression the cluster's name must match (unanchored; use `^`/`$`).
+    #[schemars(with = "Option<Text>")]
+    pub name_matches: Option<String>,
+    /// The QingCloud account to look in (overrides the file's `account`).
+    #[schemars(with = "Option<Text>")]
+    pub account: Option<String>,
+    pub users: Option<Vec<RawAccount>>,
 }
 
 #[derive(Debug, Default, Deserialize, schemars::JsonSchema)]

@@ -23,8 +23,8 @@ use crate::qingcloud::config::{self, Credentials, Settings};
 pub use crate::qingcloud::error::{ApiError, Failure};
 use crate::qingcloud::signer::{self, Method, SignatureMethod};
 use crate::qingcloud::types::{
-    ret, DescribeClustersResponse, DescribeJobsResponse, Envelope, RunClusterCustomServiceResponse, DESCRIBE_CLUSTERS,
-    DESCRIBE_JOBS, RUN_CLUSTER_CUSTOM_SERVICE,
+    ret, DescribeClustersResponse, DescribeJobsResponse, DescribeTagsResponse, Envelope,
+    RunClusterCustomServiceResponse, DESCRIBE_CLUSTERS, DESCRIBE_JOBS, DESCRIBE_TAGS, RUN_CLUSTER_CUSTOM_SERVICE,
 };
 
 /// Most bytes of a response body read into memory; a longer body is an error.
@@ -106,6 +106,14 @@ pub struct JobFilter {
     pub offset: u32,
     /// Page size, clamped to 1..=100.
     pub limit: u32,
+}
+
+/// What a `DescribeClusters` listing selects: `apps.N`, `status.N` and `tags.N` (tag ids).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ClusterQuery {
+    pub apps: Vec<String>,
+    pub status: Vec<String>,
+    pub tags: Vec<String>,
 }
 
 impl Default for JobFilter {
@@ -273,6 +281,72 @@ impl Client {
             params.push(("limit".to_owned(), batch.len().to_string()));
             params.push(("verbose".to_owned(), "0".to_owned()));
             calls.push(self.call(DESCRIBE_CLUSTERS, zone, params).await);
+        }
+        calls
+    }
+
+    /// Every `DescribeClusters` page of `query` in `zone` (`limit` 100, paged by `offset` up to
+    /// `total_count`), at most `max_pages` calls. Stops after an error (the failed call is the
+    /// last element) or a short or empty page.
+    pub async fn describe_clusters_pages(
+        &self,
+        zone: &Zone,
+        query: &ClusterQuery,
+        max_pages: usize,
+    ) -> Vec<Call<DescribeClustersResponse>> {
+        let mut base = signer::flatten_array("apps", query.apps.iter().map(String::as_str));
+        base.extend(signer::flatten_array("status", query.status.iter().map(String::as_str)));
+        base.extend(signer::flatten_array("tags", query.tags.iter().map(String::as_str)));
+        base.push(("verbose".to_owned(), "0".to_owned()));
+        self.pages(DESCRIBE_CLUSTERS, zone, base, max_pages, |r: &DescribeClustersResponse| {
+            (r.cluster_set.len(), r.total_count)
+        })
+        .await
+    }
+
+    /// Every `DescribeTags` page whose tag names contain `search_word` in `zone`, at most
+    /// `max_pages` calls (as [`Client::describe_clusters_pages`]).
+    pub async fn describe_tags(
+        &self,
+        zone: &Zone,
+        search_word: &str,
+        max_pages: usize,
+    ) -> Vec<Call<DescribeTagsResponse>> {
+        let base = vec![("search_word".to_owned(), search_word.to_owned()), ("verbose".to_owned(), "0".to_owned())];
+        self.pages(DESCRIBE_TAGS, zone, base, max_pages, |r: &DescribeTagsResponse| (r.tag_set.len(), r.total_count))
+            .await
+    }
+
+    /// Page `action` with `limit` 100 by `offset`; `count` gives a page's (items, total_count).
+    async fn pages<T: DeserializeOwned>(
+        &self,
+        action: &str,
+        zone: &Zone,
+        base: Vec<(String, String)>,
+        max_pages: usize,
+        count: impl Fn(&T) -> (usize, u64),
+    ) -> Vec<Call<T>> {
+        let limit = MAX_CLUSTERS_PER_CALL;
+        let mut offset = 0usize;
+        let mut calls = Vec::new();
+        while calls.len() < max_pages {
+            let mut params = base.clone();
+            params.push(("offset".to_owned(), offset.to_string()));
+            params.push(("limit".to_owned(), limit.to_string()));
+            let call = self.call(action, zone, params).await;
+            let next = match &call.result {
+                Ok(resp) => {
+                    let (got, total) = count(resp);
+                    let seen = offset + got;
+                    (got == limit && (seen as u64) < total).then_some(seen)
+                }
+                Err(_) => None,
+            };
+            calls.push(call);
+            match next {
+                Some(n) => offset = n,
+                None => break,
+            }
         }
         calls
     }

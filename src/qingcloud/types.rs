@@ -197,6 +197,36 @@ pub struct ClusterInfo {
     pub status: String,
     #[serde(default, deserialize_with = "string_or_null")]
     pub transition_status: String,
+    /// The tags the cluster carries, when the answer lists them (absent or `null`: none).
+    #[serde(default, deserialize_with = "vec_or_null", skip_serializing_if = "Vec::is_empty")]
+    pub tags: Vec<TagInfo>,
+}
+
+/// A tag: in a `DescribeTags` answer, or on a resource.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TagInfo {
+    #[serde(default, deserialize_with = "string_or_null")]
+    pub tag_id: String,
+    #[serde(default, deserialize_with = "string_or_null")]
+    pub tag_name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DescribeTagsResponse {
+    #[serde(default, deserialize_with = "string_or_null")]
+    pub action: String,
+    pub ret_code: i64,
+    #[serde(default, deserialize_with = "string_or_null", skip_serializing_if = "String::is_empty")]
+    pub message: String,
+    #[serde(default)]
+    pub total_count: u64,
+    #[serde(default, deserialize_with = "vec_or_null")]
+    pub tag_set: Vec<TagInfo>,
+}
+
+/// An optional list: absent or `null` is empty.
+fn vec_or_null<'de, D: serde::Deserializer<'de>, T: Deserialize<'de>>(d: D) -> Result<Vec<T>, D::Error> {
+    Ok(Option::<Vec<T>>::deserialize(d)?.unwrap_or_default())
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -238,6 +268,7 @@ pub const ROLE_MAININSTANCE: &str = "maininstance";
 pub const RUN_CLUSTER_CUSTOM_SERVICE: &str = "RunClusterCustomService";
 pub const DESCRIBE_JOBS: &str = "DescribeJobs";
 pub const DESCRIBE_CLUSTERS: &str = "DescribeClusters";
+pub const DESCRIBE_TAGS: &str = "DescribeTags";
 /// The MySQL Plus application id (reference §12): the only clusters this tool works on.
 pub const MYSQL_PLUS_APP_ID: &str = "app-00r26u27";
 

@@ -14,7 +14,7 @@
 //! All mutable state (counters, generators, quota windows, the [`Book`]) sits behind one mutex
 //! held for a few microseconds per request; the signature is checked outside it.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -25,9 +25,9 @@ use sha2::Digest;
 
 use crate::qingcloud::signer::{self, Method, SignatureMethod};
 use crate::qingcloud::types::{
-    ret, ClusterInfo, DelUserParams, DescribeClustersResponse, DescribeJobsResponse, JobStatus,
-    RunClusterCustomServiceResponse, DEL_USER, DESCRIBE_CLUSTERS, DESCRIBE_JOBS, MYSQL_PLUS_APP_ID, ROLE_MAININSTANCE,
-    RUN_CLUSTER_CUSTOM_SERVICE,
+    ret, ClusterInfo, DelUserParams, DescribeClustersResponse, DescribeJobsResponse, DescribeTagsResponse, JobStatus,
+    RunClusterCustomServiceResponse, TagInfo, DEL_USER, DESCRIBE_CLUSTERS, DESCRIBE_JOBS, DESCRIBE_TAGS,
+    MYSQL_PLUS_APP_ID, ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE,
 };
 
 use super::faults::{self, Fault};
@@ -273,6 +273,7 @@ impl Engine {
             }
             DESCRIBE_JOBS => Ok((describe_jobs(&mut st, &params, owner, now)?, None)),
             DESCRIBE_CLUSTERS => Ok((self.describe_clusters(&mut st, &params)?, None)),
+            DESCRIBE_TAGS => Ok((self.describe_tags(&params)?, None)),
             _ => Err(refuse(ret::ACCESS_DENIED, "PermissionDenied, can't handle this request")),
         }
     }
@@ -475,7 +476,7 @@ impl Engine {
 
 impl Engine {
     /// DescribeClusters in one zone: filters `clusters.N`, `apps.N`, `status.N`, `tags.N` (tag
-    /// names), `cluster_name` (a substring), paged by `offset`/`limit` (default 20, at most
+    /// ids, as DescribeTags gives them: a cluster carrying any of them), `cluster_name` (a substring), paged by `offset`/`limit` (default 20, at most
     /// 100), sorted by cluster id. The auto world knows every well-formed `clusters.N` id as an
     /// active MySQL Plus cluster (in the zone it is first addressed in), and lists the
     /// clusters addressed so far.
@@ -492,6 +493,8 @@ impl Engine {
         match &self.model.clusters {
             Some(map) => {
                 for (id, c) in map.iter().filter(|(_, c)| c.zone == zone) {
+                    let tags: Vec<TagInfo> =
+                        c.tags.iter().map(|n| TagInfo { tag_id: tag_id(n), tag_name: n.clone() }).collect();
                     let info = ClusterInfo {
                         cluster_id: id.clone(),
                         name: c.name.clone(),
@@ -499,8 +502,9 @@ impl Engine {
                         app_version: String::new(),
                         status: c.status.clone(),
                         transition_status: c.transition_status.clone(),
+                        tags: tags.clone(),
                     };
-                    found.push((info, c.tags.clone()));
+                    found.push((info, tags.into_iter().map(|t| t.tag_id).collect()));
                 }
             }
             None => {
@@ -533,6 +537,44 @@ impl Engine {
             cluster_set: found.into_iter().skip(offset).take(limit).map(|(c, _)| c).collect(),
         })
     }
+
+    /// DescribeTags: the tags the world's clusters carry (one id per name, [`tag_id`]), filtered
+    /// by `tags.N` (ids) and `search_word` (a substring of the name), sorted by name and paged
+    /// like DescribeClusters. Tags are the account's, not a zone's: every zone lists them all.
+    fn describe_tags(&self, params: &Params<'_>) -> Result<Vec<u8>, Refusal> {
+        params.zone()?;
+        let ids = params.indexed("tags")?;
+        let word = params.get("search_word").unwrap_or("");
+        let offset = params.number("offset")?.unwrap_or(0);
+        let limit = params.number("limit")?.unwrap_or(DEFAULT_LIMIT).min(MAX_LIMIT);
+        let names: BTreeSet<&str> = self
+            .model
+            .clusters
+            .iter()
+            .flat_map(|m| m.values())
+            .flat_map(|c| c.tags.iter().map(String::as_str))
+            .collect();
+        let found: Vec<TagInfo> = names
+            .into_iter()
+            .map(|n| TagInfo { tag_id: tag_id(n), tag_name: n.to_owned() })
+            .filter(|t| (ids.is_empty() || ids.contains(&t.tag_id)) && t.tag_name.contains(word))
+            .collect();
+        to_json(&DescribeTagsResponse {
+            action: response_action(DESCRIBE_TAGS),
+            ret_code: ret::OK,
+            message: String::new(),
+            total_count: found.len() as u64,
+            tag_set: found.into_iter().skip(offset).take(limit).collect(),
+        })
+    }
+}
+
+/// The id the simulator gives the tag named `name`: `tag-` and eight hex digits of its SHA-256,
+/// the same in every zone and every run.
+pub fn tag_id(name: &str) -> String {
+    let digest = sha2::Sha256::digest(name.as_bytes());
+    let hex: String = digest.iter().take(4).map(|b| format!("{b:02x}")).collect();
+    format!("tag-{hex}")
 }
 
 /// Give the owner its unrelated jobs in the zone, if the world asks for them.
@@ -828,6 +870,10 @@ mod tests {
         assert_eq!(e.stats(t0.after(Duration::from_secs(11))).jobs_by_status.get("successful"), Some(&20));
     }
 
+    fn call_tags(e: &Engine, extra: &[(&str, &str)], now: Now) -> serde_json::Value {
+        body(&e.call(&signed(DESCRIBE_TAGS, extra, now), now))
+    }
+
     #[test]
     fn describe_clusters_filters_and_pages_past_a_hundred() {
         let mut yaml = String::from("clusters:\n");
@@ -845,7 +891,15 @@ mod tests {
         let second = call(&[("limit", "100"), ("offset", "100")]);
         assert_eq!(second["cluster_set"].as_array().unwrap().len(), 30);
         assert_eq!(second["cluster_set"][0]["cluster_id"], "cl-c100");
-        assert_eq!(call(&[("tags.1", "prod")])["total_count"], 65);
+        assert_eq!(call(&[("tags.1", "prod")])["total_count"], 0, "tags.N are tag ids, not names");
+        let tags = call_tags(&e, &[("search_word", "pro")], now);
+        assert_eq!(tags["total_count"], 1);
+        assert_eq!(tags["tag_set"][0]["tag_name"], "prod");
+        let prod = tags["tag_set"][0]["tag_id"].as_str().unwrap().to_owned();
+        assert_eq!(prod, tag_id("prod"));
+        let tagged = call(&[("tags.1", &prod)]);
+        assert_eq!(tagged["total_count"], 65);
+        assert_eq!(tagged["cluster_set"][0]["tags"][0]["tag_name"], "prod");
         let by_id = call(&[("clusters.1", "cl-c007"), ("clusters.2", "cl-p1")]);
         assert_eq!(by_id["total_count"], 1, "cl-p1 is in another zone: {by_id}");
         assert_eq!(by_id["cluster_set"][0]["app_id"], MYSQL_PLUS_APP_ID);

@@ -137,6 +137,9 @@ pub struct NewRun {
     /// The run whose failed tasks this one retries.
     pub retry_of: Option<i64>,
     pub simulated: bool,
+    /// What the manifests' `discover:` selectors found (`crate::discover::Discovery::to_json`),
+    /// recorded in `run_started`; `None` when they have none.
+    pub discovered: Option<serde_json::Value>,
 }
 
 /// A task to create with its run. `state` is `pending`, `not_due` or `skipped`.

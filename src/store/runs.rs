@@ -99,11 +99,7 @@ async fn insert_run(tx: &mut SqliteConnection, run: &NewRun, tasks: &[NewTask]) 
             m
         });
         let mut entries = Vec::with_capacity(tasks.len() + 1);
-        entries.push(Entry::new(
-            Some(run_id),
-            None,
-            "run_started",
-            &json!({
+        let mut started = json!({
                 "manifests": manifests,
                 "ticket": run.ticket,
                 "requested_by": run.requested_by,
@@ -117,8 +113,11 @@ async fn insert_run(tx: &mut SqliteConnection, run: &NewRun, tasks: &[NewTask]) 
                 "retry_of": run.retry_of,
                 "simulated": run.simulated,
                 "tasks": counts,
-            }),
-        ));
+        });
+        if let (Some(d), Some(o)) = (&run.discovered, started.as_object_mut()) {
+            o.insert("discovered".to_owned(), d.clone());
+        }
+        entries.push(Entry::new(Some(run_id), None, "run_started", &started));
 
         // Ids are assigned here (inside the write lock) so that the audit records can name them
         // without a round trip per task.

@@ -226,6 +226,7 @@ pub fn new_run(ticket: Option<&str>) -> qc_offboard::store::NewRun {
         options: serde_json::json!({"rate": "50/s", "max_in_flight": 20}),
         retry_of: None,
         simulated: false,
+        discovered: None,
     }
 }
 

@@ -7,6 +7,7 @@ mod cli;
 mod client;
 mod config;
 mod contrib;
+mod discover;
 mod doctor;
 mod endings;
 mod evidence;
