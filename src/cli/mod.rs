@@ -173,6 +173,10 @@ pub struct PlanArgs {
     /// picks up; not with --out (a plan file is made for today). `run` always uses the clock
     #[arg(long, env = "QC_OFFBOARD_TODAY", hide_env_values = true, value_name = "YYYY-MM-DD", value_parser = parse_today)]
     pub today: Option<chrono::NaiveDate>,
+    /// Do not check the pending tasks' clusters with DescribeClusters (done when credentials
+    /// are configured; what it finds is printed on stderr)
+    #[arg(long)]
+    pub no_preflight: bool,
 }
 
 fn parse_today(s: &str) -> Result<chrono::NaiveDate, String> {

@@ -53,7 +53,9 @@ pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
         for account in &accounts {
             done.extend(done_before(global, &args.api, account).await?);
         }
-        print_plan(&set, args.today.unwrap_or_else(today), &done, &inputs, args.output);
+        let plan = build_plan(&set, args.today.unwrap_or_else(today), &done, &inputs);
+        print_built(&plan, args.output);
+        preflight(&args, &accounts, &plan).await;
         return Ok(Exit::Ok);
     };
     if args.today.is_some() {
@@ -90,10 +92,8 @@ pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
         .with_discovered(discovered.as_ref().map(crate::discover::Discovery::to_json))
         .for_account(account);
     file.write(out)?;
-    match args.output {
-        OutputFormat::Human => print!("{}", plan.to_human()),
-        OutputFormat::Json => println!("{}", plan.to_json()),
-    }
+    print_built(&plan, args.output);
+    preflight(&args, &accounts, &plan).await;
     eprintln!(
         "plan written to {}: {} tasks for {endpoint} (access key {access_key_id}), content hash {}",
         out.display(),
@@ -101,6 +101,82 @@ pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
         file.content_hash
     );
     Ok(Exit::Ok)
+}
+
+fn print_built(plan: &plan::Plan, output: OutputFormat) {
+    match output {
+        OutputFormat::Human => print!("{}", plan.to_human()),
+        OutputFormat::Json => println!("{}", plan.to_json()),
+    }
+}
+
+/// The preflight a run would make, made now: every pending task's cluster is looked up with
+/// `DescribeClusters` (100 ids a call per zone), and the tasks a run would end without sending
+/// anything are named on stderr. Needs credentials; without them, or with `--no-preflight`,
+/// it says so. Never changes the plan or its exit code: the run checks again.
+async fn preflight(args: &PlanArgs, accounts: &[AccountName], plan: &plan::Plan) {
+    use crate::runner::preflight::{judge, lookup, Verdict};
+    use std::collections::{BTreeMap, BTreeSet};
+    if args.no_preflight {
+        return;
+    }
+    for account in accounts {
+        let pending: Vec<&plan::PlannedTask> = plan
+            .tasks
+            .iter()
+            .filter(|p| p.state == plan::PlanState::Pending && p.task.account_name() == *account)
+            .collect();
+        if pending.is_empty() {
+            continue;
+        }
+        let target = match crate::cli::run::Target::resolve_account(&args.api, false, account).await {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("note: preflight not made for account {account}: {e:#}");
+                continue;
+            }
+        };
+        let Ok(client) = target.client(plan.inputs.rate, 1) else { continue };
+        let mut by_zone: BTreeMap<&str, BTreeSet<&str>> = BTreeMap::new();
+        for p in &pending {
+            by_zone.entry(p.task.zone.as_str()).or_default().insert(p.task.cluster.as_str());
+        }
+        let looked = match lookup(&client, &by_zone).await {
+            Ok(l) => l,
+            Err(e) => {
+                eprintln!("note: preflight not made for account {account}: {e:#}");
+                continue;
+            }
+        };
+        let (mut refused, mut not_ready, mut judged) = (0usize, 0usize, BTreeSet::new());
+        for p in &pending {
+            let key = (p.task.zone.to_string(), p.task.cluster.to_string());
+            let Some(info) = looked.seen.get(&key) else { continue };
+            match judge(&key.1, &key.0, info.as_ref()) {
+                Verdict::Ready => {}
+                Verdict::Refused(m) => {
+                    refused += 1;
+                    if judged.insert(key.clone()) {
+                        eprintln!("preflight: would fail: {m}");
+                    }
+                }
+                Verdict::NotReady(m) => {
+                    not_ready += 1;
+                    if judged.insert(key.clone()) {
+                        eprintln!("preflight: not ready: {m}");
+                    }
+                }
+            }
+        }
+        let unchecked: usize = looked.unchecked.iter().map(|(_, b)| b.len()).sum();
+        let clusters: usize = by_zone.values().map(BTreeSet::len).sum();
+        eprintln!(
+            "preflight{}: {clusters} clusters checked in {} DescribeClusters calls: {refused} tasks would fail, {not_ready} not ready{}",
+            if account.is_default() { String::new() } else { format!(" (account {account})") },
+            looked.calls.len(),
+            if unchecked > 0 { format!(", {unchecked} clusters unchecked (no usable answer)") } else { String::new() },
+        );
+    }
 }
 
 /// What earlier runs against `endpoint` with `access_key_id` did with each account, from the

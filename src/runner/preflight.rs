@@ -20,8 +20,8 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use serde_json::json;
 
 use crate::manifest::model::Zone;
-use crate::qingcloud::client::MAX_CLUSTERS_PER_CALL;
-use crate::qingcloud::types::{ClusterInfo, MYSQL_PLUS_APP_ID};
+use crate::qingcloud::client::{Call, Client, MAX_CLUSTERS_PER_CALL};
+use crate::qingcloud::types::{ClusterInfo, DescribeClustersResponse, MYSQL_PLUS_APP_ID};
 use crate::store::{TaskChange, TaskState, Transition};
 
 use super::context::Ctx;
@@ -84,6 +84,53 @@ pub struct Outcome {
     pub unchecked: usize,
 }
 
+/// What the lookups of one preflight returned.
+pub struct Looked {
+    /// (zone, cluster) → what the API said (`None`: not in the answer); absent: unchecked.
+    pub seen: HashMap<(String, String), Option<ClusterInfo>>,
+    /// Every call made, with when it was started.
+    pub calls: Vec<(Call<DescribeClustersResponse>, tokio::time::Instant)>,
+    /// (zone, cluster ids) of the batches that got no usable answer.
+    pub unchecked: Vec<(String, Vec<String>)>,
+}
+
+/// Look up `by_zone`'s clusters with `DescribeClusters`, 100 ids a call, each batch tried
+/// [`TRIES`] times. `run` and `plan` share it.
+pub async fn lookup(client: &Client, by_zone: &BTreeMap<&str, BTreeSet<&str>>) -> anyhow::Result<Looked> {
+    let mut out = Looked { seen: HashMap::new(), calls: Vec::new(), unchecked: Vec::new() };
+    for (zone, clusters) in by_zone {
+        let zone_id = Zone::parse(zone).map_err(anyhow::Error::msg)?;
+        let ids: Vec<String> = clusters.iter().map(|c| (*c).to_owned()).collect();
+        for batch in ids.chunks(MAX_CLUSTERS_PER_CALL) {
+            let mut answer = None;
+            for _ in 0..TRIES {
+                let sent_at = tokio::time::Instant::now();
+                let mut calls = client.describe_clusters(&zone_id, batch).await;
+                let Some(call) = calls.pop() else { break };
+                match &call.result {
+                    Ok(resp) => answer = Some(resp.clone()),
+                    Err(e) => tracing::warn!(zone = %zone, error = %e, "preflight: DescribeClusters failed"),
+                }
+                out.calls.push((call, sent_at));
+                if answer.is_some() {
+                    break;
+                }
+            }
+            let Some(resp) = answer else {
+                tracing::warn!(zone = %zone, clusters = batch.len(), "preflight: no usable answer; these clusters are not checked");
+                out.unchecked.push(((*zone).to_owned(), batch.to_vec()));
+                continue;
+            };
+            let mut found: HashMap<&str, &ClusterInfo> =
+                resp.cluster_set.iter().map(|c| (c.cluster_id.as_str(), c)).collect();
+            for id in batch {
+                out.seen.insert(((*zone).to_owned(), id.clone()), found.remove(id.as_str()).cloned());
+            }
+        }
+    }
+    Ok(out)
+}
+
 /// Check the clusters of the run's `pending` and `retry_wait` tasks; end the tasks whose cluster
 /// cannot take a `del_user`.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
@@ -95,47 +142,18 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
         by_zone.entry(r.zone.as_str()).or_default().insert(r.cluster.as_str());
     }
     let mut out = Outcome::default();
-    // (zone, cluster) → what the API said; absent from the map: unchecked.
-    let mut seen: HashMap<(String, String), Option<ClusterInfo>> = HashMap::new();
-    for (zone, clusters) in &by_zone {
-        let zone_id = Zone::parse(zone).map_err(anyhow::Error::msg)?;
-        let ids: Vec<String> = clusters.iter().map(|c| (*c).to_owned()).collect();
-        for batch in ids.chunks(MAX_CLUSTERS_PER_CALL) {
-            let mut answer = None;
-            for _ in 0..TRIES {
-                let sent_at = tokio::time::Instant::now();
-                let mut calls = ctx.client.describe_clusters(&zone_id, batch).await;
-                let Some(call) = calls.pop() else { break };
-                out.calls += 1;
-                ctx.note_call(None, &call, sent_at).await?;
-                match call.result {
-                    Ok(resp) => {
-                        answer = Some(resp);
-                        break;
-                    }
-                    Err(e) => tracing::warn!(zone = %zone, error = %e, "preflight: DescribeClusters failed"),
-                }
-            }
-            let Some(resp) = answer else {
-                out.unchecked += batch.len();
-                tracing::warn!(zone = %zone, clusters = batch.len(), "preflight: no usable answer; these clusters are not checked");
-                ctx.store
-                    .audit_event(
-                        Some(ctx.run_id),
-                        None,
-                        "preflight_unchecked",
-                        json!({ "zone": zone, "clusters": batch }),
-                    )
-                    .await?;
-                continue;
-            };
-            let mut found: HashMap<&str, &ClusterInfo> =
-                resp.cluster_set.iter().map(|c| (c.cluster_id.as_str(), c)).collect();
-            for id in batch {
-                seen.insert(((*zone).to_owned(), id.clone()), found.remove(id.as_str()).cloned());
-            }
-        }
+    let looked = lookup(&ctx.client, &by_zone).await?;
+    for (call, sent_at) in &looked.calls {
+        out.calls += 1;
+        ctx.note_call(None, call, *sent_at).await?;
     }
+    for (zone, batch) in &looked.unchecked {
+        out.unchecked += batch.len();
+        ctx.store
+            .audit_event(Some(ctx.run_id), None, "preflight_unchecked", json!({ "zone": zone, "clusters": batch }))
+            .await?;
+    }
+    let seen = looked.seen;
 
     let mut events = Vec::new();
     let mut transitions = Vec::new();

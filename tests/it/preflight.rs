@@ -111,3 +111,25 @@ async fn preflight_costs_one_call_per_hundred_clusters_per_zone() {
     assert_eq!(report.len(), 153);
     assert!(report.iter().all(|r| r["state"] == "not_ready"), "{:?}", report.first());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plan_makes_the_preflight_and_names_what_a_run_would_not_send() {
+    let rig = Rig::new(WORLD, MANIFEST).await;
+    let m = rig.manifest.to_str().unwrap().to_owned();
+    let out = Rig::output(rig.cmd(&["plan", &m])).await;
+    assert_eq!(code(&out), 0, "{}", text(&out.stderr));
+    let err = text(&out.stderr);
+    assert!(err.contains("would fail: preflight: cluster cl-ceased is ceased"), "{err}");
+    assert!(err.contains("would fail: preflight: cluster cl-unknown not found"), "{err}");
+    assert!(err.contains("would fail: preflight: cluster cl-redis is not a MySQL Plus cluster"), "{err}");
+    assert!(err.contains("not ready: preflight: cluster cl-stopped is stopped"), "{err}");
+    assert!(err.contains("5 clusters checked in 1 DescribeClusters calls: 3 tasks would fail, 1 not ready"), "{err}");
+    let stats = rig.sim.stats();
+    assert_eq!(stats.requests_of("DescribeClusters"), 1);
+    assert_eq!(stats.requests_of("RunClusterCustomService"), 0, "plan sends nothing");
+
+    let skipped = Rig::output(rig.cmd(&["plan", &m, "--no-preflight"])).await;
+    assert_eq!(code(&skipped), 0);
+    assert!(!text(&skipped.stderr).contains("preflight"), "{}", text(&skipped.stderr));
+    assert_eq!(rig.sim.stats().requests_of("DescribeClusters"), 1, "--no-preflight calls nothing");
+}
