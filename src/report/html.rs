@@ -179,10 +179,13 @@ fn standings(w: &mut impl Write, e: &Evidence) -> io::Result<()> {
     writeln!(w, "</tbody>\n</table>")
 }
 
+/// A cluster of a run: (run, cluster, zone).
+type RunCluster<'a> = (i64, &'a str, &'a str);
+
 /// One row per run and cluster: the status preflight saw, from the records of its tasks. Left
 /// out when no task shown has a pre-state (runs with `--no-preflight`).
 fn clusters(w: &mut impl Write, e: &Evidence) -> io::Result<()> {
-    let mut seen: BTreeMap<(i64, &str, &str), (Vec<String>, Vec<i64>)> = BTreeMap::new();
+    let mut seen: BTreeMap<RunCluster, (Vec<String>, Vec<i64>)> = BTreeMap::new();
     for t in &e.tasks {
         let r = &t.row;
         let Some(state) = &r.pre_state else { continue };
