@@ -17,6 +17,10 @@
 //! and `not_verified` says why otherwise. State names are carried as text, so a state this
 //! version does not know is reported under its own name.
 //!
+//! `pre_state` is the status preflight saw of the task's cluster before the first `del_user`
+//! (`active`, `stopped`, `active (updating)`, `not found`, `unchecked`…), read from the audit
+//! chain like every other value ([`pre_state`]); empty for a run started with `--no-preflight`.
+//!
 //! With `--user`, and always in HTML, each row comes with its evidence ([`evidence`]): the
 //! requester, approver (signed or not) and operator, when the request went out, every failed
 //! attempt, the API calls behind it, and its audit records. [`latest`] rolls the rows up into
@@ -27,6 +31,7 @@
 pub mod evidence;
 pub mod html;
 pub mod latest;
+pub mod pre_state;
 
 use std::io::{self, Write};
 
@@ -166,6 +171,9 @@ pub struct ReportRow {
     pub zone: String,
     pub user: String,
     pub host: String,
+    /// What preflight saw of the cluster before the first `del_user` ([`pre_state`]); `None`
+    /// when the run had no preflight.
+    pub pre_state: Option<String>,
     pub outcome: Outcome,
     /// The state as stored (`outcome` folds the in-progress states into `pending`).
     pub state: String,
@@ -243,6 +251,7 @@ impl ReportRow {
             zone: task.zone,
             user: task.user,
             host: task.host,
+            pre_state: None,
             verified: false,
             not_verified: Vec::new(),
         }
@@ -260,8 +269,9 @@ pub async fn rows_where(store: &Store, filter: &Filter, now: DateTime<Utc>) -> R
     Ok(evidence::gather_where(store, filter, now).await?.rows())
 }
 
-/// The columns of the CSV export, in order.
-pub const CSV_HEADER: [&str; 18] = [
+/// The columns of the CSV export, in order (`pre_state` came last, so that the columns before it
+/// kept their places).
+pub const CSV_HEADER: [&str; 19] = [
     "run_id",
     "task_id",
     "ticket",
@@ -280,9 +290,10 @@ pub const CSV_HEADER: [&str; 18] = [
     "late",
     "verified",
     "not_verified",
+    "pre_state",
 ];
 
-pub(crate) fn fields(r: &ReportRow) -> [String; 18] {
+pub(crate) fn fields(r: &ReportRow) -> [String; 19] {
     let opt = |v: &Option<String>| v.clone().unwrap_or_default();
     let opt_t = |t: Option<DateTime<Utc>>| t.map(time).unwrap_or_default();
     [
@@ -304,6 +315,7 @@ pub(crate) fn fields(r: &ReportRow) -> [String; 18] {
         r.late.to_string(),
         r.verified.to_string(),
         r.not_verified.join("; "),
+        opt(&r.pre_state),
     ]
 }
 
@@ -339,11 +351,23 @@ pub fn write_table(mut w: impl Write, rows: &[ReportRow]) -> io::Result<()> {
     }
     const MESSAGE_WIDTH: usize = 60;
     let header = [
-        "RUN", "TASK", "CLUSTER", "USER", "HOST", "OUTCOME", "TRIES", "JOB", "RET", "FINISHED", "LATE", "PROVEN",
+        "RUN",
+        "TASK",
+        "CLUSTER",
+        "PRE-STATE",
+        "USER",
+        "HOST",
+        "OUTCOME",
+        "TRIES",
+        "JOB",
+        "RET",
+        "FINISHED",
+        "LATE",
+        "PROVEN",
         "MESSAGE",
     ];
     let dash = |s: String| if s.is_empty() { "-".to_string() } else { s };
-    let cells: Vec<[String; 13]> = rows
+    let cells: Vec<[String; 14]> = rows
         .iter()
         .map(|r| {
             let message: String = r.message.as_deref().unwrap_or("").split_whitespace().collect::<Vec<_>>().join(" ");
@@ -356,6 +380,7 @@ pub fn write_table(mut w: impl Write, rows: &[ReportRow]) -> io::Result<()> {
                 r.run_id.to_string(),
                 r.task_id.to_string(),
                 r.cluster.clone(),
+                dash(r.pre_state.clone().unwrap_or_default()),
                 r.user.clone(),
                 r.host.clone(),
                 r.outcome.label().to_string(),

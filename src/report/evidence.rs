@@ -8,7 +8,9 @@
 //! agrees with the chain; otherwise `not_verified` says why: where the chain breaks, or which
 //! stored value disagrees. Where a stored value disagrees, the row shows the chain's value.
 //! A task that only the tables know (no `task_created` record) is shown from the tables and
-//! is never verified.
+//! is never verified. The pre-state comes from the chain alone ([`super::pre_state`]): when its
+//! record lies outside the task's own records (a run-level `preflight_unchecked` written after
+//! them), the row is verified only if the chain is intact through that record too.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
@@ -372,6 +374,8 @@ pub struct EvidenceRow {
     pub api_calls: Vec<CallEvidence>,
     /// Every attempt that did not delete the account, with the API's message and error codes.
     pub failed_attempts: Vec<FailedAttempt>,
+    /// The audit record the row's `pre_state` comes from.
+    pub pre_state_record: Option<i64>,
     pub audit: Option<TaskAudit>,
 }
 
@@ -473,6 +477,14 @@ pub async fn gather_where(store: &Store, filter: &Filter, now: DateTime<Utc>) ->
         }
         api_calls.sort_by_key(|c| c.id);
         let requested_at = api_calls.iter().find(|c| c.action == SUBMIT_ACTION).map(|c| c.at).or(row.started_at);
+        let pre_state = super::pre_state::of_task(
+            replay.tasks.get(&row.task_id),
+            replay.runs.get(&row.run_id),
+            &row.zone,
+            &row.cluster,
+        );
+        let pre_state_record = pre_state.as_ref().map(|(_, seq)| *seq);
+        row.pre_state = pre_state.map(|(p, _)| p.describe());
         let audit = chain_task.map(|t| TaskAudit {
             first_seq: t.row.first_seq,
             last_seq: t.row.last_seq,
@@ -483,6 +495,11 @@ pub async fn gather_where(store: &Store, filter: &Filter, now: DateTime<Utc>) ->
             let mut problems = Vec::new();
             if let Some(why) = chain.breaks_within(t.row.first_seq, t.row.last_seq) {
                 problems.push(why);
+            }
+            if let Some(seq) = pre_state_record.filter(|seq| *seq > t.row.last_seq) {
+                if let Some(why) = chain.breaks_within(seq, seq) {
+                    problems.push(format!("pre-state: {why}"));
+                }
             }
             problems.extend(replay.task_discrepancies(row.task_id).map(ToString::to_string));
             row.not_verified = problems;
@@ -503,6 +520,7 @@ pub async fn gather_where(store: &Store, filter: &Filter, now: DateTime<Utc>) ->
             requested_at,
             api_calls,
             failed_attempts: chain_task.map(failed_attempts).unwrap_or_default(),
+            pre_state_record,
             audit,
             row,
         });
@@ -528,6 +546,7 @@ fn chain_row(id: i64, run_id: i64, task: &ChainTask, run: Option<&RunEvidence>, 
         zone: text("zone").unwrap_or_default(),
         user: text("user").unwrap_or_default(),
         host: text("host").unwrap_or_default(),
+        pre_state: None,
         late: late(&outcome, at("due_by"), at("finished_at"), updated, now),
         outcome,
         state,
@@ -604,6 +623,12 @@ pub fn write_table(mut w: impl Write, evidence: &Evidence) -> io::Result<()> {
         writeln!(w, "\ntask {} (run {}): {}@{} on {} ({})", r.task_id, r.run_id, r.user, r.host, r.cluster, r.zone)?;
         let line = |w: &mut dyn Write, label: &str, value: String| writeln!(w, "  {label:<14}{value}");
         line(&mut w, "outcome", format!("{}{}", r.outcome.as_str(), if r.late { " (LATE)" } else { "" }))?;
+        let pre_state = match (&r.pre_state, t.pre_state_record) {
+            (Some(p), Some(seq)) => format!("{p} (audit record {seq})"),
+            (Some(p), None) => p.clone(),
+            (None, _) => "- (no preflight)".into(),
+        };
+        line(&mut w, "pre-state", pre_state)?;
         line(&mut w, "ticket", dash(r.ticket.clone()))?;
         line(&mut w, "requested by", dash(t.requested_by.clone()))?;
         let approver = evidence.runs.iter().find(|run| run.id == r.run_id).and_then(RunEvidence::approver);

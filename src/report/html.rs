@@ -1,6 +1,7 @@
 //! `report --format html`: one self-contained page for auditors — inline CSS, no scripts, no
-//! external resources — with a summary, the runs behind the tasks, and one row per account and
-//! cluster followed by the API calls behind it. Every value from the database is escaped.
+//! external resources — with a summary, the runs behind the tasks, what preflight saw of each
+//! cluster (when a run had a preflight), and one row per account and cluster, with its cluster's
+//! pre-state, followed by the API calls behind it. Every value from the database is escaped.
 
 use std::collections::BTreeMap;
 use std::io::{self, Write};
@@ -51,6 +52,7 @@ pub fn write_html(mut w: impl Write, evidence: &Evidence, scope: &str) -> io::Re
     summary(&mut w, evidence)?;
     runs(&mut w, evidence)?;
     standings(&mut w, evidence)?;
+    clusters(&mut w, evidence)?;
     accounts(&mut w, evidence)?;
     writeln!(w, "</body>\n</html>")
 }
@@ -177,9 +179,50 @@ fn standings(w: &mut impl Write, e: &Evidence) -> io::Result<()> {
     writeln!(w, "</tbody>\n</table>")
 }
 
-const ACCOUNT_COLUMNS: [&str; 12] = [
+/// A cluster of a run: (run, cluster, zone).
+type RunCluster<'a> = (i64, &'a str, &'a str);
+
+/// One row per run and cluster: the status preflight saw, from the records of its tasks. Left
+/// out when no task shown has a pre-state (runs with `--no-preflight`).
+fn clusters(w: &mut impl Write, e: &Evidence) -> io::Result<()> {
+    let mut seen: BTreeMap<RunCluster, (Vec<String>, Vec<i64>)> = BTreeMap::new();
+    for t in &e.tasks {
+        let r = &t.row;
+        let Some(state) = &r.pre_state else { continue };
+        let (states, records) = seen.entry((r.run_id, r.cluster.as_str(), r.zone.as_str())).or_default();
+        if !states.contains(state) {
+            states.push(state.clone());
+        }
+        records.extend(t.pre_state_record);
+    }
+    if seen.is_empty() {
+        return Ok(());
+    }
+    writeln!(w, "<h2>Clusters at preflight</h2>")?;
+    writeln!(
+        w,
+        "<table>\n<thead><tr><th>Run</th><th>Cluster</th><th>Pre-state</th><th>Audit records</th></tr></thead>\n<tbody>"
+    )?;
+    for ((run, cluster, zone), (states, mut records)) in seen {
+        records.sort_unstable();
+        records.dedup();
+        let records: Vec<String> = records.iter().map(ToString::to_string).collect();
+        writeln!(
+            w,
+            "<tr><td>{run}</td><td>{} ({})</td><td>{}</td><td>{}</td></tr>",
+            escape(cluster),
+            escape(zone),
+            escape(&states.join("; ")),
+            escape(&records.join(", ")),
+        )?;
+    }
+    writeln!(w, "</tbody>\n</table>")
+}
+
+const ACCOUNT_COLUMNS: [&str; 13] = [
     "Account",
     "Cluster",
+    "Pre-state",
     "Outcome",
     "Requested at",
     "Finished",
@@ -229,12 +272,13 @@ fn account_row(w: &mut impl Write, t: &EvidenceRow) -> io::Result<()> {
     };
     writeln!(
         w,
-        "<tr><td>{}@{}</td><td>{} ({})</td><td>{outcome}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
+        "<tr><td>{}@{}</td><td>{} ({})</td><td>{}</td><td>{outcome}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td>\
          <td>{api}</td><td>{}</td><td>{}</td><td>{audit}</td><td>{verified}</td></tr>",
         escape(&r.user),
         escape(&r.host),
         escape(&r.cluster),
         escape(&r.zone),
+        opt(r.pre_state.as_deref()),
         opt(t.requested_at.map(time).as_deref()),
         opt(r.finished_at.map(time).as_deref()),
         opt(r.due_by.map(time).as_deref()),
@@ -276,9 +320,13 @@ fn account_row(w: &mut impl Write, t: &EvidenceRow) -> io::Result<()> {
             .collect();
         format!("Attempts that did not delete the account:\n<ul>\n{items}</ul>")
     };
+    let pre_state = match (&r.pre_state, t.pre_state_record) {
+        (Some(p), Some(seq)) => format!("Cluster at preflight: {} (audit record {seq})\n", escape(p)),
+        _ => String::new(),
+    };
     writeln!(
         w,
-        "<tr class=\"calls\"><td colspan=\"{}\">{failed}API calls:\n<ul>\n{calls}</ul></td></tr>",
+        "<tr class=\"calls\"><td colspan=\"{}\">{pre_state}{failed}API calls:\n<ul>\n{calls}</ul></td></tr>",
         ACCOUNT_COLUMNS.len()
     )
 }

@@ -49,7 +49,7 @@ pub use lock::{this_host, LockHolder, LockOutcome};
 pub use model::{
     ApiCallRow, Attempts, NewRun, NewTask, ReportFilter, RunRow, TaskChange, TaskRow, TaskState, Transition,
 };
-pub use replay::{AttemptRecord, ChainRow, ChainRun, ChainTask, Discrepancy, Proven, Replay, Window};
+pub use replay::{AttemptRecord, ChainRow, ChainRun, ChainTask, Discrepancy, EvidenceRecord, Proven, Replay, Window};
 
 /// File name of the real database inside the data directory.
 pub const DB_FILE: &str = "audit.db";

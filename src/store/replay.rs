@@ -17,6 +17,11 @@
 //! window: after the `at` of the records written before that transaction, and no later than
 //! the `at` of the record that describes the change.
 //!
+//! Records that describe no row but are evidence about one are kept as they were written: a
+//! task's latest `preflight` record (what `DescribeClusters` said about its cluster before the
+//! first `del_user`) and a run's `preflight_unchecked` records (zones whose lookups got no
+//! answer). Their integrity is the chain's: the verifier covers them like any record.
+//!
 //! This module reads; it never writes, and holds no opinion about how a report shows the result.
 
 use std::collections::BTreeMap;
@@ -106,6 +111,13 @@ impl ChainRow {
     }
 }
 
+/// An audit record kept as evidence: its `seq` and its detail as written.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EvidenceRecord {
+    pub seq: i64,
+    pub detail: Map<String, Value>,
+}
+
 /// A task rebuilt from the chain, with the story of its transitions.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct ChainTask {
@@ -114,6 +126,8 @@ pub struct ChainTask {
     /// Every transition that carries an API answer other than success (a message, or a
     /// ret_code other than 0), oldest first: the attempts that did not delete the account.
     pub transitions: Vec<AttemptRecord>,
+    /// The task's latest `preflight` record: what preflight saw of its cluster.
+    pub preflight: Option<EvidenceRecord>,
 }
 
 /// A run rebuilt from the chain.
@@ -124,6 +138,8 @@ pub struct ChainRun {
     pub manifests: Vec<(String, String)>,
     /// The `at` of its `run_started` record.
     pub started_record_at: Option<String>,
+    /// Its `preflight_unchecked` records (`zone`, `clusters`), oldest first.
+    pub preflight_unchecked: Vec<EvidenceRecord>,
 }
 
 /// A row that disagrees with the chain.
@@ -283,6 +299,20 @@ impl Store {
                     "task_created" => {
                         if let Some(id) = task_id {
                             created(r.tasks.entry(id).or_default(), &detail, window.clone(), seq);
+                        }
+                    }
+                    // Written by the runner's preflight (`runner::preflight`); a later check of
+                    // the same task (a resumed run) supersedes an earlier one.
+                    "preflight" => {
+                        if let Some(id) = task_id {
+                            r.tasks.entry(id).or_default().preflight =
+                                Some(EvidenceRecord { seq, detail: detail.clone() });
+                        }
+                    }
+                    "preflight_unchecked" => {
+                        if let Some(id) = run_id {
+                            let record = EvidenceRecord { seq, detail: detail.clone() };
+                            r.runs.entry(id).or_default().preflight_unchecked.push(record);
                         }
                     }
                     "api_call" => {
