@@ -14,6 +14,7 @@ pub mod guard;
 pub mod journal;
 pub mod policy;
 pub mod poll;
+pub mod poll_plan;
 pub mod preflight;
 pub mod progress;
 pub mod queue;
