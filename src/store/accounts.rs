@@ -284,6 +284,28 @@ impl Store {
         Ok(out)
     }
 
+    /// How long the account's jobs took in its recent runs: the median time from submission to
+    /// being seen done over the last 101 deleted tasks of `identity_runs` (`None` without any).
+    /// The poll scheduler starts from it until a run has timed jobs of its own.
+    pub async fn recent_job_duration(&self, identity_runs: &[i64]) -> Result<Option<std::time::Duration>, StoreError> {
+        let rows: Vec<(chrono::DateTime<chrono::Utc>, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "WITH scope(run_id) AS (SELECT value FROM json_each(?1)) \
+             SELECT submitted_at, finished_at FROM tasks \
+             WHERE state = 'deleted' AND submitted_at IS NOT NULL AND finished_at IS NOT NULL \
+             AND run_id IN (SELECT run_id FROM scope) ORDER BY id DESC LIMIT 101",
+        )
+        .bind(serde_json::to_string(identity_runs).unwrap_or_else(|_| "[]".into()))
+        .fetch_all(&self.reader)
+        .await?;
+        let mut took: Vec<std::time::Duration> =
+            rows.into_iter().filter_map(|(from, to)| (to - from).to_std().ok()).collect();
+        if took.is_empty() {
+            return Ok(None);
+        }
+        took.sort_unstable();
+        Ok(Some(took[took.len() / 2]))
+    }
+
     /// The tasks whose attempts a task carries on: itself and, through `adopted_from`, the
     /// tasks of earlier runs it adopted (and theirs). Their calls and job ids are its own.
     pub async fn lineage(&self, task_id: i64) -> Result<Vec<i64>, StoreError> {
