@@ -24,6 +24,7 @@ use tracing::Instrument as _;
 use super::context::Ctx;
 use super::policy;
 use super::poll::{self, InFlight, JobOutcome, RoundResult};
+use super::poll_plan::{self, Durations, JobView, Situation};
 use super::progress::Progress;
 use super::queue::Queue;
 use super::submit::{self, Submitted, TaskRef};
@@ -78,7 +79,7 @@ enum Event {
     Recorded(anyhow::Result<()>),
     Submit(i64, anyhow::Result<Submitted>),
     Reconcile(i64, anyhow::Result<Submitted>),
-    Poll(anyhow::Result<(RoundResult, HashMap<String, String>)>),
+    Poll(anyhow::Result<RoundResult>),
 }
 
 /// How long requests already under way may take to finish after a stop that follows no jobs.
@@ -114,11 +115,14 @@ struct Loop {
     in_doubt: Vec<(Instant, i64)>,
     reconciling: HashSet<i64>,
     poll_running: bool,
+    /// When the next round is due, as last decided (a wake-up; the decision is made again on
+    /// every turn of the loop).
     next_poll: Option<Instant>,
-    unchanged_rounds: u32,
-    /// The shortest time from submission to a seen success in this run.
-    quickest_job: Option<std::time::Duration>,
-    statuses: HashMap<String, String>,
+    /// The job durations learned so far (and from earlier runs).
+    durations: Durations,
+    /// Rounds in a row with a failed call, and no round before this after them.
+    poll_failures: u32,
+    poll_not_before: Option<Instant>,
     /// Inconclusive reconciliations per task, in a row.
     inconclusive: HashMap<i64, u32>,
     total: u64,
@@ -164,6 +168,7 @@ fn task_ref(row: &TaskRow) -> anyhow::Result<TaskRef> {
 /// Execute the run's remaining work. Returns why it stopped early, if it did.
 pub async fn execute(ctx: Arc<Ctx>, progress: &Progress) -> anyhow::Result<Option<StopReason>> {
     let rows = ctx.store.tasks(ctx.run_id).await?;
+    let prior = ctx.store.recent_job_duration(&ctx.identity_runs).await?;
     let mut lp = Loop {
         ctx: Arc::clone(&ctx),
         tasks: HashMap::new(),
@@ -174,9 +179,9 @@ pub async fn execute(ctx: Arc<Ctx>, progress: &Progress) -> anyhow::Result<Optio
         reconciling: HashSet::new(),
         poll_running: false,
         next_poll: None,
-        unchanged_rounds: 0,
-        quickest_job: None,
-        statuses: HashMap::new(),
+        durations: Durations::new(prior),
+        poll_failures: 0,
+        poll_not_before: None,
         inconclusive: HashMap::new(),
         total: rows.len() as u64,
         failed: 0,
@@ -273,9 +278,8 @@ impl Loop {
                             .await?;
                         t.attempts = attempts;
                         t.known_jobs.insert(job_id.clone());
-                        let flight = InFlight { task: t.clone(), job_id: job_id.clone(), submitted_at: Utc::now() };
+                        let flight = InFlight::new(t.clone(), job_id.clone(), Utc::now(), false);
                         self.in_flight.insert(row.id, flight);
-                        self.next_poll = Some(now);
                     } else {
                         // A submission in doubt from an interrupted process: reconcile first.
                         t.known_jobs.extend(seen.into_iter().map(|(_, _, job)| job));
@@ -286,8 +290,7 @@ impl Loop {
                     self.queue.mark_busy(t.cluster.as_str());
                     let job_id = row.job_id.clone().unwrap_or_default();
                     let submitted_at = row.submitted_at.unwrap_or_else(Utc::now);
-                    self.in_flight.insert(row.id, InFlight { task: t.clone(), job_id, submitted_at });
-                    self.next_poll = Some(now);
+                    self.in_flight.insert(row.id, InFlight::new(t.clone(), job_id, submitted_at, false));
                 }
             }
             self.tasks.insert(row.id, t);
@@ -465,15 +468,48 @@ impl Loop {
                 self.work.spawn(async move { Event::Submit(id, submit::submit(ctx, task).await) }.instrument(span));
             }
         }
-        let poll_due = self.next_poll.is_some_and(|t| t <= now);
-        if poll_due && !self.poll_running && !self.in_flight.is_empty() && !self.hard_stop() {
-            self.poll_running = true;
-            self.next_poll = None;
-            let jobs: Vec<InFlight> = self.in_flight.values().cloned().collect();
-            let statuses = std::mem::take(&mut self.statuses);
-            let ctx = Arc::clone(&self.ctx);
-            self.work.spawn(async move { Event::Poll(poll::round(ctx, jobs, statuses).await) });
+        self.next_poll = None;
+        if self.poll_running || self.in_flight.is_empty() || self.hard_stop() {
+            return;
         }
+        let Some(decision) = self.poll_decision(now) else { return };
+        if !decision.delay.is_zero() {
+            self.next_poll = Some(now + decision.delay);
+            return;
+        }
+        self.poll_running = true;
+        let jobs: Vec<InFlight> = decision.jobs.iter().filter_map(|id| self.in_flight.get(id).cloned()).collect();
+        let ctx = Arc::clone(&self.ctx);
+        self.work.spawn(async move { Event::Poll(poll::round(ctx, jobs).await) });
+    }
+
+    /// The poll scheduler's view of the jobs in flight, and its decision (see [`poll_plan`]).
+    fn poll_decision(&self, now: Instant) -> Option<poll_plan::Decision> {
+        let wall = Utc::now();
+        // Ready work waits for a slot of --max-in-flight: any job's end lets it go.
+        let slots_full = self.in_flight_count() >= self.ctx.opts.max_in_flight as usize;
+        let waiting_for_a_slot = !self.stopping() && slots_full && self.queue.has_ready();
+        let mut jobs: Vec<JobView> = self
+            .in_flight
+            .iter()
+            .map(|(id, f)| JobView {
+                id: *id,
+                zone: f.task.zone.as_str(),
+                age: f.age_at(wall),
+                lo: f.seen_running,
+                unblocks: !self.stopping() && (waiting_for_a_slot || self.queue.has_ready_for(f.task.cluster.as_str())),
+            })
+            .collect();
+        jobs.sort_unstable_by_key(|j| (j.zone, std::cmp::Reverse(j.age), j.id));
+        let situation = Situation {
+            jobs: &jobs,
+            pipeline: self.submitting.len(),
+            rate: self.ctx.limiter.current_rate(),
+            base: self.ctx.opts.poll_interval,
+            job_timeout: self.ctx.opts.job_timeout,
+            not_before: self.poll_not_before.map(|t| t.saturating_duration_since(now)).unwrap_or_default(),
+        };
+        poll_plan::decide(&situation, &self.durations)
     }
 
     fn release(&mut self, id: i64) {
@@ -481,12 +517,6 @@ impl Loop {
             let cluster = t.cluster.as_str().to_owned();
             self.queue.release(&cluster);
         }
-    }
-
-    fn schedule_poll_soon(&mut self) {
-        let soon = Instant::now() + self.ctx.opts.poll_interval;
-        self.unchanged_rounds = 0;
-        self.next_poll = Some(self.next_poll.map_or(soon, |t| t.min(soon)));
     }
 
     fn note_failed(&mut self) {
@@ -544,8 +574,7 @@ impl Loop {
             }
             Event::Poll(result) => {
                 self.poll_running = false;
-                let (round, statuses) = result?;
-                self.statuses = statuses;
+                let round = result?;
                 if round.answered {
                     self.note_answer();
                 }
@@ -558,17 +587,30 @@ impl Loop {
                 if let Some(m) = round.auth_failed {
                     self.request_stop(StopReason::AuthFailed(m));
                 }
+                if round.call_failed {
+                    // Hold the next round back, doubling, so a failing endpoint is not hammered.
+                    self.poll_failures += 1;
+                    let wait = policy::next_poll_delay(self.ctx.opts.poll_interval, self.poll_failures - 1);
+                    self.poll_not_before = Some(Instant::now() + wait);
+                } else {
+                    self.poll_failures = 0;
+                    self.poll_not_before = None;
+                }
                 for (id, outcome) in round.outcomes {
+                    let seen = round.polled.get(&id).copied();
+                    if let (Some(f), Some(at)) = (self.in_flight.get_mut(&id), seen) {
+                        let age = f.age_at(at);
+                        match outcome {
+                            JobOutcome::Running => f.seen_running = f.seen_running.max(age),
+                            JobOutcome::Deleted | JobOutcome::Absent if f.timed => {
+                                self.durations.learn(f.seen_running, age);
+                            }
+                            _ => {}
+                        }
+                    }
                     match outcome {
                         JobOutcome::Running => continue,
-                        JobOutcome::Absent => self.deleted += 1,
-                        JobOutcome::Deleted => {
-                            self.deleted += 1;
-                            if let Some(f) = self.in_flight.get(&id) {
-                                let took = (Utc::now() - f.submitted_at).to_std().unwrap_or_default();
-                                self.quickest_job = Some(self.quickest_job.map_or(took, |q| q.min(took)));
-                            }
-                        }
+                        JobOutcome::Absent | JobOutcome::Deleted => self.deleted += 1,
                         JobOutcome::Failed => self.note_failed(),
                         JobOutcome::Retry { at, attempts } => {
                             if let Some(t) = self.tasks.get_mut(&id) {
@@ -580,17 +622,6 @@ impl Loop {
                     }
                     self.in_flight.remove(&id);
                     self.release(id);
-                }
-                self.unchanged_rounds = if round.changed { 0 } else { self.unchanged_rounds + 1 };
-                if let Some(oldest) = self.in_flight.values().map(|f| f.submitted_at).min() {
-                    let base = self.ctx.opts.poll_interval;
-                    let delay = if round.changed {
-                        let age = (Utc::now() - oldest).to_std().unwrap_or_default();
-                        policy::poll_delay_after_change(base, age, self.quickest_job)
-                    } else {
-                        policy::next_poll_delay(base, self.unchanged_rounds)
-                    };
-                    self.next_poll = Some(Instant::now() + delay);
                 }
             }
         }
@@ -619,14 +650,13 @@ impl Loop {
         let Some(task) = self.tasks.get_mut(&id) else { return };
         let cluster = task.cluster.as_str().to_owned();
         match outcome {
-            Submitted::Job { job_id, attempts } => {
+            Submitted::Job { job_id, attempts, sent_at } => {
                 task.attempts = attempts;
                 task.busy_since = None;
                 task.busy_count = 0;
                 task.known_jobs.insert(job_id.clone());
-                let flight = InFlight { task: task.clone(), job_id, submitted_at: Utc::now() };
+                let flight = InFlight::new(task.clone(), job_id, sent_at.unwrap_or_else(Utc::now), sent_at.is_some());
                 self.in_flight.insert(id, flight);
-                self.schedule_poll_soon();
             }
             Submitted::Throttled => {
                 self.queue.push_front(id, &cluster);

@@ -24,23 +24,13 @@ pub fn backoff_ceiling(failures: u32) -> Duration {
     BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_CAP)
 }
 
-/// The wait before the next `DescribeJobs` round: `base` while jobs are changing, then growing
-/// by half each round in which nothing changed, up to ten times `base` (at most 60 s, but never
-/// below `base`). Fewer calls while long jobs run; quick reaction once they move.
-pub fn next_poll_delay(base: Duration, unchanged_rounds: u32) -> Duration {
+/// The wait before the next `DescribeJobs` round after rounds whose calls failed: `base`,
+/// growing by half each further failed round, up to ten times `base` (at most 60 s, but never
+/// below `base`). A failing endpoint is not hammered; the first answer ends the wait.
+pub fn next_poll_delay(base: Duration, failed_rounds: u32) -> Duration {
     let cap = base.saturating_mul(10).min(Duration::from_secs(60)).max(base);
-    let factor = 1.5f64.powi(i32::try_from(unchanged_rounds.min(32)).unwrap_or(32));
+    let factor = 1.5f64.powi(i32::try_from(failed_rounds.min(32)).unwrap_or(32));
     Duration::from_secs_f64((base.as_secs_f64() * factor).min(cap.as_secs_f64()))
-}
-
-/// The wait before the next round when the last one saw jobs finish: due when the oldest job
-/// still in flight has run as long as the quickest job seen so far, but no sooner than half of
-/// `base` (so polls stay a small share of the calls) and no later than `base`.
-pub fn poll_delay_after_change(base: Duration, oldest_age: Duration, quickest_job: Option<Duration>) -> Duration {
-    match quickest_job {
-        None => base,
-        Some(q) => q.saturating_sub(oldest_age).clamp(base / 2, base),
-    }
 }
 
 #[cfg(test)]
@@ -68,25 +58,7 @@ mod tests {
     }
 
     #[test]
-    fn poll_delay_follows_the_quickest_job_within_bounds() {
-        let base = Duration::from_secs(3);
-        assert_eq!(poll_delay_after_change(base, Duration::ZERO, None), base);
-        // The oldest job will reach the quickest job's duration in 2 s.
-        assert_eq!(
-            poll_delay_after_change(base, Duration::from_secs(1), Some(Duration::from_secs(3))),
-            Duration::from_secs(2)
-        );
-        // Already past it: not sooner than half the base.
-        assert_eq!(
-            poll_delay_after_change(base, Duration::from_secs(9), Some(Duration::from_secs(2))),
-            Duration::from_millis(1500)
-        );
-        // Long jobs: not later than the base.
-        assert_eq!(poll_delay_after_change(base, Duration::ZERO, Some(Duration::from_secs(60))), base);
-    }
-
-    #[test]
-    fn poll_delay_backs_off_while_nothing_changes() {
+    fn poll_delay_backs_off_while_rounds_fail() {
         let base = Duration::from_secs(3);
         assert_eq!(next_poll_delay(base, 0), base);
         assert_eq!(next_poll_delay(base, 1), Duration::from_millis(4500));

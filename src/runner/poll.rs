@@ -34,6 +34,22 @@ pub struct InFlight {
     pub task: TaskRef,
     pub job_id: String,
     pub submitted_at: DateTime<Utc>,
+    /// `submitted_at` is when this process sent the request, so the job's age is measured and
+    /// its duration can be learned (not so for a job adopted or resumed).
+    pub timed: bool,
+    /// The job's age at the last round that listed it running.
+    pub seen_running: std::time::Duration,
+}
+
+impl InFlight {
+    pub fn new(task: TaskRef, job_id: String, submitted_at: DateTime<Utc>, timed: bool) -> Self {
+        Self { task, job_id, submitted_at, timed, seen_running: std::time::Duration::ZERO }
+    }
+
+    /// Its age at `at`.
+    pub fn age_at(&self, at: DateTime<Utc>) -> std::time::Duration {
+        (at - self.submitted_at).to_std().unwrap_or_default()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -48,40 +64,37 @@ pub enum JobOutcome {
 #[derive(Debug, Default)]
 pub struct RoundResult {
     pub outcomes: Vec<(i64, JobOutcome)>,
-    /// Did any job change status since the last round?
-    pub changed: bool,
     pub auth_failed: Option<String>,
     pub throttled: bool,
     /// Did any call of the round get an HTTP answer?
     pub answered: bool,
+    /// Did a call fail (no answer, throttled, an error other than an unknown job)?
+    pub call_failed: bool,
+    /// For each task whose job was in an answered call: when that call was sent. A job it did
+    /// not list done was still running then.
+    pub polled: HashMap<i64, DateTime<Utc>>,
 }
 
 /// Poll every job in `jobs` once.
-pub async fn round(
-    ctx: Arc<Ctx>,
-    jobs: Vec<InFlight>,
-    last_status: HashMap<String, String>,
-) -> anyhow::Result<(RoundResult, HashMap<String, String>)> {
+pub async fn round(ctx: Arc<Ctx>, jobs: Vec<InFlight>) -> anyhow::Result<RoundResult> {
     let mut by_zone: HashMap<Zone, Vec<InFlight>> = HashMap::new();
     for j in jobs {
         by_zone.entry(j.task.zone.clone()).or_default().push(j);
     }
     let mut result = RoundResult::default();
-    let mut statuses = last_status;
     for (zone, in_zone) in by_zone {
         let ids: Vec<String> = in_zone.iter().map(|j| j.job_id.clone()).collect();
-        let (found, unknown) = describe_isolating(&ctx, &zone, ids, &mut result).await?;
+        let (found, unknown, polled) = describe_isolating(&ctx, &zone, ids, &mut result).await?;
         let mut found = found;
+        for j in &in_zone {
+            if let Some(at) = polled.get(&j.job_id) {
+                result.polled.insert(j.task.id, *at);
+            }
+        }
         // Settle the jobs concurrently so their state changes share the journal's commits.
         let mut settling = tokio::task::JoinSet::new();
         for j in in_zone {
             let job = found.remove(&j.job_id);
-            if let Some(job) = &job {
-                let status = job.status.as_str().to_owned();
-                if statuses.insert(j.job_id.clone(), status.clone()).as_deref() != Some(status.as_str()) {
-                    result.changed = true;
-                }
-            }
             // Only an explicit "no such job" proves a job unknown; an omission proves nothing.
             let proven_unknown = unknown.contains(&j.job_id);
             let ctx = Arc::clone(&ctx);
@@ -102,25 +115,23 @@ pub async fn round(
         while let Some(joined) = settling.join_next().await {
             let (j, outcome) = joined.map_err(|e| anyhow::anyhow!("settling a job panicked: {e}"))?;
             let outcome = outcome?;
-            if outcome != JobOutcome::Running {
-                statuses.remove(&j.job_id);
-                result.changed = true;
-            }
             result.outcomes.push((j.task.id, outcome));
         }
     }
-    Ok((result, statuses))
+    Ok(result)
 }
 
 /// `DescribeJobs` for `ids` in batches of at most 100, isolating ids the API refuses as unknown.
-/// Returns the jobs found and the ids proven unknown. Each refused batch costs one call and
+/// Returns the jobs found, the ids proven unknown, and when each id's answered call was sent.
+/// Each refused batch costs one call and
 /// shrinks (by the named id, or by half), so a round costs at most about twice its ids.
 async fn describe_isolating(
     ctx: &Ctx,
     zone: &Zone,
     ids: Vec<String>,
     result: &mut RoundResult,
-) -> anyhow::Result<(HashMap<String, Job>, HashSet<String>)> {
+) -> anyhow::Result<(HashMap<String, Job>, HashSet<String>, HashMap<String, DateTime<Utc>>)> {
+    let mut polled: HashMap<String, DateTime<Utc>> = HashMap::new();
     let mut found: HashMap<String, Job> = HashMap::new();
     let mut unknown: HashSet<String> = HashSet::new();
     let mut batches: Vec<Vec<String>> = ids.chunks(MAX_JOBS_PER_CALL).map(<[String]>::to_vec).collect();
@@ -135,6 +146,9 @@ async fn describe_isolating(
             }
             match call.result {
                 Ok(resp) => {
+                    for id in &batch {
+                        polled.insert(id.clone(), call.record.started_at);
+                    }
                     for job in resp.job_set {
                         found.insert(job.job_id.clone(), job);
                     }
@@ -160,11 +174,11 @@ async fn describe_isolating(
                     }
                 }
                 // Any other failure: nothing is known about this batch this round.
-                Err(_) => {}
+                Err(_) => result.call_failed = true,
             }
         }
     }
-    Ok((found, unknown))
+    Ok((found, unknown, polled))
 }
 
 /// The API said it does not know the job: that attempt is proven to have no job, so retrying

@@ -121,6 +121,11 @@ impl Queue {
         !self.idle_with_work.is_empty()
     }
 
+    /// Does `cluster` have a task ready to go once its job is over?
+    pub fn has_ready_for(&self, cluster: &str) -> bool {
+        self.ready.get(cluster).is_some_and(|q| !q.is_empty())
+    }
+
     /// Forget every queued task (used when a run stops submitting); returns them.
     pub fn drain(&mut self) -> Vec<TaskId> {
         let mut out: Vec<TaskId> = self.ready.drain().flat_map(|(_, q)| q).collect();

@@ -45,7 +45,8 @@ pub struct TaskRef {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Submitted {
     /// Accepted: the job to poll.
-    Job { job_id: String, attempts: u32 },
+    /// `sent_at`: when the request that started the job was sent, if this process sent it.
+    Job { job_id: String, attempts: u32, sent_at: Option<DateTime<Utc>> },
     /// 2500 before anything happened: back in the queue, no attempt used.
     Throttled,
     /// A transient error: retry after the backoff.
@@ -131,7 +132,11 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
                 .await?;
                 tracing::Span::current().record("job_id", resp.job_id.as_str());
                 tracing::debug!(attempt, "submitted");
-                return Ok(Submitted::Job { job_id: resp.job_id, attempts: attempt });
+                return Ok(Submitted::Job {
+                    job_id: resp.job_id,
+                    attempts: attempt,
+                    sent_at: Some(call.record.started_at),
+                });
             }
             Err(ApiError::Expired(_)) if expired_left > 0 => {
                 expired_left -= 1;
@@ -485,7 +490,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted
                     json!({ "reason": "reconciled: job found and adopted", "job_id": job.job_id }),
                 )
                 .await?;
-                return Ok(Submitted::Job { job_id: job.job_id.clone(), attempts });
+                return Ok(Submitted::Job { job_id: job.job_id.clone(), attempts, sent_at: None });
             }
         }
         offset += page.job_set.len() as u32;
