@@ -15,6 +15,7 @@ mod hardening;
 mod helpers;
 mod manifest;
 mod operator;
+mod polling;
 mod pre_state;
 mod preflight;
 mod props;
