@@ -1,8 +1,9 @@
 //! Benchmark baseline: the same deletions driven the way the official SDK's `wait_job` drives
 //! them — one `RunClusterCustomService` per account, then one `DescribeJobs` per job every 2 s
-//! until it finishes. Used by `benches/runner.sh` to compare API calls per deleted account.
+//! until it finishes. Used by `benches/runner.sh` and `benches/polling.py` to compare API calls
+//! per deleted account. `--interval` scales the 2 s for simulated jobs that are scaled down too.
 //!
-//! Usage: sdk_style --endpoint URL --manifest FILE [--concurrency N]
+//! Usage: sdk_style --endpoint URL --manifest FILE [--concurrency N] [--interval DUR]
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ async fn main() -> anyhow::Result<()> {
     let endpoint = arg("--endpoint").ok_or_else(|| anyhow::anyhow!("--endpoint URL is required"))?;
     let manifest = arg("--manifest").ok_or_else(|| anyhow::anyhow!("--manifest FILE is required"))?;
     let concurrency: usize = arg("--concurrency").map(|c| c.parse()).transpose()?.unwrap_or(20);
+    let interval =
+        arg("--interval").map(|i| humantime::parse_duration(&i)).transpose()?.unwrap_or(Duration::from_secs(2));
     let set = qc_offboard::manifest::load_set(&[manifest.into()], None).map_err(|e| anyhow::anyhow!("{e}"))?;
     let settings = Settings::new(endpoint.parse()?, Credentials::new("QYACCESSKEYIDEXAMPLE", "SECRETACCESSKEY"));
     let client = Arc::new(Client::new(&settings)?);
@@ -46,7 +49,7 @@ async fn main() -> anyhow::Result<()> {
                     client.run_cluster_custom_service(&t.cluster, &t.zone, ROLE_MAININSTANCE, DEL_USER, &params).await;
                 let Ok(resp) = call.result else { continue };
                 loop {
-                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    tokio::time::sleep(interval).await;
                     let calls = client.describe_jobs(&t.zone, std::slice::from_ref(&resp.job_id)).await;
                     let status = calls
                         .into_iter()

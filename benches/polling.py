@@ -1,0 +1,155 @@
+#!/usr/bin/env python3
+"""The polling regime matrix (figures go into BENCHMARKS.md).
+
+Each regime runs the same manifest against a fresh simulator three ways: this tree's release
+binary, a baseline binary (the main branch before the poll scheduler, built by
+benches/polling.sh), and the official SDK's wait_job pattern (examples/sdk_style: one
+DescribeJobs per job every interval). Jobs are scaled down 20x from real ones (0.5 s instead
+of 10 s, poll base 150 ms instead of 3 s, the SDK's 2 s wait as 100 ms).
+
+For each it prints calls per deleted account (every request the simulator saw), the floor,
+how far above the floor that is, the wall time, and the share of the configured rate used
+while there was work to submit (requests between the first and the last
+RunClusterCustomService over that span, against --rate).
+
+Usage: benches/polling.py NEW_BIN OLD_BIN SDK_BIN [REGIME ...]
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+ZONES = ["sh1a", "pek3", "gd2"]
+
+
+def manifest(path, clusters, users, zones=1):
+    with open(path, "w") as f:
+        f.write("version: 1\nticket: BENCH-POLL\nclusters:\n")
+        for c in range(clusters):
+            f.write(f"  - id: cl-poll{c:05d}\n    zone: {ZONES[c % zones]}\n    users:\n")
+            for u in range(users):
+                f.write(f"      - u{c:05d}x{u:03d}\n")
+
+
+# name, clusters, users per cluster, zones, world (jobs and more), run flags, floor, why
+REGIMES = {
+    "one-cluster": dict(
+        clusters=1, users=50, zones=1, rate=10,
+        world="jobs: {pending_ms: 100, working_ms: 400}\n",
+        flags=[], floor=2.0,
+        why="one job at a time: each needs its submission and one poll"),
+    "rate-binds": dict(
+        clusters=100, users=3, zones=1, rate=10,
+        world="jobs: {pending_ms: 100, working_ms: 400}\n",
+        flags=[], floor=1 + 1 / 20,
+        why="1 + 1/min(in flight 20, 100)"),
+    "long-jobs": dict(
+        clusters=200, users=1, zones=1, rate=20,
+        world="jobs: {pending_ms: 500, working_ms: 2500}\n",
+        flags=["--max-in-flight", "100"], floor=1 + 1 / 100,
+        why="1 + 1/min(in flight 100, 100)"),
+    "mixed": dict(
+        clusters=100, users=3, zones=1, rate=10,
+        world="jobs: {pending_ms: 100, working_ms: 200, working_ms_max: 1500}\n",
+        flags=[], floor=1 + 1 / 20,
+        why="1 + 1/min(in flight 20, 100); jobs of 0.3 to 1.6 s"),
+    "three-zones": dict(
+        clusters=150, users=2, zones=3, rate=10,
+        world="jobs: {pending_ms: 100, working_ms: 400}\n",
+        flags=["--max-in-flight", "60"], floor=1 + 1 / 20,
+        why="a call names one zone's jobs: 1 + 1/min(in flight per zone 20, 100)"),
+    "quota-2500": dict(
+        clusters=100, users=3, zones=1, rate=10,
+        world="jobs: {pending_ms: 100, working_ms: 400}\nquota: {requests: 40, window_s: 5}\n",
+        flags=[], floor=1 + 1 / 20,
+        why="1 + 1/min(in flight 20, 100), refused calls counted as spent"),
+}
+
+
+def start_sim(binary, world_path, work):
+    out = open(os.path.join(work, "sim.out"), "w+")
+    err = open(os.path.join(work, "sim.err"), "w")
+    proc = subprocess.Popen([binary, "sim", "--listen", "127.0.0.1:0", "--world", world_path],
+                            stdout=out, stderr=err)
+    for _ in range(200):
+        out.seek(0)
+        line = out.readline()
+        if line.startswith("listening on "):
+            url = line.split()[-1]
+            return proc, url
+        time.sleep(0.05)
+    proc.kill()
+    raise SystemExit("the simulator did not start")
+
+
+def stats(url):
+    base = url.rsplit("/iaas/", 1)[0]
+    with urllib.request.urlopen(base + "/sim/stats") as r:
+        return json.load(r)
+
+
+def one(kind, binary, sim_binary, regime, work):
+    r = REGIMES[regime]
+    m = os.path.join(work, f"{regime}.yaml")
+    manifest(m, r["clusters"], r["users"], r["zones"])
+    w = os.path.join(work, f"{regime}-{kind}-world.yaml")
+    with open(w, "w") as f:
+        f.write(r["world"])
+    proc, url = start_sim(sim_binary, w, work)
+    env = dict(os.environ, QINGCLOUD_ACCESS_KEY="QYACCESSKEYIDEXAMPLE", QINGCLOUD_SECRET_KEY="SECRETACCESSKEY")
+    try:
+        start = time.monotonic()
+        if kind == "sdk":
+            in_flight = next((int(v) for k, v in zip(r["flags"], r["flags"][1:]) if k == "--max-in-flight"), 20)
+            cmd = [binary, "--endpoint", url, "--manifest", m, "--concurrency", str(in_flight), "--interval", "100ms"]
+        else:
+            db = os.path.join(work, f"{regime}-{kind}.db")
+            cmd = [binary, "--db", db, "--no-progress", "-q", "run", m, "--endpoint", url,
+                   "--rate", f"{r['rate']}/s", "--poll-interval", "150ms", *r["flags"]]
+        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        wall = time.monotonic() - start
+        s = stats(url)
+    finally:
+        proc.kill()
+        proc.wait()
+    calls = s["requests_total"]
+    deleted = sum(1 for a in s["accounts"] if not a["exists"])
+    log = sorted(s["requests"], key=lambda q: q["at_ms"])
+    submits = [q["at_ms"] for q in log if q["action"] == "RunClusterCustomService"]
+    share = None
+    if len(submits) > 1 and s.get("requests_not_logged", 0) == 0:
+        first, last = submits[0], submits[-1]
+        n = sum(1 for q in log if first <= q["at_ms"] <= last)
+        span = (last - first) / 1000
+        share = (n - 1) / span / r["rate"] if span > 0 else None
+    refused = s["ret_codes"].get("2500", 0)
+    return dict(calls=calls, deleted=deleted, expected=r["clusters"] * r["users"],
+                per=calls / max(deleted, 1), wall=wall, share=share, refused=refused,
+                polls=s["requests_by_action"].get("DescribeJobs", 0))
+
+
+def main():
+    new, old, sdk = sys.argv[1:4]
+    regimes = sys.argv[4:] or list(REGIMES)
+    with tempfile.TemporaryDirectory() as work:
+        print("| regime | floor | variant | calls/account | over floor | DescribeJobs | 2500s | wall s | rate used while submitting |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for regime in regimes:
+            floor = REGIMES[regime]["floor"]
+            for kind, binary in (("new", new), ("main", old), ("sdk", sdk)):
+                x = one(kind, binary, new, regime, work)
+                done = "" if x["deleted"] == x["expected"] else f" (only {x['deleted']}/{x['expected']} deleted)"
+                share = "-" if x["share"] is None else f"{100 * x['share']:.1f} %"
+                print(f"| {regime} | {floor:.3f} | {kind} | {x['per']:.3f}{done} | {100 * (x['per'] / floor - 1):+.1f} % "
+                      f"| {x['polls']} | {x['refused']} | {x['wall']:.1f} | {share} |", flush=True)
+        print()
+        for regime in regimes:
+            print(f"- {regime}: floor {REGIMES[regime]['floor']:.3f} = {REGIMES[regime]['why']}")
+
+
+if __name__ == "__main__":
+    main()
