@@ -15,13 +15,16 @@
 //!   `max_in_flight` jobs are in flight and the task's cluster has none (one job per cluster);
 //! - a job takes `job_duration` (default 6 s: the `add_user` transcript in the API reference
 //!   shows a MySQL account custom service finishing about 6 s after it was created);
-//! - while jobs are in flight, a polling round runs every `poll_interval`: one `DescribeJobs`
-//!   per zone with jobs in flight and per 100 of them; a job is seen finished by the first call
-//!   made at or after its end, which frees its slot and its cluster;
-//! - submissions go first: a polling round runs once it is due and nothing can be submitted
-//!   (all slots taken, or every cluster with work left has a job running). Under a tight rate
-//!   this spends the calls on new work; polling every zone every few seconds would otherwise
-//!   use most of a 1800/h budget.
+//! - while nothing can be submitted, the run's own poll scheduler
+//!   ([`crate::runner::poll_plan::decide`]) times the next `DescribeJobs` round, knowing the job
+//!   duration as a run does from its earlier runs: a round when the first job whose end frees
+//!   work (its cluster has more tasks, or ready work waits for a slot) has ended, or, when none
+//!   does, one round when all have; a round is one call per zone and per 100 of its jobs, and a
+//!   job is seen finished by the first call made at or after its end, which frees its slot and
+//!   its cluster;
+//! - submissions go first: a round waits until nothing can be submitted (all slots taken, or
+//!   every cluster with work left has a job running), so under a tight rate the calls go to new
+//!   work; the idle cluster with the most tasks left is submitted first, as the run's queue does.
 //!
 //! It assumes every job succeeds at the first attempt and no quota error happens: it is the
 //! least a run will take, not a promise.
@@ -29,7 +32,8 @@
 // Outside tests, every possible failure is an error or an `expect` that says why it cannot fire.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -38,6 +42,7 @@ use serde::Serialize;
 
 use crate::limiter::Rate;
 use crate::manifest::{ClusterId, ManifestSet, Task, TaskKey, Zone};
+use crate::runner::poll_plan::{decide, Durations, JobView, Situation};
 
 /// What a run would do with a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -189,18 +194,21 @@ pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &Estimate
     // millennia) give an absurd estimate, not an overflow.
     let us = |d: Duration| u64::try_from(d.as_micros()).unwrap_or(u64::MAX);
     let interval = us(inputs.rate.interval()).max(1);
-    let poll_every = us(inputs.poll_interval).max(1);
     let job = us(inputs.job_duration);
     let max_in_flight = inputs.max_in_flight.max(1) as usize;
 
     // Clusters in first-seen order: (zone index, tasks left).
     let mut zone_ix: HashMap<&Zone, usize> = HashMap::new();
+    let mut zone_names: Vec<&str> = Vec::new();
     let mut cluster_ix: HashMap<&ClusterId, usize> = HashMap::new();
     let mut clusters: Vec<(usize, u64)> = Vec::new();
     let mut submit_calls = 0u64;
     for t in tasks {
         let nz = zone_ix.len();
-        let z = *zone_ix.entry(&t.zone).or_insert(nz);
+        let z = *zone_ix.entry(&t.zone).or_insert_with(|| {
+            zone_names.push(t.zone.as_str());
+            nz
+        });
         let nc = cluster_ix.len();
         let c = *cluster_ix.entry(&t.cluster).or_insert(nc);
         if c == clusters.len() {
@@ -215,55 +223,89 @@ pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &Estimate
         per_zone[z] += 1;
     }
     let preflight_calls: u64 = per_zone.iter().map(|n| n.div_ceil(PREFLIGHT_BATCH)).sum();
-    let mut ready: VecDeque<usize> = (0..clusters.len()).collect();
-    // (zone, finish time, cluster)
-    let mut in_flight: Vec<(usize, u64, usize)> = Vec::new();
+
+    // Idle clusters with work, the queue's order: most tasks left first, then first come.
+    let mut ready: BinaryHeap<(u64, Reverse<u64>, usize)> = BinaryHeap::new();
+    let mut seq = 0u64;
+    for (c, &(_, left)) in clusters.iter().enumerate() {
+        seq += 1;
+        ready.push((left, Reverse(seq), c));
+    }
+    // Jobs in flight by id: (cluster, submitted at, ends at, last seen running at age).
+    let mut in_flight: BTreeMap<i64, (usize, u64, u64, u64)> = BTreeMap::new();
+    let mut next_id = 0i64;
+    // The scheduler knows the job duration, as a run does from its earlier runs' jobs.
+    let mut model = Durations::new(None);
+    model.learn(inputs.job_duration, inputs.job_duration);
     let mut describe_calls = 0u64;
     let mut next_call = 0u64; // earliest time the rate allows the next call
-    let mut next_poll: Option<u64> = None;
+    let mut now = 0u64;
     let mut end = 0u64;
 
     while !ready.is_empty() || !in_flight.is_empty() {
-        let can_submit = !ready.is_empty() && in_flight.len() < max_in_flight;
-        let poll_at = next_poll.map(|p| p.max(next_call));
-        if !can_submit {
-            // Nothing can be submitted, so jobs are in flight (`ready` is empty or the slots
-            // are full), and `next_poll` is set whenever jobs are in flight.
-            let start = poll_at.expect("a poll is due");
-            in_flight.sort_by_key(|&(zone, finish, _)| (zone, finish));
-            let mut still = Vec::with_capacity(in_flight.len());
-            let mut i = 0;
-            while i < in_flight.len() {
-                let zone = in_flight[i].0;
-                let zone_end = in_flight[i..].iter().position(|j| j.0 != zone).map_or(in_flight.len(), |n| i + n);
-                for batch in in_flight[i..zone_end].chunks(DESCRIBE_BATCH) {
-                    let at = start.max(next_call);
-                    next_call = at.saturating_add(interval);
-                    describe_calls += 1;
-                    end = end.max(at);
-                    for &(z, finish, c) in batch {
-                        if finish <= at {
-                            if clusters[c].1 > 0 {
-                                ready.push_back(c);
-                            }
-                        } else {
-                            still.push((z, finish, c));
+        if in_flight.len() < max_in_flight {
+            if let Some((_, _, c)) = ready.pop() {
+                let at = next_call;
+                next_call = at.saturating_add(interval);
+                clusters[c].1 -= 1;
+                next_id += 1;
+                in_flight.insert(next_id, (c, at, at.saturating_add(job), 0));
+                now = at;
+                end = end.max(at);
+                continue;
+            }
+        }
+        // Nothing can be submitted: the poll scheduler times the round, as in a run.
+        let slots_full = in_flight.len() >= max_in_flight;
+        let views: Vec<JobView<'_>> = in_flight
+            .iter()
+            .map(|(&id, &(c, at, _, lo))| JobView {
+                id,
+                zone: zone_names[clusters[c].0],
+                age: Duration::from_micros(now.saturating_sub(at)),
+                lo: Duration::from_micros(lo),
+                unblocks: clusters[c].1 > 0 || (slots_full && !ready.is_empty()),
+            })
+            .collect();
+        let situation = Situation {
+            jobs: &views,
+            pipeline: 0,
+            rate: inputs.rate.per_second(),
+            base: inputs.poll_interval,
+            job_timeout: Duration::MAX,
+            not_before: Duration::ZERO,
+        };
+        let decision = decide(&situation, &model).expect("jobs are in flight");
+        let start = now.saturating_add(us(decision.delay));
+        // One call per zone and per 100 of the round's ids, each taking a slot of the rate.
+        let mut by_zone: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
+        for id in &decision.jobs {
+            if let Some(&(c, ..)) = in_flight.get(id) {
+                by_zone.entry(zone_names[clusters[c].0]).or_default().push(*id);
+            }
+        }
+        for ids in by_zone.values() {
+            for batch in ids.chunks(DESCRIBE_BATCH) {
+                let at = start.max(next_call);
+                next_call = at.saturating_add(interval);
+                describe_calls += 1;
+                now = at;
+                end = end.max(at);
+                for id in batch {
+                    let Some(&(c, submitted, finish, lo)) = in_flight.get(id) else { continue };
+                    let age = at.saturating_sub(submitted);
+                    if finish <= at {
+                        in_flight.remove(id);
+                        model.learn(Duration::from_micros(lo), Duration::from_micros(age));
+                        if clusters[c].1 > 0 {
+                            seq += 1;
+                            ready.push((clusters[c].1, Reverse(seq), c));
                         }
+                    } else if let Some(j) = in_flight.get_mut(id) {
+                        j.3 = age;
                     }
                 }
-                i = zone_end;
             }
-            in_flight = still;
-            next_poll = if in_flight.is_empty() { None } else { Some(start.saturating_add(poll_every)) };
-        } else {
-            // can_submit holds, so `ready` is not empty.
-            let c = ready.pop_front().expect("a cluster is ready");
-            let at = next_call;
-            next_call = at.saturating_add(interval);
-            clusters[c].1 -= 1;
-            in_flight.push((clusters[c].0, at.saturating_add(job), c));
-            next_poll.get_or_insert(at.saturating_add(poll_every));
-            end = end.max(at);
         }
     }
     Estimate {
@@ -450,10 +492,9 @@ impl Plan {
         );
         let _ = writeln!(
             out,
-            "  assuming at most {} jobs in flight (one per cluster), {} per job, polling every {}",
+            "  assuming at most {} jobs in flight (one per cluster), {} per job, each polled when it should have ended",
             self.inputs.max_in_flight,
             humantime::format_duration(self.inputs.job_duration),
-            humantime::format_duration(self.inputs.poll_interval),
         );
         out
     }
@@ -508,43 +549,44 @@ mod tests {
     }
 
     #[test]
-    fn one_task_is_one_submit_and_two_polls() {
-        // Submit at 0 s; polls at 3 s (still running) and 6 s (finished).
+    fn one_task_is_one_submit_and_one_poll() {
+        // Submit at 0 s; one poll at 6 s, when the job has ended.
         let e = estimate(&[task("cl-a", "sh1a", "u1", None)], &inputs());
-        assert_eq!((e.submit_calls, e.describe_calls, e.duration), (1, 2, Duration::from_secs(6)));
+        assert_eq!((e.submit_calls, e.describe_calls, e.duration), (1, 1, Duration::from_secs(6)));
         assert_eq!(e.preflight_calls, 1, "one cluster: one DescribeClusters");
-        assert_eq!(e.api_calls, 4);
+        assert_eq!(e.api_calls, 3);
     }
 
     #[test]
     fn two_clusters_run_side_by_side() {
-        // Submits at 0 s and 2 s (the rate's 2 s interval); polls at 4 s, 7 s (a done), 10 s (b done).
+        // Submits at 0 s and 2 s (the rate's 2 s interval). Neither job's end frees work, so one
+        // round settles both at 8 s, when the later one has ended.
         let e = estimate(&[task("cl-a", "sh1a", "u1", None), task("cl-b", "sh1a", "u1", None)], &inputs());
-        assert_eq!((e.submit_calls, e.describe_calls, e.duration), (2, 3, Duration::from_secs(10)));
+        assert_eq!((e.submit_calls, e.describe_calls, e.duration), (2, 1, Duration::from_secs(8)));
     }
 
     #[test]
-    fn submissions_go_before_a_due_poll() {
-        // Submits at 0, 2 and 4 s (the poll due at 3 s waits); polls at 6 s (a), 9 s (b), 12 s (c).
+    fn submissions_go_before_a_poll() {
+        // Submits at 0, 2 and 4 s (a's job ends at 6 s, after them); one round at 10 s.
         let tasks =
             [task("cl-a", "sh1a", "u1", None), task("cl-b", "sh1a", "u1", None), task("cl-c", "sh1a", "u1", None)];
         let e = estimate(&tasks, &inputs());
-        assert_eq!((e.submit_calls, e.describe_calls, e.duration), (3, 3, Duration::from_secs(12)));
+        assert_eq!((e.submit_calls, e.describe_calls, e.duration), (3, 1, Duration::from_secs(10)));
     }
 
     #[test]
     fn one_cluster_runs_one_job_at_a_time() {
-        // u1: submit 0, seen done at 6; u2: submit 8, polls 11, 14 (done).
+        // u1: submit 0, seen done at 6 (its end lets u2 go); u2: submit 8 (the rate), done at 14.
         let e = estimate(&[task("cl-a", "sh1a", "u1", None), task("cl-a", "sh1a", "u2", None)], &inputs());
-        assert_eq!((e.submit_calls, e.describe_calls, e.duration), (2, 4, Duration::from_secs(14)));
+        assert_eq!((e.submit_calls, e.describe_calls, e.duration), (2, 2, Duration::from_secs(14)));
     }
 
     #[test]
     fn each_zone_is_polled_on_its_own() {
         let fast = EstimateInputs { rate: "100/s".parse().unwrap(), ..inputs() };
         let e = estimate(&[task("cl-a", "sh1a", "u1", None), task("cl-b", "pek3", "u1", None)], &fast);
-        // One round at 3 s (two zones: two calls), one at 6 s (two calls).
-        assert_eq!(e.describe_calls, 4);
+        // One round when both have ended: a call for each zone.
+        assert_eq!(e.describe_calls, 2);
     }
 
     #[test]
@@ -552,9 +594,9 @@ mod tests {
         let fast = EstimateInputs { rate: "1000/s".parse().unwrap(), max_in_flight: 250, ..inputs() };
         let tasks: Vec<Task> = (0..250).map(|i| task(&format!("cl-{i}"), "sh1a", "u1", None)).collect();
         let e = estimate(&tasks, &fast);
-        // All 250 are submitted within 0.25 s and end between 6 s and 6.25 s. Rounds of three
-        // calls (100 + 100 + 50 ids) at 3 s (none done), 6 s (only the first done), 9 s (all).
-        assert_eq!((e.submit_calls, e.describe_calls), (250, 9));
+        // All 250 are submitted within 0.25 s and end by 6.25 s: one round then, of three calls
+        // (100 + 100 + 50 ids).
+        assert_eq!((e.submit_calls, e.describe_calls), (250, 3));
     }
 
     #[test]
@@ -566,6 +608,30 @@ mod tests {
         // Every call costs 2 s at 1800/h, so the run takes at least 2 s per call made.
         assert!(e.duration >= Duration::from_secs(2 * (e.api_calls - 1)), "{e:?}");
         assert!(e.describe_calls > 0);
+    }
+
+    #[test]
+    fn a_round_settles_about_as_many_jobs_as_are_in_flight() {
+        // 100 clusters of 3 accounts at 10/s, 0.5 s jobs, 20 in flight: the rate binds, and a
+        // round goes when the slots are taken, so calls come near 1 + 1/20 per account.
+        let fast = EstimateInputs {
+            rate: "10/s".parse().unwrap(),
+            job_duration: Duration::from_millis(500),
+            poll_interval: Duration::from_millis(150),
+            ..inputs()
+        };
+        let tasks: Vec<Task> =
+            (0..300).map(|i| task(&format!("cl-{}", i % 100), "sh1a", &format!("u{i}"), None)).collect();
+        let e = estimate(&tasks, &fast);
+        assert_eq!(e.submit_calls, 300);
+        assert!((15..=25).contains(&e.describe_calls), "{e:?}");
+    }
+
+    #[test]
+    fn one_cluster_costs_a_poll_per_account() {
+        let tasks: Vec<Task> = (0..10).map(|i| task("cl-a", "sh1a", &format!("u{i}"), None)).collect();
+        let e = estimate(&tasks, &inputs());
+        assert_eq!((e.submit_calls, e.describe_calls), (10, 10));
     }
 
     #[test]
