@@ -9,19 +9,24 @@ of 10 s, poll base 150 ms instead of 3 s, the SDK's 2 s wait as 100 ms).
 
 For each it prints calls per deleted account (every request the simulator saw), the floor,
 how far above the floor that is, the wall time, and the share of the configured rate used
-while there was work to submit (requests between the first and the last
-RunClusterCustomService over that span, against --rate).
+while there was work to submit: every API call the run recorded in its database (api_calls,
+stamped when the rate limiter let it go) from the first to the last RunClusterCustomService,
+over that span, against --rate. The SDK pattern keeps no database and is not rate-limited, so
+it has no such figure. (The simulator's own request log holds RunClusterCustomService only, so
+it cannot give this share: counting from it leaves the DescribeJobs calls out.)
 
 Usage: benches/polling.py NEW_BIN OLD_BIN SDK_BIN [REGIME ...]
 """
 
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from datetime import datetime
 
 ZONES = ["sh1a", "pek3", "gd2"]
 
@@ -92,6 +97,23 @@ def stats(url):
         return json.load(r)
 
 
+def rate_share(db, rate):
+    """Calls per second against `rate` from the run's first to its last submission."""
+    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT action, started_at FROM api_calls ORDER BY started_at").fetchall()
+    finally:
+        con.close()
+    at = [(a, datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()) for a, t in rows]
+    submits = [t for a, t in at if a == "RunClusterCustomService"]
+    if len(submits) < 2:
+        return None
+    first, last = submits[0], submits[-1]
+    n = sum(1 for _, t in at if first <= t <= last)
+    span = last - first
+    return (n - 1) / span / rate if span > 0 else None
+
+
 def one(kind, binary, sim_binary, regime, work):
     r = REGIMES[regime]
     m = os.path.join(work, f"{regime}.yaml")
@@ -101,13 +123,13 @@ def one(kind, binary, sim_binary, regime, work):
         f.write(r["world"])
     proc, url = start_sim(sim_binary, w, work)
     env = dict(os.environ, QINGCLOUD_ACCESS_KEY="QYACCESSKEYIDEXAMPLE", QINGCLOUD_SECRET_KEY="SECRETACCESSKEY")
+    db = os.path.join(work, f"{regime}-{kind}.db")
     try:
         start = time.monotonic()
         if kind == "sdk":
             in_flight = next((int(v) for k, v in zip(r["flags"], r["flags"][1:]) if k == "--max-in-flight"), 20)
             cmd = [binary, "--endpoint", url, "--manifest", m, "--concurrency", str(in_flight), "--interval", "100ms"]
         else:
-            db = os.path.join(work, f"{regime}-{kind}.db")
             cmd = [binary, "--db", db, "--no-progress", "-q", "run", m, "--endpoint", url,
                    "--rate", f"{r['rate']}/s", "--poll-interval", "150ms", *r["flags"]]
         subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
@@ -118,14 +140,7 @@ def one(kind, binary, sim_binary, regime, work):
         proc.wait()
     calls = s["requests_total"]
     deleted = sum(1 for a in s["accounts"] if not a["exists"])
-    log = sorted(s["requests"], key=lambda q: q["at_ms"])
-    submits = [q["at_ms"] for q in log if q["action"] == "RunClusterCustomService"]
-    share = None
-    if len(submits) > 1 and s.get("requests_not_logged", 0) == 0:
-        first, last = submits[0], submits[-1]
-        n = sum(1 for q in log if first <= q["at_ms"] <= last)
-        span = (last - first) / 1000
-        share = (n - 1) / span / r["rate"] if span > 0 else None
+    share = None if kind == "sdk" else rate_share(db, r["rate"])
     refused = s["ret_codes"].get("2500", 0)
     return dict(calls=calls, deleted=deleted, expected=r["clusters"] * r["users"],
                 per=calls / max(deleted, 1), wall=wall, share=share, refused=refused,
