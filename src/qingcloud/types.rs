@@ -139,6 +139,17 @@ impl Job {
     pub fn create_time(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         crate::qingcloud::signer::parse_time_stamp(&self.create_time)
     }
+
+    /// For a job that has ended: `status_time` (its last status change, the end) less
+    /// `create_time`, on the API's clock and in the whole seconds its time stamps carry. `None`
+    /// while it runs, or when either time is missing, unreadable or out of order.
+    pub fn took(&self) -> Option<std::time::Duration> {
+        if self.status.is_running() {
+            return None;
+        }
+        let end = crate::qingcloud::signer::parse_time_stamp(&self.status_time)?;
+        (end - self.create_time()?).to_std().ok()
+    }
 }
 
 /// The body of every response: `ret_code` and, on errors, `message`.
@@ -300,5 +311,29 @@ mod tests {
         assert_eq!(r.job_set[1].status, JobStatus::Unknown("mystery".into()));
         assert_eq!(r.job_set[1].directive_target().unwrap().params.unwrap().user, "u2");
         assert!(r.job_set[1].create_time().is_some());
+    }
+
+    #[test]
+    fn an_ended_job_took_its_status_time_less_its_create_time() {
+        let job = |status: &str, created: &str, changed: &str| Job {
+            job_id: "j-1".into(),
+            job_action: String::new(),
+            status: serde_json::from_value(serde_json::Value::String(status.into())).unwrap(),
+            create_time: created.into(),
+            status_time: changed.into(),
+            resource_ids: String::new(),
+            owner: String::new(),
+            error_codes: String::new(),
+            directive: String::new(),
+        };
+        let took = job("successful", "2024-05-01T08:57:03Z", "2024-05-01T08:57:09Z").took();
+        assert_eq!(took, Some(std::time::Duration::from_secs(6)));
+        assert_eq!(job("failed", "2024-05-01T08:57:03Z", "2024-05-01T08:57:04Z").took().map(|d| d.as_secs()), Some(1));
+        // Still running: its status_time is not its end.
+        assert_eq!(job("working", "2024-05-01T08:57:03Z", "2024-05-01T08:57:09Z").took(), None);
+        // Missing, unreadable or backwards times say nothing.
+        assert_eq!(job("successful", "", "2024-05-01T08:57:09Z").took(), None);
+        assert_eq!(job("successful", "2024-05-01T08:57:03Z", "soon").took(), None);
+        assert_eq!(job("successful", "2024-05-01T08:57:09Z", "2024-05-01T08:57:03Z").took(), None);
     }
 }

@@ -603,7 +603,8 @@ impl Loop {
                         match outcome {
                             JobOutcome::Running => f.seen_running = f.seen_running.max(age),
                             JobOutcome::Deleted | JobOutcome::Absent if f.timed => {
-                                self.durations.learn(f.seen_running, age);
+                                let (lo, hi) = poll_plan::narrow(f.seen_running, age, round.took.get(&id).copied());
+                                self.durations.learn(lo, hi);
                             }
                             _ => {}
                         }

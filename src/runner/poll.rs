@@ -73,6 +73,9 @@ pub struct RoundResult {
     /// For each task whose job was in an answered call: when that call was sent. A job it did
     /// not list done was still running then.
     pub polled: HashMap<i64, DateTime<Utc>>,
+    /// For each task whose job the round saw ended: how long the API says it took
+    /// ([`Job::took`]), when it says.
+    pub took: HashMap<i64, std::time::Duration>,
 }
 
 /// Poll every job in `jobs` once.
@@ -95,6 +98,9 @@ pub async fn round(ctx: Arc<Ctx>, jobs: Vec<InFlight>) -> anyhow::Result<RoundRe
         let mut settling = tokio::task::JoinSet::new();
         for j in in_zone {
             let job = found.remove(&j.job_id);
+            if let Some(took) = job.as_ref().and_then(Job::took) {
+                result.took.insert(j.task.id, took);
+            }
             // Only an explicit "no such job" proves a job unknown; an omission proves nothing.
             let proven_unknown = unknown.contains(&j.job_id);
             let ctx = Arc::clone(&ctx);

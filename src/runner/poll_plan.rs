@@ -110,6 +110,26 @@ impl Durations {
     }
 }
 
+/// How far past its `create_time` the API may have made a job, as ages go here: an age is
+/// counted from when the request was sent, and the job is created once it has arrived.
+const CREATE_SLACK: Duration = Duration::from_millis(100);
+
+/// Narrow what a finished job showed of its duration (running at age `lo`, ended by age `hi`)
+/// by what the API said of it: `took`, its `status_time` less its `create_time`, is in whole
+/// seconds, so the job ran less than a second more or less than that. A probe that overshot
+/// (2, 4, 8 × the poll interval) then does not set the pace for the rest of the run. An answer
+/// that contradicts what was seen (ended before it was seen running) is ignored.
+pub fn narrow(lo: Duration, hi: Duration, took: Option<Duration>) -> (Duration, Duration) {
+    let Some(took) = took else { return (lo, hi) };
+    let second = Duration::from_secs(1);
+    let lo2 = lo.max(took.saturating_sub(second));
+    let hi2 = hi.min(took + second + CREATE_SLACK);
+    if lo2 > hi2 {
+        return (lo, hi);
+    }
+    (lo2, hi2)
+}
+
 /// The first of `base` · 2^k (k ≥ 1) past `lo`, capped at `lo` + 60 s.
 fn probe(lo: Duration, base: Duration) -> Duration {
     let base = base.max(Duration::from_millis(1));
@@ -212,6 +232,39 @@ mod tests {
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
+    }
+
+    #[test]
+    fn the_apis_times_narrow_an_overshooting_probe() {
+        // Probed at 6 s (running) and 12 s (done); the API says it took 6 s (whole seconds).
+        assert_eq!(narrow(ms(6000), ms(12_000), Some(ms(6000))), (ms(6000), ms(7100)));
+        // A job never seen running: the API's second below counts as seen.
+        assert_eq!(narrow(ms(0), ms(12_000), Some(ms(9000))), (ms(8000), ms(10_100)));
+        // Nothing said, or nothing to add.
+        assert_eq!(narrow(ms(300), ms(600), None), (ms(300), ms(600)));
+        assert_eq!(narrow(ms(300), ms(600), Some(ms(0))), (ms(300), ms(600)));
+        // Seen running past what the API says it took: the API's word is set aside.
+        assert_eq!(narrow(ms(9000), ms(12_000), Some(ms(6000))), (ms(9000), ms(12_000)));
+    }
+
+    #[test]
+    fn after_a_narrowed_first_job_the_next_is_polled_when_it_should_have_ended() {
+        // One cluster, 6.5 s jobs, a 3 s poll interval: the first job was probed at 6 s and
+        // 12 s; the API's times put its end at most 7.1 s after submission.
+        let mut model = Durations::new(None);
+        let (lo, hi) = narrow(ms(6000), ms(12_000), Some(ms(6000)));
+        model.learn(lo, hi);
+        let jobs = [job(2, "sh1a", 0, 0, true)];
+        let s = Situation {
+            jobs: &jobs,
+            pipeline: 0,
+            rate: 0.5,
+            base: ms(3000),
+            job_timeout: ms(600_000),
+            not_before: Duration::ZERO,
+        };
+        let d = decide(&s, &model).unwrap();
+        assert!(d.delay < ms(7300) && d.delay >= ms(7100), "{d:?}");
     }
 
     fn job(id: i64, zone: &'static str, age: u64, lo: u64, unblocks: bool) -> JobView<'static> {
