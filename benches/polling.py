@@ -67,6 +67,16 @@ REGIMES = {
         world="jobs: {pending_ms: 100, working_ms: 400}\n",
         flags=["--max-in-flight", "60"], floor=1 + 1 / 20,
         why="a call names one zone's jobs: 1 + 1/min(in flight per zone 20, 100)"),
+    "mixed-100": dict(
+        clusters=100, users=3, zones=1, rate=10,
+        world="jobs: {pending_ms: 100, working_ms: 200, working_ms_max: 1500}\n",
+        flags=["--max-in-flight", "100"], floor=1 + 1 / 100,
+        why="mixed with --max-in-flight 100: 1 + 1/min(in flight 100, 100)"),
+    "seconds": dict(
+        clusters=1, users=6, zones=1, rate=10,
+        world="jobs: {pending_ms: 500, working_ms: 6000}\n",
+        flags=[], floor=2.0, poll="3s", sdk_interval="2s",
+        why="real time scale (6.5 s jobs, --poll-interval 3s, the SDK's 2 s): one poll per job"),
     "quota-2500": dict(
         clusters=100, users=3, zones=1, rate=10,
         world="jobs: {pending_ms: 100, working_ms: 400}\nquota: {requests: 40, window_s: 5}\n",
@@ -128,10 +138,11 @@ def one(kind, binary, sim_binary, regime, work):
         start = time.monotonic()
         if kind == "sdk":
             in_flight = next((int(v) for k, v in zip(r["flags"], r["flags"][1:]) if k == "--max-in-flight"), 20)
-            cmd = [binary, "--endpoint", url, "--manifest", m, "--concurrency", str(in_flight), "--interval", "100ms"]
+            cmd = [binary, "--endpoint", url, "--manifest", m, "--concurrency", str(in_flight),
+                   "--interval", r.get("sdk_interval", "100ms")]
         else:
             cmd = [binary, "--db", db, "--no-progress", "-q", "run", m, "--endpoint", url,
-                   "--rate", f"{r['rate']}/s", "--poll-interval", "150ms", *r["flags"]]
+                   "--rate", f"{r['rate']}/s", "--poll-interval", r.get("poll", "150ms"), *r["flags"]]
         subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
         wall = time.monotonic() - start
         s = stats(url)
