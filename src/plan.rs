@@ -42,7 +42,7 @@ use serde::Serialize;
 
 use crate::limiter::Rate;
 use crate::manifest::{ClusterId, ManifestSet, Task, TaskKey, Zone};
-use crate::runner::poll_plan::{decide, Durations, JobView, Situation};
+use crate::runner::poll_plan::{decide, Durations, JobView, Situation, IDS_PER_CALL};
 
 /// What a run would do with a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -182,11 +182,17 @@ impl Plan {
     }
 }
 
-/// Calls per `DescribeJobs` at most (the API's page limit).
-pub const DESCRIBE_BATCH: usize = 100;
-
 /// Cluster ids per preflight `DescribeClusters` call.
 pub const PREFLIGHT_BATCH: u64 = 100;
+
+/// A job of the replay, in flight: times on the virtual clock, in microseconds.
+struct Flight {
+    cluster: usize,
+    submitted: u64,
+    ends: u64,
+    /// Its age at the last round that saw it running (0 if none did).
+    seen_running: u64,
+}
 
 /// Replay the schedule of the module doc for `tasks` (all of them to be submitted).
 pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &EstimateInputs) -> Estimate {
@@ -197,32 +203,25 @@ pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &Estimate
     let job = us(inputs.job_duration);
     let max_in_flight = inputs.max_in_flight.max(1) as usize;
 
-    // Clusters in first-seen order: (zone index, tasks left).
-    let mut zone_ix: HashMap<&Zone, usize> = HashMap::new();
-    let mut zone_names: Vec<&str> = Vec::new();
+    // Clusters in first-seen order: (zone, tasks left).
     let mut cluster_ix: HashMap<&ClusterId, usize> = HashMap::new();
-    let mut clusters: Vec<(usize, u64)> = Vec::new();
+    let mut clusters: Vec<(&str, u64)> = Vec::new();
     let mut submit_calls = 0u64;
     for t in tasks {
-        let nz = zone_ix.len();
-        let z = *zone_ix.entry(&t.zone).or_insert_with(|| {
-            zone_names.push(t.zone.as_str());
-            nz
-        });
         let nc = cluster_ix.len();
         let c = *cluster_ix.entry(&t.cluster).or_insert(nc);
         if c == clusters.len() {
-            clusters.push((z, 0));
+            clusters.push((t.zone.as_str(), 0));
         }
         clusters[c].1 += 1;
         submit_calls += 1;
     }
     // Preflight: one DescribeClusters per 100 clusters of a zone, before the first submission.
-    let mut per_zone = vec![0u64; zone_ix.len()];
-    for &(z, _) in &clusters {
-        per_zone[z] += 1;
+    let mut per_zone: HashMap<&str, u64> = HashMap::new();
+    for &(zone, _) in &clusters {
+        *per_zone.entry(zone).or_default() += 1;
     }
-    let preflight_calls: u64 = per_zone.iter().map(|n| n.div_ceil(PREFLIGHT_BATCH)).sum();
+    let preflight_calls: u64 = per_zone.values().map(|n| n.div_ceil(PREFLIGHT_BATCH)).sum();
 
     // Idle clusters with work, the queue's order: most tasks left first, then first come.
     let mut ready: BinaryHeap<(u64, Reverse<u64>, usize)> = BinaryHeap::new();
@@ -231,27 +230,27 @@ pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &Estimate
         seq += 1;
         ready.push((left, Reverse(seq), c));
     }
-    // Jobs in flight by id: (cluster, submitted at, ends at, last seen running at age).
-    let mut in_flight: BTreeMap<i64, (usize, u64, u64, u64)> = BTreeMap::new();
+    let mut in_flight: BTreeMap<i64, Flight> = BTreeMap::new();
     let mut next_id = 0i64;
     // The scheduler knows the job duration, as a run does from its earlier runs' jobs.
     let mut model = Durations::new(None);
     model.learn(inputs.job_duration, inputs.job_duration);
     let mut describe_calls = 0u64;
     let mut next_call = 0u64; // earliest time the rate allows the next call
+                              // The time of the latest call: calls only go later, so the last one ends the estimate.
     let mut now = 0u64;
-    let mut end = 0u64;
 
     while !ready.is_empty() || !in_flight.is_empty() {
         if in_flight.len() < max_in_flight {
-            if let Some((_, _, c)) = ready.pop() {
-                let at = next_call;
-                next_call = at.saturating_add(interval);
-                clusters[c].1 -= 1;
+            if let Some((_, _, cluster)) = ready.pop() {
+                now = next_call;
+                next_call = now.saturating_add(interval);
+                clusters[cluster].1 -= 1;
                 next_id += 1;
-                in_flight.insert(next_id, (c, at, at.saturating_add(job), 0));
-                now = at;
-                end = end.max(at);
+                in_flight.insert(
+                    next_id,
+                    Flight { cluster, submitted: now, ends: now.saturating_add(job), seen_running: 0 },
+                );
                 continue;
             }
         }
@@ -259,12 +258,12 @@ pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &Estimate
         let slots_full = in_flight.len() >= max_in_flight;
         let views: Vec<JobView<'_>> = in_flight
             .iter()
-            .map(|(&id, &(c, at, _, lo))| JobView {
+            .map(|(&id, f)| JobView {
                 id,
-                zone: zone_names[clusters[c].0],
-                age: Duration::from_micros(now.saturating_sub(at)),
-                lo: Duration::from_micros(lo),
-                unblocks: clusters[c].1 > 0 || (slots_full && !ready.is_empty()),
+                zone: clusters[f.cluster].0,
+                age: Duration::from_micros(now.saturating_sub(f.submitted)),
+                lo: Duration::from_micros(f.seen_running),
+                unblocks: clusters[f.cluster].1 > 0 || (slots_full && !ready.is_empty()),
             })
             .collect();
         let situation = Situation {
@@ -280,29 +279,28 @@ pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &Estimate
         // One call per zone and per 100 of the round's ids, each taking a slot of the rate.
         let mut by_zone: BTreeMap<&str, Vec<i64>> = BTreeMap::new();
         for id in &decision.jobs {
-            if let Some(&(c, ..)) = in_flight.get(id) {
-                by_zone.entry(zone_names[clusters[c].0]).or_default().push(*id);
+            if let Some(f) = in_flight.get(id) {
+                by_zone.entry(clusters[f.cluster].0).or_default().push(*id);
             }
         }
         for ids in by_zone.values() {
-            for batch in ids.chunks(DESCRIBE_BATCH) {
-                let at = start.max(next_call);
-                next_call = at.saturating_add(interval);
+            for batch in ids.chunks(IDS_PER_CALL) {
+                now = start.max(next_call);
+                next_call = now.saturating_add(interval);
                 describe_calls += 1;
-                now = at;
-                end = end.max(at);
                 for id in batch {
-                    let Some(&(c, submitted, finish, lo)) = in_flight.get(id) else { continue };
-                    let age = at.saturating_sub(submitted);
-                    if finish <= at {
-                        in_flight.remove(id);
-                        model.learn(Duration::from_micros(lo), Duration::from_micros(age));
-                        if clusters[c].1 > 0 {
-                            seq += 1;
-                            ready.push((clusters[c].1, Reverse(seq), c));
-                        }
-                    } else if let Some(j) = in_flight.get_mut(id) {
-                        j.3 = age;
+                    let Some(f) = in_flight.get_mut(id) else { continue };
+                    let age = now.saturating_sub(f.submitted);
+                    if f.ends > now {
+                        f.seen_running = age;
+                        continue;
+                    }
+                    model.learn(Duration::from_micros(f.seen_running), Duration::from_micros(age));
+                    let c = f.cluster;
+                    in_flight.remove(id);
+                    if clusters[c].1 > 0 {
+                        seq += 1;
+                        ready.push((clusters[c].1, Reverse(seq), c));
                     }
                 }
             }
@@ -313,7 +311,7 @@ pub fn estimate<'a>(tasks: impl IntoIterator<Item = &'a Task>, inputs: &Estimate
         preflight_calls,
         submit_calls,
         describe_calls,
-        duration: Duration::from_micros(end),
+        duration: Duration::from_micros(now),
     }
 }
 

@@ -178,7 +178,7 @@ pub struct Decision {
 }
 
 /// How many ids one `DescribeJobs` call carries.
-pub const IDS_PER_CALL: usize = 100;
+pub const IDS_PER_CALL: usize = crate::qingcloud::client::MAX_JOBS_PER_CALL;
 
 /// Decide the next round. `None` when no job is in flight.
 pub fn decide(s: &Situation<'_>, model: &Durations) -> Option<Decision> {
