@@ -74,7 +74,7 @@ impl Outcome {
             "not_due" => Outcome::NotDue,
             "handed_over" => Outcome::HandedOver,
             "not_ready" => Outcome::NotReady,
-            "pending" | "submitting" | "submitted" | "retry_wait" => Outcome::Pending,
+            other if other.parse::<TaskState>().is_ok_and(TaskState::is_open) => Outcome::Pending,
             other => Outcome::Other(other.to_string()),
         }
     }
@@ -319,23 +319,32 @@ pub(crate) fn fields(r: &ReportRow) -> [String; 19] {
     ]
 }
 
-/// One RFC 4180 field: quoted when it holds a comma, a quote, CR or LF; quotes doubled.
-pub fn csv_field(s: &str) -> String {
-    if s.contains([',', '"', '\r', '\n']) {
-        format!("\"{}\"", s.replace('"', "\"\""))
-    } else {
-        s.to_string()
+/// RFC 4180 through the `csv` crate: a header line, then one record per row, every line ending
+/// in CRLF, a field quoted only when it holds a comma, a quote, CR or LF (quotes doubled).
+pub fn write_csv_records<W: Write>(
+    w: W,
+    header: &[&str],
+    records: impl IntoIterator<Item = Vec<String>>,
+) -> io::Result<()> {
+    let mut out = csv::WriterBuilder::new().terminator(csv::Terminator::CRLF).from_writer(w);
+    out.write_record(header).map_err(csv_io)?;
+    for r in records {
+        out.write_record(&r).map_err(csv_io)?;
+    }
+    out.flush()
+}
+
+/// A CSV writer's error as the I/O error it wraps (a closed pipe stays a closed pipe).
+fn csv_io(e: csv::Error) -> io::Error {
+    match e.into_kind() {
+        csv::ErrorKind::Io(e) => e,
+        other => io::Error::other(format!("{other:?}")),
     }
 }
 
-/// RFC 4180: a header line, then one record per row, every line ending in CRLF.
-pub fn write_csv(mut w: impl Write, rows: &[ReportRow]) -> io::Result<()> {
-    write!(w, "{}\r\n", CSV_HEADER.join(","))?;
-    for r in rows {
-        let line: Vec<String> = fields(r).iter().map(|f| csv_field(f)).collect();
-        write!(w, "{}\r\n", line.join(","))?;
-    }
-    Ok(())
+/// RFC 4180: a header line, then one record per row (see [`write_csv_records`]).
+pub fn write_csv(w: impl Write, rows: &[ReportRow]) -> io::Result<()> {
+    write_csv_records(w, &CSV_HEADER, rows.iter().map(|r| fields(r).to_vec()))
 }
 
 /// A JSON array of rows, pretty-printed.
@@ -479,6 +488,13 @@ mod tests {
 
     #[test]
     fn csv_fields_are_quoted_only_when_needed() {
+        let csv_field = |f: &str| {
+            let mut out = Vec::new();
+            write_csv_records(&mut out, &["h", "x"], [vec![f.to_string(), "x".to_string()]]).unwrap();
+            let text = String::from_utf8(out).unwrap();
+            let record = text.strip_prefix("h,x\r\n").unwrap().strip_suffix(",x\r\n").unwrap();
+            record.to_string()
+        };
         assert_eq!(csv_field("plain"), "plain");
         assert_eq!(csv_field("a,b"), "\"a,b\"");
         assert_eq!(csv_field("say \"hi\""), "\"say \"\"hi\"\"\"");

@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::{csv_field, late, time, Filter, Outcome, ReportRow};
+use super::{late, time, write_csv_records, Filter, Outcome, ReportRow};
 use crate::store::{
     ChainRow, ChainRun, ChainTask, ReportFilter, RunRow, SeqRange, Store, StoreError, TaskCall, Verification,
 };
@@ -583,10 +583,9 @@ pub const CSV_EVIDENCE_HEADER: [&str; 9] = [
 
 /// CSV with the evidence columns; `api_calls` lists the calls as `#ID ACTION AT …` and
 /// `failed_attempts` the attempts that did not delete the account, each joined by ` | `.
-pub fn write_csv(mut w: impl Write, evidence: &Evidence) -> io::Result<()> {
+pub fn write_csv(w: impl Write, evidence: &Evidence) -> io::Result<()> {
     let header: Vec<&str> = super::CSV_HEADER.iter().chain(CSV_EVIDENCE_HEADER.iter()).copied().collect();
-    write!(w, "{}\r\n", header.join(","))?;
-    for t in &evidence.tasks {
+    let records = evidence.tasks.iter().map(|t| {
         let mut fields: Vec<String> = super::fields(&t.row).to_vec();
         let calls: Vec<String> = t.api_calls.iter().map(CallEvidence::summary).collect();
         let attempts: Vec<String> = t.failed_attempts.iter().map(FailedAttempt::summary).collect();
@@ -601,10 +600,9 @@ pub fn write_csv(mut w: impl Write, evidence: &Evidence) -> io::Result<()> {
             t.audit.map(|a| a.first_seq.to_string()).unwrap_or_default(),
             t.audit.map(|a| a.last_seq.to_string()).unwrap_or_default(),
         ]);
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        write!(w, "{}\r\n", line.join(","))?;
-    }
-    Ok(())
+        fields
+    });
+    write_csv_records(w, &header, records)
 }
 
 /// A JSON array of rows, each with its evidence fields.

@@ -16,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 
 use super::evidence::Evidence;
-use super::{csv_field, time, Outcome, ReportRow};
+use super::{time, write_csv_records, Outcome, ReportRow};
 
 /// Where one account stands.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -142,11 +142,10 @@ pub const CSV_HEADER: [&str; 14] = [
 ];
 
 /// RFC 4180, as the task report.
-pub fn write_csv(mut w: impl Write, rows: &[Standing]) -> io::Result<()> {
-    write!(w, "{}\r\n", CSV_HEADER.join(","))?;
-    for s in rows {
+pub fn write_csv(w: impl Write, rows: &[Standing]) -> io::Result<()> {
+    let records = rows.iter().map(|s| {
         let runs: Vec<String> = s.runs.iter().map(ToString::to_string).collect();
-        let fields = [
+        vec![
             s.cluster.clone(),
             s.zone.clone(),
             s.user.clone(),
@@ -161,11 +160,9 @@ pub fn write_csv(mut w: impl Write, rows: &[Standing]) -> io::Result<()> {
             runs.join(" "),
             s.late.to_string(),
             s.verified.to_string(),
-        ];
-        let line: Vec<String> = fields.iter().map(|f| csv_field(f)).collect();
-        write!(w, "{}\r\n", line.join(","))?;
-    }
-    Ok(())
+        ]
+    });
+    write_csv_records(w, &CSV_HEADER, records)
 }
 
 /// Aligned columns for people, then what is not proven.

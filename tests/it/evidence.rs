@@ -446,7 +446,7 @@ fn text_content(html: &str) -> String {
             _ => {}
         }
     }
-    let text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#39;", "'");
+    let text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&quot;", "\"").replace("&#x27;", "'");
     let text = text.replace("&amp;", "&");
     text.lines()
         .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
