@@ -49,7 +49,6 @@
 //! two-person rule.
 
 use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::io::{self, Write as _};
 use std::path::{Path, PathBuf};
 
@@ -645,46 +644,13 @@ fn from_doc(path: &Path, doc: Doc) -> Result<PlanFile, PlanFileError> {
 
 /// `sha256:` and the hex SHA-256 of the canonical form of `value`.
 pub fn content_hash(value: &Value) -> String {
-    let mut text = String::new();
-    canonical(value, &mut text);
-    format!("{HASH_PREFIX}{}", hex::encode(Sha256::digest(text.as_bytes())))
+    format!("{HASH_PREFIX}{}", hex::encode(Sha256::digest(canonical(value).as_bytes())))
 }
 
-/// RFC 8785 canonical JSON of `value` (see the module documentation), appended to `out`.
-pub fn canonical(value: &Value, out: &mut String) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(b) => out.push_str(if *b { "true" } else { "false" }),
-        Value::Number(n) => {
-            let _ = write!(out, "{n}");
-        }
-        Value::String(s) => out.push_str(&Value::String(s.clone()).to_string()),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, v) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                canonical(v, out);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            // JCS sorts by UTF-16 code units; for the ASCII keys of a plan that is byte order.
-            let mut keys: Vec<&String> = map.keys().collect();
-            keys.sort_by(|a, b| a.encode_utf16().cmp(b.encode_utf16()));
-            out.push('{');
-            for (i, k) in keys.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                out.push_str(&Value::String(k.clone()).to_string());
-                out.push(':');
-                canonical(&map[k], out);
-            }
-            out.push('}');
-        }
-    }
+/// RFC 8785 (JCS) canonical JSON of `value` (see the module documentation).
+pub fn canonical(value: &Value) -> String {
+    // A `Value` holds no non-finite number, the one thing JCS cannot write.
+    serde_jcs::to_string(value).expect("JSON values serialize canonically")
 }
 
 #[cfg(test)]
@@ -722,9 +688,7 @@ mod tests {
     #[test]
     fn canonical_json_sorts_keys_and_drops_whitespace() {
         let v: Value = serde_json::from_str(r#"{ "b": [1, null, true], "a": {"é": "x\ny", "Z": "\u0001"} }"#).unwrap();
-        let mut out = String::new();
-        canonical(&v, &mut out);
-        assert_eq!(out, r#"{"a":{"Z":"\u0001","é":"x\ny"},"b":[1,null,true]}"#);
+        assert_eq!(canonical(&v), r#"{"a":{"Z":"\u0001","é":"x\ny"},"b":[1,null,true]}"#);
     }
 
     #[test]
