@@ -113,24 +113,37 @@ pub fn signature(
 ) -> String {
     let text = string_to_sign(method, path, params);
     let digest = match alg {
-        SignatureMethod::HmacSha256 => {
-            // HMAC accepts keys of any length; new_from_slice cannot fail for it.
-            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
-            mac.update(text.as_bytes());
-            mac.finalize().into_bytes().to_vec()
-        }
-        SignatureMethod::HmacSha1 => {
-            let mut mac = Hmac::<sha1::Sha1>::new_from_slice(secret).expect("HMAC takes any key length");
-            mac.update(text.as_bytes());
-            mac.finalize().into_bytes().to_vec()
-        }
+        SignatureMethod::HmacSha256 => keyed::<Hmac<sha2::Sha256>>(secret, &text).finalize().into_bytes().to_vec(),
+        SignatureMethod::HmacSha1 => keyed::<Hmac<sha1::Sha1>>(secret, &text).finalize().into_bytes().to_vec(),
     };
     base64::engine::general_purpose::STANDARD.encode(digest)
 }
 
-/// Compare two signatures without leaking where they differ through timing.
-pub fn signatures_equal(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+/// Does `given` (the base64 `signature` parameter as sent) sign these parameters? The MAC
+/// compares in constant time (`Mac::verify_slice`), so timing does not tell where a forged
+/// signature differs.
+pub fn verify(
+    method: Method,
+    path: &str,
+    params: &[(String, String)],
+    secret: &[u8],
+    alg: SignatureMethod,
+    given: &str,
+) -> bool {
+    let Ok(given) = base64::engine::general_purpose::STANDARD.decode(given) else { return false };
+    let text = string_to_sign(method, path, params);
+    match alg {
+        SignatureMethod::HmacSha256 => keyed::<Hmac<sha2::Sha256>>(secret, &text).verify_slice(&given).is_ok(),
+        SignatureMethod::HmacSha1 => keyed::<Hmac<sha1::Sha1>>(secret, &text).verify_slice(&given).is_ok(),
+    }
+}
+
+/// A MAC keyed by `secret` over `text`.
+fn keyed<M: Mac + hmac::digest::KeyInit>(secret: &[u8], text: &str) -> M {
+    // HMAC accepts keys of any length; new_from_slice cannot fail for it.
+    let mut mac = <M as Mac>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(text.as_bytes());
+    mac
 }
 
 /// The common parameters of every request (reference §2.2).
@@ -309,9 +322,15 @@ mod tests {
     }
 
     #[test]
-    fn signature_comparison() {
-        assert!(signatures_equal("abc", "abc"));
-        assert!(!signatures_equal("abc", "abd"));
-        assert!(!signatures_equal("abc", "ab"));
+    fn signature_verification() {
+        let params = vector_c(SignatureMethod::HmacSha256);
+        for alg in [SignatureMethod::HmacSha256, SignatureMethod::HmacSha1] {
+            let good = signature(Method::Get, "/iaas/", &params, b"SECRET", alg);
+            assert!(verify(Method::Get, "/iaas/", &params, b"SECRET", alg, &good));
+            assert!(!verify(Method::Get, "/iaas/", &params, b"SECRET2", alg, &good), "another key");
+            assert!(!verify(Method::Post, "/iaas/", &params, b"SECRET", alg, &good), "another method");
+            assert!(!verify(Method::Get, "/iaas/", &params, b"SECRET", alg, &good[..good.len() - 4]), "cut short");
+            assert!(!verify(Method::Get, "/iaas/", &params, b"SECRET", alg, "not base64!"));
+        }
     }
 }

@@ -293,8 +293,8 @@ impl Engine {
             self.model.credentials.get(access_key).ok_or_else(|| {
                 refuse(ret::AUTH_FAILED, format!("AuthFailure, unknown access_key_id [{access_key}]"))
             })?;
-        let expected = signer::signature(req.method, &req.path, &req.params, secret.as_bytes(), alg);
-        if !signer::signatures_equal(&expected, params.require("signature")?) {
+        let given = params.require("signature")?;
+        if !signer::verify(req.method, &req.path, &req.params, secret.as_bytes(), alg, given) {
             return Err(refuse(ret::AUTH_FAILED, "AuthFailure, signature not matched"));
         }
         let time_stamp = params.require("time_stamp")?;

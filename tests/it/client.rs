@@ -208,8 +208,9 @@ fn check(seen: &Seen) -> Option<Reply> {
     let given = seen.param("signature").unwrap_or_default().to_owned();
     let params: Vec<(String, String)> = seen.params.iter().filter(|(k, _)| k != "signature").cloned().collect();
     let alg = SignatureMethod::from_param(seen.param("signature_method").unwrap_or_default())?;
-    let expected = signer::signature(method, &seen.path, &params, SK.as_bytes(), alg);
-    if seen.param("access_key_id") != Some(AK) || !signer::signatures_equal(&given, &expected) {
+    if seen.param("access_key_id") != Some(AK)
+        || !signer::verify(method, &seen.path, &params, SK.as_bytes(), alg, &given)
+    {
         return Some(Reply::Json(json!({"ret_code": 1200, "message": "AuthFailure, signature not matched"})));
     }
     let ts = signer::parse_time_stamp(seen.param("time_stamp").unwrap_or_default())?;
