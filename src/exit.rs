@@ -1,42 +1,57 @@
 //! Exit codes of SPEC §2 and the one place where errors become exit codes and hints.
 //!
 //! Commands return `anyhow::Result<Exit>`; typed errors of each layer are found by downcasting
-//! here. Nothing else in the crate calls `std::process::exit`.
+//! here (a layer whose error carries no type of its own wraps it in [`Coded`]). Nothing else in
+//! the crate calls `std::process::exit`, prints an error's hint, or decides that an error is a
+//! bug. A closed standard output (`qc-offboard report | head`) is not an error: the reader
+//! asked for no more, and the process ends quietly with 0.
 
 use std::fmt;
 
 /// The process exit codes the product promises (SPEC §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
 pub enum Exit {
     /// Every task is done: deleted now, or skipped as already done.
-    Ok = 0,
+    Ok,
     /// Finished, but some tasks ended `failed`.
-    TasksFailed = 1,
+    TasksFailed,
+    /// `audit verify` found the chain broken, a row the chain does not prove, or a checkpoint
+    /// that is not the product's. Its own variant, with the code SPEC §2 gives `audit verify`.
+    AuditBroken,
     /// Usage error (clap's own).
-    Usage = 2,
+    Usage,
     /// A manifest or plan file is invalid; nothing was sent.
-    DataErr = 65,
+    DataErr,
     /// The API refused the credentials or could not be reached at all.
-    Unavailable = 69,
+    Unavailable,
     /// Internal error (a bug).
-    Software = 70,
+    Software,
     /// Another run holds the database's run lock.
-    Locked = 73,
+    Locked,
     /// Stopped with tasks still pending; `resume` continues.
-    TempFail = 75,
+    TempFail,
     /// Configuration error.
-    Config = 78,
+    Config,
 }
 
 impl Exit {
     pub fn code(self) -> u8 {
-        self as u8
+        match self {
+            Exit::Ok => 0,
+            Exit::TasksFailed | Exit::AuditBroken => 1,
+            Exit::Usage => 2,
+            Exit::DataErr => 65,
+            Exit::Unavailable => 69,
+            Exit::Software => 70,
+            Exit::Locked => 73,
+            Exit::TempFail => 75,
+            Exit::Config => 78,
+        }
     }
 }
 
-/// An error that already knows its exit code. Layers wrap their own errors in this (or
-/// implement [`ExitHint`]) when the mapping is not obvious from the type.
+/// An error that already knows its exit code. Layers wrap their own errors in this when the
+/// mapping is not obvious from the type.
 #[derive(Debug)]
 pub struct Coded {
     pub exit: Exit,
@@ -172,10 +187,17 @@ fn environmental(class: crate::store::SqliteClass) -> (Exit, Option<&'static str
     }
 }
 
+/// Did the error come from writing to a reader that went away (`EPIPE`)?
+fn closed_pipe(err: &anyhow::Error) -> bool {
+    err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
+}
+
 /// Print an error (if any) to stderr and return the exit code for the process.
 pub fn report(outcome: anyhow::Result<Exit>) -> Exit {
     match outcome {
         Ok(exit) => exit,
+        // The reader of our output stopped reading (`report | head`): what it wanted it has.
+        Err(err) if closed_pipe(&err) => Exit::Ok,
         Err(err) => {
             let (exit, hint) = classify(&err);
             // `{:#}` prints the whole context chain on one line: "what: why".
@@ -226,5 +248,32 @@ mod tests {
         assert_eq!(code_for(&err("something else went wrong")), Exit::Software);
         let newer = crate::store::StoreError::Newer { path: "/d/audit.db".into(), version: 9 };
         assert_eq!(code_for(&anyhow::Error::new(newer)), Exit::Config);
+    }
+
+    #[test]
+    fn a_closed_output_ends_quietly() {
+        let pipe = std::io::Error::new(std::io::ErrorKind::BrokenPipe, "Broken pipe (os error 32)");
+        assert_eq!(report(Err(anyhow::Error::new(pipe).context("writing the report"))), Exit::Ok);
+        let other = std::io::Error::new(std::io::ErrorKind::PermissionDenied, "denied");
+        assert_eq!(report(Err(anyhow::Error::new(other).context("writing the report"))), Exit::Software);
+    }
+
+    #[test]
+    fn every_exit_has_the_code_the_spec_gives() {
+        let all = [
+            (Exit::Ok, 0),
+            (Exit::TasksFailed, 1),
+            (Exit::AuditBroken, 1),
+            (Exit::Usage, 2),
+            (Exit::DataErr, 65),
+            (Exit::Unavailable, 69),
+            (Exit::Software, 70),
+            (Exit::Locked, 73),
+            (Exit::TempFail, 75),
+            (Exit::Config, 78),
+        ];
+        for (exit, code) in all {
+            assert_eq!(exit.code(), code, "{exit:?}");
+        }
     }
 }

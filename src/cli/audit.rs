@@ -31,7 +31,7 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
                 let key = key_from(path, false)?;
                 if signed.hmac.is_none() {
                     println!("checkpoint {signed} is NOT signed, but --key asks for a signed one (SEQ:HASH:HMAC)");
-                    return Ok(Exit::TasksFailed);
+                    return Ok(Exit::AuditBroken);
                 }
                 if !key.verify(signed) {
                     println!(
@@ -39,7 +39,7 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
                         signed.checkpoint,
                         path.display()
                     );
-                    return Ok(Exit::TasksFailed);
+                    return Ok(Exit::AuditBroken);
                 }
                 println!("checkpoint signature is valid");
             } else if checkpoint.as_ref().is_some_and(|c| c.hmac.is_some()) {
@@ -65,7 +65,7 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
                 }
             };
             let agree = print_replay(&replay);
-            Ok(if intact && agree { Exit::Ok } else { Exit::TasksFailed })
+            Ok(if intact && agree { Exit::Ok } else { Exit::AuditBroken })
         }
     }
 }

@@ -86,3 +86,35 @@ fn status_and_report_read_the_simulators_database_with_simulate() {
     assert!(!rows.is_empty());
     assert!(rows.iter().all(|r| r["operator"] == "rehearsal" && r["outcome"] == "deleted"), "{rows:#?}");
 }
+
+/// `qc-offboard report | head`: the reader closes the pipe before the report is written. That
+/// is no error and no bug: the command ends quietly with 0 (it exited 70, "this is a bug").
+#[test]
+fn a_reader_that_stops_early_ends_the_report_quietly() {
+    let home = crate::helpers::tempdir();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let out = crate::helpers::qc(home.path())
+        .args(["run", "--simulate", "--no-progress"])
+        .arg(root.join("manifests/example.yaml"))
+        .output()
+        .unwrap();
+    assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out.stderr));
+    for format in ["table", "csv", "json"] {
+        let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("qc-offboard"))
+            .env_clear()
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", home.path().join(".local/share"))
+            .env("RUST_BACKTRACE", "0")
+            .args(["report", "--simulate", "--format", format])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // The reader is gone before the report is written: every write meets a closed pipe.
+        drop(child.stdout.take());
+        let out = child.wait_with_output().unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(0), "{format}: {stderr}");
+        assert!(!stderr.contains("bug"), "{format}: {stderr}");
+    }
+}
