@@ -12,7 +12,9 @@ use tokio::time::Instant;
 use crate::limiter::Limiter;
 use crate::qingcloud::client::CallRecord;
 use crate::qingcloud::client::{ApiError, Call, Client, Gate};
-use crate::store::{ApiCallRow, Store, TaskChange, TaskRow, TaskState, Transition};
+use crate::store::{ApiCallRow, Store, TaskChange, TaskRow, TaskState};
+
+use super::state::{self, Event};
 
 /// Options of one execution (SPEC §1, `run`/`resume`/`retry`).
 #[derive(Debug, Clone)]
@@ -22,7 +24,7 @@ pub struct RunOptions {
     pub job_timeout: Duration,
     pub poll_interval: Duration,
     pub deadline: Option<Duration>,
-    pub max_fail: Option<crate::cli::MaxFail>,
+    pub max_fail: Option<super::policy::MaxFail>,
     /// Which refusals and failed jobs mean "the account does not exist".
     pub absent: super::verdict::AbsentRules,
     /// Move `not_due` tasks whose date has come to `pending` (not for runs of an approved plan,
@@ -129,17 +131,19 @@ impl Ctx {
         }
     }
 
-    /// A guarded state change through the journal (committed before this returns).
-    pub async fn transition(
+    /// A guarded state change through the journal (committed before this returns): `event` for a
+    /// task expected in one of `from` ([`state::transition`]). `None` when the task was in
+    /// another state (a lost guard: nothing written).
+    pub async fn step(
         &self,
         task_id: i64,
         from: &[TaskState],
-        to: TaskState,
-        change: &TaskChange,
+        event: Event,
+        change: TaskChange,
         detail: serde_json::Value,
     ) -> anyhow::Result<Option<TaskRow>> {
-        let t = Transition { task_id, from: from.to_vec(), to, change: change.clone(), detail };
-        self.journal.transition(t).await
+        let t = state::transition(task_id, from, event, change, detail)?;
+        Ok(self.journal.transition(t).await?)
     }
 
     /// Store the call's record and tell the limiter what the answer means for the rate.

@@ -27,6 +27,7 @@ use super::poll::{self, InFlight, JobOutcome, RoundResult};
 use super::poll_plan::{self, Durations, JobView, Situation};
 use super::progress::Progress;
 use super::queue::Queue;
+use super::state;
 use super::submit::{self, Submitted, TaskRef};
 use crate::manifest::{ClusterId, Zone};
 use crate::qingcloud::types::RUN_CLUSTER_CUSTOM_SERVICE;
@@ -244,11 +245,11 @@ impl Loop {
                         // Its date has come since the run was made (a resumed run).
                         let moved = self
                             .ctx
-                            .transition(
+                            .step(
                                 row.id,
                                 &[TaskState::NotDue],
-                                TaskState::Pending,
-                                &Default::default(),
+                                state::Event::Due,
+                                TaskChange::new(),
                                 serde_json::json!({ "reason": "not_before has come" }),
                             )
                             .await?;
@@ -268,11 +269,11 @@ impl Loop {
                         // The answer was recorded: adopt its job without asking the API.
                         let attempts = t.attempts + 1;
                         self.ctx
-                            .transition(
+                            .step(
                                 row.id,
                                 &[TaskState::Submitting],
-                                TaskState::Submitted,
-                                &TaskChange::new().attempts(i64::from(attempts)).job_id(job_id.clone()).submitted_at(Utc::now()),
+                                state::Event::Accepted,
+                                TaskChange::new().attempts(i64::from(attempts)).job_id(job_id.clone()).submitted_at(Utc::now()),
                                 serde_json::json!({ "reason": "resumed: the submission's answer was recorded", "job_id": job_id }),
                             )
                             .await?;

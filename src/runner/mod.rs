@@ -5,7 +5,8 @@
 //! Task states: `pending` → `submitting` (intent committed before the request leaves) →
 //! `submitted` (job id recorded) → `deleted` | `absent` | `retry_wait` → … | `failed`; `skipped`
 //! and `not_due` are decided when the run is made; `handed_over` when a later run adopts a
-//! task's live attempt. The account is the unit of safety: [`guard`] is the last check before a
+//! task's live attempt. [`state`] is the one table of which event may move a task from which
+//! state; every state change is built through it. The account is the unit of safety: [`guard`] is the last check before a
 //! request is signed, and `store::Store::prepare_run` adopts what other runs left in flight.
 
 pub mod context;
@@ -18,6 +19,7 @@ pub mod poll_plan;
 pub mod preflight;
 pub mod progress;
 pub mod queue;
+pub mod state;
 pub mod submit;
 pub mod verdict;
 

@@ -22,6 +22,7 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::context::{CallVerdict, Ctx};
+use super::state::Event;
 use super::submit::{self, Submitted, TaskRef};
 use crate::manifest::Zone;
 use crate::qingcloud::client::MAX_JOBS_PER_CALL;
@@ -199,11 +200,11 @@ async fn unknown_job(ctx: &Ctx, j: &InFlight) -> anyhow::Result<JobOutcome> {
 
 async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome> {
     if job.status.is_success() {
-        ctx.transition(
+        ctx.step(
             j.task.id,
             &[TaskState::Submitted],
-            TaskState::Deleted,
-            &TaskChange::new().finished_at(Utc::now()),
+            Event::Succeeded,
+            TaskChange::new().finished_at(Utc::now()),
             json!({ "job_id": j.job_id, "job_status": job.status.as_str(), "status_time": job.status_time }),
         )
         .await?;

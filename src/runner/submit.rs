@@ -15,6 +15,7 @@ use tokio::time::Instant;
 use super::context::{CallVerdict, Ctx};
 use super::guard::{TaskGuard, Withhold};
 use super::policy;
+use super::state::Event;
 use super::verdict::{self, Refused};
 use crate::manifest::{ClusterId, Zone};
 use crate::qingcloud::client::{ApiError, JobFilter};
@@ -78,11 +79,11 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
     let intent_at = Utc::now();
     let attempt = task.attempts + 1;
     let marked = ctx
-        .transition(
+        .step(
             task.id,
             &[TaskState::Pending, TaskState::RetryWait],
-            TaskState::Submitting,
-            &TaskChange::new().intent_at(intent_at),
+            Event::Intent,
+            TaskChange::new().intent_at(intent_at),
             json!({ "attempt": attempt }),
         )
         .await?;
@@ -117,11 +118,11 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
         let verdict = ctx.note_call(Some(task.id), &call, sent_at).await?;
         match call.result {
             Ok(resp) => {
-                ctx.transition(
+                ctx.step(
                     task.id,
                     &[TaskState::Submitting],
-                    TaskState::Submitted,
-                    &TaskChange::new()
+                    Event::Accepted,
+                    TaskChange::new()
                         .attempts(i64::from(attempt))
                         .job_id(resp.job_id.clone())
                         .submitted_at(Utc::now())
@@ -220,11 +221,11 @@ async fn refused(
             }
             let wait = policy::backoff(task.busy_count + 1, &mut rand::rng()).max(ctx.opts.poll_interval);
             let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-            ctx.transition(
+            ctx.step(
                 task.id,
                 &[TaskState::Submitting],
-                TaskState::RetryWait,
-                &outcome_change(ret_code, message).next_attempt_at(next),
+                Event::Backoff,
+                outcome_change(ret_code, message).next_attempt_at(next),
                 json!({ "reason": "cluster busy with another job; no attempt used", "retry_in_ms": wait.as_millis() as u64, "ret_code": ret_code }),
             )
             .await?;
@@ -261,11 +262,11 @@ async fn withheld(ctx: &Ctx, task: &TaskRef, why: Withhold) -> anyhow::Result<Su
             Ok(Submitted::Failed)
         }
         Withhold::Refused(Refusal::DoneElsewhere { run_id }) => {
-            ctx.transition(
+            ctx.step(
                 task.id,
                 &from,
-                TaskState::Skipped,
-                &TaskChange::new().message(format!("already done by run {run_id}")).finished_at(Utc::now()),
+                Event::DoneElsewhere,
+                TaskChange::new().message(format!("already done by run {run_id}")).finished_at(Utc::now()),
                 json!({ "reason": "withheld at the last check: done by another run", "by_run": run_id }),
             )
             .await?;
@@ -294,11 +295,11 @@ async fn withheld(ctx: &Ctx, task: &TaskRef, why: Withhold) -> anyhow::Result<Su
 
 /// Turn an intent whose request never left back to `pending`, audited as withdrawn.
 pub async fn withdraw(ctx: &Ctx, task_id: i64) -> anyhow::Result<()> {
-    ctx.transition(
+    ctx.step(
         task_id,
         &[TaskState::Submitting],
-        TaskState::Pending,
-        &TaskChange::new(),
+        Event::Withdrawn,
+        TaskChange::new(),
         json!({ "reason": "intent_withdrawn: the run stopped before the request left" }),
     )
     .await?;
@@ -315,7 +316,7 @@ pub async fn absent(
     message: &str,
 ) -> anyhow::Result<()> {
     let message = format!("account not found: {message}");
-    finish(ctx, task_id, from, TaskState::Absent, attempts, ret_code, &message, None).await
+    finish(ctx, task_id, from, Event::FoundAbsent, attempts, ret_code, &message, None).await
 }
 
 async fn back_to_pending(
@@ -325,11 +326,11 @@ async fn back_to_pending(
     message: &str,
     why: &str,
 ) -> anyhow::Result<()> {
-    ctx.transition(
+    ctx.step(
         task.id,
         &[TaskState::Submitting],
-        TaskState::Pending,
-        &outcome_change(ret_code, message),
+        Event::Withdrawn,
+        outcome_change(ret_code, message),
         json!({ "reason": why, "ret_code": ret_code }),
     )
     .await?;
@@ -359,11 +360,11 @@ pub async fn retry_or_fail(
     }
     let wait = policy::backoff(attempts, &mut rand::rng());
     let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-    ctx.transition(
+    ctx.step(
         task.id,
         from,
-        TaskState::RetryWait,
-        &outcome_change(ret_code, message).attempts(i64::from(attempts)).next_attempt_at(next),
+        Event::Backoff,
+        outcome_change(ret_code, message).attempts(i64::from(attempts)).next_attempt_at(next),
         json!({ "retry_in_ms": wait.as_millis() as u64, "ret_code": ret_code, "message": message }),
     )
     .await?;
@@ -378,7 +379,7 @@ pub async fn fail(
     ret_code: Option<i64>,
     message: &str,
 ) -> anyhow::Result<()> {
-    finish(ctx, task_id, from, TaskState::Failed, attempts, ret_code, message, None).await
+    finish(ctx, task_id, from, Event::GiveUp, attempts, ret_code, message, None).await
 }
 
 /// End a task `failed` while its last request may still take effect: `why` is `job` (its job
@@ -393,7 +394,7 @@ pub async fn fail_unresolved(
     why: &str,
     message: &str,
 ) -> anyhow::Result<()> {
-    finish(ctx, task_id, from, TaskState::Failed, attempts, None, message, Some(why)).await
+    finish(ctx, task_id, from, Event::GiveUp, attempts, None, message, Some(why)).await
 }
 
 /// Move a task to a final outcome with its attempts, last answer and end time.
@@ -402,7 +403,7 @@ async fn finish(
     ctx: &Ctx,
     task_id: i64,
     from: &[TaskState],
-    to: TaskState,
+    event: Event,
     attempts: u32,
     ret_code: Option<i64>,
     message: &str,
@@ -412,7 +413,7 @@ async fn finish(
     if let Some(why) = unresolved {
         change = change.unresolved(why);
     }
-    ctx.transition(task_id, from, to, &change, json!({ "ret_code": ret_code, "message": message })).await?;
+    ctx.step(task_id, from, event, change, json!({ "ret_code": ret_code, "message": message })).await?;
     Ok(())
 }
 
@@ -479,14 +480,11 @@ pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted
                 && target.params.as_ref() == Some(&want)
             {
                 let attempts = task.attempts + 1;
-                ctx.transition(
+                ctx.step(
                     task.id,
                     &[TaskState::Submitting],
-                    TaskState::Submitted,
-                    &TaskChange::new()
-                        .attempts(i64::from(attempts))
-                        .job_id(job.job_id.clone())
-                        .submitted_at(Utc::now()),
+                    Event::Accepted,
+                    TaskChange::new().attempts(i64::from(attempts)).job_id(job.job_id.clone()).submitted_at(Utc::now()),
                     json!({ "reason": "reconciled: job found and adopted", "job_id": job.job_id }),
                 )
                 .await?;

@@ -15,7 +15,8 @@ use serde_json::json;
 use sqlx::Row;
 
 use super::tasks::{apply_transitions, task_from_row, TASK_COLUMNS};
-use super::{Store, StoreError, TaskChange, TaskRow, TaskState, Transition};
+use super::{Store, StoreError, TaskChange, TaskRow, TaskState};
+use crate::runner::state::{self, Event};
 
 /// (cluster, user, host)
 pub type AccountKey = (String, String, String);
@@ -197,13 +198,13 @@ impl Store {
         for (mine, found) in by_mine {
             let open = [TaskState::Pending, TaskState::RetryWait];
             if let Some(done) = found.iter().find(|o| o.state.is_done()) {
-                transitions.push(Transition {
-                    task_id: mine,
-                    from: open.to_vec(),
-                    to: TaskState::Skipped,
-                    change: TaskChange::new().message(format!("already done by run {}", done.run_id)),
-                    detail: json!({ "reason": "done by another run", "by_run": done.run_id, "by_task": done.id }),
-                });
+                transitions.push(state::transition(
+                    mine,
+                    &open,
+                    Event::DoneElsewhere,
+                    TaskChange::new().message(format!("already done by run {}", done.run_id)),
+                    json!({ "reason": "done by another run", "by_run": done.run_id, "by_task": done.id }),
+                )?);
                 prepared.skipped += 1;
                 continue;
             }
@@ -212,13 +213,12 @@ impl Store {
             let found: Vec<&TaskRow> = found.iter().filter(|o| is_live(o)).collect();
             let Some(newest) = found.iter().copied().max_by_key(|o| (o.intent_at, o.id)) else { continue };
             for o in &found {
-                transitions.push(Transition {
-                    task_id: o.id,
-                    from: vec![TaskState::Submitting, TaskState::Submitted, TaskState::Failed],
-                    to: TaskState::HandedOver,
-                    change: TaskChange::new().message(format!("handed over to run {run_id}")),
-                    detail: json!({ "reason": "adopted by a later run", "to_run": run_id, "to_task": mine }),
-                });
+                transitions.push(state::from_any(
+                    o.id,
+                    Event::HandOver,
+                    TaskChange::new().message(format!("handed over to run {run_id}")),
+                    json!({ "reason": "adopted by a later run", "to_run": run_id, "to_task": mine }),
+                ));
             }
             let mut change = TaskChange::new().attempts(newest.attempts).adopted_from(newest.id);
             if let Some(t) = newest.intent_at {
@@ -232,28 +232,28 @@ impl Store {
             }
             // A failed attempt whose job may still take effect is followed again (`job`) or
             // reconciled again (`in_doubt`); a live one continues as it was.
-            let to = match (newest.state, newest.unresolved.as_deref()) {
-                (TaskState::Failed, Some("job")) if newest.job_id.is_some() => TaskState::Submitted,
-                (TaskState::Failed, _) => TaskState::Submitting,
-                (state, _) => state,
+            let adopt = match (newest.state, newest.unresolved.as_deref()) {
+                (TaskState::Failed, Some("job")) if newest.job_id.is_some() => Event::AdoptJob,
+                (TaskState::Failed | TaskState::Submitting, _) => Event::AdoptInDoubt,
+                _ => Event::AdoptJob,
             };
-            if to == TaskState::Submitting && newest.state == TaskState::Failed {
+            if adopt == Event::AdoptInDoubt && newest.state == TaskState::Failed {
                 // The stale job id of an earlier attempt must not be followed as this one's.
                 change.job_id = None;
                 change.submitted_at = None;
             }
-            transitions.push(Transition {
-                task_id: mine,
-                from: open.to_vec(),
-                to,
+            transitions.push(state::transition(
+                mine,
+                &open,
+                adopt,
                 change,
-                detail: json!({
+                json!({
                     "reason": "adopted the live attempt of an earlier run",
                     "from_run": newest.run_id,
                     "from_task": newest.id,
                     "handed_over": found.iter().map(|o| o.id).collect::<Vec<_>>(),
                 }),
-            });
+            )?);
             prepared.adopted.push((mine, newest.run_id));
         }
         apply_transitions(&mut tx, &transitions).await?;

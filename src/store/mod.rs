@@ -117,6 +117,9 @@ pub enum StoreError {
     NoSuchRun(i64),
     #[error("cannot encode JSON for the database")]
     Json(#[from] serde_json::Error),
+    /// A state change the task state table does not allow (a bug: nothing was written).
+    #[error(transparent)]
+    Illegal(#[from] crate::runner::state::Illegal),
 }
 
 /// The database: a handle that is cheap to clone (it holds connection pools).
