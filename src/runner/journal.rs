@@ -8,16 +8,49 @@
 //! records), and answers each writer. A writer never proceeds before its own change is
 //! committed, so crash safety is exactly that of committing one by one.
 
+use std::fmt;
+use std::sync::Arc;
+
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{ApiCallRow, Store, TaskRow, Transition};
+use crate::store::{ApiCallRow, Store, StoreError, TaskRow, Transition};
 
 /// Most changes committed together.
 const MAX_BATCH: usize = 2000;
 
+/// Why a writer's change was not committed. The store's own error is kept (shared by every
+/// writer of the batch), so what SQLite said — a busy lock, a full disk — still decides the exit
+/// code and hint, as it does for an error met outside the journal.
+#[derive(Debug, Clone)]
+pub enum JournalError {
+    Store(Arc<StoreError>),
+    /// The committing task is gone (the run is ending).
+    Stopped,
+}
+
+impl fmt::Display for JournalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JournalError::Store(_) => f.write_str("the change could not be committed"),
+            JournalError::Stopped => f.write_str("the journal has stopped"),
+        }
+    }
+}
+
+impl std::error::Error for JournalError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            JournalError::Store(e) => Some(e.as_ref()),
+            JournalError::Stopped => None,
+        }
+    }
+}
+
+type Ack<T> = oneshot::Sender<Result<T, JournalError>>;
+
 enum Write {
-    Call { run_id: i64, task_id: Option<i64>, row: ApiCallRow, done: oneshot::Sender<Result<(), String>> },
-    Transition { t: Transition, done: oneshot::Sender<Result<Option<TaskRow>, String>> },
+    Call { run_id: i64, task_id: Option<i64>, row: ApiCallRow, done: Ack<()> },
+    Transition { t: Transition, done: Ack<Option<TaskRow>> },
 }
 
 /// The handle writers use. Cheap to clone.
@@ -35,20 +68,17 @@ impl Journal {
     }
 
     /// Apply a guarded transition (see [`Store::transition`]); returns once it is committed.
-    pub async fn transition(&self, t: Transition) -> anyhow::Result<Option<TaskRow>> {
+    pub async fn transition(&self, t: Transition) -> Result<Option<TaskRow>, JournalError> {
         let (done, answer) = oneshot::channel();
-        self.tx.send(Write::Transition { t, done }).await.map_err(|_| anyhow::anyhow!("the journal has stopped"))?;
-        answer.await.map_err(|_| anyhow::anyhow!("the journal has stopped"))?.map_err(anyhow::Error::msg)
+        self.tx.send(Write::Transition { t, done }).await.map_err(|_| JournalError::Stopped)?;
+        answer.await.map_err(|_| JournalError::Stopped)?
     }
 
     /// Record an API call; returns once it is committed.
-    pub async fn record_call(&self, run_id: i64, task_id: Option<i64>, row: ApiCallRow) -> anyhow::Result<()> {
+    pub async fn record_call(&self, run_id: i64, task_id: Option<i64>, row: ApiCallRow) -> Result<(), JournalError> {
         let (done, answer) = oneshot::channel();
-        self.tx
-            .send(Write::Call { run_id, task_id, row, done })
-            .await
-            .map_err(|_| anyhow::anyhow!("the journal has stopped"))?;
-        answer.await.map_err(|_| anyhow::anyhow!("the journal has stopped"))?.map_err(anyhow::Error::msg)
+        self.tx.send(Write::Call { run_id, task_id, row, done }).await.map_err(|_| JournalError::Stopped)?;
+        answer.await.map_err(|_| JournalError::Stopped)?
     }
 }
 
@@ -78,7 +108,7 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Write>) {
             }
         }
         if !calls.is_empty() {
-            let result = store.record_calls(&calls).await.map_err(|e| with_causes(&e));
+            let result = store.record_calls(&calls).await.map_err(|e| JournalError::Store(Arc::new(e)));
             for ack in call_acks {
                 // A writer that went away (its run stopped) needs no answer.
                 let _ = ack.send(result.clone());
@@ -92,9 +122,9 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Write>) {
                     }
                 }
                 Err(e) => {
-                    let msg = with_causes(&e);
+                    let e = JournalError::Store(Arc::new(e));
                     for ack in transition_acks {
-                        let _ = ack.send(Err(msg.clone()));
+                        let _ = ack.send(Err(e.clone()));
                     }
                 }
             }
@@ -102,14 +132,14 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Write>) {
     }
 }
 
-/// An error and its causes on one line, as the final report prints them.
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_store_error_stays_in_the_chain() {
+        let e = anyhow::Error::new(JournalError::Store(Arc::new(StoreError::NoSuchRun(7)))).context("the run stopped");
+        assert!(e.chain().any(|c| matches!(c.downcast_ref::<StoreError>(), Some(StoreError::NoSuchRun(7)))));
+        assert_eq!(format!("{e:#}"), "the run stopped: the change could not be committed: no run 7 in the database");
     }
-    text
 }
