@@ -8,16 +8,16 @@ use qc_offboard::exit;
 fn main() -> std::process::ExitCode {
     forbid_core_dumps();
     let cli = Cli::parse();
-    qc_offboard::telemetry::init(&cli.global);
+    qc_offboard::telemetry::init(cli.global.log_format, cli.global.verbose, cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(err) => {
             eprintln!("error: cannot start the async runtime: {err}");
-            return std::process::ExitCode::from(exit::Exit::Software as u8);
+            return std::process::ExitCode::from(exit::Exit::Software.code());
         }
     };
     let outcome = runtime.block_on(qc_offboard::cli::dispatch(cli));
-    std::process::ExitCode::from(exit::report(outcome) as u8)
+    std::process::ExitCode::from(exit::report(outcome).code())
 }
 
 /// A core dump or a ptrace attach would expose the secret key (and a healthcheck URL) in

@@ -11,6 +11,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit::Exit;
 use crate::limiter::Rate;
+pub use crate::runner::policy::MaxFail;
+pub use crate::telemetry::LogFormat;
 
 mod audit;
 mod completions;
@@ -53,12 +55,6 @@ pub struct GlobalOpts {
     /// Never draw a progress bar
     #[arg(long, global = true)]
     pub no_progress: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum LogFormat {
-    Text,
-    Json,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -457,38 +453,6 @@ pub fn parse_job_timeout(s: &str) -> Result<Duration, String> {
 /// representable.
 pub fn parse_deadline(s: &str) -> Result<Duration, String> {
     parse_within(s, Duration::from_secs(1), Duration::from_secs(366 * 86_400))
-}
-
-/// `--max-fail`: an absolute count or a percentage of the run's tasks.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub enum MaxFail {
-    Count(u64),
-    Percent(f64),
-}
-
-impl std::str::FromStr for MaxFail {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        if let Some(p) = s.strip_suffix('%') {
-            let v: f64 = p.trim().parse().map_err(|_| format!("{s:?} is not N or N%"))?;
-            if !(0.0..=100.0).contains(&v) {
-                return Err(format!("{s:?}: a percentage must be between 0 and 100"));
-            }
-            Ok(MaxFail::Percent(v))
-        } else {
-            s.trim().parse().map(MaxFail::Count).map_err(|_| format!("{s:?} is not N or N%"))
-        }
-    }
-}
-
-impl MaxFail {
-    /// Has this many failures out of `total` tasks reached the brake?
-    pub fn reached(self, failed: u64, total: u64) -> bool {
-        match self {
-            MaxFail::Count(n) => failed >= n,
-            MaxFail::Percent(p) => total > 0 && (failed as f64) * 100.0 >= p * (total as f64),
-        }
-    }
 }
 
 /// Run the command and return the exit code it earned.

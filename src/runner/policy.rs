@@ -1,5 +1,6 @@
-//! The runner's small pure decisions: how long to back off before a retry, and how long to wait
-//! between `DescribeJobs` rounds. No clock and no I/O; randomness is passed in.
+//! The runner's small pure decisions: how long to back off before a retry, how long to wait
+//! between `DescribeJobs` rounds, and when `--max-fail` stops a run. No clock and no I/O;
+//! randomness is passed in.
 
 use std::time::Duration;
 
@@ -31,6 +32,38 @@ pub fn next_poll_delay(base: Duration, failed_rounds: u32) -> Duration {
     let cap = base.saturating_mul(10).min(Duration::from_secs(60)).max(base);
     let factor = 1.5f64.powi(i32::try_from(failed_rounds.min(32)).unwrap_or(32));
     Duration::from_secs_f64((base.as_secs_f64() * factor).min(cap.as_secs_f64()))
+}
+
+/// `--max-fail`: an absolute count or a percentage of the run's tasks.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum MaxFail {
+    Count(u64),
+    Percent(f64),
+}
+
+impl std::str::FromStr for MaxFail {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(p) = s.strip_suffix('%') {
+            let v: f64 = p.trim().parse().map_err(|_| format!("{s:?} is not N or N%"))?;
+            if !(0.0..=100.0).contains(&v) {
+                return Err(format!("{s:?}: a percentage must be between 0 and 100"));
+            }
+            Ok(MaxFail::Percent(v))
+        } else {
+            s.trim().parse().map(MaxFail::Count).map_err(|_| format!("{s:?} is not N or N%"))
+        }
+    }
+}
+
+impl MaxFail {
+    /// Has this many failures out of `total` tasks reached the brake?
+    pub fn reached(self, failed: u64, total: u64) -> bool {
+        match self {
+            MaxFail::Count(n) => failed >= n,
+            MaxFail::Percent(p) => total > 0 && (failed as f64) * 100.0 >= p * (total as f64),
+        }
+    }
 }
 
 #[cfg(test)]
