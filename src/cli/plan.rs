@@ -245,14 +245,9 @@ fn build_plan(set: &manifest::ManifestSet, today: NaiveDate, done: &Standings, i
     plan
 }
 
-/// `QINGCLOUD_ZONE`, the zone of clusters whose manifest gives none. Empty counts as unset.
+/// `QINGCLOUD_ZONE`, the zone of clusters whose manifest gives none (exit 78 when it is not one).
 pub(crate) fn env_zone() -> anyhow::Result<Option<Zone>> {
-    match std::env::var("QINGCLOUD_ZONE") {
-        Ok(z) if !z.trim().is_empty() => Zone::parse(z.trim())
-            .map(Some)
-            .map_err(|why| Coded::new(Exit::Config, format!("QINGCLOUD_ZONE: {why}")).into()),
-        _ => Ok(None),
-    }
+    Ok(crate::qingcloud::config::env_zone()?)
 }
 
 /// Today in UTC, from the clock: what `run` uses, with no override.

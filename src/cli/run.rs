@@ -99,9 +99,10 @@ impl Target {
     }
 }
 
-/// The default zone when neither config nor flags give one: `QINGCLOUD_ZONE`.
+/// The default zone when neither config nor flags give one: `QINGCLOUD_ZONE`. A value that is
+/// not a zone gives none here; resolving the configuration reports it (exit 78).
 pub fn env_zone() -> Option<Zone> {
-    std::env::var("QINGCLOUD_ZONE").ok().and_then(|z| Zone::parse(z.trim()).ok())
+    crate::qingcloud::config::env_zone().ok().flatten()
 }
 
 fn db_path(global: &GlobalOpts, simulate: bool) -> anyhow::Result<PathBuf> {

@@ -35,6 +35,22 @@ pub const ENV_ACCESS_KEY: &str = "QINGCLOUD_ACCESS_KEY";
 pub const ENV_SECRET_KEY: &str = "QINGCLOUD_SECRET_KEY";
 pub const ENV_ZONE: &str = "QINGCLOUD_ZONE";
 
+/// `QINGCLOUD_ZONE` from the variable's text, the one place it is parsed: blank is unset; a
+/// value is trimmed, and one that is not a zone (`[a-z0-9-]+`) is a configuration error.
+pub fn parse_env_zone(value: Option<&str>) -> Result<Option<Zone>, ConfigError> {
+    match value.map(str::trim) {
+        Some(z) if !z.is_empty() => {
+            Zone::parse(z).map(Some).map_err(|e| ConfigError::Invalid(format!("{ENV_ZONE}: {e}")))
+        }
+        _ => Ok(None),
+    }
+}
+
+/// `QINGCLOUD_ZONE` from this process's environment (see [`parse_env_zone`]).
+pub fn env_zone() -> Result<Option<Zone>, ConfigError> {
+    parse_env_zone(std::env::var(ENV_ZONE).ok().as_deref())
+}
+
 /// The config file looked for under the home directory when `--config` is not given.
 pub const DEFAULT_CONFIG_RELATIVE: &str = ".qingcloud/config.yaml";
 
@@ -360,13 +376,9 @@ pub fn resolve_account(
     }
 
     // Zone.
-    let env_zone = if account.is_default() { env_value(ENV_ZONE) } else { None };
+    let env_zone = if account.is_default() { parse_env_zone(env(ENV_ZONE).as_deref())? } else { None };
     let (zone, zone_source) = match env_zone {
-        Some(z) => {
-            let zone =
-                Zone::parse(&z.to_ascii_lowercase()).map_err(|e| ConfigError::Invalid(format!("{ENV_ZONE}: {e}")))?;
-            (Some(zone), Some(Source::Environment))
-        }
+        Some(zone) => (Some(zone), Some(Source::Environment)),
         None => match file_ref.and_then(|f| f.zone.clone()) {
             Some(zone) => (Some(zone), Some(Source::ConfigFile)),
             None => (None, None),
