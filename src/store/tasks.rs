@@ -6,7 +6,7 @@ use std::collections::{HashMap, HashSet};
 
 use serde_json::{json, Map, Value};
 use sqlx::sqlite::SqliteRow;
-use sqlx::{Row, SqliteConnection};
+use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::audit::{self, with_ticket, Entry};
 use super::runs::run_ticket;
@@ -178,46 +178,26 @@ impl ApiCallRow {
     }
 }
 
-/// Apply transitions of distinct tasks with one `UPDATE … FROM (VALUES …)`: each row carries
-/// its task id, its guard (`|state|state|`), the new state and the change. Returns, per task
-/// updated, the new row and the state it left (from `prev_state`, which the UPDATE sets to the
-/// old `state`). Tasks whose state is not in their guard are left alone and absent.
+/// Apply transitions of distinct tasks with one `UPDATE … FROM v`, where `v` is a named table
+/// of values: each row carries its task id, its guard (the states the task must be in, as a
+/// JSON array), the new state and the change. Returns, per task updated, the new row and the
+/// state it left (from `prev_state`, which the UPDATE sets to the old `state`). Tasks whose
+/// state is not in their guard are left alone and absent.
 async fn update_segment(
     conn: &mut SqliteConnection,
     segment: &[Transition],
     now: &str,
 ) -> Result<HashMap<i64, (TaskRow, TaskState)>, StoreError> {
-    let mut values = String::new();
-    for i in 0..segment.len() {
-        values.push_str(if i == 0 {
-            "(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-        } else {
-            ",(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)"
-        });
-    }
-    // VALUES columns are column1…column23, in the order bound below.
-    let sql = format!(
-        "UPDATE tasks SET prev_state = tasks.state, state = v.column3, \
-         attempts = CASE v.column4 WHEN 1 THEN tasks.attempts + 1 WHEN 2 THEN v.column5 ELSE tasks.attempts END, \
-         job_id = CASE WHEN v.column6 THEN v.column7 ELSE tasks.job_id END, \
-         last_ret_code = CASE WHEN v.column8 THEN v.column9 ELSE tasks.last_ret_code END, \
-         last_message = CASE WHEN v.column10 THEN v.column11 ELSE tasks.last_message END, \
-         intent_at = CASE WHEN v.column12 THEN v.column13 ELSE tasks.intent_at END, \
-         started_at = CASE WHEN v.column12 THEN COALESCE(tasks.started_at, v.column13) ELSE tasks.started_at END, \
-         submitted_at = CASE WHEN v.column14 THEN v.column15 ELSE tasks.submitted_at END, \
-         next_attempt_at = CASE WHEN v.column16 THEN v.column17 ELSE tasks.next_attempt_at END, \
-         finished_at = CASE WHEN v.column18 THEN v.column19 ELSE tasks.finished_at END, \
-         adopted_from = CASE WHEN v.column20 THEN v.column21 ELSE tasks.adopted_from END, \
-         unresolved = CASE WHEN v.column22 THEN v.column23 ELSE tasks.unresolved END, \
-         updated_at = ? \
-         FROM (VALUES {values}) AS v \
-         WHERE tasks.id = v.column1 AND instr(v.column2, '|' || tasks.state || '|') > 0 \
-         RETURNING {TASK_COLUMNS}, prev_state"
+    let mut q: QueryBuilder<Sqlite> = QueryBuilder::new(
+        "WITH v(task_id, guard, to_state, attempts_mode, attempts_value, job_id_set, job_id, \
+         ret_code_set, ret_code, message_set, message, intent_set, intent_at, submitted_set, submitted_at, \
+         next_set, next_attempt_at, finished_set, finished_at, adopted_set, adopted_from, \
+         unresolved_set, unresolved) AS (",
     );
-    let mut q = sqlx::query(&sql).bind(now);
-    for t in segment {
+    q.push_values(segment, |mut row, t| {
         let c = &t.change;
-        let guard: String = t.from.iter().fold("|".to_string(), |g, s| g + s.as_str() + "|");
+        let guard = Value::from(t.from.iter().map(|s| s.as_str()).collect::<Vec<_>>()).to_string();
+        // 0: leave `attempts` alone; 1: add one; 2: set it to `attempts_value`.
         let (attempts_mode, attempts_value) = match c.attempts {
             None => (0, None),
             Some(Attempts::Increment) => (1, None),
@@ -228,32 +208,51 @@ async fn update_segment(
         let (submitted_set, submitted) = time(&c.submitted_at);
         let (next_set, next) = time(&c.next_attempt_at);
         let (finished_set, finished) = time(&c.finished_at);
-        q = q
-            .bind(t.task_id)
-            .bind(guard)
-            .bind(t.to.as_str())
-            .bind(attempts_mode)
-            .bind(attempts_value)
-            .bind(c.job_id.is_some())
-            .bind(c.job_id.clone().flatten())
-            .bind(c.last_ret_code.is_some())
-            .bind(c.last_ret_code.flatten())
-            .bind(c.last_message.is_some())
-            .bind(c.last_message.clone().flatten())
-            .bind(intent_set)
-            .bind(intent)
-            .bind(submitted_set)
-            .bind(submitted)
-            .bind(next_set)
-            .bind(next)
-            .bind(finished_set)
-            .bind(finished)
-            .bind(c.adopted_from.is_some())
-            .bind(c.adopted_from.flatten())
-            .bind(c.unresolved.is_some())
-            .bind(c.unresolved.clone().flatten());
-    }
-    let rows = q.fetch_all(&mut *conn).await?;
+        row.push_bind(t.task_id)
+            .push_bind(guard)
+            .push_bind(t.to.as_str())
+            .push_bind(attempts_mode)
+            .push_bind(attempts_value)
+            .push_bind(c.job_id.is_some())
+            .push_bind(c.job_id.clone().flatten())
+            .push_bind(c.last_ret_code.is_some())
+            .push_bind(c.last_ret_code.flatten())
+            .push_bind(c.last_message.is_some())
+            .push_bind(c.last_message.clone().flatten())
+            .push_bind(intent_set)
+            .push_bind(intent)
+            .push_bind(submitted_set)
+            .push_bind(submitted)
+            .push_bind(next_set)
+            .push_bind(next)
+            .push_bind(finished_set)
+            .push_bind(finished)
+            .push_bind(c.adopted_from.is_some())
+            .push_bind(c.adopted_from.flatten())
+            .push_bind(c.unresolved.is_some())
+            .push_bind(c.unresolved.clone().flatten());
+    });
+    q.push(
+        ") UPDATE tasks SET prev_state = tasks.state, state = v.to_state, \
+         attempts = CASE v.attempts_mode WHEN 1 THEN tasks.attempts + 1 WHEN 2 THEN v.attempts_value ELSE tasks.attempts END, \
+         job_id = CASE WHEN v.job_id_set THEN v.job_id ELSE tasks.job_id END, \
+         last_ret_code = CASE WHEN v.ret_code_set THEN v.ret_code ELSE tasks.last_ret_code END, \
+         last_message = CASE WHEN v.message_set THEN v.message ELSE tasks.last_message END, \
+         intent_at = CASE WHEN v.intent_set THEN v.intent_at ELSE tasks.intent_at END, \
+         started_at = CASE WHEN v.intent_set THEN COALESCE(tasks.started_at, v.intent_at) ELSE tasks.started_at END, \
+         submitted_at = CASE WHEN v.submitted_set THEN v.submitted_at ELSE tasks.submitted_at END, \
+         next_attempt_at = CASE WHEN v.next_set THEN v.next_attempt_at ELSE tasks.next_attempt_at END, \
+         finished_at = CASE WHEN v.finished_set THEN v.finished_at ELSE tasks.finished_at END, \
+         adopted_from = CASE WHEN v.adopted_set THEN v.adopted_from ELSE tasks.adopted_from END, \
+         unresolved = CASE WHEN v.unresolved_set THEN v.unresolved ELSE tasks.unresolved END, \
+         updated_at = ",
+    );
+    q.push_bind(now.to_owned());
+    q.push(format!(
+        " FROM v WHERE tasks.id = v.task_id AND tasks.state IN (SELECT value FROM json_each(v.guard)) \
+         RETURNING {TASK_COLUMNS}, prev_state"
+    ));
+    let rows = q.build().fetch_all(&mut *conn).await?;
     rows.iter()
         .map(|row| {
             let prev_state: String = row.try_get("prev_state")?;
