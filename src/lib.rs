@@ -9,7 +9,7 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod approval;
-pub mod audit_key;
+pub mod audit;
 pub mod cli;
 pub mod discover;
 pub mod exit;

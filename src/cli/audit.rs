@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::audit_key::{AuditKey, KeyError, SignedCheckpoint};
+use crate::audit::key::{AuditKey, KeyError, SignedCheckpoint};
 use crate::cli::{AuditCommand, GlobalOpts};
 use crate::exit::{Coded, Exit};
 use crate::store::Replay;

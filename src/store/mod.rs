@@ -41,8 +41,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{Sqlite, Transaction};
 
+pub use crate::audit::chain::{canonical_record, record_hash, Checkpoint, Problem, Verification, GENESIS_HASH};
 pub use accounts::{endpoint_identity, AccountKey, Prepared, Refusal, Standing};
-pub use audit::{canonical_record, record_hash, Checkpoint, Problem, Verification, GENESIS_HASH};
 pub use evidence::{DeadlineCounts, SeqRange, TaskCall};
 pub use findings::{check, Finding, FindingStatus, NewFinding};
 pub use lock::{this_host, LockHolder, LockOutcome};

@@ -29,7 +29,7 @@ use hmac::{Hmac, Mac};
 use rand::RngCore;
 use sha2::Sha256;
 
-use crate::store::Checkpoint;
+use super::chain::Checkpoint;
 
 /// Bytes of a key made by [`AuditKey::create`]; also the least a key file may hold.
 pub const KEY_BYTES: usize = 32;
