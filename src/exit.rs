@@ -87,7 +87,7 @@ fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
         if cause.downcast_ref::<crate::manifest::ManifestErrors>().is_some() {
             return (Exit::DataErr, None);
         }
-        if let Some(e) = cause.downcast_ref::<crate::planfile::PlanFileError>() {
+        if let Some(e) = cause.downcast_ref::<crate::plan::file::PlanFileError>() {
             return (e.exit(), None);
         }
         if cause.downcast_ref::<crate::qingcloud::config::ConfigError>().is_some() {

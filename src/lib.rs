@@ -8,7 +8,6 @@
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
-pub mod approval;
 pub mod audit;
 pub mod cli;
 pub mod discover;
@@ -16,7 +15,6 @@ pub mod exit;
 pub mod limiter;
 pub mod manifest;
 pub mod plan;
-pub mod planfile;
 pub mod qingcloud;
 pub mod report;
 pub mod runner;

@@ -1,7 +1,7 @@
 //! `plan MANIFEST... [--output human|json] [--out PLAN_FILE]`: expand the manifests into
 //! tasks, mark those not yet due and those already done (read from the database), and estimate
 //! API calls and duration under the configured rate. Nothing is sent; nothing is written but
-//! the plan file of `--out` (see `planfile`), which names the endpoint and access key id it is
+//! the plan file of `--out` (see `plan::file`), which names the endpoint and access key id it is
 //! for and so needs credentials.
 
 use chrono::{NaiveDate, Utc};
@@ -12,8 +12,8 @@ use crate::cli::{ApiOpts, GlobalOpts, OutputFormat, PlanArgs, PlanCommand};
 use crate::exit::{Coded, Exit};
 use crate::limiter::Rate;
 use crate::manifest::{self, AccountName, TaskKey, Zone};
+use crate::plan::file::{PlanFile, PlanFileError};
 use crate::plan::{self, EstimateInputs};
-use crate::planfile::{PlanFile, PlanFileError};
 use crate::qingcloud::config::{self, ConfigInput};
 use crate::store::{self, AccountKey, Standing, Store};
 
@@ -22,7 +22,7 @@ pub(crate) type Standings = HashMap<AccountKey, Standing>;
 
 pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
     if let Some(PlanCommand::Sign { plan, key }) = &args.command {
-        let (sig, fingerprint) = crate::approval::sign_file(plan, key).map_err(PlanFileError::from)?;
+        let (sig, fingerprint) = crate::plan::approval::sign_file(plan, key).map_err(PlanFileError::from)?;
         println!("signed {} with key {fingerprint}: {}", plan.display(), sig.display());
         return Ok(Exit::Ok);
     }

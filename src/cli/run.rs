@@ -14,7 +14,7 @@ use crate::cli::{ExecOpts, GlobalOpts, LogFormat, OutputFormat, ResumeArgs, Retr
 use crate::exit::{Coded, Exit};
 use crate::limiter::{Limiter, Rate};
 use crate::manifest::{AccountName, Zone};
-use crate::planfile::{self, PlanFile};
+use crate::plan::file::{self, PlanFile};
 use crate::qingcloud::client::Client;
 use crate::qingcloud::config::{self, ConfigInput, Credentials, Settings};
 use crate::runner::verdict::AbsentRules;
@@ -418,11 +418,8 @@ async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Pa
     };
     let target = Target::resolve_account(&args.exec.api, args.simulate, &account).await?;
     let access_key_id = target.settings.credentials.access_key_id.clone();
-    let asked = planfile::ApprovalArgs::new(
-        args.approved_by.as_deref(),
-        args.allowed_signers.as_deref(),
-        args.require_approval,
-    );
+    let asked =
+        file::ApprovalArgs::new(args.approved_by.as_deref(), args.allowed_signers.as_deref(), args.require_approval);
     let (plan, approval) = PlanFile::load_approved(plan_path, &target.recorded_endpoint, &access_key_id, &asked)?;
     if plan.account.as_deref().unwrap_or(AccountName::DEFAULT) != account.as_str() {
         return Err(

@@ -102,7 +102,7 @@ fn a_plan_file_names_its_target_and_hashes_its_content() {
     assert_eq!(plan["access_key_id"], ACCESS_KEY);
     assert_eq!(plan["requested_by"], "alice@example.com");
     assert_eq!(plan["tasks"].as_array().unwrap().len(), 2);
-    let sha = qc_offboard::planfile::content_hash(&{
+    let sha = qc_offboard::plan::file::content_hash(&{
         let mut v = plan.clone();
         v.as_object_mut().unwrap().remove("content_hash");
         v
@@ -111,9 +111,11 @@ fn a_plan_file_names_its_target_and_hashes_its_content() {
     let text = std::fs::read_to_string(&env.plan).unwrap();
     assert!(!text.contains(SECRET_KEY), "the secret key never appears in a plan");
     let loaded =
-        qc_offboard::planfile::PlanFile::load_verified(&env.plan, "http://127.0.0.1:1/iaas/", ACCESS_KEY).unwrap();
+        qc_offboard::plan::file::PlanFile::load_verified(&env.plan, "http://127.0.0.1:1/iaas/", ACCESS_KEY).unwrap();
     assert_eq!(loaded.tasks.len(), 2);
-    assert!(qc_offboard::planfile::PlanFile::load_verified(&env.plan, "http://127.0.0.1:2/iaas/", ACCESS_KEY).is_err());
+    assert!(
+        qc_offboard::plan::file::PlanFile::load_verified(&env.plan, "http://127.0.0.1:2/iaas/", ACCESS_KEY).is_err()
+    );
 }
 
 #[test]
@@ -575,7 +577,7 @@ fn ssh_verify(signers: &std::path::Path, principal: &str, file: &std::path::Path
         .args(["-Y", "verify", "-f"])
         .arg(signers)
         .args(["-I", principal, "-n", "qc-offboard-plan", "-s"])
-        .arg(qc_offboard::approval::signature_path(file))
+        .arg(qc_offboard::plan::approval::signature_path(file))
         .stdin(std::fs::File::open(file).unwrap())
         .output()
         .unwrap();
@@ -684,7 +686,7 @@ async fn wrong_signatures_are_refused_and_nothing_is_sent() {
     let plan = env.make_plan(&endpoint);
     let keys = signers(&env);
     let signers = keys.file.to_str().unwrap().to_owned();
-    let sig = qc_offboard::approval::signature_path(&env.plan);
+    let sig = qc_offboard::plan::approval::signature_path(&env.plan);
     let refused = |extra: &[&str], why: &str| {
         let mut args = vec!["--allowed-signers", signers.as_str()];
         args.extend_from_slice(extra);

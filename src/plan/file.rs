@@ -44,7 +44,7 @@
 //! # Approval
 //!
 //! A name typed with `--approved-by` is recorded as unsigned. A signed approval is an SSH
-//! signature over the file's bytes ([`crate::approval`]); [`PlanFile::load_approved`] reads the
+//! signature over the file's bytes ([`crate::plan::approval`]); [`PlanFile::load_approved`] reads the
 //! file once and checks the hash, the target, the signature over those same bytes and the
 //! two-person rule.
 
@@ -57,8 +57,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha2::{Digest, Sha256};
 
-use crate::approval::{self, Approval, ApprovalError};
 use crate::manifest::{ClusterId, HostSpec, ManifestSet, UserName, Zone};
+use crate::plan::approval::{self, Approval, ApprovalError};
 use crate::plan::{Plan, PlanState};
 use crate::store::{NewTask, TaskState};
 
