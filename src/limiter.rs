@@ -7,8 +7,6 @@
 //! small steps (AIMD). The arithmetic lives in [`Aimd`], a pure type with unit tests; [`Limiter`]
 //! only adds the clock and the governor instance.
 
-// Outside tests, every possible failure is an error or an `expect` that says why it cannot fire.
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 use std::fmt;
 use std::num::NonZeroU32;

@@ -1,6 +1,9 @@
 //! Integration tests, compiled as one binary. Each area has its own module; `helpers` holds what
 //! they share (the real binary with a scrubbed environment, temporary directories, the simulator).
 
+// Test helpers unwrap: a panic is the failure message.
+#![allow(clippy::unwrap_used)]
+
 mod accounts;
 mod audit;
 mod cli;
