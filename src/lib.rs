@@ -6,10 +6,10 @@
 //! `manifest` and `qingcloud::signer` are pure and depend on nothing of ours. The simulator
 //! (`sim`) shares only the signer and the wire types with the client.
 
-
 pub mod audit;
 pub mod cli;
 pub mod discover;
+pub mod domain;
 pub mod exit;
 pub mod limiter;
 pub mod manifest;

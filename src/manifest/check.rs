@@ -5,8 +5,9 @@
 use chrono::{DateTime, NaiveDate, Utc};
 
 use super::locate::{Seg, YamlPath};
-use super::model::{AccountName, ClusterId, HostSpec, Selector, SelectorUser, Task, UserName, Zone};
+use super::model::{Selector, SelectorUser, Task};
 use super::raw::{RawAccount, RawClusterRef, RawManifest};
+use crate::domain::{AccountName, ClusterId, HostSpec, UserName, Zone};
 
 /// The only manifest version that exists.
 pub const VERSION: &str = "1";

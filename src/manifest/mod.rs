@@ -28,7 +28,6 @@
 //!   free-form nested values, so a nested alias bomb is refused as a type error at its first
 //!   element anyway.
 
-
 mod check;
 mod locate;
 pub mod model;
@@ -49,7 +48,8 @@ use locate::{Pos, Seg, YamlPath};
 pub use check::{parse_date, parse_instant, DEFAULT_HOST, VERSION};
 pub use raw::{json_schema, MAX_ENTRIES, MAX_FLOW_DEPTH};
 
-pub use model::{Account, AccountName, ClusterId, HostSpec, Selector, SelectorUser, Task, TaskKey, UserName, Zone};
+pub use crate::domain::{Account, AccountName, ClusterId, HostSpec, TaskKey, UserName, Zone};
+pub use model::{Selector, SelectorUser, Task};
 
 /// One reason a manifest is refused, with where it was found.
 #[derive(Debug, Clone, PartialEq, Eq)]

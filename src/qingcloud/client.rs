@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use url::Url;
 
-use crate::manifest::model::{ClusterId, Zone};
+use crate::domain::{ClusterId, Zone};
 use crate::qingcloud::config::{self, Credentials, Settings};
 pub use crate::qingcloud::error::{ApiError, Failure};
 use crate::qingcloud::signer::{self, Method, SignatureMethod};

@@ -13,7 +13,7 @@ use secrecy::{ExposeSecret, SecretString};
 use url::Url;
 use zeroize::{Zeroize, Zeroizing};
 
-use crate::manifest::model::{AccountName, Zone};
+use crate::domain::{AccountName, Zone};
 
 /// The endpoint used when neither a flag, the environment nor the config file names one.
 pub const DEFAULT_ENDPOINT: &str = "https://api.qingcloud.com/iaas/";

@@ -14,7 +14,7 @@ use std::sync::Mutex;
 
 use super::context::Ctx;
 use super::submit::TaskRef;
-use crate::manifest::model::{HostSpec, UserName, PROTECTED_USERS};
+use crate::domain::{HostSpec, UserName, PROTECTED_USERS};
 use crate::qingcloud::client::SendGuard;
 use crate::store::Refusal;
 

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::json;
 
-use crate::manifest::model::Zone;
+use crate::domain::Zone;
 use crate::qingcloud::client::{Call, Client, MAX_CLUSTERS_PER_CALL};
 use crate::qingcloud::types::{ClusterInfo, DescribeClustersResponse, MYSQL_PLUS_APP_ID};
 use crate::store::{TaskChange, TaskState, Transition};

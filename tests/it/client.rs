@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
-use qc_offboard::manifest::model::{ClusterId, Zone};
+use qc_offboard::domain::{ClusterId, Zone};
 use qc_offboard::qingcloud::client::{ApiError, Call, Client, Gate, JobFilter, MAX_BODY_BYTES};
 use qc_offboard::qingcloud::config::{Credentials, Settings};
 use qc_offboard::qingcloud::signer::{self, Method, SignatureMethod};
