@@ -242,7 +242,7 @@ async fn resolve_tag(
     name: &str,
     calls: &mut Vec<CallRecord>,
 ) -> Result<Vec<String>, DiscoverError> {
-    let pages = tried("DescribeTags", zone, calls, || client.describe_tags(zone, name, MAX_PAGES)).await?;
+    let pages = tried(client, "DescribeTags", zone, calls, || client.describe_tags(zone, name, MAX_PAGES)).await?;
     let mut ids: Vec<String> = pages
         .into_iter()
         .flat_map(|p| p.tag_set)
@@ -267,12 +267,16 @@ async fn list(
         tags: if tag_id.is_empty() { Vec::new() } else { vec![tag_id.to_owned()] },
     };
     let pages =
-        tried("DescribeClusters", zone, calls, || client.describe_clusters_pages(zone, &query, MAX_PAGES)).await?;
+        tried(client, "DescribeClusters", zone, calls, || client.describe_clusters_pages(zone, &query, MAX_PAGES))
+            .await?;
     Ok(pages.into_iter().flat_map(|p| p.cluster_set).collect())
 }
 
 /// Run a paged listing until every page answered, at most [`TRIES`] times; every call is kept.
+/// A refused time stamp (1300) is tried again at once, signed with the API's clock (from the
+/// answer's `Date`), as the runner does.
 async fn tried<T, F, Fut>(
+    client: &Client,
     action: &'static str,
     zone: &Zone,
     calls: &mut Vec<CallRecord>,
@@ -291,6 +295,9 @@ where
         let mut ok = Vec::with_capacity(pages.len());
         let mut failed = None;
         for p in pages {
+            if let (Err(ApiError::Expired(_)), Some(skew)) = (&p.result, p.record.clock_skew()) {
+                client.set_clock_offset(skew);
+            }
             calls.push(p.record);
             match p.result {
                 Ok(v) => ok.push(v),
@@ -304,7 +311,7 @@ where
         if auth {
             break;
         }
-        if attempt < TRIES {
+        if attempt < TRIES && !matches!(e, ApiError::Expired(_)) {
             tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
         }
     }
