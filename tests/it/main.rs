@@ -18,6 +18,7 @@ mod operator;
 mod polling;
 mod pre_state;
 mod preflight;
+mod preflight_ops;
 mod props;
 mod runner;
 mod safety;
