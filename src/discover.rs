@@ -35,8 +35,6 @@ use crate::qingcloud::types::{ClusterInfo, MYSQL_PLUS_APP_ID};
 
 /// Pages per listing at most (100 each: 100,000 clusters in one zone).
 const MAX_PAGES: usize = 1000;
-/// Tries per listing before the expansion gives up.
-const TRIES: u32 = 3;
 /// Statuses after which a cluster never runs a service again: left out without a word.
 const GONE: [&str; 2] = ["ceased", "deleted"];
 
@@ -114,6 +112,13 @@ pub enum DiscoverError {
     TagNotFound { selector: String, zone: String, tag: String },
     #[error("discover: {action} in zone {zone} failed ({message}; {tries} tries); nothing was selected")]
     Api { action: &'static str, zone: String, tries: u32, message: String, auth: bool },
+    /// The pages listed fewer items than their `total_count`: the listing changed while it
+    /// was paged, or was cut short. A partial list would leave clusters out without a word.
+    #[error(
+        "discover: {action} in zone {zone} listed {listed} of the {total} it counted (the listing changed or \
+         was cut short); nothing was selected: try again"
+    )]
+    Incomplete { action: &'static str, zone: String, listed: usize, total: u64 },
 }
 
 impl DiscoverError {
@@ -123,7 +128,7 @@ impl DiscoverError {
         let exit = match &self {
             DiscoverError::TagNotFound { .. } => Exit::DataErr,
             DiscoverError::Api { auth: true, .. } => Exit::Config,
-            DiscoverError::Api { .. } => Exit::Unavailable,
+            DiscoverError::Api { .. } | DiscoverError::Incomplete { .. } => Exit::Unavailable,
         };
         Coded::new(exit, self.to_string())
     }
@@ -242,7 +247,8 @@ async fn resolve_tag(
     name: &str,
     calls: &mut Vec<CallRecord>,
 ) -> Result<Vec<String>, DiscoverError> {
-    let pages = tried("DescribeTags", zone, calls, || client.describe_tags(zone, name, MAX_PAGES)).await?;
+    let pages = tried(client, "DescribeTags", zone, calls, || client.describe_tags(zone, name, MAX_PAGES)).await?;
+    in_full("DescribeTags", zone, pages.iter().map(|p| (p.tag_set.len(), p.total_count)))?;
     let mut ids: Vec<String> = pages
         .into_iter()
         .flat_map(|p| p.tag_set)
@@ -267,12 +273,27 @@ async fn list(
         tags: if tag_id.is_empty() { Vec::new() } else { vec![tag_id.to_owned()] },
     };
     let pages =
-        tried("DescribeClusters", zone, calls, || client.describe_clusters_pages(zone, &query, MAX_PAGES)).await?;
+        tried(client, "DescribeClusters", zone, calls, || client.describe_clusters_pages(zone, &query, MAX_PAGES))
+            .await?;
+    in_full("DescribeClusters", zone, pages.iter().map(|p| (p.cluster_set.len(), p.total_count)))?;
     Ok(pages.into_iter().flat_map(|p| p.cluster_set).collect())
 }
 
-/// Run a paged listing until every page answered, at most [`TRIES`] times; every call is kept.
+/// Do the pages, as (items, total_count), list as many items as the last one counted?
+fn in_full(action: &'static str, zone: &Zone, pages: impl Iterator<Item = (usize, u64)>) -> Result<(), DiscoverError> {
+    let (listed, total) = pages.fold((0usize, 0u64), |(n, _), (items, total)| (n + items, total));
+    if (listed as u64) < total {
+        return Err(DiscoverError::Incomplete { action, zone: zone.to_string(), listed, total });
+    }
+    Ok(())
+}
+
+/// Run a paged listing until every page answered, at most [`Client::lookup_tries`] times
+/// (`connection_retries`, default 3); every call is kept.
+/// A refused time stamp (1300) is tried again at once, signed with the API's clock (from the
+/// answer's `Date`), as the runner does.
 async fn tried<T, F, Fut>(
+    client: &Client,
     action: &'static str,
     zone: &Zone,
     calls: &mut Vec<CallRecord>,
@@ -285,12 +306,16 @@ where
     let mut last = String::from("no answer");
     let mut auth = false;
     let mut tries = 0;
-    for attempt in 1..=TRIES {
+    let max_tries = client.lookup_tries();
+    for attempt in 1..=max_tries {
         tries = attempt;
         let pages = listing().await;
         let mut ok = Vec::with_capacity(pages.len());
         let mut failed = None;
         for p in pages {
+            if let (Err(ApiError::Expired(_)), Some(skew)) = (&p.result, p.record.clock_skew()) {
+                client.set_clock_offset(skew);
+            }
             calls.push(p.record);
             match p.result {
                 Ok(v) => ok.push(v),
@@ -304,7 +329,7 @@ where
         if auth {
             break;
         }
-        if attempt < TRIES {
+        if attempt < max_tries && !matches!(e, ApiError::Expired(_)) {
             tokio::time::sleep(Duration::from_secs(u64::from(attempt))).await;
         }
     }
@@ -318,4 +343,20 @@ pub fn merge_into(set: &mut ManifestSet, discovered: &Discovery) -> usize {
     let before = set.tasks.len();
     set.tasks.extend(discovered.tasks.iter().filter(|t| !have.contains(&t.key())).cloned());
     set.tasks.len() - before
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listing_short_of_its_count_is_refused() {
+        let zone = Zone::parse("sh1a").unwrap();
+        assert!(in_full("DescribeClusters", &zone, [(100, 250), (100, 250), (50, 250)].into_iter()).is_ok());
+        assert!(in_full("DescribeClusters", &zone, std::iter::empty()).is_ok());
+        let cut = in_full("DescribeClusters", &zone, [(100, 250), (0, 250)].into_iter()).unwrap_err();
+        assert!(matches!(cut, DiscoverError::Incomplete { listed: 100, total: 250, .. }), "{cut}");
+        // The count grew while paging: the last count is the one to meet.
+        assert!(in_full("DescribeTags", &zone, [(100, 150), (50, 160)].into_iter()).is_err());
+    }
 }

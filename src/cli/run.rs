@@ -105,6 +105,45 @@ pub fn env_zone() -> Option<Zone> {
     crate::qingcloud::config::env_zone().ok().flatten()
 }
 
+/// SIGINT, SIGTERM and SIGHUP, counted from the start of a `run`, `resume` or `retry`. The
+/// runner listens for them itself once it submits; these cover what comes before — discovery
+/// and preflight — where a signal would otherwise end the process at once, with no summary and
+/// no exit code, or (once a handler exists) go unheard.
+#[derive(Clone)]
+pub(crate) struct Signals(tokio::sync::watch::Receiver<u32>);
+
+impl Signals {
+    pub(crate) fn install() -> anyhow::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut int = signal(SignalKind::interrupt())?;
+        let mut term = signal(SignalKind::terminate())?;
+        let mut hup = signal(SignalKind::hangup())?;
+        let (tx, rx) = tokio::sync::watch::channel(0u32);
+        tokio::spawn(async move {
+            loop {
+                let got = tokio::select! {
+                    got = int.recv() => got,
+                    got = term.recv() => got,
+                    got = hup.recv() => got,
+                };
+                if got.is_none() {
+                    return;
+                }
+                tx.send_modify(|n| *n += 1);
+            }
+        });
+        Ok(Signals(rx))
+    }
+
+    /// Resolves once a signal was received (at once if one already was); never otherwise.
+    pub(crate) async fn first(&self) {
+        let mut rx = self.0.clone();
+        if rx.wait_for(|n| *n > 0).await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
 fn db_path(global: &GlobalOpts, simulate: bool) -> anyhow::Result<PathBuf> {
     Ok(store::resolve_path(global.db.as_deref(), simulate)?)
 }
@@ -201,8 +240,9 @@ pub async fn run(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
 }
 
 async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit> {
+    let signals = Signals::install()?;
     if let Some(plan_path) = &args.plan {
-        return run_plan(global, &args, plan_path).await;
+        return run_plan(global, &args, plan_path, &signals).await;
     }
     let target = Target::resolve(&args.exec.api, args.simulate).await;
     let default_zone = match &target {
@@ -240,7 +280,17 @@ async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit>
     // `discover:` selectors become tasks before anything else is decided about them.
     let mut discoveries = Vec::with_capacity(targets.len());
     for t in &targets {
-        discoveries.push(discover_for(&mut set, t, rate, args.exec.rate.burst).await?);
+        let found = tokio::select! {
+            found = discover_for(&mut set, t, rate, args.exec.rate.burst) => found?,
+            () = signals.first() => {
+                return Err(Coded::new(
+                    Exit::TempFail,
+                    "stopped by a signal while discovering clusters: nothing was sent and no run was recorded",
+                )
+                .into());
+            }
+        };
+        discoveries.push(found);
     }
     let mut standings = crate::cli::plan::Standings::new();
     for t in &targets {
@@ -319,7 +369,7 @@ async fn run_command(global: &GlobalOpts, args: RunArgs) -> anyhow::Result<Exit>
             let calls: Vec<_> = d.calls.iter().map(|c| (run_id, None, crate::runner::context::call_row(c))).collect();
             store.record_calls(&calls).await?;
         }
-        endings.push(drive(global, &store, target, run_id, &args.exec, rate, i == 0).await?);
+        endings.push(drive(global, &store, target, run_id, &args.exec, rate, i == 0, &signals).await?);
     }
     conclude(&args.exec, endings, not_started).await
 }
@@ -410,7 +460,12 @@ impl Origin {
 /// `run --plan PLAN_FILE`: exactly the tasks of a reviewed plan, refused (exit 65, nothing
 /// sent, nothing written) when the file was edited, was made for another endpoint or key, or
 /// fails the two-person rule.
-async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Path) -> anyhow::Result<Exit> {
+async fn run_plan(
+    global: &GlobalOpts,
+    args: &RunArgs,
+    plan_path: &std::path::Path,
+    signals: &Signals,
+) -> anyhow::Result<Exit> {
     // The plan names its account; the approved load below checks the same bytes' hash again.
     let account = match PlanFile::load(plan_path)?.account {
         Some(a) => AccountName::parse(&a).map_err(|e| anyhow::anyhow!("{}: account: {e}", plan_path.display()))?,
@@ -454,7 +509,7 @@ async fn run_plan(global: &GlobalOpts, args: &RunArgs, plan_path: &std::path::Pa
         discovered: plan.discovered.clone(),
     };
     let run_id = create_locked(&store, &origin.new_run(&target, &args.exec, options), &tasks).await?;
-    let ending = drive(global, &store, &target, run_id, &args.exec, rate, true).await?;
+    let ending = drive(global, &store, &target, run_id, &args.exec, rate, true, signals).await?;
     conclude(&args.exec, vec![ending], Vec::new()).await
 }
 
@@ -487,6 +542,7 @@ pub async fn resume(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exi
 }
 
 async fn resume_command(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result<Exit> {
+    let signals = Signals::install()?;
     let store = open_existing(global, args.simulate).await?;
     let run = match args.run_id {
         Some(id) => {
@@ -541,7 +597,7 @@ async fn resume_command(global: &GlobalOpts, args: ResumeArgs) -> anyhow::Result
             json!({ "pid": std::process::id(), "host": store::this_host(), "operator": operator(&args.exec) }),
         )
         .await?;
-    let ending = drive(global, &store, &target, run.id, &args.exec, rate, true).await?;
+    let ending = drive(global, &store, &target, run.id, &args.exec, rate, true, &signals).await?;
     conclude(&args.exec, vec![ending], Vec::new()).await
 }
 
@@ -551,6 +607,7 @@ pub async fn retry(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit>
 }
 
 async fn retry_command(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<Exit> {
+    let signals = Signals::install()?;
     let store = open_existing(global, args.simulate).await?;
     let old = store
         .run(args.run_id)
@@ -588,7 +645,7 @@ async fn retry_command(global: &GlobalOpts, args: RetryArgs) -> anyhow::Result<E
     let options = options_json(&args.exec, rate, &account);
     let run_id = create_locked(&store, &origin.new_run(&target, &args.exec, options), &tasks).await?;
     say(&args.exec, &format!("run {run_id} retries the {} failed task(s) of run {}", tasks.len(), old.id));
-    let ending = drive(global, &store, &target, run_id, &args.exec, rate, true).await?;
+    let ending = drive(global, &store, &target, run_id, &args.exec, rate, true, &signals).await?;
     conclude(&args.exec, vec![ending], Vec::new()).await
 }
 
@@ -632,7 +689,9 @@ struct Ending {
 
 /// Execute a run that exists in the database and holds the lock; finish it, release the lock,
 /// print its summary (`--output human`). `first`: the command's first run, which sends the
-/// start ping.
+/// start ping. `signals` are the command's: one received before the run starts stops it before
+/// its first request.
+#[allow(clippy::too_many_arguments)]
 async fn drive(
     global: &GlobalOpts,
     store: &Store,
@@ -641,11 +700,12 @@ async fn drive(
     exec: &ExecOpts,
     rate: Rate,
     first: bool,
+    signals: &Signals,
 ) -> anyhow::Result<Ending> {
     if let (Some(p), true) = (exec.ping_url.as_deref().map(Pinger::new), first) {
         p.send("/start", format!("qc-offboard run {run_id} started")).await;
     }
-    let outcome = match drive_inner(global, store, target, run_id, exec, rate).await {
+    let outcome = match drive_inner(global, store, target, run_id, exec, rate, signals).await {
         // A database that lost what this process wrote (its -wal file deleted or replaced) makes
         // later statements fail in ways that say nothing of it: name the cause, not the symptom.
         Err(e) => match store.check_written_to_disk().await {
@@ -731,6 +791,7 @@ async fn drive_inner(
     run_id: i64,
     exec: &ExecOpts,
     rate: Rate,
+    signals: &Signals,
 ) -> anyhow::Result<(Exit, String, RunResult)> {
     let limiter = target.limiter(rate, exec.rate.burst);
     let client = target.client(rate, exec.rate.burst)?;
@@ -784,21 +845,47 @@ async fn drive_inner(
     };
     tracing::info!(run_id, rate = %rate, endpoint = %target.recorded_endpoint, "run starting");
     let started = std::time::Instant::now();
+    // The command's signals turn the run's stop switch from here on, before the runner listens
+    // for them itself: a signal during preflight (or before it) ends the lookups at once, and
+    // no del_user leaves after it.
+    let bridge = {
+        let (ctx, signals) = (Arc::clone(&ctx), signals.clone());
+        tokio::spawn(async move {
+            signals.first().await;
+            ctx.stop.send_replace(true);
+        })
+    };
     if exec.no_preflight {
         tracing::info!("preflight skipped (--no-preflight): clusters are not checked before del_user");
-    } else {
+    } else if !ctx.stopping() {
         let checked = runner::preflight::run(&ctx).await?;
         tracing::info!(
             calls = checked.calls,
             refused = checked.refused,
             not_ready = checked.not_ready,
             unchecked = checked.unchecked,
+            stopped = checked.stopped,
             "preflight done"
         );
     }
-    let stop = runner::execute(ctx, &progress).await;
+    // Stopped before the first del_user: nothing was sent, and the tasks still waiting stay
+    // `pending` for `resume`.
+    let stop = if ctx.stopping() { Ok(None) } else { runner::execute(Arc::clone(&ctx), &progress).await };
+    bridge.abort();
     progress.finish();
-    let stop = stop?;
+    let mut stop = stop?;
+    if stop.is_none() && ctx.stopping() {
+        // The runner did not hear the signal itself (it came before the runner listened).
+        store
+            .audit_event(
+                Some(run_id),
+                None,
+                "run_stopping",
+                json!({ "reason": StopReason::Signal.describe(), "follow_s": 0 }),
+            )
+            .await?;
+        stop = Some(StopReason::Signal);
+    }
 
     let rows = store.tasks(run_id).await?;
     let mut counts: BTreeMap<&'static str, u64> = BTreeMap::new();

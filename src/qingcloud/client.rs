@@ -138,6 +138,8 @@ pub struct Client {
     gate: Option<Arc<dyn Gate>>,
     /// Added to `Utc::now()` for `time_stamp`, in milliseconds.
     clock_offset_ms: AtomicI64,
+    /// Tries of a read-only lookup that got no usable answer (see [`Client::lookup_tries`]).
+    lookup_tries: u32,
 }
 
 impl fmt::Debug for Client {
@@ -171,7 +173,16 @@ impl Client {
             credentials: settings.credentials.clone(),
             gate: None,
             clock_offset_ms: AtomicI64::new(0),
+            lookup_tries: settings.connection_retries.max(1),
         })
+    }
+
+    /// How often a read-only lookup (preflight's `DescribeClusters`, discovery's listings) that
+    /// got no usable answer is tried before the caller gives up on it: the config file's
+    /// `connection_retries` (the Go SDK's name and default, 3), at least once. A `del_user`
+    /// is never retried by count: its retries are the runner's, after reconciliation.
+    pub fn lookup_tries(&self) -> u32 {
+        self.lookup_tries
     }
 
     /// Make every HTTP request await `gate` first.
@@ -317,7 +328,9 @@ impl Client {
             .await
     }
 
-    /// Page `action` with `limit` 100 by `offset`; `count` gives a page's (items, total_count).
+    /// Page `action` with `limit` 100 by `offset` until `total_count` items were listed, an
+    /// empty page, an error or `max_pages`; `count` gives a page's (items, total_count). The
+    /// caller checks that the pages add up to the last `total_count`.
     async fn pages<T: DeserializeOwned>(
         &self,
         action: &str,
@@ -336,9 +349,11 @@ impl Client {
             let call = self.call(action, zone, params).await;
             let next = match &call.result {
                 Ok(resp) => {
+                    // A page shorter than asked is not the end while `total_count` says more
+                    // remain (an API may cap its pages below 100); an empty page is.
                     let (got, total) = count(resp);
                     let seen = offset + got;
-                    (got == limit && (seen as u64) < total).then_some(seen)
+                    (got > 0 && (seen as u64) < total).then_some(seen)
                 }
                 Err(_) => None,
             };

@@ -10,24 +10,32 @@
 //!
 //! The status seen for every checked task is an audit record of kind `preflight` (so `audit
 //! verify` covers it, and reports show it as evidence). A zone whose lookups get no usable answer
-//! (after three tries) is left unchecked, logged and audited: its tasks go on as without
-//! preflight.
+//! (after three tries; a quota refusal is waited out, not counted) is left unchecked, logged and
+//! audited: its tasks go on as without preflight. A stop (a signal) ends the lookups at once:
+//! what was not looked up stays `pending`, for `resume`.
 //!
 //! The verdict ([`judge`]) is pure; [`run`] does the calls and the writes.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::time::Duration;
 
 use serde_json::json;
+use tokio::sync::watch;
 
 use crate::domain::Zone;
-use crate::qingcloud::client::{Call, Client, MAX_CLUSTERS_PER_CALL};
+use crate::qingcloud::client::{ApiError, Call, Client, MAX_CLUSTERS_PER_CALL};
 use crate::qingcloud::types::{ClusterInfo, DescribeClustersResponse, MYSQL_PLUS_APP_ID};
-use crate::store::{TaskChange, TaskState, Transition};
+use crate::store::{TaskChange, TaskState};
 
 use super::context::Ctx;
+use super::state::{self, Event};
 
-/// Tries per batch of ids before the zone's batch is left unchecked.
-const TRIES: usize = 3;
+/// Quota refusals (2500) per batch that are waited out before the batch counts as unanswered:
+/// the waits add up to about four minutes.
+const MAX_THROTTLED: u32 = 8;
+/// The wait after a batch's first quota refusal; it doubles with each one in a row.
+const THROTTLE_WAIT: Duration = Duration::from_secs(2);
+const THROTTLE_WAIT_CAP: Duration = Duration::from_secs(60);
 
 /// The kind of the audit record that keeps what preflight saw for a task.
 pub const AUDIT_KIND: &str = "preflight";
@@ -82,6 +90,9 @@ pub struct Outcome {
     pub not_ready: usize,
     /// Clusters left unchecked because their lookups got no usable answer.
     pub unchecked: usize,
+    /// The run stopped (a signal) during the lookups: the clusters not looked up yet were
+    /// left as they were, their tasks `pending`.
+    pub stopped: bool,
 }
 
 /// What the lookups of one preflight returned.
@@ -92,28 +103,92 @@ pub struct Looked {
     pub calls: Vec<(Call<DescribeClustersResponse>, tokio::time::Instant)>,
     /// (zone, cluster ids) of the batches that got no usable answer.
     pub unchecked: Vec<(String, Vec<String>)>,
+    /// The run stopped (a signal) before every batch was looked up: the batches not looked up
+    /// are neither in `seen` nor in `unchecked`.
+    pub stopped: bool,
 }
 
 /// Look up `by_zone`'s clusters with `DescribeClusters`, 100 ids a call, each batch tried
-/// [`TRIES`] times. `run` and `plan` share it.
+/// [`Client::lookup_tries`] times (`connection_retries`, default 3) before the zone's batch is
+/// left unchecked. `plan` uses it as it is; a run uses [`lookup_until`].
 pub async fn lookup(client: &Client, by_zone: &BTreeMap<&str, BTreeSet<&str>>) -> anyhow::Result<Looked> {
-    let mut out = Looked { seen: HashMap::new(), calls: Vec::new(), unchecked: Vec::new() };
+    let (_never, stop) = watch::channel(false);
+    lookup_until(client, by_zone, stop).await
+}
+
+/// [`lookup`] until `stop` turns true: a lookup under way then is abandoned (it changes nothing
+/// on the API's side) and the rest are not made.
+///
+/// Only an answer about the clusters ends a batch's tries. A quota refusal (2500) is no answer
+/// and costs no try: the batch waits (2 s, doubling, at most a minute) and asks again, up to
+/// [`MAX_THROTTLED`] times. A transient failure is tried again after 1 s, then 2 s; a refused
+/// time stamp (1300) at once with the API's clock; refused credentials are not asked again.
+pub async fn lookup_until(
+    client: &Client,
+    by_zone: &BTreeMap<&str, BTreeSet<&str>>,
+    mut stop: watch::Receiver<bool>,
+) -> anyhow::Result<Looked> {
+    let mut out = Looked { seen: HashMap::new(), calls: Vec::new(), unchecked: Vec::new(), stopped: false };
     for (zone, clusters) in by_zone {
         let zone_id = Zone::parse(zone).map_err(anyhow::Error::msg)?;
         let ids: Vec<String> = clusters.iter().map(|c| (*c).to_owned()).collect();
         for batch in ids.chunks(MAX_CLUSTERS_PER_CALL) {
             let mut answer = None;
-            for _ in 0..TRIES {
+            let (mut tries, mut throttled) = (0, 0);
+            let max_tries = client.lookup_tries();
+            while tries < max_tries {
                 let sent_at = tokio::time::Instant::now();
-                let mut calls = client.describe_clusters(&zone_id, batch).await;
+                let mut calls = tokio::select! {
+                    calls = client.describe_clusters(&zone_id, batch) => calls,
+                    () = stopped(&mut stop) => {
+                        out.stopped = true;
+                        return Ok(out);
+                    }
+                };
                 let Some(call) = calls.pop() else { break };
-                match &call.result {
-                    Ok(resp) => answer = Some(resp.clone()),
-                    Err(e) => tracing::warn!(zone = %zone, error = %e, "preflight: DescribeClusters failed"),
-                }
+                let wait = match &call.result {
+                    Ok(resp) => {
+                        answer = Some(resp.clone());
+                        Duration::ZERO
+                    }
+                    Err(ApiError::Throttled(e)) if throttled < MAX_THROTTLED => {
+                        throttled += 1;
+                        let wait = THROTTLE_WAIT.saturating_mul(1 << (throttled - 1)).min(THROTTLE_WAIT_CAP);
+                        tracing::warn!(zone = %zone, error = %e, wait_s = wait.as_secs(), "preflight: quota exceeded; asking again");
+                        wait
+                    }
+                    Err(e) => {
+                        tries += 1;
+                        tracing::warn!(zone = %zone, error = %e, "preflight: DescribeClusters failed");
+                        match e {
+                            // Refused credentials stay refused: the run stops on its first request.
+                            ApiError::AuthFailed(_) => {
+                                tries = max_tries;
+                                Duration::ZERO
+                            }
+                            // Signed again at once, with the API's clock.
+                            ApiError::Expired(_) => {
+                                if let Some(skew) = call.record.clock_skew() {
+                                    client.set_clock_offset(skew);
+                                }
+                                Duration::ZERO
+                            }
+                            _ => Duration::from_secs(tries as u64),
+                        }
+                    }
+                };
                 out.calls.push((call, sent_at));
                 if answer.is_some() {
                     break;
+                }
+                if tries < max_tries && !wait.is_zero() {
+                    tokio::select! {
+                        () = tokio::time::sleep(wait) => {}
+                        () = stopped(&mut stop) => {
+                            out.stopped = true;
+                            return Ok(out);
+                        }
+                    }
                 }
             }
             let Some(resp) = answer else {
@@ -131,6 +206,13 @@ pub async fn lookup(client: &Client, by_zone: &BTreeMap<&str, BTreeSet<&str>>) -
     Ok(out)
 }
 
+/// Resolves once `stop` is true; never, when its sender is gone without it.
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Check the clusters of the run's `pending` and `retry_wait` tasks; end the tasks whose cluster
 /// cannot take a `del_user`.
 pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
@@ -142,7 +224,8 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
         by_zone.entry(r.zone.as_str()).or_default().insert(r.cluster.as_str());
     }
     let mut out = Outcome::default();
-    let looked = lookup(&ctx.client, &by_zone).await?;
+    let looked = lookup_until(&ctx.client, &by_zone, ctx.stop.subscribe()).await?;
+    out.stopped = looked.stopped;
     for (call, sent_at) in &looked.calls {
         out.calls += 1;
         ctx.note_call(None, call, *sent_at).await?;
@@ -167,11 +250,13 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
             }),
             None => json!({ "found": false }),
         };
-        let (to, message) = match &verdict {
+        let (event, message) = match &verdict {
             Verdict::Ready => (None, None),
-            Verdict::NotReady(m) => (Some(TaskState::NotReady), Some(m.clone())),
-            Verdict::Refused(m) => (Some(TaskState::Failed), Some(m.clone())),
+            Verdict::NotReady(m) => (Some(Event::NotReady), Some(m.clone())),
+            Verdict::Refused(m) => (Some(Event::Refused), Some(m.clone())),
         };
+        let open = [TaskState::Pending, TaskState::RetryWait];
+        let to = event.map(|e| state::apply(open[0], e)).transpose()?.map(|step| step.to);
         events.push((
             Some(r.id),
             json!({
@@ -179,19 +264,19 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
                 "verdict": to.map_or("ready", TaskState::as_str),
             }),
         ));
-        if let (Some(to), Some(message)) = (to, message) {
-            if to == TaskState::Failed {
+        if let (Some(event), Some(message)) = (event, message) {
+            if event == Event::Refused {
                 out.refused += 1;
             } else {
                 out.not_ready += 1;
             }
-            transitions.push(Transition {
-                task_id: r.id,
-                from: vec![TaskState::Pending, TaskState::RetryWait],
-                to,
-                change: TaskChange::new().message(message).finished_at(chrono::Utc::now()),
-                detail: json!({ "reason": "preflight", "preflight": seen_json }),
-            });
+            transitions.push(state::transition(
+                r.id,
+                &open,
+                event,
+                TaskChange::new().message(message).finished_at(chrono::Utc::now()),
+                json!({ "reason": "preflight", "preflight": seen_json }),
+            )?);
         }
     }
     ctx.store.audit_events(ctx.run_id, AUDIT_KIND, &events).await?;

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::{TimeDelta, Utc};
 use qc_offboard::domain::{ClusterId, Zone};
-use qc_offboard::qingcloud::client::{ApiError, Call, Client, Gate, JobFilter, MAX_BODY_BYTES};
+use qc_offboard::qingcloud::client::{ApiError, Call, Client, ClusterQuery, Gate, JobFilter, MAX_BODY_BYTES};
 use qc_offboard::qingcloud::config::{Credentials, Settings};
 use qc_offboard::qingcloud::signer::{self, Method, SignatureMethod};
 use qc_offboard::qingcloud::types::{DelUserParams, DescribeJobsResponse, DEL_USER, ROLE_MAININSTANCE};
@@ -379,6 +379,25 @@ async fn filtered_pages_follow_total_count() {
 
     let bounded = client.describe_jobs_pages(&zone(), &filter, 2).await;
     assert_eq!(bounded.len(), 2, "stops at the page bound");
+}
+
+/// An API that serves fewer items per page than asked: a short page is not the end while
+/// `total_count` says more remain (the client stopped there, so discovery would have pinned 40
+/// of 250 clusters without a word).
+#[tokio::test]
+async fn short_pages_are_followed_to_total_count() {
+    let server = Server::start(|seen: &Seen| {
+        let offset: usize = seen.param("offset").unwrap().parse().unwrap();
+        let clusters: Vec<_> = (offset..(offset + 40).min(250))
+            .map(|i| json!({"cluster_id": format!("cl-{i}"), "app_id": "app-00r26u27", "status": "active"}))
+            .collect();
+        Reply::Json(json!({"ret_code": 0, "total_count": 250, "cluster_set": clusters}))
+    })
+    .await;
+    let query = ClusterQuery { apps: vec!["app-00r26u27".into()], status: Vec::new(), tags: Vec::new() };
+    let pages = server.client().describe_clusters_pages(&zone(), &query, 100).await;
+    let listed: usize = pages.iter().map(|c| c.result.as_ref().unwrap().cluster_set.len()).sum();
+    assert_eq!((pages.len(), listed), (7, 250));
 }
 
 #[tokio::test]

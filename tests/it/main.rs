@@ -21,6 +21,7 @@ mod operator;
 mod polling;
 mod pre_state;
 mod preflight;
+mod preflight_ops;
 mod props;
 mod runner;
 mod safety;
