@@ -8,7 +8,7 @@
 //! read the clock, the database or the API; it is pure, and its unit test lists every (state,
 //! event) pair.
 
-use crate::store::{TaskChange, TaskState, Transition};
+use crate::store::model::{TaskChange, TaskState, Transition};
 
 /// Something that happened to a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

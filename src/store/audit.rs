@@ -44,6 +44,13 @@ pub(crate) fn with_ticket(detail: serde_json::Value, ticket: Option<&str>) -> se
     serde_json::Value::Object(obj)
 }
 
+/// The ticket of run `run_id`, which every audit record of the run carries ([`with_ticket`]).
+pub(crate) async fn run_ticket(conn: &mut SqliteConnection, run_id: i64) -> Result<Option<String>, StoreError> {
+    let t: Option<Option<String>> =
+        sqlx::query_scalar("SELECT ticket FROM runs WHERE id = ?").bind(run_id).fetch_optional(&mut *conn).await?;
+    Ok(t.flatten())
+}
+
 /// Append `entries` to the chain. Must run inside a write (`BEGIN IMMEDIATE`) transaction,
 /// which is what makes reading the tip here safe.
 pub(crate) async fn append(conn: &mut SqliteConnection, entries: &[Entry]) -> Result<(), StoreError> {

@@ -10,8 +10,7 @@ use serde::Serialize;
 use serde_json::json;
 use sqlx::{Row, SqliteConnection};
 
-use super::audit::{self, with_ticket, Entry};
-use super::runs::run_ticket;
+use super::audit::{self, run_ticket, with_ticket, Entry};
 use super::{ts, Store, StoreError};
 
 /// Who holds the run lock.

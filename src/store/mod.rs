@@ -24,7 +24,7 @@ mod audit;
 mod evidence;
 mod findings;
 mod lock;
-mod model;
+pub mod model;
 mod replay;
 mod runs;
 mod tasks;

@@ -8,7 +8,7 @@ use serde_json::json;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
-use super::audit::{self, with_ticket, Entry};
+use super::audit::{self, run_ticket, with_ticket, Entry};
 use super::lock::lock_in;
 use super::tasks::{task_from_row, TASK_COLUMNS};
 use super::{opt_ts, ts, LockOutcome, NewRun, NewTask, ReportFilter, RunRow, Store, StoreError, TaskRow, TaskState};
@@ -358,12 +358,6 @@ async fn close_run(
     let detail = with_ticket(json!({"exit_code": exit_code, "summary": summary}), ticket.as_deref());
     audit::append(&mut *tx, &[Entry::new(Some(run_id), None, "run_finished", &detail)]).await?;
     Ok(())
-}
-
-pub(crate) async fn run_ticket(conn: &mut SqliteConnection, run_id: i64) -> Result<Option<String>, StoreError> {
-    let t: Option<Option<String>> =
-        sqlx::query_scalar("SELECT ticket FROM runs WHERE id = ?").bind(run_id).fetch_optional(&mut *conn).await?;
-    Ok(t.flatten())
 }
 
 fn run_from_row(row: &SqliteRow) -> Result<RunRow, StoreError> {

@@ -8,8 +8,7 @@ use serde_json::{json, Map, Value};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::audit::{self, with_ticket, Entry};
-use super::runs::run_ticket;
+use super::audit::{self, run_ticket, with_ticket, Entry};
 use super::{opt_ts, ts, ApiCallRow, Attempts, Store, StoreError, TaskRow, TaskState, Transition};
 
 /// Transitions per UPDATE (23 parameters each, far below SQLite's 32766).
