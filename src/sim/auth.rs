@@ -12,7 +12,7 @@ use crate::qingcloud::signer::{self, SignatureMethod};
 use crate::qingcloud::types::ret;
 
 use super::answer::{refuse, Refusal};
-use super::jobs::Now;
+use super::clock::Now;
 use super::request::{ApiRequest, Params};
 
 /// How far `time_stamp` may be from the simulator's clock.

@@ -30,8 +30,8 @@ use crate::qingcloud::types::{
 use super::actions::{custom_service, describe_clusters, describe_jobs, Cloud};
 use super::answer::{error_reply, refuse, Refusal, Reply};
 use super::auth::authenticate;
+use super::clock::Now;
 use super::faults::{self, Fault};
-use super::jobs::Now;
 use super::quota::Quotas;
 use super::request::{unique_params, ApiRequest};
 use super::stats::{Counters, RequestRecord, Stats};

@@ -21,6 +21,7 @@
 mod actions;
 mod answer;
 mod auth;
+mod clock;
 mod engine;
 mod faults;
 mod jobs;

@@ -10,7 +10,7 @@ use std::time::Instant;
 use crate::qingcloud::types::ret;
 
 use super::answer::{refuse, Refusal};
-use super::jobs::Now;
+use super::clock::Now;
 use super::world::QuotaModel;
 
 /// The text of every 2500, in a window or a penalty block alike (reference §10).

@@ -13,8 +13,8 @@ use crate::qingcloud::types::{
     ret, DelUserParams, RunClusterCustomServiceResponse, DEL_USER, ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE,
 };
 use crate::sim::answer::{refuse, response_action, to_json, Refusal};
+use crate::sim::clock::Now;
 use crate::sim::jobs::NewJob;
-use crate::sim::jobs::Now;
 use crate::sim::request::Params;
 use crate::sim::world::{ListOrder, MissingAccount, Model};
 

@@ -12,8 +12,8 @@ pub mod describe_jobs;
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
+use super::clock::Now;
 use super::jobs::Book;
-use super::jobs::Now;
 use super::world::Model;
 
 /// `limit` of the Describe actions: default and ceiling (larger values are clamped, as list

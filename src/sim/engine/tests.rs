@@ -13,7 +13,7 @@ use crate::qingcloud::types::{
 };
 use crate::sim::actions::describe_clusters::tag_id;
 use crate::sim::answer::Reply;
-use crate::sim::jobs::Now;
+use crate::sim::clock::Now;
 use crate::sim::quota::QUOTA_MESSAGE;
 use crate::sim::request::ApiRequest;
 use crate::sim::world::{World, DEFAULT_ACCESS_KEY_ID as AK, DEFAULT_SECRET_ACCESS_KEY as SK};
