@@ -48,7 +48,6 @@ use chrono::{DateTime, Utc};
 
 use crate::store::{ReportFilter, Store, StoreError};
 
-pub(crate) use self::csv::fields;
 pub use self::csv::{write_csv, write_csv_records, CSV_HEADER};
 pub use filter::Filter;
 pub(crate) use instant::ser_time;

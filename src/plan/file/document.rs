@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::manifest::ManifestSet;
 use crate::plan::Plan;
 
-use super::{PlanFile, PlanFileError, PlannedTask, FORMAT};
+use super::model::{PlanFile, PlanFileError, PlannedTask, FORMAT};
 
 /// The prefix of `content_hash`.
 const HASH_PREFIX: &str = "sha256:";
@@ -199,8 +199,38 @@ pub fn canonical(value: &Value) -> String {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
+    use crate::manifest::{ClusterId, HostSpec, UserName, Zone};
+    use crate::plan::PlanState;
+
+    pub(crate) fn sample() -> PlanFile {
+        let t = |s: &str| DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc);
+        let mut p = PlanFile {
+            manifests: vec![("hr-4711.yaml".into(), "ab".repeat(32))],
+            ticket: Some("HR-4711".into()),
+            requested_by: Some("alice@example.com".into()),
+            reason: Some("bob left".into()),
+            due_by: Some(t("2026-11-28T12:00:00Z")),
+            endpoint: "https://api.qingcloud.com/iaas/".into(),
+            access_key_id: "QYACCESSKEYIDEXAMPLE".into(),
+            account: None,
+            created_at: t("2026-11-28T09:00:00Z"),
+            tasks: vec![PlannedTask {
+                cluster: ClusterId::parse("cl-abc12345").unwrap(),
+                zone: Zone::parse("sh1a").unwrap(),
+                user: UserName::parse("bob").unwrap(),
+                host: HostSpec::parse("%").unwrap(),
+                state: PlanState::Pending,
+                not_before: None,
+                due_by: Some(t("2026-11-28T12:00:00Z")),
+            }],
+            discovered: None,
+            content_hash: String::new(),
+        };
+        p.content_hash = content_hash(&p.doc_value(false));
+        p
+    }
 
     #[test]
     fn canonical_json_sorts_keys_and_drops_whitespace() {

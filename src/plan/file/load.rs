@@ -13,7 +13,7 @@ use crate::manifest::{ClusterId, HostSpec, UserName, Zone};
 use crate::plan::PlanState;
 
 use super::document::{content_hash, Doc};
-use super::{invalid, PlanFile, PlanFileError, PlannedTask, FORMAT, MAX_PLAN_BYTES};
+use super::model::{invalid, PlanFile, PlanFileError, PlannedTask, FORMAT, MAX_PLAN_BYTES};
 
 impl PlanFile {
     /// Read a plan file and check it: its content hash, its shape, every task as a manifest
@@ -142,7 +142,7 @@ fn from_doc(path: &Path, doc: Doc) -> Result<PlanFile, PlanFileError> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::sample;
+    use super::super::document::tests::sample;
     use super::*;
     use serde_json::json;
 

@@ -14,7 +14,7 @@ use serde_json::{json, Value};
 use crate::plan::approval::{self, Approval};
 
 use super::document::time;
-use super::{invalid, PlanFile, PlanFileError, MAX_PLAN_BYTES};
+use super::model::{invalid, PlanFile, PlanFileError, MAX_PLAN_BYTES};
 
 impl PlanFile {
     /// What the run records about its plan and approval, to be merged into the run's `options`
@@ -185,7 +185,7 @@ pub fn check_approval(plan: &PlanFile, approved_by: Option<&str>, require: bool)
 
 #[cfg(test)]
 mod tests {
-    use super::super::tests::sample;
+    use super::super::document::tests::sample;
     use super::*;
 
     #[test]

@@ -6,9 +6,13 @@
 
 use std::io::{self, Write};
 
-use crate::report::{self, time, write_csv_records};
+use crate::report::csv::{fields, write_csv_records, CSV_HEADER};
+use crate::report::instant::time;
+use crate::report::table;
 
-use super::{CallEvidence, Evidence, FailedAttempt, RunEvidence};
+use super::gather::Evidence;
+use super::run::RunEvidence;
+use super::task::{CallEvidence, FailedAttempt};
 
 /// The columns `--user` adds to the CSV export, after [`crate::report::CSV_HEADER`].
 pub const CSV_EVIDENCE_HEADER: [&str; 9] = [
@@ -26,9 +30,9 @@ pub const CSV_EVIDENCE_HEADER: [&str; 9] = [
 /// CSV with the evidence columns; `api_calls` lists the calls as `#ID ACTION AT …` and
 /// `failed_attempts` the attempts that did not delete the account, each joined by ` | `.
 pub fn write_csv(w: impl Write, evidence: &Evidence) -> io::Result<()> {
-    let header: Vec<&str> = report::CSV_HEADER.iter().chain(CSV_EVIDENCE_HEADER.iter()).copied().collect();
+    let header: Vec<&str> = CSV_HEADER.iter().chain(CSV_EVIDENCE_HEADER.iter()).copied().collect();
     let records = evidence.tasks.iter().map(|t| {
-        let mut fields: Vec<String> = report::fields(&t.row).to_vec();
+        let mut fields: Vec<String> = fields(&t.row).to_vec();
         let calls: Vec<String> = t.api_calls.iter().map(CallEvidence::summary).collect();
         let attempts: Vec<String> = t.failed_attempts.iter().map(FailedAttempt::summary).collect();
         fields.extend([
@@ -56,7 +60,7 @@ pub fn write_json(mut w: impl Write, evidence: &Evidence) -> io::Result<()> {
 /// The table of [`crate::report::write_table`], then one block per task with its evidence, and the
 /// verdict of the audit chain.
 pub fn write_table(mut w: impl Write, evidence: &Evidence) -> io::Result<()> {
-    report::write_table(&mut w, &evidence.rows())?;
+    table::write_table(&mut w, &evidence.rows())?;
     let dash = |v: Option<String>| v.unwrap_or_else(|| "-".into());
     for t in &evidence.tasks {
         let r = &t.row;

@@ -33,7 +33,7 @@ pub struct RunEvidence {
     pub access_key_id: String,
     #[serde(serialize_with = "ser_instant")]
     pub started_at: DateTime<Utc>,
-    #[serde(serialize_with = "crate::report::ser_time")]
+    #[serde(serialize_with = "crate::report::instant::ser_time")]
     pub finished_at: Option<DateTime<Utc>>,
     pub exit_code: Option<i64>,
     pub retry_of: Option<i64>,

@@ -8,8 +8,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::report::instant::{parse_time, ser_instant};
-use crate::report::{time, ReportRow};
+use crate::report::instant::{parse_time, ser_instant, time};
+use crate::report::row::ReportRow;
 use crate::store::{ChainRow, ChainTask, TaskCall};
 
 /// One API call behind a task.
@@ -162,7 +162,7 @@ pub struct EvidenceRow {
     pub operator: Option<String>,
     /// When the first `del_user` request for the task was sent (its first submission intent
     /// when no call was recorded).
-    #[serde(serialize_with = "crate::report::ser_time")]
+    #[serde(serialize_with = "crate::report::instant::ser_time")]
     pub requested_at: Option<DateTime<Utc>>,
     pub api_calls: Vec<CallEvidence>,
     /// Every attempt that did not delete the account, with the API's message and error codes.

@@ -7,7 +7,7 @@
 use crate::qingcloud::types::{ret, DescribeJobsResponse, JobStatus, DESCRIBE_JOBS};
 use crate::sim::answer::{refuse, response_action, to_json, Refusal};
 use crate::sim::clock::Now;
-use crate::sim::jobs::{FindError, JobQuery};
+use crate::sim::jobs::listing::{FindError, JobQuery};
 use crate::sim::request::Params;
 
 use super::{Cloud, DEFAULT_LIMIT, MAX_LIMIT};

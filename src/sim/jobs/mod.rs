@@ -17,7 +17,7 @@
 //! This module knows nothing about HTTP, signatures or quotas.
 
 mod inventory;
-mod listing;
+pub mod listing;
 mod unrelated;
 
 use std::cmp::Reverse;
@@ -31,8 +31,6 @@ use crate::qingcloud::types::{Job, JobStatus};
 
 use super::clock::Now;
 use super::world::{ListOrder, MissingAccount, Model, UnknownJobId};
-
-pub use listing::{FindError, JobQuery};
 
 /// `error_codes` of a job whose account did not exist when it ran.
 pub const ERROR_NO_SUCH_ACCOUNT: &str = "2100";
@@ -257,6 +255,7 @@ impl Book {
 
 #[cfg(test)]
 mod tests {
+    use super::listing::JobQuery;
     use super::*;
     use crate::sim::world::World;
 
