@@ -23,7 +23,7 @@ pub struct ReportRow {
     pub zone: String,
     pub user: String,
     pub host: String,
-    /// What preflight saw of the cluster before the first `del_user` ([`pre_state`]); `None`
+    /// What preflight saw of the cluster before the first `del_user` ([`pre_state`](super::pre_state)); `None`
     /// when the run had no preflight.
     pub pre_state: Option<String>,
     pub outcome: Outcome,
