@@ -3,27 +3,36 @@
 //! This module owns argument shapes, defaults and environment variables. It does no work of its
 //! own: each handler in a submodule turns arguments into calls on the library and returns an
 //! [`Exit`]. Errors go up as `anyhow::Error` and are mapped to exit codes in [`crate::exit`].
+//!
+//! The command list and each command's own arguments are here; options several commands share
+//! are `options`'s, the arguments of the commands that send (`run`, `resume`, `retry`) `exec`'s,
+//! and the duration flags `durations`'s.
 
 use std::path::PathBuf;
-use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
 use crate::exit::Exit;
-use crate::limiter::Rate;
 pub use crate::runner::policy::MaxFail;
 pub use crate::telemetry::LogFormat;
 
 mod audit;
 mod completions;
 mod doctor;
+mod durations;
+mod exec;
 mod metrics;
+mod options;
 mod plan;
 mod report;
 mod run;
 mod sim;
 mod status;
 mod validate;
+
+pub use durations::{parse_deadline, parse_duration, parse_job_timeout, parse_poll_interval};
+pub use exec::{ExecOpts, ResumeArgs, RetryArgs, RunArgs};
+pub use options::{ApiOpts, GlobalOpts, OutputFormat, RateOpts};
 
 /// Remove MySQL Plus database accounts across many QingCloud clusters in bulk, safely and with
 /// proof.
@@ -34,33 +43,6 @@ pub struct Cli {
     pub global: GlobalOpts,
     #[command(subcommand)]
     pub command: Command,
-}
-
-/// Options accepted before or after the command name.
-#[derive(Debug, Clone, Args)]
-pub struct GlobalOpts {
-    /// SQLite database (queue and audit log) [default: $XDG_DATA_HOME/qc-offboard/audit.db;
-    /// sim-audit.db beside it for --simulate runs]
-    #[arg(long, global = true, env = "QC_OFFBOARD_DB", value_name = "PATH")]
-    pub db: Option<PathBuf>,
-    /// Log format on stderr
-    #[arg(long, global = true, env = "QC_OFFBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
-    pub log_format: LogFormat,
-    /// More log output (repeat for more)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub verbose: u8,
-    /// Less log output (repeat for less)
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
-    pub quiet: u8,
-    /// Never draw a progress bar
-    #[arg(long, global = true)]
-    pub no_progress: bool,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-pub enum OutputFormat {
-    Human,
-    Json,
 }
 
 #[derive(Debug, Subcommand)]
@@ -194,119 +176,6 @@ pub enum PlanCommand {
 }
 
 #[derive(Debug, Args)]
-#[command(group(clap::ArgGroup::new("approver").multiple(true).args(["approved_by", "allowed_signers"])))]
-pub struct RunArgs {
-    /// Manifest files (YAML); `-` reads one from standard input
-    #[arg(required_unless_present = "plan", conflicts_with = "plan", value_name = "MANIFEST")]
-    pub manifests: Vec<PathBuf>,
-    /// Execute exactly the tasks of a plan file written by `plan --out`; refused (exit 65,
-    /// nothing sent) if it was edited or was made for another endpoint or access key
-    #[arg(long, value_name = "PLAN_FILE")]
-    pub plan: Option<PathBuf>,
-    /// Who approved the plan; recorded with the run and in the audit log (as unsigned unless
-    /// --allowed-signers checks a signature)
-    #[arg(long, value_name = "NAME", requires = "plan")]
-    pub approved_by: Option<String>,
-    /// OpenSSH allowed_signers file: the plan must carry a valid signature (PLAN_FILE.sig, made
-    /// with `ssh-keygen -Y sign -n qc-offboard-plan` or `plan sign`) by a key listed there;
-    /// refused (exit 65, nothing sent) otherwise. The signer is recorded as the approver
-    #[arg(long, value_name = "FILE", requires = "plan")]
-    pub allowed_signers: Option<PathBuf>,
-    /// Two-person rule: refuse the plan unless its approver (the signer, or --approved-by) is
-    /// someone other than its requested_by
-    #[arg(long, requires = "approver")]
-    pub require_approval: bool,
-    /// Same as `plan`: nothing is sent
-    #[arg(long)]
-    pub dry_run: bool,
-    /// Run against an in-process simulator on a free loopback port (auto world, fast jobs)
-    #[arg(long)]
-    pub simulate: bool,
-    #[command(flatten)]
-    pub exec: ExecOpts,
-}
-
-#[derive(Debug, Args)]
-pub struct ResumeArgs {
-    /// The run to continue [default: the newest unfinished one]
-    #[arg(value_name = "RUN_ID")]
-    pub run_id: Option<i64>,
-    /// Use the simulator's database and a fresh in-process simulator (runs made with --simulate)
-    #[arg(long)]
-    pub simulate: bool,
-    #[command(flatten)]
-    pub exec: ExecOpts,
-}
-
-#[derive(Debug, Args)]
-pub struct RetryArgs {
-    /// The run whose failed tasks to try again, in a new linked run
-    #[arg(value_name = "RUN_ID")]
-    pub run_id: i64,
-    /// Use the simulator's database and a fresh in-process simulator (runs made with --simulate)
-    #[arg(long)]
-    pub simulate: bool,
-    #[command(flatten)]
-    pub exec: ExecOpts,
-}
-
-/// Options shared by `run`, `resume` and `retry`.
-#[derive(Debug, Clone, Args)]
-pub struct ExecOpts {
-    #[command(flatten)]
-    pub api: ApiOpts,
-    #[command(flatten)]
-    pub rate: RateOpts,
-    /// Jobs submitted and not yet finished, over all clusters (never more than one per cluster)
-    #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_in_flight: u32,
-    /// Submissions per task before it ends `failed`
-    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_attempts: u32,
-    /// A job still pending/working after this ends its task `failed`, never resubmitted (keep it
-    /// above the service's 10-minute custom-service timeout); also bounds waiting out a busy cluster
-    #[arg(long, default_value = "15m", value_parser = parse_job_timeout, value_name = "DUR")]
-    pub job_timeout: Duration,
-    /// Base interval between DescribeJobs rounds [default: 3s; 200ms with --simulate]
-    #[arg(long, value_parser = parse_poll_interval, value_name = "DUR")]
-    pub poll_interval: Option<Duration>,
-    /// Stop submitting after this long and leave the rest pending (exit 75)
-    #[arg(long, value_parser = parse_deadline, value_name = "DUR")]
-    pub deadline: Option<Duration>,
-    /// Stop submitting once this many tasks (N) or this share of tasks (N%) have failed
-    #[arg(long, value_name = "N|N%")]
-    pub max_fail: Option<MaxFail>,
-    /// Who runs this, recorded with the run (and with a resume in the audit log) [default: the
-    /// login name of this process's user id in the system user database]
-    #[arg(long, env = "QC_OFFBOARD_OPERATOR", value_name = "NAME")]
-    pub operator: Option<String>,
-    /// The end of the run on stdout: the summary for people, or one JSON object (run id, counts
-    /// per outcome, exit code, failed accounts with reasons, duration, API calls by action)
-    #[arg(long, value_enum, default_value_t = OutputFormat::Human)]
-    pub output: OutputFormat,
-    /// Write how the run ended as a node_exporter textfile (exit code, tasks by outcome, API
-    /// calls by action and ret_code, duration), replaced atomically at the end of every run
-    #[arg(long, env = "QC_OFFBOARD_METRICS_FILE", value_name = "PATH")]
-    pub metrics_file: Option<PathBuf>,
-    /// Healthcheck pings: URL/start when a run starts, URL/<exit code> whenever it ends (0 is a
-    /// success; 65, 73 and 78 are reported too), with the summary or the error as the body
-    #[arg(long, env = "QC_OFFBOARD_PING_URL", hide_env_values = true, value_name = "URL")]
-    pub ping_url: Option<String>,
-    /// What means "the account does not exist" (task ends `absent`): job:CODE (a failed job's
-    /// error_codes) or refusal:RET_CODE[:TEXT]; repeat for several; replaces the defaults
-    /// [default: job:2100, refusal:2100:does not exist]
-    #[arg(long = "absent-on", value_name = "RULE")]
-    pub absent_on: Vec<crate::runner::verdict::AbsentRule>,
-    /// After a lost answer, how long listings are given to show the job before its absence
-    /// counts as proven [default: 30s; 1s with --simulate]
-    #[arg(long, value_parser = parse_settle, value_name = "DUR")]
-    pub reconcile_settle: Option<Duration>,
-    /// Skip the preflight check of the clusters (DescribeClusters before the first del_user)
-    #[arg(long)]
-    pub no_preflight: bool,
-}
-
-#[derive(Debug, Args)]
 pub struct StatusArgs {
     /// One run's counts by state [default: list the runs, newest first]
     #[arg(value_name = "RUN_ID")]
@@ -391,70 +260,6 @@ pub struct SimArgs {
     pub world: Option<PathBuf>,
 }
 
-/// Options naming the API endpoint and where credentials come from (SPEC §1, §5).
-#[derive(Debug, Clone, Args)]
-pub struct ApiOpts {
-    /// API endpoint; its path is part of the signature [default: https://api.qingcloud.com/iaas/]
-    #[arg(long, env = "QINGCLOUD_ENDPOINT", hide_env_values = true, value_name = "URL")]
-    pub endpoint: Option<String>,
-    /// qingcloud-cli / SDK config file [default: ~/.qingcloud/config.yaml if it exists]
-    #[arg(long, env = "QINGCLOUD_CONFIG", value_name = "PATH")]
-    pub config: Option<PathBuf>,
-}
-
-/// The rate ceiling for all API calls together.
-#[derive(Debug, Clone, Args)]
-pub struct RateOpts {
-    /// Ceiling for all API calls together: N/s, N/m or N/h [default: 1800/h; 50/s with --simulate]
-    #[arg(long, env = "QC_OFFBOARD_RATE", value_name = "RATE")]
-    pub rate: Option<Rate>,
-    /// GCRA burst: calls allowed back to back before the rate applies
-    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
-    pub burst: u32,
-}
-
-/// `--reconcile-settle`: 0 s to 1 h.
-fn parse_settle(s: &str) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d > Duration::from_secs(3600) {
-        return Err(format!("{s:?}: --reconcile-settle is at most 1h"));
-    }
-    Ok(d)
-}
-
-/// A duration written as `500ms`, `3s`, `15m`, `2h` or a combination such as `1h30m`.
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 3s, 15m, 2h)"))
-}
-
-fn parse_within(s: &str, min: Duration, max: Duration) -> Result<Duration, String> {
-    let d = parse_duration(s)?;
-    if d < min || d > max {
-        return Err(format!(
-            "{s:?} is out of range: between {} and {}",
-            humantime::format_duration(min),
-            humantime::format_duration(max)
-        ));
-    }
-    Ok(d)
-}
-
-/// `--poll-interval`: from 10 ms (the simulator) to 10 min.
-pub fn parse_poll_interval(s: &str) -> Result<Duration, String> {
-    parse_within(s, Duration::from_millis(10), Duration::from_secs(600))
-}
-
-/// `--job-timeout`: from 1 s to 7 days.
-pub fn parse_job_timeout(s: &str) -> Result<Duration, String> {
-    parse_within(s, Duration::from_secs(1), Duration::from_secs(7 * 86_400))
-}
-
-/// `--deadline`: from 1 s to 366 days, so that adding it to any instant of the run stays
-/// representable.
-pub fn parse_deadline(s: &str) -> Result<Duration, String> {
-    parse_within(s, Duration::from_secs(1), Duration::from_secs(366 * 86_400))
-}
-
 /// Run the command and return the exit code it earned.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
@@ -475,34 +280,5 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
             println!("{:#}", crate::manifest::json_schema());
             Ok(Exit::Ok)
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn max_fail_parses_counts_and_percentages() {
-        assert_eq!("3".parse::<MaxFail>(), Ok(MaxFail::Count(3)));
-        assert_eq!("10%".parse::<MaxFail>(), Ok(MaxFail::Percent(10.0)));
-        assert!("x%".parse::<MaxFail>().is_err());
-        assert!("101%".parse::<MaxFail>().is_err());
-        assert!(MaxFail::Percent(10.0).reached(1, 10));
-        assert!(!MaxFail::Percent(10.0).reached(0, 10));
-        assert!(MaxFail::Count(2).reached(2, 100));
-    }
-
-    #[test]
-    fn durations_parse() {
-        assert_eq!(parse_duration("15m"), Ok(Duration::from_secs(900)));
-        assert_eq!(parse_duration("3s"), Ok(Duration::from_secs(3)));
-        assert!(parse_duration("soon").is_err());
-        assert_eq!(parse_poll_interval("50ms"), Ok(Duration::from_millis(50)));
-        assert!(parse_poll_interval("1ms").unwrap_err().contains("out of range"));
-        assert!(parse_job_timeout("30d").is_err());
-        assert_eq!(parse_job_timeout("15m"), Ok(Duration::from_secs(900)));
-        assert!(parse_deadline("584542046090y").unwrap_err().contains("out of range"));
-        assert_eq!(parse_deadline("2h"), Ok(Duration::from_secs(7200)));
     }
 }

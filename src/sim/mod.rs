@@ -18,9 +18,15 @@
 //! # let _ = stats; Ok(()) }
 //! ```
 
+mod actions;
+mod answer;
+mod auth;
+mod clock;
 mod engine;
 mod faults;
 mod jobs;
+mod quota;
+mod request;
 mod server;
 mod stats;
 mod world;
@@ -34,9 +40,12 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
-pub use engine::{DEFAULT_LIMIT, MAX_LIMIT, MAX_SKEW, PROTECTED_USERS, QUOTA_MESSAGE};
+pub use actions::custom_service::PROTECTED_USERS;
+pub use actions::{DEFAULT_LIMIT, MAX_LIMIT};
+pub use auth::MAX_SKEW;
 pub use faults::Fault;
 pub use jobs::{ERROR_INJECTED, ERROR_NO_SUCH_ACCOUNT};
+pub use quota::QUOTA_MESSAGE;
 pub use server::Limits;
 pub use server::HTML_PAGE;
 pub use stats::{AccountStats, RequestRecord, Stats, MAX_REQUEST_LOG};

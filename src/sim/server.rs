@@ -22,8 +22,10 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{watch, Notify};
 use tokio::task::JoinSet;
 
-use super::engine::{Admission, ApiRequest, Engine, Reply};
+use super::answer::Reply;
+use super::engine::{Admission, Engine};
 use super::faults::Fault;
+use super::request::ApiRequest;
 use crate::qingcloud::signer;
 
 /// What every API request gets under `api.html_everywhere` (HTTP 200).

@@ -11,7 +11,14 @@
 //! Listings follow the world's `api` block: their order, whether `job_action` filters, how
 //! long a new job stays out of listings, and whether an unknown id in `jobs.N` is an error.
 //!
+//! The book and a job's lifecycle live here; the clusters and accounts jobs act on are
+//! `inventory`, listings `listing`, and the unrelated jobs a zone starts with `unrelated`.
+//!
 //! This module knows nothing about HTTP, signatures or quotas.
+
+mod inventory;
+pub mod listing;
+mod unrelated;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BinaryHeap, HashMap, HashSet};
@@ -22,34 +29,8 @@ use chrono::{DateTime, Utc};
 use crate::qingcloud::signer::format_time_stamp;
 use crate::qingcloud::types::{Job, JobStatus};
 
-use super::stats::AccountStats;
+use super::clock::Now;
 use super::world::{ListOrder, MissingAccount, Model, UnknownJobId};
-
-/// The clock, passed in so tests can move it.
-#[derive(Debug, Clone, Copy)]
-pub struct Now {
-    pub mono: Instant,
-    pub wall: DateTime<Utc>,
-}
-
-impl Now {
-    pub fn current() -> Self {
-        Self { mono: Instant::now(), wall: Utc::now() }
-    }
-
-    /// The host's clock shifted by `offset` (the world's `clock_offset_s`); the monotonic
-    /// clock is not shifted.
-    pub fn shifted(offset: chrono::TimeDelta) -> Self {
-        let now = Self::current();
-        Self { wall: now.wall + offset, ..now }
-    }
-
-    /// The same clock `d` later.
-    #[cfg(test)]
-    pub fn after(self, d: Duration) -> Self {
-        Self { mono: self.mono + d, wall: self.wall + chrono::Duration::from_std(d).unwrap_or_default() }
-    }
-}
 
 /// `error_codes` of a job whose account did not exist when it ran.
 pub const ERROR_NO_SUCH_ACCOUNT: &str = "2100";
@@ -105,28 +86,6 @@ pub struct NewJob<'a> {
     /// Sort key of `ListOrder::Random`.
     pub shuffle: u64,
 }
-
-/// Filters of a DescribeJobs call.
-pub struct JobQuery<'a> {
-    pub owner: &'a str,
-    pub zone: &'a str,
-    /// `jobs.N`; `None` means all jobs.
-    pub ids: Option<&'a [String]>,
-    /// `status.N`; empty means any status.
-    pub statuses: &'a [JobStatus],
-    pub job_action: Option<&'a str>,
-}
-
-/// Why a DescribeJobs call cannot be answered.
-#[derive(Debug, PartialEq, Eq)]
-pub enum FindError {
-    /// `jobs.N` named this job, which does not exist (for this owner, in this zone).
-    UnknownJob(String),
-}
-
-/// Kinds of the unrelated jobs a zone starts with, when the world asks for them.
-const UNRELATED_ACTIONS: [&str; 5] =
-    ["StartClusters", "StopClusters", "ResizeCluster", "AddClusterNodes", "CreateClusterSnapshots"];
 
 pub struct Book {
     pending: Duration,
@@ -207,79 +166,6 @@ impl Book {
         }
     }
 
-    /// Does the account exist now (call after `settle`)? In the auto world an account nobody
-    /// has named yet exists.
-    pub fn account_exists(&self, cluster: &str, user: &str, host: &str) -> bool {
-        let key: AccountKey = (cluster.to_owned(), user.to_owned(), host.to_owned());
-        self.accounts.get(&key).map_or(self.auto, |a| a.exists)
-    }
-
-    /// Remember an account a refused request named, so statistics show it.
-    pub fn note_account(&mut self, cluster: &str, zone: &str, user: &str, host: &str) {
-        let key: AccountKey = (cluster.to_owned(), user.to_owned(), host.to_owned());
-        let auto = self.auto;
-        self.accounts.entry(key).or_insert_with(|| AccountRec {
-            zone: zone.to_owned(),
-            exists: auto,
-            del_user_accepted: 0,
-            deleted_by: None,
-        });
-    }
-
-    /// Give `owner` its unrelated finished jobs in `zone` the first time it uses the zone (when
-    /// the world asks for them). They are dated before `now`, so they are older than anything
-    /// the owner creates; their ids come from `fresh_id`.
-    pub fn seed_zone(&mut self, zone: &str, owner: &str, now: Now, mut fresh_id: impl FnMut(&Self) -> String) {
-        if self.unrelated_jobs == 0 || !self.seeded.insert((zone.to_owned(), owner.to_owned())) {
-            return;
-        }
-        for n in 0..self.unrelated_jobs {
-            let id = fresh_id(self);
-            let action = UNRELATED_ACTIONS[n as usize % UNRELATED_ACTIONS.len()];
-            // An hour ago and onward, one minute apart.
-            let created_wall = now.wall - chrono::TimeDelta::minutes(60) + chrono::TimeDelta::minutes(i64::from(n));
-            let cluster = format!("cl-other{n}");
-            let idx = self.jobs.len();
-            self.by_id.insert(id.clone(), idx);
-            self.jobs.push(JobRec {
-                id,
-                action: action.to_owned(),
-                zone: zone.to_owned(),
-                owner: owner.to_owned(),
-                account: (cluster.clone(), String::new(), String::new()),
-                // Long past the listing lag, like its create_time.
-                created: now.mono.checked_sub(Duration::from_secs(3600)).unwrap_or(now.mono),
-                created_wall,
-                working: Duration::ZERO,
-                shuffle: u64::from(n).wrapping_mul(0x9e37_79b9_7f4a_7c15),
-                unrelated: true,
-                doomed: false,
-                outcome: Some((JobStatus::Successful, "")),
-                directive: serde_json::json!({ "action": action, "clusters.1": cluster, "zone": zone }).to_string(),
-            });
-        }
-    }
-
-    /// Does `cluster` exist in `zone`? In the auto world every well-formed cluster exists, in
-    /// the zone it is first addressed in.
-    pub fn cluster_in_zone(&mut self, cluster: &str, zone: &str) -> bool {
-        match self.clusters.get(cluster) {
-            Some(z) => z == zone,
-            None if self.auto && super::world::check_cluster_id(cluster).is_ok() => {
-                self.clusters.insert(cluster.to_owned(), zone.to_owned());
-                true
-            }
-            None => false,
-        }
-    }
-
-    /// The clusters known in `zone`, sorted by id (the auto world's: those addressed so far).
-    pub fn clusters_in_zone(&self, zone: &str) -> Vec<String> {
-        let mut ids: Vec<String> = self.clusters.iter().filter(|(_, z)| *z == zone).map(|(id, _)| id.clone()).collect();
-        ids.sort_unstable();
-        ids
-    }
-
     /// The job still pending or working on `cluster`, if any (call after `settle`).
     pub fn running_job(&self, cluster: &str) -> Option<&str> {
         let job = &self.jobs[*self.last_job.get(cluster)?];
@@ -324,58 +210,6 @@ impl Book {
         });
     }
 
-    /// Jobs matching `q`, in the world's listing order (call after `settle`). With ids, an
-    /// id this owner has no job of in this zone is an error or left out, as the world says;
-    /// without, jobs younger than the listing lag are left out.
-    pub fn find(&self, q: &JobQuery<'_>, now: Now) -> Result<Vec<Job>, FindError> {
-        let visible = |j: &JobRec| j.zone == q.zone && j.owner == q.owner;
-        let job_action = q.job_action.filter(|_| self.job_action_filter);
-        let keep = |j: &JobRec| {
-            job_action.is_none_or(|a| a == j.action)
-                && (q.statuses.is_empty() || q.statuses.contains(&self.status(j, now).0))
-        };
-        let mut idx: Vec<usize> = match q.ids {
-            Some(ids) => {
-                let mut found = Vec::with_capacity(ids.len());
-                for id in ids {
-                    match self.by_id.get(id) {
-                        Some(&i)
-                            if visible(&self.jobs[i]) && (self.omit_every == 0 || (i + 1) % self.omit_every != 0) =>
-                        {
-                            found.push(i)
-                        }
-                        Some(&i) if visible(&self.jobs[i]) => {}
-                        _ if self.unknown_id == UnknownJobId::Error => return Err(FindError::UnknownJob(id.clone())),
-                        _ => {}
-                    }
-                }
-                found.sort_unstable();
-                found.dedup();
-                found
-            }
-            None => (0..self.jobs.len())
-                .filter(|&i| {
-                    let j = &self.jobs[i];
-                    visible(j) && now.mono.saturating_duration_since(j.created) >= self.list_lag
-                })
-                .collect(),
-        };
-        idx.retain(|&i| keep(&self.jobs[i]));
-        self.sort(&mut idx);
-        Ok(idx.iter().map(|&i| self.view(&self.jobs[i], now)).collect())
-    }
-
-    /// Put job indices in the listing order. Newest is by creation time (then by index, for
-    /// jobs created in the same instant).
-    fn sort(&self, idx: &mut [usize]) {
-        let key = |i: &usize| (self.jobs[*i].created_wall, *i);
-        match self.order {
-            ListOrder::NewestFirst => idx.sort_unstable_by_key(|i| Reverse(key(i))),
-            ListOrder::OldestFirst => idx.sort_unstable_by_key(key),
-            ListOrder::Random => idx.sort_unstable_by_key(|i| (self.jobs[*i].shuffle, *i)),
-        }
-    }
-
     /// Status and status time of a job at `now`.
     fn status(&self, j: &JobRec, now: Now) -> (JobStatus, DateTime<Utc>) {
         let since = |d: Duration| j.created_wall + chrono::Duration::from_std(d).unwrap_or_default();
@@ -417,29 +251,15 @@ impl Book {
         }
         out
     }
-
-    pub fn accounts(&self) -> Vec<AccountStats> {
-        self.accounts
-            .iter()
-            .map(|((cluster, user, host), a)| AccountStats {
-                cluster: cluster.clone(),
-                zone: a.zone.clone(),
-                user: user.clone(),
-                host: host.clone(),
-                exists: a.exists,
-                del_user_accepted: a.del_user_accepted,
-                deleted_by: a.deleted_by.clone(),
-            })
-            .collect()
-    }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::listing::JobQuery;
     use super::*;
     use crate::sim::world::World;
 
-    fn book(yaml: &str) -> Book {
+    pub(super) fn book(yaml: &str) -> Book {
         let world = World::parse(yaml, std::path::Path::new("w.yaml")).unwrap();
         Book::new(&world.check().unwrap())
     }
@@ -467,7 +287,7 @@ mod tests {
         (j.status, j.error_codes)
     }
 
-    const LISTED: &str =
+    pub(super) const LISTED: &str =
         "clusters: [{id: cl-a, zone: sh1a, users: ['bob@%']}]\njobs: {pending_ms: 100, working_ms: 200}";
 
     #[test]
@@ -515,16 +335,5 @@ mod tests {
         b.settle(t);
         assert_eq!(status_of(&b, "j-1", t), (JobStatus::Failed, ERROR_INJECTED.to_owned()));
         assert!(b.accounts()[0].exists);
-    }
-
-    #[test]
-    fn the_auto_world_places_clusters_where_first_seen() {
-        let mut b = book("{}");
-        assert!(b.cluster_in_zone("cl-x1", "pek3a"));
-        assert!(!b.cluster_in_zone("cl-x1", "sh1a"));
-        assert!(!b.cluster_in_zone("i-instance", "sh1a"));
-        let mut listed = book(LISTED);
-        assert!(!listed.cluster_in_zone("cl-b", "sh1a"));
-        assert!(!listed.cluster_in_zone("cl-a", "pek3a"));
     }
 }

@@ -1,20 +1,27 @@
 //! From the raw document to checked tasks, in one pass that collects every error of the file
 //! instead of stopping at the first. Errors carry the YAML path of the offending node; the
 //! caller turns paths into lines and columns only when there is something to report.
+//!
+//! What an entry inherits from the file (zone, account, host, dates) is `inherit`'s; the
+//! `discover:` entries are `selector`'s. Pure: it reads nothing but the document it is given.
 
-use chrono::{DateTime, NaiveDate, Utc};
+mod inherit;
+mod selector;
+
+use chrono::{DateTime, Utc};
 
 use super::locate::{Seg, YamlPath};
-use super::model::{Selector, SelectorUser, Task};
+use super::model::{Selector, Task};
 use super::raw::{RawAccount, RawClusterRef, RawManifest};
 use crate::domain::{AccountName, ClusterId, HostSpec, UserName, Zone};
 
+use inherit::{path, Ctx, Inherited};
+use selector::selector;
+
+pub use inherit::{parse_date, parse_instant, DEFAULT_HOST};
+
 /// The only manifest version that exists.
 pub const VERSION: &str = "1";
-
-/// Host of an account when neither the account nor `defaults.host` gives one: any host, as in
-/// MySQL's own `'user'@'%'`.
-pub const DEFAULT_HOST: &str = "%";
 
 /// Where a task was written, compact enough to keep one per task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -50,260 +57,6 @@ pub(crate) struct Checked {
     pub origins: Vec<Origin>,
     /// `discover[i]`, in file order (`source` is filled in by the loader).
     pub selectors: Vec<Selector>,
-}
-
-/// A value given once for the whole file: present, absent, or present but refused (already
-/// reported, so entries that would inherit it report nothing more).
-enum Inherited<T> {
-    Given(T),
-    Absent,
-    Refused,
-}
-
-struct Ctx<'a> {
-    errors: Vec<(YamlPath, String)>,
-    zone: Inherited<Zone>,
-    host: Inherited<HostSpec>,
-    fallback_zone: Option<&'a Zone>,
-    /// Zones of named accounts, for their clusters that give none.
-    account_zones: &'a std::collections::HashMap<AccountName, Zone>,
-    due_by: Option<DateTime<Utc>>,
-    /// The file's `account` (`None`: the default account).
-    account: Inherited<AccountName>,
-}
-
-fn path(segs: &[Seg]) -> YamlPath {
-    segs.to_vec()
-}
-
-impl Ctx<'_> {
-    fn err(&mut self, at: YamlPath, reason: impl Into<String>) {
-        self.errors.push((at, reason.into()));
-    }
-
-    /// Parse `value` with `parse`, reporting a refusal at `at`.
-    fn parse<T>(&mut self, value: &str, parse: fn(&str) -> Result<T, String>, at: &[Seg]) -> Option<T> {
-        match parse(value) {
-            Ok(v) => Some(v),
-            Err(why) => {
-                self.err(path(at), why);
-                None
-            }
-        }
-    }
-
-    /// A cluster's zone: its own, else `defaults.zone`, else its account's, else the caller's
-    /// fallback.
-    fn zone_of(
-        &mut self,
-        own: Option<&str>,
-        at: &[Seg],
-        cluster: &str,
-        account: Option<&Option<AccountName>>,
-    ) -> Option<Zone> {
-        if own.is_none() && matches!(self.zone, Inherited::Absent) {
-            if let Some(z) = account.and_then(Option::as_ref).and_then(|a| self.account_zones.get(a)) {
-                return Some(z.clone());
-            }
-        }
-        self.zone(own, at, cluster)
-    }
-
-    /// A cluster's zone: its own, else `defaults.zone`, else the caller's fallback.
-    fn zone(&mut self, own: Option<&str>, at: &[Seg], cluster: &str) -> Option<Zone> {
-        if let Some(z) = own {
-            let mut p = path(at);
-            p.push(Seg::Key("zone"));
-            return self.parse(z, Zone::parse, &p);
-        }
-        match &self.zone {
-            Inherited::Given(z) => Some(z.clone()),
-            Inherited::Refused => None,
-            Inherited::Absent => match self.fallback_zone {
-                Some(z) => Some(z.clone()),
-                None => {
-                    self.err(
-                        path(at),
-                        format!(
-                            "zone missing for cluster {cluster:?}: give `zone:` here or in `defaults`, or set QINGCLOUD_ZONE"
-                        ),
-                    );
-                    None
-                }
-            },
-        }
-    }
-
-    /// A cluster's QingCloud account: its own, else the file's, else the default account
-    /// (`Some(None)`). `None` when a value was refused (already reported).
-    fn account(&mut self, own: Option<&str>, at: &[Seg]) -> Option<Option<AccountName>> {
-        if let Some(a) = own {
-            let mut p = path(at);
-            p.push(Seg::Key("account"));
-            return self.parse(a.trim(), AccountName::parse, &p).map(|a| (!a.is_default()).then_some(a));
-        }
-        match &self.account {
-            Inherited::Given(a) => Some(Some(a.clone())),
-            Inherited::Refused => None,
-            Inherited::Absent => Some(None),
-        }
-    }
-
-    /// An account's host: its own, else `defaults.host`, else `%`.
-    fn host(&mut self, own: Option<&str>, at: &[Seg]) -> Option<HostSpec> {
-        if let Some(h) = own {
-            let mut p = path(at);
-            p.push(Seg::Key("host"));
-            return self.parse(h, HostSpec::parse, &p);
-        }
-        match &self.host {
-            Inherited::Given(h) => Some(h.clone()),
-            Inherited::Refused => None,
-            // DEFAULT_HOST is the constant "%", which every host rule accepts.
-            Inherited::Absent => Some(HostSpec::parse(DEFAULT_HOST).expect("% is a valid host")),
-        }
-    }
-
-    /// `not_before` and `due_by` of one account; `due_by` falls back to the file's.
-    fn dates(
-        &mut self,
-        not_before: Option<&str>,
-        due_by: Option<&str>,
-        at: &[Seg],
-    ) -> (Option<NaiveDate>, Option<DateTime<Utc>>, bool) {
-        let mut ok = true;
-        let nb = not_before.and_then(|s| {
-            let mut p = path(at);
-            p.push(Seg::Key("not_before"));
-            let d = self.parse(s, parse_date, &p);
-            ok &= d.is_some();
-            d
-        });
-        let due = match due_by {
-            Some(s) => {
-                let mut p = path(at);
-                p.push(Seg::Key("due_by"));
-                let d = self.parse(s, parse_instant, &p);
-                ok &= d.is_some();
-                d
-            }
-            None => self.due_by,
-        };
-        if let (Some(nb), Some(due)) = (nb, due) {
-            if due < nb.and_time(chrono::NaiveTime::MIN).and_utc() {
-                let mut p = path(at);
-                p.push(Seg::Key("not_before"));
-                self.err(
-                    p,
-                    format!(
-                        "not_before {nb} is after due_by {}: the task could never be done on time; give this entry its own due_by",
-                        due.format("%Y-%m-%dT%H:%M:%SZ")
-                    ),
-                );
-                ok = false;
-            }
-        }
-        (nb, due, ok)
-    }
-}
-
-/// Check `discover[si]`; `None` when something in it was refused (reported).
-fn selector(cx: &mut Ctx<'_>, si: usize, sel: &super::raw::RawSelector) -> Option<Selector> {
-    let at = [Seg::Key("discover"), Seg::Index(si)];
-    let sub = |key: &'static str| [Seg::Key("discover"), Seg::Index(si), Seg::Key(key)];
-    let before = cx.errors.len();
-    let mut zones = Vec::new();
-    match sel.zones.as_deref() {
-        None | Some([]) => {
-            cx.err(path(&at), "discover entry has no `zones`: list the zones to look in, e.g. [sh1a, pek3]")
-        }
-        Some(list) => {
-            for (zi, z) in list.iter().enumerate() {
-                let mut p = sub("zones").to_vec();
-                p.push(Seg::Index(zi));
-                if let Some(z) = cx.parse(z.trim(), Zone::parse, &p) {
-                    if !zones.contains(&z) {
-                        zones.push(z);
-                    }
-                }
-            }
-        }
-    }
-    let mut tags = Vec::new();
-    for (ti, t) in sel.tags.iter().flatten().enumerate() {
-        let mut p = sub("tags").to_vec();
-        p.push(Seg::Index(ti));
-        let t = t.trim();
-        if t.is_empty() {
-            cx.err(p, "tag name is empty");
-        } else if t.chars().any(char::is_control) {
-            cx.err(p, "tag name holds a control character");
-        } else if !tags.iter().any(|have| have == t) {
-            tags.push(t.to_owned());
-        }
-    }
-    if let Some(re) = sel.name_matches.as_deref() {
-        if let Err(e) = regex::Regex::new(re) {
-            let first = e.to_string().lines().last().unwrap_or_default().trim().to_owned();
-            cx.err(sub("name_matches").to_vec(), format!("name_matches {re:?} is not a regular expression: {first}"));
-        }
-    }
-    let account = cx.account(sel.account.as_deref(), &at);
-    let mut users = Vec::new();
-    let list = sel.users.as_deref().unwrap_or_default();
-    if list.is_empty() {
-        cx.err(path(&at), "discover entry lists no users");
-    }
-    for (ui, a) in list.iter().enumerate() {
-        let mut uat = sub("users").to_vec();
-        uat.push(Seg::Index(ui));
-        let entry = match a {
-            RawAccount::Short(u) => {
-                let user = cx.parse(u, UserName::parse, &uat);
-                let host = cx.host(None, &uat);
-                (user, host, None, cx.due_by, true)
-            }
-            RawAccount::Full(f) => {
-                let mut user_at = uat.clone();
-                user_at.push(Seg::Key("user"));
-                let user = match f.user.as_deref() {
-                    Some(u) => cx.parse(u, UserName::parse, &user_at),
-                    None => {
-                        cx.err(uat.clone(), "account has no `user`");
-                        None
-                    }
-                };
-                let host = cx.host(f.host.as_deref(), &uat);
-                let (nb, due, ok) = cx.dates(f.not_before.as_deref(), f.due_by.as_deref(), &uat);
-                (user, host, nb, due, ok)
-            }
-        };
-        if let (Some(user), Some(host), nb, due, true) = entry {
-            users.push(SelectorUser { user, host, not_before: nb, due_by: due });
-        }
-    }
-    let account = account?;
-    (cx.errors.len() == before).then(|| Selector {
-        source: format!("discover[{si}]"),
-        zones,
-        tags,
-        name_matches: sel.name_matches.clone(),
-        users,
-        account,
-    })
-}
-
-/// `not_before`: a calendar date, read as UTC.
-pub fn parse_date(s: &str) -> Result<NaiveDate, String> {
-    NaiveDate::parse_from_str(s.trim(), "%Y-%m-%d")
-        .map_err(|e| format!("date {s:?} does not parse ({e}); write YYYY-MM-DD, e.g. 2026-12-01"))
-}
-
-/// `due_by`: an RFC 3339 instant, kept in UTC.
-pub fn parse_instant(s: &str) -> Result<DateTime<Utc>, String> {
-    DateTime::parse_from_rfc3339(s.trim())
-        .map(|d| d.with_timezone(&Utc))
-        .map_err(|e| format!("time {s:?} does not parse ({e}); write RFC 3339, e.g. 2026-11-28T12:00:00Z"))
 }
 
 /// Check a whole document. `None` is an empty document. `fallback_zone` is the zone for
@@ -491,6 +244,7 @@ pub(crate) fn check(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use chrono::NaiveDate;
 
     fn run(yaml: &str, zone: Option<&str>) -> (Checked, Vec<String>) {
         let raw = super::super::raw::from_yaml(yaml).expect("well-formed");

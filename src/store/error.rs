@@ -1,0 +1,96 @@
+//! What can go wrong with the database, in the words a user acts on ([`StoreError`]), and what
+//! an SQLite error says about the environment ([`SqliteClass`]: busy, full, I/O, corrupt,
+//! denied), from its primary result code.
+//!
+//! It classifies; it opens nothing and retries nothing.
+
+use std::io;
+use std::path::PathBuf;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("no home directory for the database: pass --db, or set QC_OFFBOARD_DB, XDG_DATA_HOME or HOME")]
+    NoHome,
+    #[error("no database at {0} (pass --db or set QC_OFFBOARD_DB to the file a run wrote)")]
+    Missing(PathBuf),
+    #[error("cannot create the database directory {path}")]
+    CreateDir { path: PathBuf, source: io::Error },
+    #[error("cannot create the database file {path}")]
+    CreateFile { path: PathBuf, source: io::Error },
+    #[error("cannot open the database {path}")]
+    Open { path: PathBuf, source: sqlx::Error },
+    #[error("cannot bring the database {path} up to date")]
+    Migrate { path: PathBuf, source: sqlx::migrate::MigrateError },
+    #[error(
+        "the database {path} was written by a newer version of qc-offboard (it has migration {version}, which \
+         this version does not know); use that version, or another --db"
+    )]
+    Newer { path: PathBuf, version: i64 },
+    #[error(
+        "the database {path} was written by an older version of qc-offboard (migration {version} is missing) and \
+         reading never changes it; read it with the version that wrote it, or upgrade a copy by running \
+         `qc-offboard resume` on it with this version"
+    )]
+    Older { path: PathBuf, version: i64 },
+    #[error(
+        "the database {path} lost records this process wrote: its audit log ends at record {written} as this \
+         process sees it, but {on_disk} in the file{cause}. The file or its -wal file was changed or removed while the run was writing \
+         (restored, copied over, deleted). The summary is not printed, since the database does not hold it; do \
+         not resume from this file: tasks it forgot would be sent again. Keep this output, check the accounts \
+         with `report` on this file, and look for what touched it"
+    )]
+    Lost { path: PathBuf, written: i64, on_disk: String, cause: String },
+    #[error(
+        "the database {path} has a -wal file beside it with changes not yet in the main file, and its directory \
+         is read-only, so SQLite cannot read them; copy the database with its -wal (and -shm) file to writable \
+         storage and read the copy"
+    )]
+    ReadOnlyWal { path: PathBuf },
+    #[error("{path} is not a qc-offboard database ({why}); pass --db or set QC_OFFBOARD_DB to the file a run wrote")]
+    NotOurs { path: PathBuf, why: String },
+    #[error("database error")]
+    Sql(#[from] sqlx::Error),
+    #[error("the database holds a value this version cannot read: {0}")]
+    Corrupt(String),
+    #[error("no run {0} in the database")]
+    NoSuchRun(i64),
+    #[error("cannot encode JSON for the database")]
+    Json(#[from] serde_json::Error),
+    /// A state change the task state table does not allow (a bug: nothing was written).
+    #[error(transparent)]
+    Illegal(#[from] crate::runner::state::Illegal),
+}
+
+/// What an SQLite error says about the environment, when it is about the environment.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SqliteClass {
+    /// Another connection holds the lock for longer than [`BUSY_TIMEOUT`](super::BUSY_TIMEOUT) (or a snapshot went
+    /// stale while waiting for it).
+    Busy,
+    /// The disk (or a quota) is full.
+    Full,
+    /// Reading or writing the file failed below SQLite.
+    Io,
+    /// The file is damaged, or not an SQLite database.
+    Corrupt,
+    /// The file or its directory cannot be written, or cannot be opened at all.
+    Denied,
+}
+
+/// The class of an SQLite error, from its primary result code.
+pub fn sqlite_class(err: &sqlx::Error) -> Option<SqliteClass> {
+    let sqlx::Error::Database(db) = err else { return None };
+    sqlite_class_of_code(db.code()?.parse().ok()?)
+}
+
+/// The class of an SQLite (extended) result code.
+pub fn sqlite_class_of_code(code: i64) -> Option<SqliteClass> {
+    Some(match code & 0xff {
+        5 | 6 => SqliteClass::Busy,             // SQLITE_BUSY, SQLITE_LOCKED
+        13 => SqliteClass::Full,                // SQLITE_FULL
+        10 => SqliteClass::Io,                  // SQLITE_IOERR
+        11 | 26 => SqliteClass::Corrupt,        // SQLITE_CORRUPT, SQLITE_NOTADB
+        3 | 8 | 14 | 23 => SqliteClass::Denied, // SQLITE_PERM, SQLITE_READONLY, SQLITE_CANTOPEN, SQLITE_AUTH
+        _ => return None,
+    })
+}
