@@ -6,6 +6,7 @@
 //! `manifest` and `qingcloud::signer` are pure and depend on nothing of ours. The simulator
 //! (`sim`) shares only the signer and the wire types with the client.
 
+pub mod app;
 pub mod audit;
 pub mod cli;
 pub mod discover;
