@@ -16,7 +16,7 @@ use chrono::TimeDelta;
 use rand::Rng;
 use serde_json::json;
 
-use super::run::{env_zone, Target};
+use crate::app::target::{env_zone, Target};
 use crate::cli::{DoctorArgs, GlobalOpts};
 use crate::exit::{Coded, Exit};
 use crate::manifest::Zone;

@@ -38,7 +38,7 @@ pub async fn run(global: &GlobalOpts, args: PlanArgs) -> anyhow::Result<Exit> {
     let mut discovered: Option<crate::discover::Discovery> = None;
     if !set.selectors.is_empty() {
         for account in &accounts {
-            let target = crate::cli::run::Target::resolve_account(&args.api, false, account).await?;
+            let target = crate::app::target::Target::resolve_account(&args.api, false, account).await?;
             if let Some(d) = crate::cli::run::discover_for(&mut set, &target, inputs.rate, 1).await? {
                 eprint!("{}", d.to_human());
                 let all = discovered.get_or_insert_with(Default::default);
@@ -129,7 +129,7 @@ async fn preflight(args: &PlanArgs, accounts: &[AccountName], plan: &plan::Plan)
         if pending.is_empty() {
             continue;
         }
-        let target = match crate::cli::run::Target::resolve_account(&args.api, false, account).await {
+        let target = match crate::app::target::Target::resolve_account(&args.api, false, account).await {
             Ok(t) => t,
             Err(e) => {
                 eprintln!("note: preflight not made for account {account}: {e:#}");

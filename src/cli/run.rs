@@ -7,102 +7,23 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use serde_json::json;
 
+use crate::app::target::{env_zone, Target};
 use crate::cli::{ExecOpts, GlobalOpts, LogFormat, OutputFormat, ResumeArgs, RetryArgs, RunArgs};
 use crate::exit::{Coded, Exit};
-use crate::limiter::{Limiter, Rate};
-use crate::manifest::{AccountName, Zone};
+use crate::limiter::Rate;
+use crate::manifest::AccountName;
 use crate::plan::file::{self, PlanFile};
-use crate::qingcloud::client::Client;
-use crate::qingcloud::config::{self, ConfigInput, Credentials, Settings};
+use crate::qingcloud::config::{self, ConfigInput, Settings};
 use crate::runner::verdict::AbsentRules;
-use crate::runner::{self, Ctx, LimiterGate, Progress, RunOptions, StopReason};
+use crate::runner::{self, Ctx, Progress, RunOptions, StopReason};
 use crate::store::{self, LockOutcome, NewRun, NewTask, Store, TaskState};
 
-/// The endpoint recorded for runs against the in-process simulator. Its port changes every
-/// time, so a fixed name keeps "already deleted" lookups working between simulated runs.
-pub const SIMULATED_ENDPOINT: &str = "simulator";
-
-/// Where the API is, with what key, and (for `--simulate`) the simulator keeping it alive.
-pub struct Target {
-    pub settings: Settings,
-    pub recorded_endpoint: String,
-    pub simulate: bool,
-    /// The QingCloud account (config profile) the settings are of.
-    pub account: AccountName,
-    /// The account's rate limiter, made on first use: discovery and the run share it.
-    limiter: std::sync::OnceLock<Arc<Limiter>>,
-    _sim: Option<crate::sim::SimHandle>,
-}
-
-impl Target {
-    /// The default account's target.
-    pub async fn resolve(api: &crate::cli::ApiOpts, simulate: bool) -> anyhow::Result<Target> {
-        Self::resolve_account(api, simulate, &AccountName::default_account()).await
+impl From<&crate::cli::ApiOpts> for ConfigInput {
+    fn from(api: &crate::cli::ApiOpts) -> ConfigInput {
+        ConfigInput { endpoint: api.endpoint.clone(), config: api.config.clone() }
     }
-
-    /// The target of one account: its key pair, endpoint and zone from the config file's
-    /// `accounts.<name>` (or the top level for the default account) and the environment. Under
-    /// `--simulate` every account is the in-process simulator's.
-    pub async fn resolve_account(
-        api: &crate::cli::ApiOpts,
-        simulate: bool,
-        account: &AccountName,
-    ) -> anyhow::Result<Target> {
-        if simulate {
-            let sim = crate::sim::start(crate::sim::World::auto_fast(), "127.0.0.1:0".parse()?)
-                .await
-                .context("cannot start the in-process simulator")?;
-            let endpoint = url::Url::parse(&sim.endpoint())?;
-            tracing::info!(endpoint = %endpoint, "running against the in-process simulator");
-            let credentials =
-                Credentials::new(crate::sim::DEFAULT_ACCESS_KEY_ID, crate::sim::DEFAULT_SECRET_ACCESS_KEY);
-            let settings = Settings::new(endpoint, credentials);
-            return Ok(Target {
-                settings,
-                recorded_endpoint: SIMULATED_ENDPOINT.to_owned(),
-                simulate,
-                account: account.clone(),
-                limiter: std::sync::OnceLock::new(),
-                _sim: Some(sim),
-            });
-        }
-        let input = ConfigInput { endpoint: api.endpoint.clone(), config: api.config.clone() };
-        let home = std::env::var_os("HOME").map(PathBuf::from);
-        let resolved = config::resolve_account(&input, &|k| std::env::var(k).ok(), home.as_deref(), account)?;
-        // Recorded as an identity: `/iaas` and `/iaas/` (or a default port) are one endpoint.
-        let recorded_endpoint = store::endpoint_identity(resolved.settings.endpoint.as_str());
-        Ok(Target {
-            settings: resolved.settings,
-            recorded_endpoint,
-            simulate,
-            account: account.clone(),
-            limiter: std::sync::OnceLock::new(),
-            _sim: None,
-        })
-    }
-
-    /// The account's limiter: every call of the command for this account waits on it.
-    pub fn limiter(&self, rate: Rate, burst: u32) -> Arc<Limiter> {
-        Arc::clone(self.limiter.get_or_init(|| Arc::new(Limiter::new(rate, burst))))
-    }
-
-    /// A client for this account, gated by its limiter.
-    pub fn client(&self, rate: Rate, burst: u32) -> anyhow::Result<Client> {
-        Ok(Client::new(&self.settings)?.with_gate(Arc::new(LimiterGate(self.limiter(rate, burst)))))
-    }
-
-    pub fn default_zone(&self) -> Option<Zone> {
-        self.settings.zone.clone()
-    }
-}
-
-/// The default zone when neither config nor flags give one: `QINGCLOUD_ZONE`. A value that is
-/// not a zone gives none here; resolving the configuration reports it (exit 78).
-pub fn env_zone() -> Option<Zone> {
-    crate::qingcloud::config::env_zone().ok().flatten()
 }
 
 /// SIGINT, SIGTERM and SIGHUP, counted from the start of a `run`, `resume` or `retry`. The
