@@ -1,9 +1,9 @@
 //! `audit verify [--checkpoint SEQ:HASH[:HMAC] [--key KEYFILE]]` and
-//! `audit checkpoint [--key KEYFILE [--create-key]]`.
+//! `audit checkpoint [--key KEYFILE [--create-key]]`: [`records`] reads the chain and the key
+//! file; this file checks the checkpoint's signature and prints the verdicts.
 
-use std::path::Path;
-
-use crate::audit::key::{AuditKey, KeyError, SignedCheckpoint};
+use crate::app::records;
+use crate::audit::key::SignedCheckpoint;
 use crate::cli::{AuditCommand, GlobalOpts};
 use crate::exit::{Coded, Exit};
 use crate::store::Replay;
@@ -12,10 +12,8 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
     match command {
         AuditCommand::Checkpoint { key, create_key } => {
             // The key first: a bad key file must not leave a half-done job behind.
-            let key = key.map(|path| key_from(&path, create_key)).transpose()?;
-            let store = super::status::open_existing(global, false).await?;
-            let cp = store.audit_checkpoint().await?;
-            store.close().await;
+            let key = key.map(|path| records::audit_key(&path, create_key)).transpose()?;
+            let cp = records::checkpoint(global.db.as_deref()).await?;
             match key {
                 Some(key) => println!("{}", key.sign(&cp)),
                 None => println!("{cp}"),
@@ -28,7 +26,7 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
                 .transpose()
                 .map_err(|e| Coded::new(Exit::Usage, format!("--checkpoint: {e}")))?;
             if let (Some(signed), Some(path)) = (&checkpoint, &key) {
-                let key = key_from(path, false)?;
+                let key = records::audit_key(path, false)?;
                 if signed.hmac.is_none() {
                     println!("checkpoint {signed} is NOT signed, but --key asks for a signed one (SEQ:HASH:HMAC)");
                     return Ok(Exit::AuditBroken);
@@ -46,10 +44,7 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
                 eprintln!("note: the checkpoint's signature is not checked without --key KEYFILE");
             }
             let checkpoint = checkpoint.map(|c| c.checkpoint);
-            let store = super::status::open_existing(global, false).await?;
-            let v = store.verify_audit(checkpoint.as_ref()).await?;
-            let replay = store.replay().await?;
-            store.close().await;
+            let (v, replay) = records::verify(global.db.as_deref(), checkpoint.as_ref()).await?;
             let intact = match v.problem {
                 None => {
                     println!("audit log intact: {} records checked, tip {}", v.checked, v.tip);
@@ -97,10 +92,4 @@ fn print_replay(replay: &Replay) -> bool {
         println!("  {d}");
     }
     false
-}
-
-/// Load (or, with `create`, make) the key; a missing or bad key file is a configuration error.
-fn key_from(path: &Path, create: bool) -> anyhow::Result<AuditKey> {
-    let key = if create { AuditKey::create(path) } else { AuditKey::load(path) };
-    key.map_err(|e: KeyError| Coded::new(Exit::Config, e.to_string()).into())
 }

@@ -21,7 +21,6 @@ mod completions;
 mod doctor;
 mod durations;
 mod exec;
-mod metrics;
 mod options;
 mod plan;
 mod report;

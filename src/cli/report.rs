@@ -1,14 +1,15 @@
 //! `report`: one row per task with its outcome, the evidence export. With `--user` (and always
 //! as HTML) each row carries its evidence: API calls, audit records and the chain's verdict.
+//! [`records::evidence`] reads it; this file picks the writer for the format asked.
 
 use std::io::Write;
 
+use crate::app::records;
 use crate::cli::{GlobalOpts, ReportArgs, ReportFormat};
 use crate::exit::Exit;
 use crate::report::{self, evidence, html, latest, Filter};
 
 pub async fn run(global: &GlobalOpts, args: ReportArgs) -> anyhow::Result<Exit> {
-    let store = super::status::open_existing(global, args.simulate).await?;
     let scope = scope(&args);
     let filter = Filter {
         run_id: args.run,
@@ -18,10 +19,8 @@ pub async fn run(global: &GlobalOpts, args: ReportArgs) -> anyhow::Result<Exit> 
         since: args.since,
         until: args.until,
     };
-    let now = chrono::Utc::now();
     // Every format reads the chain replayed and checked against the tables.
-    let evidence = evidence::gather_where(&store, &filter, now).await?;
-    store.close().await;
+    let evidence = records::evidence(global.db.as_deref(), args.simulate, &filter).await?;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     if args.latest {
         let standings = latest::roll_up(&evidence);

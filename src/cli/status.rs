@@ -1,74 +1,35 @@
 //! `status [RUN_ID]`: the runs, newest first, or one run's counts by state, and how its tasks
 //! stand against their deadlines (on time, late, still open; see `store::DeadlineCounts`).
+//! [`records`] reads them and whether the audit chain proves them; this file prints them.
 
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::json;
 
+use crate::app::records::{self, Detail, Listing, Proof};
 use crate::cli::{GlobalOpts, OutputFormat, StatusArgs};
-use crate::exit::{Coded, Exit};
-use crate::store::{self, DeadlineCounts, Discrepancy, RunRow, Store, StoreError, TaskState};
-
-/// Open the database the read-only commands look at (with `simulate`, the simulator's default
-/// one, `sim-audit.db`, unless `--db` names one); it must exist.
-pub(super) async fn open_existing(global: &GlobalOpts, simulate: bool) -> anyhow::Result<Store> {
-    let opened = match store::resolve_path(global.db.as_deref(), simulate) {
-        Ok(path) => Store::open_existing(&path).await,
-        Err(e) => Err(e),
-    };
-    opened.map_err(|e| match e {
-        StoreError::Missing(_) | StoreError::NoHome => Coded::new(Exit::Config, e.to_string()).into(),
-        other => anyhow::Error::new(other),
-    })
-}
+use crate::exit::Exit;
+use crate::store::TaskState;
 
 pub async fn run(global: &GlobalOpts, args: StatusArgs) -> anyhow::Result<Exit> {
-    let store = open_existing(global, args.simulate).await?;
-    let proof = Proof::check(&store).await?;
     match args.run_id {
-        None => list(&store, args.output, &proof).await?,
-        Some(id) => {
-            let Some(run) = store.run(id).await? else {
-                return Err(Coded::new(Exit::Usage, format!("no run {id} in {}", store.path().display())).into());
-            };
-            let counts = store.counts(id).await?;
-            let deadline = store.deadline_counts(Some(id), Utc::now()).await?.remove(&id).unwrap_or_default();
-            one(&run, &counts, &deadline, args.output, &proof)?;
-        }
+        None => list(&records::runs(global.db.as_deref(), args.simulate).await?, args.output)?,
+        Some(id) => one(&records::run(global.db.as_deref(), args.simulate, id).await?, args.output)?,
     }
-    store.close().await;
     Ok(Exit::Ok)
 }
 
-/// Whether what `status` shows is proven: the chain's verdict and the stored rows that
-/// disagree with it (see `store::Replay`).
-struct Proof {
-    chain_problem: Option<String>,
-    differences: Vec<Discrepancy>,
+/// What disagrees about one run (its own rows, its tasks and their API calls).
+fn problems_of(proof: &Proof, run_id: i64) -> Vec<String> {
+    let mut out: Vec<String> = proof.chain_problem.iter().map(|p| format!("audit chain NOT intact: {p}")).collect();
+    out.extend(proof.differences.iter().filter(|d| d.run_id == Some(run_id)).map(ToString::to_string));
+    out
 }
 
-impl Proof {
-    async fn check(store: &Store) -> anyhow::Result<Proof> {
-        let verification = store.verify_audit(None).await?;
-        let replay = store.replay().await?;
-        Ok(Proof {
-            chain_problem: verification.problem.as_ref().map(ToString::to_string),
-            differences: replay.discrepancies,
-        })
-    }
-
-    /// What disagrees about one run (its own rows, its tasks and their API calls).
-    fn of_run(&self, run_id: i64) -> Vec<String> {
-        let mut out: Vec<String> = self.chain_problem.iter().map(|p| format!("audit chain NOT intact: {p}")).collect();
-        out.extend(self.differences.iter().filter(|d| d.run_id == Some(run_id)).map(ToString::to_string));
-        out
-    }
-
-    fn json(&self, run_id: i64) -> serde_json::Value {
-        let problems = self.of_run(run_id);
-        json!({ "verified": problems.is_empty(), "not_verified": problems })
-    }
+fn proof_json(proof: &Proof, run_id: i64) -> serde_json::Value {
+    let problems = problems_of(proof, run_id);
+    json!({ "verified": problems.is_empty(), "not_verified": problems })
 }
 
 fn time(t: DateTime<Utc>) -> String {
@@ -84,17 +45,15 @@ fn in_progress(counts: &BTreeMap<TaskState, i64>) -> i64 {
     TaskState::OPEN.iter().map(|s| counts.get(s).copied().unwrap_or(0)).sum()
 }
 
-async fn list(store: &Store, output: OutputFormat, proof: &Proof) -> anyhow::Result<()> {
-    let runs = store.runs().await?;
-    let mut counts = store.counts_by_run().await?;
-    let mut deadlines = store.deadline_counts(None, Utc::now()).await?;
+fn list(listing: &Listing, output: OutputFormat) -> anyhow::Result<()> {
+    let Listing { path, runs, counts, deadlines, proof } = listing;
     match output {
         OutputFormat::Json => {
             let items: Vec<_> = runs
                 .iter()
                 .map(|r| {
-                    let c = counts.remove(&r.id).unwrap_or_default();
-                    let d = deadlines.remove(&r.id).unwrap_or_default();
+                    let c = counts.get(&r.id).cloned().unwrap_or_default();
+                    let d = deadlines.get(&r.id).copied().unwrap_or_default();
                     json!({
                         "id": r.id,
                         "started_at": time(r.started_at),
@@ -106,13 +65,13 @@ async fn list(store: &Store, output: OutputFormat, proof: &Proof) -> anyhow::Res
                         "total": c.values().sum::<i64>(),
                         "counts": all_counts(&c),
                         "deadline": d,
-                        "evidence": proof.json(r.id),
+                        "evidence": proof_json(proof, r.id),
                     })
                 })
                 .collect();
             println!("{}", serde_json::to_string_pretty(&items)?);
         }
-        OutputFormat::Human if runs.is_empty() => println!("no runs recorded in {}", store.path().display()),
+        OutputFormat::Human if runs.is_empty() => println!("no runs recorded in {}", path.display()),
         OutputFormat::Human => {
             let header = [
                 "RUN", "STARTED", "FINISHED", "EXIT", "TICKET", "TASKS", "DELETED", "ABSENT", "FAILED", "SKIPPED",
@@ -121,8 +80,8 @@ async fn list(store: &Store, output: OutputFormat, proof: &Proof) -> anyhow::Res
             let rows: Vec<[String; 14]> = runs
                 .iter()
                 .map(|r| {
-                    let c = counts.remove(&r.id).unwrap_or_default();
-                    let d = deadlines.remove(&r.id).unwrap_or_default();
+                    let c = counts.get(&r.id).cloned().unwrap_or_default();
+                    let d = deadlines.get(&r.id).copied().unwrap_or_default();
                     let n = |s: TaskState| c.get(&s).copied().unwrap_or(0).to_string();
                     [
                         if r.simulated { format!("{} (sim)", r.id) } else { r.id.to_string() },
@@ -174,13 +133,8 @@ async fn list(store: &Store, output: OutputFormat, proof: &Proof) -> anyhow::Res
     Ok(())
 }
 
-fn one(
-    run: &RunRow,
-    counts: &BTreeMap<TaskState, i64>,
-    deadline: &DeadlineCounts,
-    output: OutputFormat,
-    proof: &Proof,
-) -> anyhow::Result<()> {
+fn one(detail: &Detail, output: OutputFormat) -> anyhow::Result<()> {
+    let Detail { run, counts, deadline, proof } = detail;
     let total: i64 = counts.values().sum();
     match output {
         OutputFormat::Json => {
@@ -189,7 +143,7 @@ fn one(
                 obj.insert("total".into(), json!(total));
                 obj.insert("counts".into(), serde_json::Value::Object(all_counts(counts)));
                 obj.insert("deadline".into(), serde_json::to_value(deadline)?);
-                obj.insert("evidence".into(), proof.json(run.id));
+                obj.insert("evidence".into(), proof_json(proof, run.id));
             }
             println!("{}", serde_json::to_string_pretty(&value)?);
         }
@@ -236,7 +190,7 @@ fn one(
                     deadline.on_time, deadline.late, deadline.open, deadline.no_deadline
                 ),
             );
-            let problems = proof.of_run(run.id);
+            let problems = problems_of(proof, run.id);
             if problems.is_empty() {
                 label("evidence", "verified: the audit chain is intact and proves every row shown".into());
             } else {

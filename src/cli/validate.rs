@@ -6,7 +6,7 @@ use crate::exit::Exit;
 use crate::manifest;
 
 pub fn run(_global: &GlobalOpts, args: ValidateArgs) -> anyhow::Result<Exit> {
-    let zone = super::plan::env_zone()?;
+    let zone = crate::app::target::env_zone_checked()?;
     let set = manifest::load_set(&args.manifests, zone.as_ref())?;
     for w in &set.warnings {
         eprintln!("warning: {w}");

@@ -22,7 +22,7 @@ use std::os::unix::fs::PermissionsExt;
 
 use serde_json::json;
 
-use super::run::{env_zone, Target};
+use crate::app::target::{env_zone, Target};
 use crate::cli::{DoctorArgs, GlobalOpts};
 use crate::exit::{Coded, Exit};
 use crate::manifest::Zone;

@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use crate::cli::run::RunResult;
+use super::summary::RunResult;
 
 /// The text of the file: the runs of the last command when it got to their summaries, else only
 /// the exit code and the time (a command that ended with an error has no counts to show). The
