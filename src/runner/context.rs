@@ -168,13 +168,14 @@ impl Ctx {
         let verdict = match &call.result {
             Err(ApiError::Throttled(_)) => {
                 if let Some(rate) = self.limiter.on_throttle(sent_at) {
-                    tracing::warn!(rate_per_s = rate, "quota exceeded (2500): rate lowered");
+                    let limit = self.limiter.limit();
+                    tracing::warn!(rate_per_s = rate, limit_per_s = limit, "quota exceeded (2500): rate lowered");
                     self.store
                         .audit_event(
                             Some(self.run_id),
                             None,
                             "rate_lowered",
-                            serde_json::json!({ "ret_code": 2500, "rate_per_s": rate }),
+                            serde_json::json!({ "ret_code": 2500, "rate_per_s": rate, "limit_per_s": limit }),
                         )
                         .await?;
                 }
@@ -184,7 +185,7 @@ impl Ctx {
             Err(_) if call.record.http_status.is_none() => CallVerdict::NoAnswer,
             _ => {
                 if let Some(rate) = self.limiter.on_success() {
-                    tracing::debug!(rate_per_s = rate, "rate raised toward the ceiling");
+                    tracing::debug!(rate_per_s = rate, "rate raised");
                 }
                 CallVerdict::Answered
             }
