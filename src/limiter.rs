@@ -3,9 +3,10 @@
 //!
 //! The limiter is a GCRA (governor) at the *effective* rate, wrapped so the rate can change at
 //! run time, which governor itself cannot do: on ret_code 2500 (quota exceeded) the effective
-//! rate is halved and calls pause for a while; afterwards it climbs back toward the ceiling in
-//! small steps (AIMD). The arithmetic lives in [`Aimd`], a pure type with unit tests; [`Limiter`]
-//! only adds the clock and the governor instance.
+//! rate is halved and calls pause for a while; afterwards it climbs back in small steps (AIMD),
+//! to just under the rate refused. The arithmetic lives in [`Aimd`], a pure type with unit
+//! tests; [`Limiter`] only adds the clock and the governor instance. Both run on tokio's clock,
+//! so tests can stop time (`tokio::time::pause`).
 
 // Outside tests, every possible failure is an error or an `expect` that says why it cannot fire.
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
@@ -13,10 +14,13 @@
 use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::clock::Clock;
+use governor::middleware::NoOpMiddleware;
+use governor::state::{InMemoryState, NotKeyed};
+use governor::{Quota, RateLimiter};
 use tokio::time::Instant;
 
 /// A ceiling of `count` calls per `period`.
@@ -226,7 +230,24 @@ impl Aimd {
     }
 }
 
-fn governor_for(per_second: f64, burst: NonZeroU32) -> DefaultDirectRateLimiter {
+/// governor's clock read from tokio's: the GCRA, the pauses and the callers' sleeps keep one
+/// time, which tests can stop and advance.
+#[derive(Debug, Clone, Copy)]
+struct TokioClock {
+    origin: Instant,
+}
+
+impl Clock for TokioClock {
+    type Instant = Duration;
+
+    fn now(&self) -> Duration {
+        Instant::now().saturating_duration_since(self.origin)
+    }
+}
+
+type Gcra = RateLimiter<NotKeyed, InMemoryState, TokioClock, NoOpMiddleware<Duration>>;
+
+fn governor_for(per_second: f64, burst: NonZeroU32, clock: TokioClock) -> Gcra {
     // A rate of zero, negative or NaN (which parsing and the AIMD floor rule out) has no
     // period: read it as one call a day instead of panicking.
     let period = Duration::try_from_secs_f64(1.0 / per_second)
@@ -234,12 +255,13 @@ fn governor_for(per_second: f64, burst: NonZeroU32) -> DefaultDirectRateLimiter 
         .max(Duration::from_nanos(1));
     // with_period only fails for a zero period, excluded just above.
     let quota = Quota::with_period(period).expect("non-zero period").allow_burst(burst);
-    RateLimiter::direct(quota)
+    RateLimiter::direct_with_clock(quota, clock)
 }
 
 /// The one limiter all API calls pass. Cheap to share behind an `Arc`.
 pub struct Limiter {
     burst: NonZeroU32,
+    clock: TokioClock,
     state: Mutex<LimiterState>,
     /// Callers wait their turn in arrival order (tokio's mutex is fair): governor alone lets
     /// waiters race for each free slot, so a call could wait many times longer than another
@@ -249,7 +271,7 @@ pub struct Limiter {
 
 struct LimiterState {
     aimd: Aimd,
-    gcra: Arc<DefaultDirectRateLimiter>,
+    gcra: Gcra,
 }
 
 impl fmt::Debug for Limiter {
@@ -262,8 +284,9 @@ impl Limiter {
     pub fn new(rate: Rate, burst: u32) -> Self {
         let burst = NonZeroU32::new(burst.max(1)).unwrap_or(NonZeroU32::MIN);
         let aimd = Aimd::new(rate);
-        let gcra = Arc::new(governor_for(aimd.current(), burst));
-        Self { burst, state: Mutex::new(LimiterState { aimd, gcra }), turn: tokio::sync::Mutex::new(()) }
+        let clock = TokioClock { origin: Instant::now() };
+        let gcra = governor_for(aimd.current(), burst, clock);
+        Self { burst, clock, state: Mutex::new(LimiterState { aimd, gcra }), turn: tokio::sync::Mutex::new(()) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
@@ -272,21 +295,25 @@ impl Limiter {
     }
 
     /// Wait until one more call may be sent. Callers are served in the order they arrived.
+    ///
+    /// The pause and the GCRA are looked at again after every wait: a call waiting for its
+    /// turn at the old rate when a 2500 arrives waits out the pause and goes at the new rate,
+    /// instead of being sent into the quota that just ran out.
     pub async fn ready(&self) {
         let _turn = self.turn.lock().await;
         loop {
-            let (paused, gcra) = {
+            let until = {
                 let s = self.lock();
-                (s.aimd.paused_until(), Arc::clone(&s.gcra))
-            };
-            if let Some(until) = paused {
-                if until > Instant::now() {
-                    tokio::time::sleep_until(until).await;
-                    continue;
+                let now = Instant::now();
+                match s.aimd.paused_until() {
+                    Some(until) if until > now => until,
+                    _ => match s.gcra.check() {
+                        Ok(()) => return,
+                        Err(not_until) => now + not_until.wait_time_from(self.clock.now()),
+                    },
                 }
-            }
-            gcra.until_ready().await;
-            return;
+            };
+            tokio::time::sleep_until(until).await;
         }
     }
 
@@ -294,7 +321,7 @@ impl Limiter {
     pub fn on_throttle(&self, sent_at: Instant) -> Option<f64> {
         let mut s = self.lock();
         if s.aimd.on_throttle(Instant::now(), sent_at) {
-            s.gcra = Arc::new(governor_for(s.aimd.current(), self.burst));
+            s.gcra = governor_for(s.aimd.current(), self.burst, self.clock);
             Some(s.aimd.current())
         } else {
             None
@@ -305,7 +332,7 @@ impl Limiter {
     pub fn on_success(&self) -> Option<f64> {
         let mut s = self.lock();
         if s.aimd.on_success(Instant::now()) {
-            s.gcra = Arc::new(governor_for(s.aimd.current(), self.burst));
+            s.gcra = governor_for(s.aimd.current(), self.burst, self.clock);
             Some(s.aimd.current())
         } else {
             None
@@ -329,6 +356,8 @@ impl Limiter {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
     use super::*;
 
     #[test]
@@ -339,8 +368,9 @@ mod tests {
         assert_eq!(limiter.current_rate(), 0.0);
         let nan = Rate { count: 0, period: Duration::ZERO };
         assert_eq!(Aimd::new(nan).increase_every(), Duration::from_secs(120));
-        drop(governor_for(f64::NAN, NonZeroU32::MIN));
-        drop(governor_for(-1.0, NonZeroU32::MIN));
+        let clock = TokioClock { origin: Instant::now() };
+        assert!(governor_for(f64::NAN, NonZeroU32::MIN, clock).check().is_ok());
+        assert!(governor_for(-1.0, NonZeroU32::MIN, clock).check().is_ok());
     }
 
     #[test]
@@ -552,17 +582,44 @@ mod tests {
         assert_eq!(a.paused_until(), Some(t0 + Duration::from_secs(19_000) + Aimd::PAUSE_CAP));
     }
 
-    #[tokio::test]
+    #[tokio::test(start_paused = true)]
     async fn limiter_spaces_calls_and_lowers_on_throttle() {
-        let l = Limiter::new("1000/s".parse().unwrap(), 1);
-        let start = std::time::Instant::now();
+        let l = Limiter::new("10/s".parse().unwrap(), 1);
+        let start = Instant::now();
         for _ in 0..5 {
             l.ready().await;
         }
-        // Five calls at 1000/s with burst 1 cannot take less than four intervals.
-        assert!(start.elapsed() >= Duration::from_millis(4));
-        assert_eq!(l.on_throttle(Instant::now()), Some(500.0));
-        assert_eq!(l.current_rate(), 500.0);
+        // Five calls at 10/s with burst 1 take four intervals.
+        assert_eq!(start.elapsed(), Duration::from_millis(400));
+        let at = Instant::now();
+        assert_eq!(l.on_throttle(at), Some(5.0));
+        assert_eq!((l.current_rate(), l.limit()), (5.0, 7.5));
+        // The next call waits out the 2 s pause, then goes at once (a new GCRA).
+        l.ready().await;
+        assert_eq!(at.elapsed(), Duration::from_secs(2));
+        l.ready().await;
+        assert_eq!(at.elapsed(), Duration::from_millis(2200));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_call_waiting_its_turn_when_a_2500_arrives_waits_out_the_pause() {
+        let l = Arc::new(Limiter::new("1/s".parse().unwrap(), 1));
+        l.ready().await;
+        let t0 = Instant::now();
+        // The next call's turn at 1/s is at t0 + 1 s; it is waiting for it when, at t0 + 0.5 s,
+        // the answer to the first call is a 2500.
+        let waiting = tokio::spawn({
+            let l = Arc::clone(&l);
+            async move {
+                l.ready().await;
+                Instant::now()
+            }
+        });
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(l.on_throttle(t0), Some(0.5));
+        let sent = waiting.await.unwrap();
+        // Not at t0 + 1 s into the quota just exhausted: after the 2 s pause.
+        assert_eq!(sent - t0, Duration::from_millis(2500));
     }
 
     #[test]
