@@ -153,6 +153,7 @@ impl Ctx {
         call: &Call<T>,
         sent_at: Instant,
     ) -> anyhow::Result<CallVerdict> {
+        let answered = Instant::now();
         self.journal.record_call(self.run_id, task_id, call_row(&call.record)).await?;
         if let Some(skew) = call.record.clock_skew() {
             *self.clock_skew.lock().unwrap_or_else(|p| p.into_inner()) = Some(skew);
@@ -171,14 +172,19 @@ impl Ctx {
         }
         let verdict = match &call.result {
             Err(ApiError::Throttled(_)) => {
-                if let Some(rate) = self.limiter.on_throttle(sent_at) {
-                    tracing::warn!(rate_per_s = rate, "quota exceeded (2500): rate lowered");
+                // `sent_at` is taken before the call waits at the limiter; it left when the
+                // limiter let it go, its latency before the answer. A call that waited out a
+                // pause was sent after that decrease, and its 2500 says the quota is still out.
+                let left = answered.checked_sub(call.record.latency).unwrap_or(sent_at);
+                if let Some(rate) = self.limiter.on_throttle(sent_at.max(left)) {
+                    let limit = self.limiter.limit();
+                    tracing::warn!(rate_per_s = rate, limit_per_s = limit, "quota exceeded (2500): rate lowered");
                     self.store
                         .audit_event(
                             Some(self.run_id),
                             None,
                             "rate_lowered",
-                            serde_json::json!({ "ret_code": 2500, "rate_per_s": rate }),
+                            serde_json::json!({ "ret_code": 2500, "rate_per_s": rate, "limit_per_s": limit }),
                         )
                         .await?;
                 }
@@ -188,7 +194,7 @@ impl Ctx {
             Err(_) if call.record.http_status.is_none() => CallVerdict::NoAnswer,
             _ => {
                 if let Some(rate) = self.limiter.on_success() {
-                    tracing::debug!(rate_per_s = rate, "rate raised toward the ceiling");
+                    tracing::debug!(rate_per_s = rate, "rate raised");
                 }
                 CallVerdict::Answered
             }

@@ -291,6 +291,25 @@ async fn quota_storm_lowers_the_rate_and_costs_no_attempts() {
     assert!(text(&out.stderr).contains("rate lowered"), "{}", text(&out.stderr));
 }
 
+/// The API's 2500 starts a block in which every request is refused (reference §5.2). The calls
+/// waiting at the limiter when the first 2500 came wait out the pause; the first of them still
+/// refused lengthens the pause (it was sent after the decrease) instead of each of the others
+/// going into the block in turn.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_penalty_block_is_waited_out_not_queued_into() {
+    let world_yaml = "jobs: {pending_ms: 10, working_ms: 10}\nquota: {requests: 10, window_s: 1, penalty_s: 4}\n";
+    let rig = Rig::new(world_yaml, &manifest_text(30, 1, &["sh1a"])).await;
+    let out = rig.run(&["--rate", "20/s", "--max-attempts", "1"]).await;
+    assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
+    let stats = rig.stats();
+    assert_all_deleted_exactly_once(&stats, 30);
+    // The one that exhausted the quota and one after the 2 s pause (the 4 s pause then
+    // outlasts the block), with room for a call already on the wire at the first; each call
+    // that waited at the limiter through the first pause went into the block in turn before.
+    let refused = stats.ret_code(2500);
+    assert!((1..=3).contains(&refused), "{refused} refused calls: {stats:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_credentials_stop_with_69_and_lose_nothing() {
     let rig = Rig::new("jobs: {pending_ms: 10, working_ms: 10}\n", &manifest_text(3, 2, &["sh1a"])).await;
