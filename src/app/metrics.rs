@@ -9,7 +9,7 @@ use std::fmt::Write as _;
 use std::io::Write as _;
 use std::path::Path;
 
-use super::summary::RunResult;
+use super::result::RunResult;
 
 /// The text of the file: the runs of the last command when it got to their summaries, else only
 /// the exit code and the time (a command that ended with an error has no counts to show). The
@@ -105,6 +105,15 @@ pub fn write_atomically(path: &Path, text: &str) -> std::io::Result<()> {
         let _ = std::fs::remove_file(&tmp);
     }
     written
+}
+
+/// `--metrics-file`: best effort, like the pings; a failure is a warning, never the run's exit.
+pub fn write_metrics(path: Option<&Path>, exit_code: u8, results: &[&RunResult]) {
+    let Some(path) = path else { return };
+    let text = render(exit_code, chrono::Utc::now(), results);
+    if let Err(e) = write_atomically(path, &text) {
+        tracing::warn!(path = %path.display(), error = %e, "could not write the metrics file");
+    }
 }
 
 #[cfg(test)]

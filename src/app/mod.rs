@@ -17,6 +17,7 @@ pub mod ping;
 pub mod prepare;
 pub mod preview;
 pub mod records;
+pub mod result;
 pub mod signals;
 pub mod summary;
 pub mod target;

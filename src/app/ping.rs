@@ -47,7 +47,7 @@ pub async fn ended_with_error(
 ) -> anyhow::Result<crate::exit::Exit> {
     if let Err(e) = &outcome {
         let code = crate::exit::code_for(e).code();
-        super::summary::write_metrics(metrics_file, code, &[]);
+        super::metrics::write_metrics(metrics_file, code, &[]);
         if let Some(p) = Pinger::of(ping_url) {
             p.send(&format!("/{code}"), format!("qc-offboard ended with exit {code}: {e:#}")).await;
         }

@@ -15,127 +15,14 @@ use crate::manifest::AccountName;
 use crate::runner::StopReason;
 use crate::store::{Store, TaskState};
 
+pub use super::result::{ApiCalls, FailedAccount, OutcomeCounts, RunResult};
+
 /// How one account's run ended.
 pub struct Ending {
     pub exit: Exit,
     /// The summary for people (`--output human` prints it when the run ends).
     pub summary: String,
     pub result: RunResult,
-}
-
-/// What a run ended with, for machines: `--output json` prints it, `run_finished` logs it and
-/// `--metrics-file` exports it. The counts are the human summary's.
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct RunResult {
-    pub run_id: i64,
-    /// The QingCloud account (config profile) the run was for.
-    pub account: String,
-    pub exit_code: u8,
-    pub tasks: u64,
-    pub counts: OutcomeCounts,
-    /// Tasks that ended `failed`, with the last message about each.
-    pub failed: Vec<FailedAccount>,
-    /// Why the run stopped before its work was done, when it did.
-    pub stop: Option<String>,
-    pub duration_s: f64,
-    pub api_calls: ApiCalls,
-}
-
-#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
-pub struct OutcomeCounts {
-    pub deleted: u64,
-    pub absent: u64,
-    pub skipped: u64,
-    pub failed: u64,
-    /// `pending` and `retry_wait`: not sent (again) yet.
-    pub pending: u64,
-    /// `submitting` and `submitted`: resume follows or reconciles them.
-    pub in_flight: u64,
-    pub not_due: u64,
-    pub handed_over: u64,
-    /// The cluster was not active at preflight; a later run tries again.
-    pub not_ready: u64,
-}
-
-impl OutcomeCounts {
-    /// Each outcome with its name, in a fixed order.
-    pub fn named(&self) -> [(&'static str, u64); 9] {
-        [
-            ("deleted", self.deleted),
-            ("absent", self.absent),
-            ("skipped", self.skipped),
-            ("failed", self.failed),
-            ("pending", self.pending),
-            ("in_flight", self.in_flight),
-            ("not_due", self.not_due),
-            ("handed_over", self.handed_over),
-            ("not_ready", self.not_ready),
-        ]
-    }
-}
-
-#[derive(Debug, Clone, serde::Serialize)]
-pub struct FailedAccount {
-    pub cluster: String,
-    pub zone: String,
-    pub user: String,
-    pub host: String,
-    pub reason: String,
-}
-
-/// The API calls the run recorded (its `api_calls` rows): by action, and by action and the
-/// answer's `ret_code` (`none` when no answer was parsed).
-#[derive(Debug, Clone, Default, serde::Serialize)]
-pub struct ApiCalls {
-    pub total: u64,
-    pub by_action: BTreeMap<String, u64>,
-    pub by_action_and_ret_code: BTreeMap<String, BTreeMap<String, u64>>,
-    /// Answers with ret_code 2500 (quota exceeded).
-    pub quota_exceeded: u64,
-}
-
-impl ApiCalls {
-    fn add(&mut self, action: &str, ret_code: Option<i64>) {
-        self.total += 1;
-        *self.by_action.entry(action.to_owned()).or_default() += 1;
-        let code = ret_code.map_or_else(|| "none".to_owned(), |c| c.to_string());
-        *self.by_action_and_ret_code.entry(action.to_owned()).or_default().entry(code).or_default() += 1;
-        if ret_code == Some(2500) {
-            self.quota_exceeded += 1;
-        }
-    }
-}
-
-impl RunResult {
-    /// The `run_finished` event: numbers as numbers; the per-action table and the failed
-    /// accounts (lists) as JSON text.
-    pub fn log(&self) {
-        let c = &self.counts;
-        let by_action = serde_json::to_string(&self.api_calls.by_action).unwrap_or_default();
-        let failed_accounts = serde_json::to_string(&self.failed).unwrap_or_default();
-        tracing::info!(
-            run_id = self.run_id,
-            account = %self.account,
-            exit_code = self.exit_code,
-            tasks = self.tasks,
-            deleted = c.deleted,
-            absent = c.absent,
-            skipped = c.skipped,
-            failed = c.failed,
-            pending = c.pending,
-            in_flight = c.in_flight,
-            not_due = c.not_due,
-            handed_over = c.handed_over,
-            not_ready = c.not_ready,
-            duration_s = self.duration_s,
-            api_calls = self.api_calls.total,
-            quota_exceeded = self.api_calls.quota_exceeded,
-            api_calls_by_action = %by_action,
-            failed_accounts = %failed_accounts,
-            stop = self.stop.as_deref().unwrap_or(""),
-            "run_finished"
-        );
-    }
 }
 
 /// The end of run `run_id` of `account`, read from its tasks once the runner returned (`stop`:
@@ -309,7 +196,7 @@ pub fn conclude(metrics_file: Option<&Path>, endings: Vec<Ending>, not_started: 
         exit = Exit::TempFail;
     }
     let results: Vec<&RunResult> = endings.iter().map(|e| &e.result).collect();
-    write_metrics(metrics_file, exit.code(), &results);
+    super::metrics::write_metrics(metrics_file, exit.code(), &results);
     let several = endings.len() > 1 || !not_started.is_empty();
     let accounts_line = several.then(|| {
         let mut line = format!(
@@ -330,13 +217,4 @@ pub fn conclude(metrics_file: Option<&Path>, endings: Vec<Ending>, not_started: 
         line
     });
     Conclusion { exit, endings, not_started, accounts_line }
-}
-
-/// `--metrics-file`: best effort, like the pings; a failure is a warning, never the run's exit.
-pub fn write_metrics(path: Option<&Path>, exit_code: u8, results: &[&RunResult]) {
-    let Some(path) = path else { return };
-    let text = super::metrics::render(exit_code, chrono::Utc::now(), results);
-    if let Err(e) = super::metrics::write_atomically(path, &text) {
-        tracing::warn!(path = %path.display(), error = %e, "could not write the metrics file");
-    }
 }
