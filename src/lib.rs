@@ -6,7 +6,6 @@
 //! `manifest` and `qingcloud::signer` are pure and depend on nothing of ours. The simulator
 //! (`sim`) shares only the signer and the wire types with the client.
 
-
 pub mod audit;
 pub mod cli;
 pub mod discover;

@@ -7,7 +7,6 @@
 //! small steps (AIMD). The arithmetic lives in [`Aimd`], a pure type with unit tests; [`Limiter`]
 //! only adds the clock and the governor instance.
 
-
 use std::fmt;
 use std::num::NonZeroU32;
 use std::str::FromStr;

@@ -28,7 +28,6 @@
 //!   free-form nested values, so a nested alias bomb is refused as a type error at its first
 //!   element anyway.
 
-
 mod check;
 mod locate;
 pub mod model;

@@ -7,7 +7,6 @@
 //! carries the [`estimate`] of what its pending tasks cost; [`file`] is its serialization (the
 //! plan file an approver signs, [`approval`]).
 
-
 pub mod approval;
 pub mod estimate;
 pub mod file;

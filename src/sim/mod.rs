@@ -18,7 +18,6 @@
 //! # let _ = stats; Ok(()) }
 //! ```
 
-
 mod engine;
 mod faults;
 mod jobs;
