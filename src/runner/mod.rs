@@ -9,6 +9,7 @@
 //! state; every state change is built through it. The account is the unit of safety: [`guard`] is the last check before a
 //! request is signed, and `store::Store::prepare_run` adopts what other runs left in flight.
 
+pub mod clock;
 pub mod context;
 pub mod engine;
 pub mod guard;
