@@ -141,7 +141,7 @@ async fn preflight(args: &PlanArgs, accounts: &[AccountName], plan: &plan::Plan)
         for p in &pending {
             by_zone.entry(p.task.zone.as_str()).or_default().insert(p.task.cluster.as_str());
         }
-        let looked = match lookup(&client, &by_zone).await {
+        let looked = match lookup(&client, &crate::runner::clock::SystemClock, &by_zone).await {
             Ok(l) => l,
             Err(e) => {
                 eprintln!("note: preflight not made for account {account}: {e:#}");

@@ -10,7 +10,8 @@
 //!
 //! One task owns all bookkeeping; the API calls and database writes of each step run as spawned
 //! futures whose results come back here. The database is written by those futures *before* the
-//! result arrives, so a crash at any point leaves it describing what really happened.
+//! result arrives, so a crash at any point leaves it describing what really happened. The loop
+//! must not read time or randomness, nor reach the API, other than through its [`Ctx`].
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -204,8 +205,8 @@ impl Loop {
     async fn load(&mut self, mut rows: Vec<TaskRow>) -> anyhow::Result<()> {
         // Earliest deadline first, then the manifest's order.
         rows.sort_by_key(|r| (r.due_by.is_none(), r.due_by, r.id));
-        let today = Utc::now().date_naive();
-        let now = Instant::now();
+        let today = self.ctx.now().date_naive();
+        let now = self.ctx.instant();
         // The job ids this run's calls returned, per task, with when the call was made. For a
         // task left `submitting`, a job returned at or after its intent is the answer to that
         // very submission (the process died between recording the answer and the new state);
@@ -273,13 +274,13 @@ impl Loop {
                                 row.id,
                                 &[TaskState::Submitting],
                                 state::Event::Accepted,
-                                TaskChange::new().attempts(i64::from(attempts)).job_id(job_id.clone()).submitted_at(Utc::now()),
+                                TaskChange::new().attempts(i64::from(attempts)).job_id(job_id.clone()).submitted_at(self.ctx.now()),
                                 serde_json::json!({ "reason": "resumed: the submission's answer was recorded", "job_id": job_id }),
                             )
                             .await?;
                         t.attempts = attempts;
                         t.known_jobs.insert(job_id.clone());
-                        let flight = InFlight::new(t.clone(), job_id.clone(), Utc::now(), false);
+                        let flight = InFlight::new(t.clone(), job_id.clone(), self.ctx.now(), false);
                         self.in_flight.insert(row.id, flight);
                     } else {
                         // A submission in doubt from an interrupted process: reconcile first.
@@ -290,7 +291,7 @@ impl Loop {
                 TaskState::Submitted => {
                     self.queue.mark_busy(t.cluster.as_str());
                     let job_id = row.job_id.clone().unwrap_or_default();
-                    let submitted_at = row.submitted_at.unwrap_or_else(Utc::now);
+                    let submitted_at = row.submitted_at.unwrap_or_else(|| self.ctx.now());
                     self.in_flight.insert(row.id, InFlight::new(t.clone(), job_id, submitted_at, false));
                 }
             }
@@ -319,7 +320,7 @@ impl Loop {
             // The API became unusable while jobs were being followed after a soft stop: stop
             // following (nothing new starts) and say why.
             tracing::warn!("{}; no more calls", why.describe());
-            self.stop_at = Some(Instant::now() + GRACE);
+            self.stop_at = Some(self.ctx.instant() + GRACE);
             self.stop = Some(why);
             return;
         }
@@ -332,7 +333,7 @@ impl Loop {
                 StopReason::Signal => FOLLOW_AFTER_SIGNAL,
                 _ => GRACE,
             };
-            self.stop_at = Some(Instant::now() + follow);
+            self.stop_at = Some(self.ctx.instant() + follow);
             let ctx = Arc::clone(&self.ctx);
             let detail = serde_json::json!({ "reason": why.describe(), "follow_s": follow.as_secs() });
             self.work.spawn(async move {
@@ -361,7 +362,7 @@ impl Loop {
     /// Is the run over? Past the stop's time limit, what is still running is abandoned: the
     /// database already holds each task's intent, so `resume` reconciles whatever was cut off.
     fn out_of_time(&self) -> bool {
-        self.stopping() && self.stop_at.is_some_and(|t| Instant::now() >= t)
+        self.stopping() && self.stop_at.is_some_and(|t| self.ctx.instant() >= t)
     }
 
     fn finished(&mut self) -> bool {
@@ -385,7 +386,7 @@ impl Loop {
         let mut sigterm = signal(SignalKind::terminate())?;
         // A dropped SSH session: stop like Ctrl-C, with a summary, instead of dying at once.
         let mut sighup = signal(SignalKind::hangup())?;
-        let deadline = self.ctx.opts.deadline.map(|d| Instant::now() + d);
+        let deadline = self.ctx.opts.deadline.map(|d| self.ctx.instant() + d);
         let mut signals = 0u32;
         loop {
             self.dispatch();
@@ -410,11 +411,9 @@ impl Loop {
             .into_iter()
             .flatten()
             .min();
-            let sleep = async {
-                match wake {
-                    Some(t) => tokio::time::sleep_until(t).await,
-                    None => std::future::pending::<()>().await,
-                }
+            let sleep = match wake {
+                Some(t) => self.ctx.clock.sleep_until(t),
+                None => Box::pin(std::future::pending()),
             };
             tokio::select! {
                 Some(joined) = self.work.join_next() => {
@@ -429,7 +428,7 @@ impl Loop {
                 _ = sigterm.recv() => { signals += 1; self.request_stop(StopReason::Signal); }
                 _ = sighup.recv() => { signals += 1; self.request_stop(StopReason::Signal); }
                 _ = sleep => {
-                    if deadline.is_some_and(|d| Instant::now() >= d) {
+                    if deadline.is_some_and(|d| self.ctx.instant() >= d) {
                         self.request_stop(StopReason::Deadline);
                     }
                 }
@@ -444,7 +443,7 @@ impl Loop {
 
     /// Start whatever work is due: submissions, reconciliations, a polling round.
     fn dispatch(&mut self) {
-        let now = Instant::now();
+        let now = self.ctx.instant();
         if !self.hard_stop() {
             // Reconciliations due.
             let (due, later): (Vec<_>, Vec<_>) = self.in_doubt.drain(..).partition(|(t, _)| *t <= now);
@@ -486,7 +485,7 @@ impl Loop {
 
     /// The poll scheduler's view of the jobs in flight, and its decision (see [`poll_plan`]).
     fn poll_decision(&self, now: Instant) -> Option<poll_plan::Decision> {
-        let wall = Utc::now();
+        let wall = self.ctx.now();
         // Ready work waits for a slot of --max-in-flight: any job's end lets it go.
         let slots_full = self.in_flight_count() >= self.ctx.opts.max_in_flight as usize;
         let waiting_for_a_slot = !self.stopping() && slots_full && self.queue.has_ready();
@@ -542,7 +541,7 @@ impl Loop {
                 let outcome = result?;
                 if let Submitted::InDoubt { intent_at } = outcome {
                     let tries = self.inconclusive.entry(id).or_default();
-                    let settling = Utc::now()
+                    let settling = self.ctx.now()
                         < intent_at + chrono::Duration::from_std(self.ctx.opts.reconcile_settle).unwrap_or_default();
                     if !settling {
                         *tries += 1;
@@ -559,15 +558,13 @@ impl Loop {
                     // Not proven either way: look again later.
                     let wait = if settling {
                         (intent_at + chrono::Duration::from_std(self.ctx.opts.reconcile_settle).unwrap_or_default()
-                            - Utc::now())
+                            - self.ctx.now())
                         .to_std()
                         .unwrap_or_default()
                     } else {
-                        policy::backoff(*tries, &mut rand::rng())
-                            .min(RECONCILE_RETRY_CAP)
-                            .max(self.ctx.opts.poll_interval)
+                        self.ctx.backoff(*tries).min(RECONCILE_RETRY_CAP).max(self.ctx.opts.poll_interval)
                     };
-                    self.in_doubt.push((Instant::now() + wait, id));
+                    self.in_doubt.push((self.ctx.instant() + wait, id));
                     return Ok(());
                 }
                 self.inconclusive.remove(&id);
@@ -583,7 +580,7 @@ impl Loop {
                     // The quota is exhausted: following the jobs now would only spend the
                     // penalty; they are left for `resume` to follow.
                     tracing::warn!("quota exhausted while following jobs after a stop: resume follows them");
-                    self.stop_at = Some(Instant::now());
+                    self.stop_at = Some(self.ctx.instant());
                 }
                 if let Some(m) = round.auth_failed {
                     self.request_stop(StopReason::AuthFailed(m));
@@ -592,7 +589,7 @@ impl Loop {
                     // Hold the next round back, doubling, so a failing endpoint is not hammered.
                     self.poll_failures += 1;
                     let wait = policy::next_poll_delay(self.ctx.opts.poll_interval, self.poll_failures - 1);
-                    self.poll_not_before = Some(Instant::now() + wait);
+                    self.poll_not_before = Some(self.ctx.instant() + wait);
                 } else {
                     self.poll_failures = 0;
                     self.poll_not_before = None;
@@ -638,6 +635,8 @@ impl Loop {
     }
 
     fn settle_submission(&mut self, id: i64, outcome: Submitted) {
+        let now = self.ctx.instant();
+        let wall = self.ctx.now();
         let answered = matches!(
             outcome,
             Submitted::Job { .. }
@@ -657,7 +656,7 @@ impl Loop {
                 task.busy_since = None;
                 task.busy_count = 0;
                 task.known_jobs.insert(job_id.clone());
-                let flight = InFlight::new(task.clone(), job_id, sent_at.unwrap_or_else(Utc::now), sent_at.is_some());
+                let flight = InFlight::new(task.clone(), job_id, sent_at.unwrap_or(wall), sent_at.is_some());
                 self.in_flight.insert(id, flight);
             }
             Submitted::Throttled => {
@@ -678,7 +677,7 @@ impl Loop {
                 self.deleted += 1;
             }
             Submitted::Busy { at } => {
-                task.busy_since.get_or_insert_with(Instant::now);
+                task.busy_since.get_or_insert(now);
                 task.busy_count += 1;
                 self.queue.defer(id, &cluster, at);
                 self.queue.release(&cluster);
@@ -694,7 +693,7 @@ impl Loop {
             Submitted::InDoubt { intent_at } => {
                 task.intent_at = Some(intent_at);
                 // Give the server a moment before asking whether the job exists.
-                self.in_doubt.push((Instant::now() + self.ctx.opts.poll_interval, id));
+                self.in_doubt.push((now + self.ctx.opts.poll_interval, id));
             }
             Submitted::AuthFailed(m) => {
                 self.queue.push_front(id, &cluster);
@@ -703,17 +702,19 @@ impl Loop {
             }
             Submitted::Unreachable(m) => {
                 self.unreachable_in_a_row += 1;
-                let since = *self.unreachable_since.get_or_insert_with(Instant::now);
-                let wait = policy::backoff(self.unreachable_in_a_row, &mut rand::rng())
+                let since = *self.unreachable_since.get_or_insert(now);
+                let wait = self
+                    .ctx
+                    .backoff(self.unreachable_in_a_row)
                     .min(UNREACHABLE_RETRY_CAP)
                     .max(self.ctx.opts.poll_interval);
-                if since.elapsed() >= OUTAGE_LIMIT {
+                if now.saturating_duration_since(since) >= OUTAGE_LIMIT {
                     self.request_stop(StopReason::Unreachable(format!(
                         "no answer for {}: {m}",
                         humantime::format_duration(OUTAGE_LIMIT)
                     )));
                 }
-                self.queue.defer(id, &cluster, Instant::now() + wait);
+                self.queue.defer(id, &cluster, now + wait);
                 self.queue.release(&cluster);
                 if !self.answered_any && self.unreachable_in_a_row >= UNREACHABLE_AFTER {
                     self.request_stop(StopReason::Unreachable(m));

@@ -143,8 +143,8 @@ async fn describe_isolating(
     let mut unknown: HashSet<String> = HashSet::new();
     let mut batches: Vec<Vec<String>> = ids.chunks(MAX_JOBS_PER_CALL).map(<[String]>::to_vec).collect();
     while let Some(batch) = batches.pop() {
-        let sent_at = Instant::now();
-        for call in ctx.client.describe_jobs(zone, &batch).await {
+        let sent_at = ctx.instant();
+        for call in ctx.api.describe_jobs(zone, &batch).await {
             result.answered |= call.record.http_status.is_some();
             match ctx.note_call(None, &call, sent_at).await? {
                 CallVerdict::AuthFailed(m) => result.auth_failed = Some(m),
@@ -204,7 +204,7 @@ async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome
             j.task.id,
             &[TaskState::Submitted],
             Event::Succeeded,
-            TaskChange::new().finished_at(Utc::now()),
+            TaskChange::new().finished_at(ctx.now()),
             json!({ "job_id": j.job_id, "job_status": job.status.as_str(), "status_time": job.status_time }),
         )
         .await?;
@@ -232,7 +232,7 @@ async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome
 
 /// A job still running, or not found at all: past `--job-timeout` the task is settled.
 async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> anyhow::Result<JobOutcome> {
-    let age = Utc::now() - j.submitted_at;
+    let age = ctx.now() - j.submitted_at;
     let limit = chrono::Duration::from_std(ctx.opts.job_timeout).unwrap_or(chrono::Duration::MAX);
     if age < limit {
         return Ok(JobOutcome::Running);

@@ -13,17 +13,20 @@
 //! (after three tries) is left unchecked, logged and audited: its tasks go on as without
 //! preflight.
 //!
-//! The verdict ([`judge`]) is pure; [`run`] does the calls and the writes.
+//! The verdict ([`judge`]) is pure; [`run`] does the calls and the writes, through the run's
+//! [`Api`] and [`Clock`] only.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde_json::json;
 
 use crate::manifest::model::Zone;
-use crate::qingcloud::client::{Call, Client, MAX_CLUSTERS_PER_CALL};
+use crate::qingcloud::api::Api;
+use crate::qingcloud::client::{Call, MAX_CLUSTERS_PER_CALL};
 use crate::qingcloud::types::{ClusterInfo, DescribeClustersResponse, MYSQL_PLUS_APP_ID};
 use crate::store::{TaskChange, TaskState, Transition};
 
+use super::clock::Clock;
 use super::context::Ctx;
 
 /// Tries per batch of ids before the zone's batch is left unchecked.
@@ -96,7 +99,11 @@ pub struct Looked {
 
 /// Look up `by_zone`'s clusters with `DescribeClusters`, 100 ids a call, each batch tried
 /// [`TRIES`] times. `run` and `plan` share it.
-pub async fn lookup(client: &Client, by_zone: &BTreeMap<&str, BTreeSet<&str>>) -> anyhow::Result<Looked> {
+pub async fn lookup(
+    api: &dyn Api,
+    clock: &dyn Clock,
+    by_zone: &BTreeMap<&str, BTreeSet<&str>>,
+) -> anyhow::Result<Looked> {
     let mut out = Looked { seen: HashMap::new(), calls: Vec::new(), unchecked: Vec::new() };
     for (zone, clusters) in by_zone {
         let zone_id = Zone::parse(zone).map_err(anyhow::Error::msg)?;
@@ -104,8 +111,8 @@ pub async fn lookup(client: &Client, by_zone: &BTreeMap<&str, BTreeSet<&str>>) -
         for batch in ids.chunks(MAX_CLUSTERS_PER_CALL) {
             let mut answer = None;
             for _ in 0..TRIES {
-                let sent_at = tokio::time::Instant::now();
-                let mut calls = client.describe_clusters(&zone_id, batch).await;
+                let sent_at = clock.instant();
+                let mut calls = api.describe_clusters(&zone_id, batch).await;
                 let Some(call) = calls.pop() else { break };
                 match &call.result {
                     Ok(resp) => answer = Some(resp.clone()),
@@ -142,7 +149,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
         by_zone.entry(r.zone.as_str()).or_default().insert(r.cluster.as_str());
     }
     let mut out = Outcome::default();
-    let looked = lookup(&ctx.client, &by_zone).await?;
+    let looked = lookup(ctx.api.as_ref(), ctx.clock.as_ref(), &by_zone).await?;
     for (call, sent_at) in &looked.calls {
         out.calls += 1;
         ctx.note_call(None, call, *sent_at).await?;
@@ -189,7 +196,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
                 task_id: r.id,
                 from: vec![TaskState::Pending, TaskState::RetryWait],
                 to,
-                change: TaskChange::new().message(message).finished_at(chrono::Utc::now()),
+                change: TaskChange::new().message(message).finished_at(ctx.now()),
                 detail: json!({ "reason": "preflight", "preflight": seen_json }),
             });
         }

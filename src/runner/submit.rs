@@ -3,7 +3,8 @@
 //! Write-ahead intent: the task is marked `submitting` (and that is committed) before the
 //! request leaves. Whatever happens next — an answer, a lost answer, a crash — the database says
 //! a request may exist, and nothing is sent again for the task until [`reconcile`] has either
-//! found its job (adopted) or proved, through `DescribeJobs`, that there is none.
+//! found its job (adopted) or proved, through `DescribeJobs`, that there is none. It reaches the
+//! API, the time and back-off randomness only through the run's [`Ctx`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,12 +15,11 @@ use tokio::time::Instant;
 
 use super::context::{CallVerdict, Ctx};
 use super::guard::{TaskGuard, Withhold};
-use super::policy;
 use super::state::Event;
 use super::verdict::{self, Refused};
 use crate::manifest::{ClusterId, Zone};
 use crate::qingcloud::client::{ApiError, JobFilter};
-use crate::qingcloud::types::{DelUserParams, DEL_USER, ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE};
+use crate::qingcloud::types::{DelUserParams, DEL_USER, RUN_CLUSTER_CUSTOM_SERVICE};
 use crate::store::{Refusal, TaskChange, TaskState};
 
 /// What the engine needs to know about one task to act on it.
@@ -76,7 +76,7 @@ pub enum Submitted {
 
 /// The `del_user` submission of one task.
 pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
-    let intent_at = Utc::now();
+    let intent_at = ctx.now();
     let attempt = task.attempts + 1;
     let marked = ctx
         .step(
@@ -98,20 +98,9 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
     // 1300 (time stamp expired) is retried at once with a fresh time stamp, a few times.
     let mut expired_left = 3;
     loop {
-        let sent_at = Instant::now();
+        let sent_at = ctx.instant();
         let guard = TaskGuard::new(&ctx, &task);
-        let call = match ctx
-            .client
-            .run_cluster_custom_service_guarded(
-                &task.cluster,
-                &task.zone,
-                ROLE_MAININSTANCE,
-                DEL_USER,
-                &params,
-                Some(&guard),
-            )
-            .await
-        {
+        let call = match ctx.api.del_user(&task.cluster, &task.zone, &params, &guard).await {
             Ok(call) => call,
             Err(_) => return withheld(&ctx, &task, guard.reason()).await,
         };
@@ -125,7 +114,7 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
                     TaskChange::new()
                         .attempts(i64::from(attempt))
                         .job_id(resp.job_id.clone())
-                        .submitted_at(Utc::now())
+                        .submitted_at(ctx.now())
                         .ret_code(0)
                         .message(""),
                     json!({ "job_id": resp.job_id }),
@@ -210,8 +199,8 @@ async fn refused(
             Ok(Submitted::Absent)
         }
         Refused::Busy => {
-            let since = task.busy_since.unwrap_or_else(Instant::now);
-            if since.elapsed() >= ctx.opts.job_timeout {
+            let since = task.busy_since.unwrap_or_else(|| ctx.instant());
+            if ctx.instant().saturating_duration_since(since) >= ctx.opts.job_timeout {
                 let message = format!(
                     "{message} (the cluster stayed busy with other jobs for longer than --job-timeout {})",
                     humantime::format_duration(ctx.opts.job_timeout)
@@ -219,8 +208,8 @@ async fn refused(
                 fail(ctx, task.id, &[TaskState::Submitting], task.attempts, ret_code, &message).await?;
                 return Ok(Submitted::Failed);
             }
-            let wait = policy::backoff(task.busy_count + 1, &mut rand::rng()).max(ctx.opts.poll_interval);
-            let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            let wait = ctx.backoff(task.busy_count + 1).max(ctx.opts.poll_interval);
+            let next = ctx.now() + chrono::Duration::from_std(wait).unwrap_or_default();
             ctx.step(
                 task.id,
                 &[TaskState::Submitting],
@@ -229,7 +218,7 @@ async fn refused(
                 json!({ "reason": "cluster busy with another job; no attempt used", "retry_in_ms": wait.as_millis() as u64, "ret_code": ret_code }),
             )
             .await?;
-            Ok(Submitted::Busy { at: Instant::now() + wait })
+            Ok(Submitted::Busy { at: ctx.instant() + wait })
         }
         Refused::ActionRefused => {
             back_to_pending(ctx, task, ret_code, message, "the action or the key is refused; run stops").await?;
@@ -266,7 +255,7 @@ async fn withheld(ctx: &Ctx, task: &TaskRef, why: Withhold) -> anyhow::Result<Su
                 task.id,
                 &from,
                 Event::DoneElsewhere,
-                TaskChange::new().message(format!("already done by run {run_id}")).finished_at(Utc::now()),
+                TaskChange::new().message(format!("already done by run {run_id}")).finished_at(ctx.now()),
                 json!({ "reason": "withheld at the last check: done by another run", "by_run": run_id }),
             )
             .await?;
@@ -358,8 +347,8 @@ pub async fn retry_or_fail(
         fail(ctx, task.id, from, attempts, ret_code, &message).await?;
         return Ok(Submitted::Failed);
     }
-    let wait = policy::backoff(attempts, &mut rand::rng());
-    let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+    let wait = ctx.backoff(attempts);
+    let next = ctx.now() + chrono::Duration::from_std(wait).unwrap_or_default();
     ctx.step(
         task.id,
         from,
@@ -368,7 +357,7 @@ pub async fn retry_or_fail(
         json!({ "retry_in_ms": wait.as_millis() as u64, "ret_code": ret_code, "message": message }),
     )
     .await?;
-    Ok(Submitted::RetryAt { at: Instant::now() + wait, attempts })
+    Ok(Submitted::RetryAt { at: ctx.instant() + wait, attempts })
 }
 
 pub async fn fail(
@@ -409,7 +398,7 @@ async fn finish(
     message: &str,
     unresolved: Option<&str>,
 ) -> anyhow::Result<()> {
-    let mut change = outcome_change(ret_code, message).attempts(i64::from(attempts)).finished_at(Utc::now());
+    let mut change = outcome_change(ret_code, message).attempts(i64::from(attempts)).finished_at(ctx.now());
     if let Some(why) = unresolved {
         change = change.unresolved(why);
     }
@@ -435,12 +424,12 @@ pub const MAX_INCONCLUSIVE: u32 = 10;
 /// job creation); then the attempt counts as failed and the task waits for a retry. Otherwise
 /// nothing changes and the caller tries again later.
 pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
-    let intent_at = task.intent_at.unwrap_or_else(Utc::now);
+    let intent_at = task.intent_at.unwrap_or_else(|| ctx.now());
     // The API's `create_time` is on its clock: widen the margin by the measured difference.
     let skew = ctx.clock_skew().map_or(chrono::Duration::zero(), |s| s.abs());
     let not_before = intent_at - CLOCK_MARGIN - skew;
     let settle = chrono::Duration::from_std(ctx.opts.reconcile_settle).unwrap_or(chrono::Duration::MAX);
-    let listed_at = Utc::now();
+    let listed_at = ctx.now();
     if listed_at < intent_at + settle {
         return Ok(Submitted::InDoubt { intent_at });
     }
@@ -453,8 +442,8 @@ pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted
             offset,
             limit: 100,
         };
-        let sent_at = Instant::now();
-        let call = ctx.client.describe_jobs_filtered(&task.zone, &filter).await;
+        let sent_at = ctx.instant();
+        let call = ctx.api.list_jobs(&task.zone, &filter).await;
         let verdict = ctx.note_call(Some(task.id), &call, sent_at).await?;
         let page = match call.result {
             Ok(page) => page,
@@ -484,7 +473,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted
                     task.id,
                     &[TaskState::Submitting],
                     Event::Accepted,
-                    TaskChange::new().attempts(i64::from(attempts)).job_id(job.job_id.clone()).submitted_at(Utc::now()),
+                    TaskChange::new().attempts(i64::from(attempts)).job_id(job.job_id.clone()).submitted_at(ctx.now()),
                     json!({ "reason": "reconciled: job found and adopted", "job_id": job.job_id }),
                 )
                 .await?;
