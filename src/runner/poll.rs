@@ -22,8 +22,9 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::context::{CallVerdict, Ctx};
+use super::outcome;
 use super::state::Event;
-use super::submit::{self, Submitted, TaskRef};
+use super::submit::{Submitted, TaskRef};
 use crate::manifest::Zone;
 use crate::qingcloud::client::MAX_JOBS_PER_CALL;
 use crate::qingcloud::types::{ret, Job};
@@ -192,7 +193,7 @@ async fn describe_isolating(
 /// is safe.
 async fn unknown_job(ctx: &Ctx, j: &InFlight) -> anyhow::Result<JobOutcome> {
     let message = format!("job {} is unknown to DescribeJobs (the API answered that it does not exist)", j.job_id);
-    Ok(match submit::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
+    Ok(match outcome::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
         Submitted::RetryAt { at, attempts } => JobOutcome::Retry { at, attempts },
         _ => JobOutcome::Failed,
     })
@@ -220,11 +221,11 @@ async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome
         format!("job {} ended '{}' (error_codes {})", j.job_id, job.status.as_str(), job.error_codes)
     };
     if ctx.opts.absent.job_says_absent(&job.error_codes) {
-        submit::absent(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, None, &message).await?;
+        outcome::absent(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, None, &message).await?;
         tracing::debug!("account not found");
         return Ok(JobOutcome::Absent);
     }
-    Ok(match submit::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
+    Ok(match outcome::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
         Submitted::RetryAt { at, attempts } => JobOutcome::Retry { at, attempts },
         _ => JobOutcome::Failed,
     })
@@ -246,7 +247,7 @@ async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> anyhow::Re
                 job.status.as_str(),
                 humantime::format_duration(ctx.opts.job_timeout)
             );
-            submit::fail_unresolved(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, "job", &message).await?;
+            outcome::fail_unresolved(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, "job", &message).await?;
             Ok(JobOutcome::Failed)
         }
         None => {
@@ -257,7 +258,7 @@ async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> anyhow::Re
                 j.job_id,
                 humantime::format_duration(ctx.opts.job_timeout)
             );
-            submit::fail_unresolved(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, "job", &message).await?;
+            outcome::fail_unresolved(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, "job", &message).await?;
             Ok(JobOutcome::Failed)
         }
     }
