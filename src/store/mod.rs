@@ -209,6 +209,16 @@ impl Store {
         &self.path
     }
 
+    /// Is a connection checked out (a statement or a transaction under way, or a connection
+    /// being opened)? SQLite works on its own thread, which a paused tokio clock cannot see:
+    /// the runner's tests hold the clock still while this is true, so that a write takes no
+    /// virtual time.
+    #[cfg(test)]
+    pub(crate) fn in_use(&self) -> bool {
+        let busy = |pool: &SqlitePool| pool.size() as usize > pool.num_idle();
+        busy(&self.writer) || busy(&self.reader)
+    }
+
     /// Check that the file on disk holds the newest audit record this process sees through its
     /// own connection, by reading it back through a new connection. A deleted or replaced -wal
     /// file is outside what SQLite guarantees: the process keeps writing to the file it has
