@@ -3,7 +3,7 @@
 //! tests can drive every piece directly.
 //!
 //! Dependencies point one way: `cli` → `app` → (`plan`, `discover`, `runner`, `store`,
-//! `report`, …); `runner` → (`qingcloud`, `limiter`, `store`). `cli` parses arguments, calls
+//! `report`, …); `runner` → (`qingcloud` through its `Api` trait, `limiter`, `store`). `cli` parses arguments, calls
 //! `app` and prints; `app` does each command's work (target, preparing runs from manifests, a
 //! plan file or a retry, driving them, their summary, exit code and pings) and never imports
 //! `cli`; no library module below `app` imports either. `manifest` and `qingcloud::signer` are

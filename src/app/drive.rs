@@ -209,7 +209,7 @@ async fn drive_inner(
         client.set_clock_offset(skew);
     }
     let journal = runner::journal::Journal::start(store.clone());
-    let ctx = Arc::new(Ctx::new(store.clone(), journal, client, limiter, run_id, runner_opts, identity_runs));
+    let ctx = Arc::new(Ctx::new(store.clone(), journal, Arc::new(client), limiter, run_id, runner_opts, identity_runs));
     if let Some(skew) = skew {
         *ctx.clock_skew.lock().unwrap_or_else(|p| p.into_inner()) = Some(skew);
     }

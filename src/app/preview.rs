@@ -227,7 +227,7 @@ pub async fn preflight(req: &PlanRequest, made: &Made, note: &mut dyn FnMut(Note
         for p in &pending {
             by_zone.entry(p.task.zone.as_str()).or_default().insert(p.task.cluster.as_str());
         }
-        let looked = match lookup(&client, &by_zone).await {
+        let looked = match lookup(&client, &crate::runner::clock::SystemClock, &by_zone).await {
             Ok(l) => l,
             Err(e) => {
                 note(Note::PreflightNotMade { account, error: format!("{e:#}") });

@@ -1,19 +1,31 @@
-//! What every piece of the runner shares: the database, the API client, the limiter, the run id
-//! and the options. Also the glue that records an API call and lets the limiter hear about it.
+//! What every piece of the runner shares: the database, the API, the limiter, the clock, the
+//! randomness of back-off, the run id and the options. Also the glue that records an API call
+//! and lets the limiter hear about it.
+//!
+//! The API ([`Api`]), the clock ([`Clock`]) and the random source are the runner's seams: the
+//! product passes the HTTP client, the system clock and an OS-seeded generator; the runner's unit
+//! tests pass a scripted fake API, a clock on tokio's paused time and a seeded generator. Nothing
+//! in the runner reaches the network, the time or randomness any other way.
 
 use std::collections::HashSet;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use chrono::{DateTime, Utc};
+use rand::rngs::StdRng;
+use rand::SeedableRng;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
 use crate::limiter::Limiter;
+use crate::qingcloud::api::Api;
 use crate::qingcloud::client::CallRecord;
-use crate::qingcloud::client::{ApiError, Call, Client, Gate};
+use crate::qingcloud::client::{ApiError, Call, Gate};
 use crate::store::{ApiCallRow, Store, TaskChange, TaskRow, TaskState};
 
+use super::clock::{Clock, SystemClock};
+use super::policy;
 use super::state::{self, Event};
 
 /// Options of one execution (SPEC §1, `run`/`resume`/`retry`).
@@ -46,8 +58,11 @@ impl Gate for LimiterGate {
 pub struct Ctx {
     pub store: Store,
     pub journal: super::journal::Journal,
-    pub client: Client,
+    pub api: Arc<dyn Api>,
     pub limiter: Arc<Limiter>,
+    pub clock: Arc<dyn Clock>,
+    /// The jitter of back-off draws from here.
+    rng: Mutex<StdRng>,
     pub run_id: i64,
     pub opts: RunOptions,
     /// The runs of this database with the same endpoint identity and access key (this one
@@ -78,10 +93,11 @@ pub enum CallVerdict {
 }
 
 impl Ctx {
+    /// A context on the system clock with an OS-seeded random source.
     pub fn new(
         store: Store,
         journal: super::journal::Journal,
-        client: Client,
+        api: Arc<dyn Api>,
         limiter: Arc<Limiter>,
         run_id: i64,
         opts: RunOptions,
@@ -91,8 +107,10 @@ impl Ctx {
         Ctx {
             store,
             journal,
-            client,
+            api,
             limiter,
+            clock: Arc::new(SystemClock),
+            rng: Mutex::new(StdRng::from_os_rng()),
             run_id,
             opts,
             identity_runs,
@@ -101,6 +119,34 @@ impl Ctx {
             not_api_in_a_row: AtomicU32::new(0),
             clock_skew: Mutex::new(None),
         }
+    }
+
+    /// Read time from `clock` instead of the system's.
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Ctx {
+        self.clock = clock;
+        self
+    }
+
+    /// Draw the back-off jitter from `rng`.
+    pub fn with_rng(mut self, rng: StdRng) -> Ctx {
+        self.rng = Mutex::new(rng);
+        self
+    }
+
+    /// Wall time, from the run's clock.
+    pub fn now(&self) -> DateTime<Utc> {
+        self.clock.now()
+    }
+
+    /// Monotonic time, from the run's clock.
+    pub fn instant(&self) -> Instant {
+        self.clock.instant()
+    }
+
+    /// A back-off after `failures` failures ([`policy::backoff`]), jittered by the run's random
+    /// source.
+    pub fn backoff(&self, failures: u32) -> Duration {
+        policy::backoff(failures, &mut *self.rng.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The server's clock minus ours, as last measured.
@@ -160,7 +206,7 @@ impl Ctx {
             // Sign with the API's clock once it refused a time stamp (1300), or before it would:
             // it refuses time stamps more than 60 s off.
             if matches!(call.result, Err(ApiError::Expired(_))) || skew.abs() > chrono::TimeDelta::seconds(30) {
-                self.client.set_clock_offset(skew);
+                self.api.set_clock_offset(skew);
             }
         }
         match &call.result {

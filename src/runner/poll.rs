@@ -22,8 +22,9 @@ use serde_json::json;
 use tokio::time::Instant;
 
 use super::context::{CallVerdict, Ctx};
+use super::outcome;
 use super::state::Event;
-use super::submit::{self, Submitted, TaskRef};
+use super::submit::{Submitted, TaskRef};
 use crate::manifest::Zone;
 use crate::qingcloud::client::MAX_JOBS_PER_CALL;
 use crate::qingcloud::types::{ret, Job};
@@ -143,8 +144,8 @@ async fn describe_isolating(
     let mut unknown: HashSet<String> = HashSet::new();
     let mut batches: Vec<Vec<String>> = ids.chunks(MAX_JOBS_PER_CALL).map(<[String]>::to_vec).collect();
     while let Some(batch) = batches.pop() {
-        let sent_at = Instant::now();
-        for call in ctx.client.describe_jobs(zone, &batch).await {
+        let sent_at = ctx.instant();
+        for call in ctx.api.describe_jobs(zone, &batch).await {
             result.answered |= call.record.http_status.is_some();
             match ctx.note_call(None, &call, sent_at).await? {
                 CallVerdict::AuthFailed(m) => result.auth_failed = Some(m),
@@ -192,7 +193,7 @@ async fn describe_isolating(
 /// is safe.
 async fn unknown_job(ctx: &Ctx, j: &InFlight) -> anyhow::Result<JobOutcome> {
     let message = format!("job {} is unknown to DescribeJobs (the API answered that it does not exist)", j.job_id);
-    Ok(match submit::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
+    Ok(match outcome::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
         Submitted::RetryAt { at, attempts } => JobOutcome::Retry { at, attempts },
         _ => JobOutcome::Failed,
     })
@@ -204,7 +205,7 @@ async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome
             j.task.id,
             &[TaskState::Submitted],
             Event::Succeeded,
-            TaskChange::new().finished_at(Utc::now()),
+            TaskChange::new().finished_at(ctx.now()),
             json!({ "job_id": j.job_id, "job_status": job.status.as_str(), "status_time": job.status_time }),
         )
         .await?;
@@ -220,11 +221,11 @@ async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome
         format!("job {} ended '{}' (error_codes {})", j.job_id, job.status.as_str(), job.error_codes)
     };
     if ctx.opts.absent.job_says_absent(&job.error_codes) {
-        submit::absent(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, None, &message).await?;
+        outcome::absent(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, None, &message).await?;
         tracing::debug!("account not found");
         return Ok(JobOutcome::Absent);
     }
-    Ok(match submit::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
+    Ok(match outcome::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
         Submitted::RetryAt { at, attempts } => JobOutcome::Retry { at, attempts },
         _ => JobOutcome::Failed,
     })
@@ -232,7 +233,7 @@ async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome
 
 /// A job still running, or not found at all: past `--job-timeout` the task is settled.
 async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> anyhow::Result<JobOutcome> {
-    let age = Utc::now() - j.submitted_at;
+    let age = ctx.now() - j.submitted_at;
     let limit = chrono::Duration::from_std(ctx.opts.job_timeout).unwrap_or(chrono::Duration::MAX);
     if age < limit {
         return Ok(JobOutcome::Running);
@@ -246,7 +247,7 @@ async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> anyhow::Re
                 job.status.as_str(),
                 humantime::format_duration(ctx.opts.job_timeout)
             );
-            submit::fail_unresolved(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, "job", &message).await?;
+            outcome::fail_unresolved(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, "job", &message).await?;
             Ok(JobOutcome::Failed)
         }
         None => {
@@ -257,7 +258,7 @@ async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> anyhow::Re
                 j.job_id,
                 humantime::format_duration(ctx.opts.job_timeout)
             );
-            submit::fail_unresolved(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, "job", &message).await?;
+            outcome::fail_unresolved(ctx, j.task.id, &[TaskState::Submitted], j.task.attempts, "job", &message).await?;
             Ok(JobOutcome::Failed)
         }
     }

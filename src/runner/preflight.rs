@@ -23,10 +23,12 @@ use serde_json::json;
 use tokio::sync::watch;
 
 use crate::domain::Zone;
-use crate::qingcloud::client::{ApiError, Call, Client, MAX_CLUSTERS_PER_CALL};
+use crate::qingcloud::api::Api;
+use crate::qingcloud::client::{ApiError, Call, MAX_CLUSTERS_PER_CALL};
 use crate::qingcloud::types::{ClusterInfo, DescribeClustersResponse, MYSQL_PLUS_APP_ID};
 use crate::store::{TaskChange, TaskState};
 
+use super::clock::Clock;
 use super::context::Ctx;
 use super::state::{self, Event};
 
@@ -109,11 +111,15 @@ pub struct Looked {
 }
 
 /// Look up `by_zone`'s clusters with `DescribeClusters`, 100 ids a call, each batch tried
-/// [`Client::lookup_tries`] times (`connection_retries`, default 3) before the zone's batch is
+/// [`Api::lookup_tries`] times (`connection_retries`, default 3) before the zone's batch is
 /// left unchecked. `plan` uses it as it is; a run uses [`lookup_until`].
-pub async fn lookup(client: &Client, by_zone: &BTreeMap<&str, BTreeSet<&str>>) -> anyhow::Result<Looked> {
+pub async fn lookup(
+    api: &dyn Api,
+    clock: &dyn Clock,
+    by_zone: &BTreeMap<&str, BTreeSet<&str>>,
+) -> anyhow::Result<Looked> {
     let (_never, stop) = watch::channel(false);
-    lookup_until(client, by_zone, stop).await
+    lookup_until(api, clock, by_zone, stop).await
 }
 
 /// [`lookup`] until `stop` turns true: a lookup under way then is abandoned (it changes nothing
@@ -124,7 +130,8 @@ pub async fn lookup(client: &Client, by_zone: &BTreeMap<&str, BTreeSet<&str>>) -
 /// [`MAX_THROTTLED`] times. A transient failure is tried again after 1 s, then 2 s; a refused
 /// time stamp (1300) at once with the API's clock; refused credentials are not asked again.
 pub async fn lookup_until(
-    client: &Client,
+    api: &dyn Api,
+    clock: &dyn Clock,
     by_zone: &BTreeMap<&str, BTreeSet<&str>>,
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<Looked> {
@@ -135,11 +142,11 @@ pub async fn lookup_until(
         for batch in ids.chunks(MAX_CLUSTERS_PER_CALL) {
             let mut answer = None;
             let (mut tries, mut throttled) = (0, 0);
-            let max_tries = client.lookup_tries();
+            let max_tries = api.lookup_tries();
             while tries < max_tries {
-                let sent_at = tokio::time::Instant::now();
+                let sent_at = clock.instant();
                 let mut calls = tokio::select! {
-                    calls = client.describe_clusters(&zone_id, batch) => calls,
+                    calls = api.describe_clusters(&zone_id, batch) => calls,
                     () = stopped(&mut stop) => {
                         out.stopped = true;
                         return Ok(out);
@@ -169,7 +176,7 @@ pub async fn lookup_until(
                             // Signed again at once, with the API's clock.
                             ApiError::Expired(_) => {
                                 if let Some(skew) = call.record.clock_skew() {
-                                    client.set_clock_offset(skew);
+                                    api.set_clock_offset(skew);
                                 }
                                 Duration::ZERO
                             }
@@ -183,7 +190,7 @@ pub async fn lookup_until(
                 }
                 if tries < max_tries && !wait.is_zero() {
                     tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
+                        () = clock.sleep_until(clock.instant() + wait) => {}
                         () = stopped(&mut stop) => {
                             out.stopped = true;
                             return Ok(out);
@@ -224,7 +231,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
         by_zone.entry(r.zone.as_str()).or_default().insert(r.cluster.as_str());
     }
     let mut out = Outcome::default();
-    let looked = lookup_until(&ctx.client, &by_zone, ctx.stop.subscribe()).await?;
+    let looked = lookup_until(ctx.api.as_ref(), ctx.clock.as_ref(), &by_zone, ctx.stop.subscribe()).await?;
     out.stopped = looked.stopped;
     for (call, sent_at) in &looked.calls {
         out.calls += 1;
@@ -274,7 +281,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
                 r.id,
                 &open,
                 event,
-                TaskChange::new().message(message).finished_at(chrono::Utc::now()),
+                TaskChange::new().message(message).finished_at(ctx.now()),
                 json!({ "reason": "preflight", "preflight": seen_json }),
             )?);
         }

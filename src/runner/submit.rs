@@ -1,9 +1,12 @@
-//! Submitting one task, and reconciling one whose submission is in doubt.
+//! Submitting one task: the intent, the `del_user` request through the last check, and what
+//! its answer means for the task.
 //!
 //! Write-ahead intent: the task is marked `submitting` (and that is committed) before the
 //! request leaves. Whatever happens next — an answer, a lost answer, a crash — the database says
-//! a request may exist, and nothing is sent again for the task until [`reconcile`] has either
-//! found its job (adopted) or proved, through `DescribeJobs`, that there is none.
+//! a request may exist, and nothing is sent again for the task until
+//! [`reconcile`](super::reconcile::reconcile) has either found its job (adopted) or proved,
+//! through `DescribeJobs`, that there is none. This module must not send a request that has not
+//! passed [`TaskGuard`], nor read time or randomness except through the run's [`Ctx`].
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -14,12 +17,12 @@ use tokio::time::Instant;
 
 use super::context::{CallVerdict, Ctx};
 use super::guard::{TaskGuard, Withhold};
-use super::policy;
+use super::outcome::{absent, fail, outcome_change, retry_or_fail};
 use super::state::Event;
 use super::verdict::{self, Refused};
 use crate::manifest::{ClusterId, Zone};
-use crate::qingcloud::client::{ApiError, JobFilter};
-use crate::qingcloud::types::{DelUserParams, DEL_USER, ROLE_MAININSTANCE, RUN_CLUSTER_CUSTOM_SERVICE};
+use crate::qingcloud::client::ApiError;
+use crate::qingcloud::types::DelUserParams;
 use crate::store::{Refusal, TaskChange, TaskState};
 
 /// What the engine needs to know about one task to act on it.
@@ -76,7 +79,7 @@ pub enum Submitted {
 
 /// The `del_user` submission of one task.
 pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
-    let intent_at = Utc::now();
+    let intent_at = ctx.now();
     let attempt = task.attempts + 1;
     let marked = ctx
         .step(
@@ -98,20 +101,9 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
     // 1300 (time stamp expired) is retried at once with a fresh time stamp, a few times.
     let mut expired_left = 3;
     loop {
-        let sent_at = Instant::now();
+        let sent_at = ctx.instant();
         let guard = TaskGuard::new(&ctx, &task);
-        let call = match ctx
-            .client
-            .run_cluster_custom_service_guarded(
-                &task.cluster,
-                &task.zone,
-                ROLE_MAININSTANCE,
-                DEL_USER,
-                &params,
-                Some(&guard),
-            )
-            .await
-        {
+        let call = match ctx.api.del_user(&task.cluster, &task.zone, &params, &guard).await {
             Ok(call) => call,
             Err(_) => return withheld(&ctx, &task, guard.reason()).await,
         };
@@ -125,7 +117,7 @@ pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
                     TaskChange::new()
                         .attempts(i64::from(attempt))
                         .job_id(resp.job_id.clone())
-                        .submitted_at(Utc::now())
+                        .submitted_at(ctx.now())
                         .ret_code(0)
                         .message(""),
                     json!({ "job_id": resp.job_id }),
@@ -210,8 +202,8 @@ async fn refused(
             Ok(Submitted::Absent)
         }
         Refused::Busy => {
-            let since = task.busy_since.unwrap_or_else(Instant::now);
-            if since.elapsed() >= ctx.opts.job_timeout {
+            let since = task.busy_since.unwrap_or_else(|| ctx.instant());
+            if ctx.instant().saturating_duration_since(since) >= ctx.opts.job_timeout {
                 let message = format!(
                     "{message} (the cluster stayed busy with other jobs for longer than --job-timeout {})",
                     humantime::format_duration(ctx.opts.job_timeout)
@@ -219,8 +211,8 @@ async fn refused(
                 fail(ctx, task.id, &[TaskState::Submitting], task.attempts, ret_code, &message).await?;
                 return Ok(Submitted::Failed);
             }
-            let wait = policy::backoff(task.busy_count + 1, &mut rand::rng()).max(ctx.opts.poll_interval);
-            let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            let wait = ctx.backoff(task.busy_count + 1).max(ctx.opts.poll_interval);
+            let next = ctx.now() + chrono::Duration::from_std(wait).unwrap_or_default();
             ctx.step(
                 task.id,
                 &[TaskState::Submitting],
@@ -229,7 +221,7 @@ async fn refused(
                 json!({ "reason": "cluster busy with another job; no attempt used", "retry_in_ms": wait.as_millis() as u64, "ret_code": ret_code }),
             )
             .await?;
-            Ok(Submitted::Busy { at: Instant::now() + wait })
+            Ok(Submitted::Busy { at: ctx.instant() + wait })
         }
         Refused::ActionRefused => {
             back_to_pending(ctx, task, ret_code, message, "the action or the key is refused; run stops").await?;
@@ -266,7 +258,7 @@ async fn withheld(ctx: &Ctx, task: &TaskRef, why: Withhold) -> anyhow::Result<Su
                 task.id,
                 &from,
                 Event::DoneElsewhere,
-                TaskChange::new().message(format!("already done by run {run_id}")).finished_at(Utc::now()),
+                TaskChange::new().message(format!("already done by run {run_id}")).finished_at(ctx.now()),
                 json!({ "reason": "withheld at the last check: done by another run", "by_run": run_id }),
             )
             .await?;
@@ -306,19 +298,6 @@ pub async fn withdraw(ctx: &Ctx, task_id: i64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The account does not exist: the task ends `absent` (final, done).
-pub async fn absent(
-    ctx: &Ctx,
-    task_id: i64,
-    from: &[TaskState],
-    attempts: u32,
-    ret_code: Option<i64>,
-    message: &str,
-) -> anyhow::Result<()> {
-    let message = format!("account not found: {message}");
-    finish(ctx, task_id, from, Event::FoundAbsent, attempts, ret_code, &message, None).await
-}
-
 async fn back_to_pending(
     ctx: &Ctx,
     task: &TaskRef,
@@ -335,195 +314,4 @@ async fn back_to_pending(
     )
     .await?;
     Ok(())
-}
-
-/// The last ret_code (cleared when there is none) and message of an outcome.
-fn outcome_change(ret_code: Option<i64>, message: &str) -> TaskChange {
-    let mut change = TaskChange::new().message(message);
-    change.last_ret_code = Some(ret_code);
-    change
-}
-
-/// The attempt failed transiently: wait and retry, or end `failed` when attempts are used up.
-pub async fn retry_or_fail(
-    ctx: &Ctx,
-    task: &TaskRef,
-    attempts: u32,
-    from: &[TaskState],
-    ret_code: Option<i64>,
-    message: &str,
-) -> anyhow::Result<Submitted> {
-    if attempts >= ctx.opts.max_attempts {
-        let message = format!("{message} (after {attempts} attempts)");
-        fail(ctx, task.id, from, attempts, ret_code, &message).await?;
-        return Ok(Submitted::Failed);
-    }
-    let wait = policy::backoff(attempts, &mut rand::rng());
-    let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-    ctx.step(
-        task.id,
-        from,
-        Event::Backoff,
-        outcome_change(ret_code, message).attempts(i64::from(attempts)).next_attempt_at(next),
-        json!({ "retry_in_ms": wait.as_millis() as u64, "ret_code": ret_code, "message": message }),
-    )
-    .await?;
-    Ok(Submitted::RetryAt { at: Instant::now() + wait, attempts })
-}
-
-pub async fn fail(
-    ctx: &Ctx,
-    task_id: i64,
-    from: &[TaskState],
-    attempts: u32,
-    ret_code: Option<i64>,
-    message: &str,
-) -> anyhow::Result<()> {
-    finish(ctx, task_id, from, Event::GiveUp, attempts, ret_code, message, None).await
-}
-
-/// End a task `failed` while its last request may still take effect: `why` is `job` (its job
-/// exists or may: still running, or never listed, at --job-timeout) or `in_doubt` (the answer
-/// was lost and reconciliation could not tell). A later run (`retry`, `run`, `resume`) adopts
-/// that attempt — follows the job, or reconciles again — and never sends the account blindly.
-pub async fn fail_unresolved(
-    ctx: &Ctx,
-    task_id: i64,
-    from: &[TaskState],
-    attempts: u32,
-    why: &str,
-    message: &str,
-) -> anyhow::Result<()> {
-    finish(ctx, task_id, from, Event::GiveUp, attempts, None, message, Some(why)).await
-}
-
-/// Move a task to a final outcome with its attempts, last answer and end time.
-#[allow(clippy::too_many_arguments)]
-async fn finish(
-    ctx: &Ctx,
-    task_id: i64,
-    from: &[TaskState],
-    event: Event,
-    attempts: u32,
-    ret_code: Option<i64>,
-    message: &str,
-    unresolved: Option<&str>,
-) -> anyhow::Result<()> {
-    let mut change = outcome_change(ret_code, message).attempts(i64::from(attempts)).finished_at(Utc::now());
-    if let Some(why) = unresolved {
-        change = change.unresolved(why);
-    }
-    ctx.step(task_id, from, event, change, json!({ "ret_code": ret_code, "message": message })).await?;
-    Ok(())
-}
-
-/// How far back from the intent a job may have been created and still be this submission's:
-/// the server's clock may differ from ours by more than the 60 s its time-stamp check allows
-/// (a time stamp is refused only when too far off), so the margin is wide. A wider margin only
-/// makes reconciliation read more jobs; it never makes it conclude "absent" sooner.
-const CLOCK_MARGIN: chrono::Duration = chrono::Duration::minutes(15);
-/// At most this many pages of 100 jobs are read by one reconciliation.
-const MAX_PAGES: u32 = 20;
-/// Reconciliations that could not conclude (errors, or more jobs than the page budget), after
-/// which the task ends `failed` without a second request: whether the first took effect is
-/// unknown, so it is never sent again blindly.
-pub const MAX_INCONCLUSIVE: u32 = 10;
-
-/// Find the job of a submission in doubt. Adopts it when found. Absence counts as proven only
-/// when every job of the zone's listing was read (whatever order the API lists in) and the
-/// listing was made at least `--reconcile-settle` after the intent (a listing may lag behind
-/// job creation); then the attempt counts as failed and the task waits for a retry. Otherwise
-/// nothing changes and the caller tries again later.
-pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
-    let intent_at = task.intent_at.unwrap_or_else(Utc::now);
-    // The API's `create_time` is on its clock: widen the margin by the measured difference.
-    let skew = ctx.clock_skew().map_or(chrono::Duration::zero(), |s| s.abs());
-    let not_before = intent_at - CLOCK_MARGIN - skew;
-    let settle = chrono::Duration::from_std(ctx.opts.reconcile_settle).unwrap_or(chrono::Duration::MAX);
-    let listed_at = Utc::now();
-    if listed_at < intent_at + settle {
-        return Ok(Submitted::InDoubt { intent_at });
-    }
-    let want = DelUserParams::new(&task.user, &task.host);
-    let mut offset = 0u32;
-    for _ in 0..MAX_PAGES {
-        let filter = JobFilter {
-            job_action: Some(RUN_CLUSTER_CUSTOM_SERVICE.to_owned()),
-            status: Vec::new(),
-            offset,
-            limit: 100,
-        };
-        let sent_at = Instant::now();
-        let call = ctx.client.describe_jobs_filtered(&task.zone, &filter).await;
-        let verdict = ctx.note_call(Some(task.id), &call, sent_at).await?;
-        let page = match call.result {
-            Ok(page) => page,
-            Err(err) => {
-                if let CallVerdict::AuthFailed(m) = verdict {
-                    return Ok(Submitted::AuthFailed(m));
-                }
-                tracing::info!(task = task.id, error = %err, "reconciliation incomplete; will try again");
-                return Ok(Submitted::InDoubt { intent_at });
-            }
-        };
-        for job in &page.job_set {
-            // Pages may hold other actions when the API ignores `job_action`.
-            if job.job_action != RUN_CLUSTER_CUSTOM_SERVICE && !job.job_action.is_empty() {
-                continue;
-            }
-            if job.create_time().is_some_and(|t| t < not_before) || task.known_jobs.contains(&job.job_id) {
-                continue;
-            }
-            let Some(target) = job.directive_target() else { continue };
-            if target.cluster == task.cluster.as_str()
-                && target.service == DEL_USER
-                && target.params.as_ref() == Some(&want)
-            {
-                let attempts = task.attempts + 1;
-                ctx.step(
-                    task.id,
-                    &[TaskState::Submitting],
-                    Event::Accepted,
-                    TaskChange::new().attempts(i64::from(attempts)).job_id(job.job_id.clone()).submitted_at(Utc::now()),
-                    json!({ "reason": "reconciled: job found and adopted", "job_id": job.job_id }),
-                )
-                .await?;
-                return Ok(Submitted::Job { job_id: job.job_id.clone(), attempts, sent_at: None });
-            }
-        }
-        offset += page.job_set.len() as u32;
-        let exhausted = page.job_set.is_empty() || u64::from(offset) >= page.total_count;
-        if exhausted {
-            let attempts = task.attempts + 1;
-            ctx.store
-                .audit_event(
-                    Some(ctx.run_id),
-                    Some(task.id),
-                    "reconcile_absent",
-                    json!({ "intent_at": intent_at, "listed_at": listed_at, "jobs_examined": offset }),
-                )
-                .await?;
-            return retry_or_fail(
-                &ctx,
-                &task,
-                attempts,
-                &[TaskState::Submitting],
-                None,
-                "the submission's answer was lost and no job was found for it",
-            )
-            .await;
-        }
-    }
-    tracing::warn!(task = task.id, "reconciliation read {MAX_PAGES} pages without reaching the end of the listing");
-    Ok(Submitted::InDoubt { intent_at })
-}
-
-/// A submission stayed in doubt through [`MAX_INCONCLUSIVE`] reconciliations: end the task
-/// `failed`, never sending a second request.
-pub async fn give_up_in_doubt(ctx: &Ctx, task: &TaskRef) -> anyhow::Result<()> {
-    let message = format!(
-        "the answer to the submission was lost and {MAX_INCONCLUSIVE} reconciliations could not tell whether a job \
-         exists; not resubmitted so the account is never sent twice — check the cluster's jobs"
-    );
-    fail_unresolved(ctx, task.id, &[TaskState::Submitting], task.attempts, "in_doubt", &message).await
 }

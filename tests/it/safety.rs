@@ -308,8 +308,12 @@ async fn a_protected_user_written_into_the_database_is_never_sent() {
         sqlx::query("UPDATE runs SET finished_at = NULL WHERE id = 1").execute(&mut conn).await.unwrap();
     }
     let before = run_calls(&rig.stats());
-    let retry = Rig::output(rig.cmd(&["retry", "1", "--poll-interval", "50ms", "--rate", "200/s"])).await;
-    let resume = rig.resume(&["1"]).await;
+    // One attempt each: every job of this world fails, and retrying them would only wait out
+    // real back-off (the runner's unit tests cover back-off on virtual time).
+    let retry =
+        Rig::output(rig.cmd(&["retry", "1", "--poll-interval", "50ms", "--rate", "200/s", "--max-attempts", "1"]))
+            .await;
+    let resume = rig.resume(&["1", "--max-attempts", "1"]).await;
     for out in [&retry, &resume] {
         assert!(!text(&out.stderr).contains("panicked"), "{}", text(&out.stderr));
     }
@@ -428,7 +432,8 @@ async fn run_ignores_a_today_override() {
 /// and a later `run` adopt that job and follow it instead of sending the account again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_job_that_outlives_the_job_timeout_is_followed_by_later_runs_never_resent() {
-    let rig = Rig::new("jobs: {pending_ms: 500, working_ms: 5000}\n", &one_per_cluster(2)).await;
+    // Jobs of 3 s against a 1 s job timeout; `retry` then follows them to their end.
+    let rig = Rig::new("jobs: {pending_ms: 500, working_ms: 2500}\n", &one_per_cluster(2)).await;
     let out = rig.run(&["--job-timeout", "1s"]).await;
     assert_eq!(code(&out), 1, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
     assert!(text(&out.stdout).contains("not resubmitted"), "{}", text(&out.stdout));
@@ -543,7 +548,8 @@ async fn a_second_signal_leaves_at_once_with_everything_recorded() {
     let live = count_of(&st, "submitting") + count_of(&st, "submitted");
     assert!(live as u64 >= accepted, "every accepted request is on record as live: {st:?}, {accepted} accepted");
     assert!((count_of(&st, "submitting") as u64) <= accepted, "intents that never left were withdrawn: {st:?}");
-    let out = rig.resume(&[]).await;
+    // Every cluster at once: the 4 s jobs are waited for in one wave, not two.
+    let out = rig.resume(&["--max-in-flight", "30"]).await;
     assert_eq!(code(&out), 0, "stdout: {}\nstderr: {}", text(&out.stdout), text(&out.stderr));
     assert_all_deleted_exactly_once(&rig.stats(), 30);
 }

@@ -1,0 +1,209 @@
+//! What the results of the loop's work mean for the run: a submission's end, a reconciliation's
+//! verdict, a polling round's outcomes. The database already holds each result (the work wrote
+//! it before answering); this is the loop's own bookkeeping — queue, slots, counts, stops.
+
+use super::{Event, Loop, OUTAGE_LIMIT, RECONCILE_RETRY_CAP, UNREACHABLE_AFTER, UNREACHABLE_RETRY_CAP};
+use crate::runner::policy;
+use crate::runner::poll::{InFlight, JobOutcome};
+use crate::runner::poll_plan;
+use crate::runner::reconcile;
+use crate::runner::stop::StopReason;
+use crate::runner::submit::Submitted;
+
+impl Loop {
+    /// Book one result of the loop's work.
+    pub(super) async fn handle(&mut self, event: Event) -> anyhow::Result<()> {
+        match event {
+            Event::Recorded(result) => result?,
+            Event::Submit(id, result) => {
+                self.submitting.remove(&id);
+                self.ctx.mark_sent(id, false);
+                self.settle_submission(id, result?);
+            }
+            Event::Reconcile(id, result) => {
+                self.reconciling.remove(&id);
+                let outcome = result?;
+                if let Submitted::InDoubt { intent_at } = outcome {
+                    let tries = self.inconclusive.entry(id).or_default();
+                    let settling = self.ctx.now()
+                        < intent_at + chrono::Duration::from_std(self.ctx.opts.reconcile_settle).unwrap_or_default();
+                    if !settling {
+                        *tries += 1;
+                    }
+                    if *tries >= reconcile::MAX_INCONCLUSIVE {
+                        if let Some(task) = self.tasks.get(&id).cloned() {
+                            // Never proven either way: the task ends failed, nothing sent again.
+                            reconcile::give_up_in_doubt(&self.ctx, &task).await?;
+                        }
+                        self.release(id);
+                        self.note_failed();
+                        return Ok(());
+                    }
+                    // Not proven either way: look again later.
+                    let wait = if settling {
+                        (intent_at + chrono::Duration::from_std(self.ctx.opts.reconcile_settle).unwrap_or_default()
+                            - self.ctx.now())
+                        .to_std()
+                        .unwrap_or_default()
+                    } else {
+                        self.ctx.backoff(*tries).min(RECONCILE_RETRY_CAP).max(self.ctx.opts.poll_interval)
+                    };
+                    self.in_doubt.push((self.ctx.instant() + wait, id));
+                    return Ok(());
+                }
+                self.inconclusive.remove(&id);
+                self.settle_submission(id, outcome);
+            }
+            Event::Poll(result) => {
+                self.poll_running = false;
+                let round = result?;
+                if round.answered {
+                    self.note_answer();
+                }
+                if round.throttled && self.stopping() && !self.hard_stop() {
+                    // The quota is exhausted: following the jobs now would only spend the
+                    // penalty; they are left for `resume` to follow.
+                    tracing::warn!("quota exhausted while following jobs after a stop: resume follows them");
+                    self.stop_at = Some(self.ctx.instant());
+                }
+                if let Some(m) = round.auth_failed {
+                    self.request_stop(StopReason::AuthFailed(m));
+                }
+                if round.call_failed {
+                    // Hold the next round back, doubling, so a failing endpoint is not hammered.
+                    self.poll_failures += 1;
+                    let wait = policy::next_poll_delay(self.ctx.opts.poll_interval, self.poll_failures - 1);
+                    self.poll_not_before = Some(self.ctx.instant() + wait);
+                } else {
+                    self.poll_failures = 0;
+                    self.poll_not_before = None;
+                }
+                for (id, outcome) in round.outcomes {
+                    let seen = round.polled.get(&id).copied();
+                    if let (Some(f), Some(at)) = (self.in_flight.get_mut(&id), seen) {
+                        let age = f.age_at(at);
+                        match outcome {
+                            JobOutcome::Running => f.seen_running = f.seen_running.max(age),
+                            JobOutcome::Deleted | JobOutcome::Absent if f.timed => {
+                                let (lo, hi) = poll_plan::narrow(f.seen_running, age, round.took.get(&id).copied());
+                                self.durations.learn(lo, hi);
+                            }
+                            _ => {}
+                        }
+                    }
+                    match outcome {
+                        JobOutcome::Running => continue,
+                        JobOutcome::Absent | JobOutcome::Deleted => self.deleted += 1,
+                        JobOutcome::Failed => self.note_failed(),
+                        JobOutcome::Retry { at, attempts } => {
+                            if let Some(t) = self.tasks.get_mut(&id) {
+                                t.attempts = attempts;
+                                let cluster = t.cluster.as_str().to_owned();
+                                self.queue.defer(id, &cluster, at);
+                            }
+                        }
+                    }
+                    self.in_flight.remove(&id);
+                    self.release(id);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Some call was answered: the endpoint is reachable.
+    pub(super) fn note_answer(&mut self) {
+        self.answered_any = true;
+        self.unreachable_in_a_row = 0;
+        self.unreachable_since = None;
+    }
+
+    fn settle_submission(&mut self, id: i64, outcome: Submitted) {
+        let now = self.ctx.instant();
+        let wall = self.ctx.now();
+        let answered = matches!(
+            outcome,
+            Submitted::Job { .. }
+                | Submitted::Throttled
+                | Submitted::Failed
+                | Submitted::Absent
+                | Submitted::Busy { .. }
+        );
+        if answered {
+            self.note_answer();
+        }
+        let Some(task) = self.tasks.get_mut(&id) else { return };
+        let cluster = task.cluster.as_str().to_owned();
+        match outcome {
+            Submitted::Job { job_id, attempts, sent_at } => {
+                task.attempts = attempts;
+                task.busy_since = None;
+                task.busy_count = 0;
+                task.known_jobs.insert(job_id.clone());
+                let flight = InFlight::new(task.clone(), job_id, sent_at.unwrap_or(wall), sent_at.is_some());
+                self.in_flight.insert(id, flight);
+            }
+            Submitted::Throttled => {
+                self.queue.push_front(id, &cluster);
+                self.queue.release(&cluster);
+            }
+            Submitted::RetryAt { at, attempts } => {
+                task.attempts = attempts;
+                self.queue.defer(id, &cluster, at);
+                self.queue.release(&cluster);
+            }
+            Submitted::Failed => {
+                self.queue.release(&cluster);
+                self.note_failed();
+            }
+            Submitted::Absent | Submitted::Skipped => {
+                self.queue.release(&cluster);
+                self.deleted += 1;
+            }
+            Submitted::Busy { at } => {
+                task.busy_since.get_or_insert(now);
+                task.busy_count += 1;
+                self.queue.defer(id, &cluster, at);
+                self.queue.release(&cluster);
+            }
+            Submitted::Withdrawn | Submitted::Lost => {
+                self.queue.release(&cluster);
+            }
+            Submitted::ActionRefused(m) => {
+                self.queue.push_front(id, &cluster);
+                self.queue.release(&cluster);
+                self.request_stop(StopReason::ActionRefused(m));
+            }
+            Submitted::InDoubt { intent_at } => {
+                task.intent_at = Some(intent_at);
+                // Give the server a moment before asking whether the job exists.
+                self.in_doubt.push((now + self.ctx.opts.poll_interval, id));
+            }
+            Submitted::AuthFailed(m) => {
+                self.queue.push_front(id, &cluster);
+                self.queue.release(&cluster);
+                self.request_stop(StopReason::AuthFailed(m));
+            }
+            Submitted::Unreachable(m) => {
+                self.unreachable_in_a_row += 1;
+                let since = *self.unreachable_since.get_or_insert(now);
+                let wait = self
+                    .ctx
+                    .backoff(self.unreachable_in_a_row)
+                    .min(UNREACHABLE_RETRY_CAP)
+                    .max(self.ctx.opts.poll_interval);
+                if now.saturating_duration_since(since) >= OUTAGE_LIMIT {
+                    self.request_stop(StopReason::Unreachable(format!(
+                        "no answer for {}: {m}",
+                        humantime::format_duration(OUTAGE_LIMIT)
+                    )));
+                }
+                self.queue.defer(id, &cluster, now + wait);
+                self.queue.release(&cluster);
+                if !self.answered_any && self.unreachable_in_a_row >= UNREACHABLE_AFTER {
+                    self.request_stop(StopReason::Unreachable(m));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! Whole runs: the happy path within `--max-in-flight` and one job per cluster, a quota storm,
+//! a job that outlives `--job-timeout`.
+
+use std::time::Duration;
+
+use super::fake::Answer;
+use super::{Rig, HOST};
+use crate::qingcloud::types::{DESCRIBE_CLUSTERS, DESCRIBE_JOBS, RUN_CLUSTER_CUSTOM_SERVICE};
+use crate::runner::preflight;
+use crate::store::TaskState;
+
+/// `clusters` clusters `cl-c0…` with `users` accounts each, `u{cluster}x{user}`.
+fn accounts(clusters: usize, users: usize) -> Vec<(String, String)> {
+    (0..clusters).flat_map(|c| (0..users).map(move |u| (format!("cl-c{c}"), format!("u{c}x{u}")))).collect()
+}
+
+fn refs(a: &[(String, String)]) -> Vec<(&str, &str)> {
+    a.iter().map(|(c, u)| (c.as_str(), u.as_str())).collect()
+}
+
+/// The happy path: every account deleted by one request, at most `--max-in-flight` jobs at once
+/// and never two on one cluster.
+#[tokio::test(start_paused = true)]
+async fn a_run_over_several_clusters_keeps_one_job_per_cluster_within_max_in_flight() {
+    let accounts = accounts(6, 3);
+    let mut rig = Rig::new(&refs(&accounts)).await;
+    rig.opts.max_in_flight = 4;
+    let started = tokio::time::Instant::now();
+    assert_eq!(rig.execute().await, None);
+    let virt = started.elapsed();
+
+    for t in rig.tasks().await {
+        assert_eq!((t.state, t.attempts), (TaskState::Deleted, 1), "{t:?}");
+        assert_eq!(rig.api.del_users(&t.cluster, &t.user, HOST), 1, "{t:?}");
+        assert!(t.job_id.is_some(), "{t:?}");
+    }
+    let (overall, per_cluster) = rig.api.most_jobs_at_once();
+    assert_eq!(overall, 4, "--max-in-flight is used to the full, never beyond");
+    assert_eq!(per_cluster, 1, "never two jobs on one cluster");
+    // 18 jobs of 4 s, 4 at a time, 3 after one another on each cluster: at least 5 rounds.
+    assert!(virt >= Duration::from_secs(5 * 4), "{virt:?}");
+    assert_eq!(rig.api.calls_of(RUN_CLUSTER_CUSTOM_SERVICE), 18);
+    // Polling is batched: fewer DescribeJobs calls than jobs.
+    let polls = rig.api.calls_of(DESCRIBE_JOBS);
+    assert!(polls > 0 && polls < 18, "{polls} DescribeJobs calls");
+    rig.assert_audit_intact().await;
+}
+
+/// SPEC §4: a 2500 never costs a task an attempt, the rate is lowered and the calls pause
+/// (AIMD) instead of spinning through the storm, and the run finishes once the quota is back.
+#[tokio::test(start_paused = true)]
+async fn a_quota_storm_costs_no_attempt_and_the_run_finishes() {
+    let accounts = accounts(4, 2);
+    let mut rig = Rig::new(&refs(&accounts)).await;
+    rig.opts.max_attempts = 1;
+    let storm = Duration::from_secs(20);
+    rig.api.exhaust_quota_for(storm);
+    let ceiling = rig.limiter.ceiling();
+    let started = tokio::time::Instant::now();
+    assert_eq!(rig.execute().await, None);
+    let virt = started.elapsed();
+
+    for t in rig.tasks().await {
+        assert_eq!((t.state, t.attempts), (TaskState::Deleted, 1), "no 2500 cost an attempt: {t:?}");
+        assert_eq!(rig.api.jobs_for(&t.cluster, &t.user, HOST), 1, "{t:?}");
+    }
+    let throttled = rig.api.answered(2500);
+    assert!(throttled > 0, "the storm was met");
+    // Without the pauses, 8 submissions answered in 50 ms would be re-sent some 3000 times
+    // in 20 s; the pauses (2, 4, 8, 16 s) leave a handful of waves.
+    assert!(throttled <= 8 * 6, "{throttled} calls answered 2500: the storm was not waited out");
+    assert!(virt >= storm, "{virt:?}");
+    assert!(rig.limiter.current_rate() < ceiling, "the rate was lowered and is still recovering");
+    rig.assert_audit_intact().await;
+}
+
+/// A job still running after `--job-timeout` ends its task `failed`, marked unresolved; the
+/// account is never sent again (the job may still delete it).
+#[tokio::test(start_paused = true)]
+async fn a_job_that_outlives_the_job_timeout_fails_its_task_and_is_never_resent() {
+    let mut rig = Rig::new(&[("cl-a", "slow"), ("cl-b", "quick")]).await;
+    rig.opts.job_timeout = Duration::from_secs(30);
+    rig.api.jobs_of_run_for("slow", None);
+    let started = tokio::time::Instant::now();
+    assert_eq!(rig.execute().await, None);
+    let virt = started.elapsed();
+
+    let slow = rig.task("slow").await;
+    assert_eq!(slow.state, TaskState::Failed, "{slow:?}");
+    assert_eq!(slow.unresolved.as_deref(), Some("job"), "{slow:?}");
+    assert!(slow.last_message.as_deref().unwrap_or_default().contains("not resubmitted"), "{slow:?}");
+    assert_eq!(rig.api.del_users("cl-a", "slow", HOST), 1, "never sent twice");
+    assert_eq!(rig.task("quick").await.state, TaskState::Deleted);
+    assert!(virt >= Duration::from_secs(30), "{virt:?}");
+    rig.assert_audit_intact().await;
+}
+
+/// A transient refusal (5000) costs an attempt and is retried after back-off (jitter from the
+/// run's seeded source, on virtual time); a permanent one (1100) ends the task after one request.
+#[tokio::test(start_paused = true)]
+async fn a_refused_request_is_retried_after_backoff_and_a_permanent_one_fails() {
+    let rig = Rig::new(&[("cl-a", "flaky"), ("cl-b", "refused")]).await;
+    rig.api.script("flaky", [Answer::Refuse(5000, "InternalError, try again".to_owned())]);
+    rig.api.script("refused", [Answer::Refuse(1100, "ParameterError, bad service_params".to_owned())]);
+    assert_eq!(rig.execute().await, None);
+
+    let flaky = rig.task("flaky").await;
+    assert_eq!((flaky.state, flaky.attempts), (TaskState::Deleted, 2), "{flaky:?}");
+    assert_eq!(rig.api.del_users("cl-a", "flaky", HOST), 2);
+    let refused = rig.task("refused").await;
+    assert_eq!((refused.state, refused.attempts), (TaskState::Failed, 1), "{refused:?}");
+    assert_eq!(refused.last_ret_code, Some(1100));
+    assert_eq!(rig.api.del_users("cl-b", "refused", HOST), 1);
+}
+
+/// Preflight looks the clusters up through the same API: one `DescribeClusters` for the zone,
+/// and a cluster the answer leaves out ends its tasks `failed` with nothing sent.
+#[tokio::test(start_paused = true)]
+async fn preflight_fails_the_tasks_of_an_unknown_cluster_before_anything_is_sent() {
+    let rig = Rig::new(&[("cl-a", "u1"), ("cl-a", "u2"), ("cl-gone", "u3")]).await;
+    let ctx = rig.ctx().await;
+    let checked = preflight::run(&ctx).await.unwrap();
+    assert_eq!((checked.calls, checked.refused, checked.not_ready), (1, 1, 0));
+    assert_eq!(rig.api.calls_of(DESCRIBE_CLUSTERS), 1);
+    let gone = rig.task("u3").await;
+    assert_eq!(gone.state, TaskState::Failed, "{gone:?}");
+    assert!(gone.last_message.as_deref().unwrap_or_default().contains("not found"), "{gone:?}");
+    assert_eq!(rig.execute().await, None);
+    assert_eq!(rig.api.calls_of(RUN_CLUSTER_CUSTOM_SERVICE), 2, "nothing sent for the unknown cluster");
+}
