@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Mutex;
 
 use super::context::Ctx;
-use super::submit::TaskRef;
+use super::task::TaskRef;
 use crate::domain::{HostSpec, UserName, PROTECTED_USERS};
 use crate::qingcloud::client::SendGuard;
 use crate::store::Refusal;

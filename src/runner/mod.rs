@@ -34,6 +34,7 @@ pub mod reconcile;
 pub mod state;
 pub mod stop;
 pub mod submit;
+pub mod task;
 pub mod verdict;
 
 pub use context::{Ctx, LimiterGate, RunOptions};

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use super::context::Ctx;
 use super::state::Event;
-use super::submit::{Submitted, TaskRef};
+use super::task::{Submitted, TaskRef};
 use crate::store::{TaskChange, TaskState};
 
 /// The account does not exist: the task ends `absent` (final, done).

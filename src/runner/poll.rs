@@ -24,7 +24,7 @@ use tokio::time::Instant;
 use super::context::{CallVerdict, Ctx};
 use super::outcome;
 use super::state::Event;
-use super::submit::{Submitted, TaskRef};
+use super::task::{Submitted, TaskRef};
 use crate::manifest::Zone;
 use crate::qingcloud::client::MAX_JOBS_PER_CALL;
 use crate::qingcloud::types::{ret, Job};
@@ -106,7 +106,7 @@ pub async fn round(ctx: Arc<Ctx>, jobs: Vec<InFlight>) -> anyhow::Result<RoundRe
             // Only an explicit "no such job" proves a job unknown; an omission proves nothing.
             let proven_unknown = unknown.contains(&j.job_id);
             let ctx = Arc::clone(&ctx);
-            let span = super::engine::task_span(&j.task);
+            let span = super::task::task_span(&j.task);
             span.record("job_id", j.job_id.as_str());
             settling.spawn(tracing::Instrument::instrument(
                 async move {

@@ -11,7 +11,7 @@ use serde_json::json;
 use super::context::{CallVerdict, Ctx};
 use super::outcome::{fail_unresolved, retry_or_fail};
 use super::state::Event;
-use super::submit::{Submitted, TaskRef};
+use super::task::{Submitted, TaskRef};
 use crate::qingcloud::client::JobFilter;
 use crate::qingcloud::types::{DelUserParams, DEL_USER, RUN_CLUSTER_CUSTOM_SERVICE};
 use crate::store::{TaskChange, TaskState};

@@ -8,74 +8,19 @@
 //! through `DescribeJobs`, that there is none. This module must not send a request that has not
 //! passed [`TaskGuard`], nor read time or randomness except through the run's [`Ctx`].
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
-use chrono::{DateTime, Utc};
 use serde_json::json;
-use tokio::time::Instant;
 
 use super::context::{CallVerdict, Ctx};
 use super::guard::{TaskGuard, Withhold};
 use super::outcome::{absent, fail, outcome_change, retry_or_fail};
 use super::state::Event;
+use super::task::{Submitted, TaskRef};
 use super::verdict::{self, Refused};
-use crate::manifest::{ClusterId, Zone};
 use crate::qingcloud::client::ApiError;
 use crate::qingcloud::types::DelUserParams;
 use crate::store::{Refusal, TaskChange, TaskState};
-
-/// What the engine needs to know about one task to act on it.
-#[derive(Debug, Clone)]
-pub struct TaskRef {
-    pub id: i64,
-    pub cluster: ClusterId,
-    pub zone: Zone,
-    pub user: String,
-    pub host: String,
-    /// Attempts used so far (2500s and reconciled-away doubts do not count).
-    pub attempts: u32,
-    /// When the newest `submitting` intent was recorded.
-    pub intent_at: Option<DateTime<Utc>>,
-    /// Every job id ever seen for this task, so reconciliation never adopts an old one.
-    pub known_jobs: HashSet<String>,
-    /// Since when the cluster has answered "busy with another job" (1400), in a row.
-    pub busy_since: Option<Instant>,
-    /// Busy answers in a row, for the backoff.
-    pub busy_count: u32,
-}
-
-/// How a submission ended, for the engine's bookkeeping (the database already has it).
-#[derive(Debug, Clone, PartialEq)]
-pub enum Submitted {
-    /// Accepted: the job to poll.
-    /// `sent_at`: when the request that started the job was sent, if this process sent it.
-    Job { job_id: String, attempts: u32, sent_at: Option<DateTime<Utc>> },
-    /// 2500 before anything happened: back in the queue, no attempt used.
-    Throttled,
-    /// A transient error: retry after the backoff.
-    RetryAt { at: Instant, attempts: u32 },
-    /// The task ended `failed`.
-    Failed,
-    /// The account does not exist: the task ended `absent`.
-    Absent,
-    /// The cluster is running another job: back in the queue at `at`, no attempt used.
-    Busy { at: Instant },
-    /// Another run removed the account: the task ended `skipped`, nothing was sent.
-    Skipped,
-    /// The run stopped before the request left: the intent was withdrawn (`pending` again).
-    Withdrawn,
-    /// The task was not in the state its turn needed (the guard did not match): left alone.
-    Lost,
-    /// A 1400 refusing the action or the key: the run must stop (exit 69).
-    ActionRefused(String),
-    /// The answer was lost after the request may have taken effect: reconcile before anything.
-    InDoubt { intent_at: DateTime<Utc> },
-    /// 1200: the run must stop; the task is back to `pending` with no attempt used.
-    AuthFailed(String),
-    /// The endpoint could not be reached at all (nothing was sent); back to pending, no attempt.
-    Unreachable(String),
-}
 
 /// The `del_user` submission of one task.
 pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {

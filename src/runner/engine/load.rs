@@ -11,7 +11,7 @@ use crate::manifest::{ClusterId, Zone};
 use crate::qingcloud::types::RUN_CLUSTER_CUSTOM_SERVICE;
 use crate::runner::poll::InFlight;
 use crate::runner::state;
-use crate::runner::submit::TaskRef;
+use crate::runner::task::TaskRef;
 use crate::store::{TaskChange, TaskRow, TaskState};
 
 fn task_ref(row: &TaskRow) -> anyhow::Result<TaskRef> {

@@ -33,7 +33,8 @@ use super::progress::Progress;
 use super::queue::Queue;
 use super::reconcile;
 use super::stop::{StopReason, StopRequests, GRACE};
-use super::submit::{self, Submitted, TaskRef};
+use super::submit;
+use super::task::{task_span, Submitted, TaskRef};
 
 enum Event {
     /// The stop is on record (`run_stopping`).
@@ -89,19 +90,6 @@ struct Loop {
     stop: Option<StopReason>,
     stop_at: Option<Instant>,
     work: JoinSet<Event>,
-}
-
-/// The span every log line about one task carries: its id, cluster, account and, once known,
-/// its job.
-pub fn task_span(task: &TaskRef) -> tracing::Span {
-    tracing::info_span!(
-        "task",
-        id = task.id,
-        cluster = %task.cluster,
-        user = %task.user,
-        host = %task.host,
-        job_id = tracing::field::Empty
-    )
 }
 
 /// Execute the run's remaining work, stopping on SIGINT, SIGTERM or SIGHUP. Returns why it

@@ -8,7 +8,7 @@ use crate::runner::poll::{InFlight, JobOutcome};
 use crate::runner::poll_plan;
 use crate::runner::reconcile;
 use crate::runner::stop::StopReason;
-use crate::runner::submit::Submitted;
+use crate::runner::task::Submitted;
 
 impl Loop {
     /// Book one result of the loop's work.
