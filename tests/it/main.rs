@@ -16,6 +16,7 @@ mod endings;
 mod evidence;
 mod hardening;
 mod helpers;
+mod layout;
 mod manifest;
 mod operator;
 mod polling;
