@@ -16,7 +16,7 @@ use sha2::{Digest, Sha256};
 use crate::manifest::ManifestSet;
 use crate::plan::Plan;
 
-use super::model::{PlanFile, PlanFileError, PlannedTask, FORMAT};
+use super::model::{PinnedTask, PlanFile, PlanFileError, FORMAT};
 
 /// The prefix of `content_hash`.
 const HASH_PREFIX: &str = "sha256:";
@@ -91,7 +91,7 @@ impl PlanFile {
             tasks: plan
                 .tasks
                 .iter()
-                .map(|p| PlannedTask {
+                .map(|p| PinnedTask {
                     cluster: p.task.cluster.clone(),
                     zone: p.task.zone.clone(),
                     user: p.task.user.clone(),
@@ -216,7 +216,7 @@ pub(super) mod tests {
             access_key_id: "QYACCESSKEYIDEXAMPLE".into(),
             account: None,
             created_at: t("2026-11-28T09:00:00Z"),
-            tasks: vec![PlannedTask {
+            tasks: vec![PinnedTask {
                 cluster: ClusterId::parse("cl-abc12345").unwrap(),
                 zone: Zone::parse("sh1a").unwrap(),
                 user: UserName::parse("bob").unwrap(),

@@ -13,7 +13,7 @@ use crate::manifest::{ClusterId, HostSpec, UserName, Zone};
 use crate::plan::PlanState;
 
 use super::document::{content_hash, Doc};
-use super::model::{invalid, PlanFile, PlanFileError, PlannedTask, FORMAT, MAX_PLAN_BYTES};
+use super::model::{invalid, PinnedTask, PlanFile, PlanFileError, FORMAT, MAX_PLAN_BYTES};
 
 impl PlanFile {
     /// Read a plan file and check it: its content hash, its shape, every task as a manifest
@@ -95,7 +95,7 @@ fn from_doc(path: &Path, doc: Doc) -> Result<PlanFile, PlanFileError> {
             "skipped" => PlanState::Skipped,
             other => return Err(at(format!("state {other:?} is not pending, not_due or skipped"))),
         };
-        tasks.push(PlannedTask {
+        tasks.push(PinnedTask {
             cluster: ClusterId::parse(&t.cluster).map_err(at)?,
             zone: Zone::parse(&t.zone).map_err(at)?,
             user: UserName::parse(&t.user).map_err(at)?,

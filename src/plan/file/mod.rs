@@ -56,5 +56,5 @@ mod tasks;
 mod two_person;
 
 pub use document::{canonical, content_hash};
-pub use model::{PlanFile, PlanFileError, PlannedTask, FORMAT, MAX_PLAN_BYTES};
+pub use model::{PinnedTask, PlanFile, PlanFileError, FORMAT, MAX_PLAN_BYTES};
 pub use two_person::{check_approval, check_signed_approval, ApprovalArgs, RunApproval};

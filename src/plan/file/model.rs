@@ -36,7 +36,7 @@ pub struct PlanFile {
     pub account: Option<String>,
     pub created_at: DateTime<Utc>,
     /// The exact task list, in plan order.
-    pub tasks: Vec<PlannedTask>,
+    pub tasks: Vec<PinnedTask>,
     /// What the manifests' `discover:` selectors found when the plan was made (`found` and
     /// `passed_over`, see `crate::discover`): pinned, so the run executes exactly the clusters
     /// reviewed; `None` (no member) when they have none.
@@ -45,10 +45,11 @@ pub struct PlanFile {
     pub content_hash: String,
 }
 
-/// One task of a plan. Its fields are the checked domain types: a plan cannot name a protected
-/// account, a malformed cluster id or host, whatever its hash says.
+/// One task as the plan file pins it (the plan's own is `plan::PlannedTask`). Its fields are the
+/// checked domain types: a plan cannot name a protected account, a malformed cluster id or
+/// host, whatever its hash says.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PlannedTask {
+pub struct PinnedTask {
     pub cluster: ClusterId,
     pub zone: Zone,
     pub user: UserName,
