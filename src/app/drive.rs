@@ -187,6 +187,7 @@ async fn drive_inner(
         absent: opts.absent_rules(&target.settings)?,
         promote_not_due: !from_plan,
         reconcile_settle: opts.reconcile_settle(target.simulate),
+        retry_base: opts.retry_base.unwrap_or(crate::runner::policy::BACKOFF_BASE),
     };
     // The account is the unit of safety: what other runs did, or left in flight, comes first.
     let identity_runs = store.identity_runs(&run.endpoint, &run.access_key_id).await?;

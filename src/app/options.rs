@@ -42,6 +42,8 @@ pub struct RunOptions {
     pub ping_url: Option<String>,
     pub absent_on: Vec<AbsentRule>,
     pub reconcile_settle: Option<Duration>,
+    /// `--retry-base`: the back-off base between attempts (SPEC §4's 2 s unless given).
+    pub retry_base: Option<Duration>,
     pub no_preflight: bool,
 }
 
@@ -96,6 +98,10 @@ impl RunOptions {
         // `resume` and `retry` to pick its key pair again.
         if let (false, Some(o)) = (account.is_default(), options.as_object_mut()) {
             o.insert("account".to_owned(), json!(account.as_str()));
+        }
+        // Recorded only when given, so runs on the default look as they always did.
+        if let (Some(base), Some(o)) = (self.retry_base, options.as_object_mut()) {
+            o.insert("retry_base_ms".to_owned(), json!(base.as_millis() as u64));
         }
         options
     }

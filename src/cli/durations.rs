@@ -15,6 +15,15 @@ pub(super) fn parse_settle(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `--retry-base`: from 1 ms to 5 min (the back-off's cap).
+pub(super) fn parse_retry_base(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < Duration::from_millis(1) || d > Duration::from_secs(300) {
+        return Err(format!("{s:?}: --retry-base is between 1ms and 5m"));
+    }
+    Ok(d)
+}
+
 /// A duration written as `500ms`, `3s`, `15m`, `2h` or a combination such as `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 3s, 15m, 2h)"))

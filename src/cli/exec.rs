@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::durations::{parse_deadline, parse_job_timeout, parse_poll_interval, parse_settle};
+use super::durations::{parse_deadline, parse_job_timeout, parse_poll_interval, parse_retry_base, parse_settle};
 use super::options::{ApiOpts, OutputFormat, RateOpts};
 use crate::runner::policy::MaxFail;
 
@@ -121,6 +121,10 @@ pub struct ExecOpts {
     /// counts as proven [default: 30s; 1s with --simulate]
     #[arg(long, value_parser = parse_settle, value_name = "DUR")]
     pub reconcile_settle: Option<Duration>,
+    /// Base of the exponential back-off (full jitter, capped at 5m) between attempts after a
+    /// transient failure [default: 2s]
+    #[arg(long, value_parser = parse_retry_base, value_name = "DUR")]
+    pub retry_base: Option<Duration>,
     /// Skip the preflight check of the clusters (DescribeClusters before the first del_user)
     #[arg(long)]
     pub no_preflight: bool,

@@ -35,6 +35,7 @@ fn run_options(global: &GlobalOpts, exec: &ExecOpts) -> app::RunOptions {
         ping_url: exec.ping_url.clone(),
         absent_on: exec.absent_on.clone(),
         reconcile_settle: exec.reconcile_settle,
+        retry_base: exec.retry_base,
         no_preflight: exec.no_preflight,
     }
 }

@@ -44,6 +44,9 @@ pub struct RunOptions {
     pub promote_not_due: bool,
     /// How long after an intent a listing must be made before it can prove absence.
     pub reconcile_settle: Duration,
+    /// The base of the back-off between attempts (`--retry-base`, [`policy::BACKOFF_BASE`] by
+    /// default).
+    pub retry_base: Duration,
 }
 
 /// The limiter seen by the client: every HTTP request waits here first.
@@ -146,7 +149,7 @@ impl Ctx {
     /// A back-off after `failures` failures ([`policy::backoff`]), jittered by the run's random
     /// source.
     pub fn backoff(&self, failures: u32) -> Duration {
-        policy::backoff(failures, &mut *self.rng.lock().unwrap_or_else(|p| p.into_inner()))
+        policy::backoff(self.opts.retry_base, failures, &mut *self.rng.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
     /// The server's clock minus ours, as last measured.

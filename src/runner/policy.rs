@@ -12,17 +12,18 @@ pub const BACKOFF_BASE: Duration = Duration::from_secs(2);
 pub const BACKOFF_CAP: Duration = Duration::from_secs(300);
 
 /// Exponential backoff with full jitter: a uniform draw from `[0, min(cap, base · 2^(n-1))]`,
-/// where `failures` (≥ 1) counts the failed attempts so far.
-pub fn backoff(failures: u32, rng: &mut impl Rng) -> Duration {
-    let ceiling = backoff_ceiling(failures);
+/// where `failures` (≥ 1) counts the failed attempts so far and `base` is `--retry-base`
+/// ([`BACKOFF_BASE`] unless given).
+pub fn backoff(base: Duration, failures: u32, rng: &mut impl Rng) -> Duration {
+    let ceiling = backoff_ceiling(base, failures);
     let nanos = u64::try_from(ceiling.as_nanos()).unwrap_or(u64::MAX);
     Duration::from_nanos(rng.random_range(0..=nanos))
 }
 
 /// The upper bound of [`backoff`] after `failures` failed attempts.
-pub fn backoff_ceiling(failures: u32) -> Duration {
+pub fn backoff_ceiling(base: Duration, failures: u32) -> Duration {
     let exp = failures.saturating_sub(1).min(31);
-    BACKOFF_BASE.saturating_mul(1u32 << exp).min(BACKOFF_CAP)
+    base.saturating_mul(1u32 << exp).min(BACKOFF_CAP)
 }
 
 /// The wait before the next `DescribeJobs` round after rounds whose calls failed: `base`,
@@ -73,17 +74,20 @@ mod tests {
 
     #[test]
     fn backoff_ceiling_doubles_to_the_cap() {
-        assert_eq!(backoff_ceiling(1), Duration::from_secs(2));
-        assert_eq!(backoff_ceiling(2), Duration::from_secs(4));
-        assert_eq!(backoff_ceiling(5), Duration::from_secs(32));
-        assert_eq!(backoff_ceiling(9), Duration::from_secs(300));
-        assert_eq!(backoff_ceiling(u32::MAX), Duration::from_secs(300));
+        assert_eq!(backoff_ceiling(BACKOFF_BASE, 1), Duration::from_secs(2));
+        assert_eq!(backoff_ceiling(BACKOFF_BASE, 2), Duration::from_secs(4));
+        assert_eq!(backoff_ceiling(BACKOFF_BASE, 5), Duration::from_secs(32));
+        assert_eq!(backoff_ceiling(BACKOFF_BASE, 9), Duration::from_secs(300));
+        assert_eq!(backoff_ceiling(BACKOFF_BASE, u32::MAX), Duration::from_secs(300));
+        // `--retry-base 100ms`: the same doubling from a smaller base, under the same cap.
+        assert_eq!(backoff_ceiling(Duration::from_millis(100), 3), Duration::from_millis(400));
+        assert_eq!(backoff_ceiling(Duration::from_millis(100), 30), Duration::from_secs(300));
     }
 
     #[test]
     fn backoff_is_jittered_within_the_ceiling() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(7);
-        let draws: Vec<Duration> = (0..200).map(|_| backoff(3, &mut rng)).collect();
+        let draws: Vec<Duration> = (0..200).map(|_| backoff(BACKOFF_BASE, 3, &mut rng)).collect();
         assert!(draws.iter().all(|d| *d <= Duration::from_secs(8)));
         // Full jitter spreads over the whole range, not around one value.
         assert!(draws.iter().any(|d| *d < Duration::from_secs(2)));

@@ -130,6 +130,11 @@ pub(crate) fn with_defaults<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     if !extra.contains(&"--reconcile-settle") {
         args.extend(["--reconcile-settle", "1s"]);
     }
+    // Retries after transient failures: the runner's unit tests cover the back-off on virtual
+    // time; here a short base keeps fault tests from waiting out real 2 s doublings.
+    if !extra.contains(&"--retry-base") {
+        args.extend(["--retry-base", "100ms"]);
+    }
     args
 }
 
@@ -246,9 +251,20 @@ async fn sigkill_at_random_instants_then_resume_deletes_each_account_exactly_onc
     let mut first = true;
     while kills < 10 {
         let mut cmd = if first {
-            rig.run_cmd(&["--rate", "15/s", "--max-attempts", "30"])
+            // The default back-off keeps the run long enough for ten kills.
+            rig.run_cmd(&["--rate", "15/s", "--max-attempts", "30", "--retry-base", "2s"])
         } else {
-            rig.cmd(&["resume", "--poll-interval", "50ms", "--rate", "15/s", "--max-attempts", "30"])
+            rig.cmd(&[
+                "resume",
+                "--poll-interval",
+                "50ms",
+                "--rate",
+                "15/s",
+                "--max-attempts",
+                "30",
+                "--retry-base",
+                "2s",
+            ])
         };
         first = false;
         let mut child = cmd.spawn().expect("runner starts");

@@ -62,6 +62,7 @@ fn options() -> RunOptions {
         absent: AbsentRules::default(),
         promote_not_due: true,
         reconcile_settle: Duration::from_secs(2),
+        retry_base: crate::runner::policy::BACKOFF_BASE,
     }
 }
 
