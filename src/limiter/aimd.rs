@@ -162,6 +162,16 @@ impl Aimd {
 mod tests {
     use super::*;
 
+    /// Answered calls from `t` on, one growth step apart, until the rate reaches the limit; the
+    /// time of the last.
+    fn climb_to_limit(a: &mut Aimd, mut t: Instant) -> Instant {
+        while a.current() < a.limit() {
+            t += a.increase_every();
+            a.on_success(t);
+        }
+        t
+    }
+
     #[test]
     fn aimd_halves_pauses_and_recovers() {
         let t0 = Instant::now();
@@ -247,10 +257,7 @@ mod tests {
         let mut a = Aimd::new("10/s".parse().unwrap());
         a.on_throttle(t0, t0);
         let mut t = t0;
-        while a.current() < a.limit() {
-            t += a.increase_every();
-            a.on_success(t);
-        }
+        t = climb_to_limit(&mut a, t);
         t += a.probe_every();
         assert!(a.on_success(t));
         assert_eq!(a.current(), 8.0);
@@ -258,10 +265,7 @@ mod tests {
         t += Duration::from_secs(1);
         assert!(a.on_throttle(t, t));
         assert_eq!((a.current(), a.limit()), (4.0, 7.5));
-        while a.current() < a.limit() {
-            t += a.increase_every();
-            a.on_success(t);
-        }
+        t = climb_to_limit(&mut a, t);
         assert_eq!(a.probe_every(), Duration::from_secs(120));
         assert!(!a.on_success(t + Duration::from_secs(119)));
         t += Duration::from_secs(120);
@@ -278,10 +282,7 @@ mod tests {
         let mut a = Aimd::new("10/s".parse().unwrap());
         a.on_throttle(t0, t0);
         let mut t = t0;
-        while a.current() < a.limit() {
-            t += a.increase_every();
-            a.on_success(t);
-        }
+        t = climb_to_limit(&mut a, t);
         t += a.probe_every();
         a.on_success(t);
         assert_eq!((a.current(), a.proven), (8.0, 7.5));
