@@ -258,32 +258,32 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
             None => json!({ "found": false }),
         };
         let (event, message) = match &verdict {
-            Verdict::Ready => (None, None),
-            Verdict::NotReady(m) => (Some(Event::NotReady), Some(m.clone())),
-            Verdict::Refused(m) => (Some(Event::Refused), Some(m.clone())),
+            Verdict::Ready => (None, String::new()),
+            Verdict::NotReady(m) => (Some(Event::NotReady), m.clone()),
+            Verdict::Refused(m) => (Some(Event::Refused), m.clone()),
         };
+        // The move, built once through the task state table; its target is the verdict recorded.
         let open = [TaskState::Pending, TaskState::RetryWait];
-        let to = event.map(|e| state::apply(open[0], e)).transpose()?.map(|step| step.to);
+        let moved = event
+            .map(|e| {
+                let change = TaskChange::new().message(message).finished_at(ctx.now());
+                state::transition(r.id, &open, e, change, json!({ "reason": "preflight", "preflight": seen_json }))
+            })
+            .transpose()?;
         events.push((
             Some(r.id),
             json!({
                 "cluster": r.cluster, "zone": r.zone, "seen": seen_json,
-                "verdict": to.map_or("ready", TaskState::as_str),
+                "verdict": moved.as_ref().map_or("ready", |t| t.to.as_str()),
             }),
         ));
-        if let (Some(event), Some(message)) = (event, message) {
-            if event == Event::Refused {
+        if let Some(t) = moved {
+            if event == Some(Event::Refused) {
                 out.refused += 1;
             } else {
                 out.not_ready += 1;
             }
-            transitions.push(state::transition(
-                r.id,
-                &open,
-                event,
-                TaskChange::new().message(message).finished_at(ctx.now()),
-                json!({ "reason": "preflight", "preflight": seen_json }),
-            )?);
+            transitions.push(t);
         }
     }
     ctx.store.audit_events(ctx.run_id, AUDIT_KIND, &events).await?;
