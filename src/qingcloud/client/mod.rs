@@ -191,26 +191,32 @@ impl Client {
     /// `DescribeJobs` for these ids: at most 100 `jobs.N` per call, `limit` set to their count,
     /// `verbose=0`; one [`Call`] per batch, each passing the gate. No ids, no calls.
     pub async fn describe_jobs(&self, zone: &Zone, ids: &[String]) -> Vec<Call<DescribeJobsResponse>> {
-        let mut calls = Vec::with_capacity(ids.len().div_ceil(MAX_JOBS_PER_CALL));
-        for batch in ids.chunks(MAX_JOBS_PER_CALL) {
-            let mut params = signer::flatten_array("jobs", batch.iter().map(String::as_str));
-            params.push(("limit".to_owned(), batch.len().to_string()));
-            params.push(("verbose".to_owned(), "0".to_owned()));
-            calls.push(self.call(DESCRIBE_JOBS, zone, params).await);
-        }
-        calls
+        self.by_ids(DESCRIBE_JOBS, zone, "jobs", ids, MAX_JOBS_PER_CALL).await
     }
 
     /// `DescribeClusters` for these ids in `zone`: at most 100 `clusters.N` per call, `limit`
     /// set to their count, `verbose=0`; one [`Call`] per batch, each passing the gate. A
     /// cluster missing from an answer is unknown in that zone (the answer carries no zone).
     pub async fn describe_clusters(&self, zone: &Zone, ids: &[String]) -> Vec<Call<DescribeClustersResponse>> {
-        let mut calls = Vec::with_capacity(ids.len().div_ceil(MAX_CLUSTERS_PER_CALL));
-        for batch in ids.chunks(MAX_CLUSTERS_PER_CALL) {
-            let mut params = signer::flatten_array("clusters", batch.iter().map(String::as_str));
+        self.by_ids(DESCRIBE_CLUSTERS, zone, "clusters", ids, MAX_CLUSTERS_PER_CALL).await
+    }
+
+    /// `action` for `ids` as `name.N`, `per_call` ids a call with `limit` set to their count and
+    /// `verbose=0`; one [`Call`] per batch, each passing the gate. No ids, no calls.
+    async fn by_ids<T: DeserializeOwned>(
+        &self,
+        action: &str,
+        zone: &Zone,
+        name: &str,
+        ids: &[String],
+        per_call: usize,
+    ) -> Vec<Call<T>> {
+        let mut calls = Vec::with_capacity(ids.len().div_ceil(per_call));
+        for batch in ids.chunks(per_call) {
+            let mut params = signer::flatten_array(name, batch.iter().map(String::as_str));
             params.push(("limit".to_owned(), batch.len().to_string()));
             params.push(("verbose".to_owned(), "0".to_owned()));
-            calls.push(self.call(DESCRIBE_CLUSTERS, zone, params).await);
+            calls.push(self.call(action, zone, params).await);
         }
         calls
     }
