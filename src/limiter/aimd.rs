@@ -256,8 +256,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Aimd::new("10/s".parse().unwrap());
         a.on_throttle(t0, t0);
-        let mut t = t0;
-        t = climb_to_limit(&mut a, t);
+        let mut t = climb_to_limit(&mut a, t0);
         t += a.probe_every();
         assert!(a.on_success(t));
         assert_eq!(a.current(), 8.0);
@@ -281,8 +280,7 @@ mod tests {
         let t0 = Instant::now();
         let mut a = Aimd::new("10/s".parse().unwrap());
         a.on_throttle(t0, t0);
-        let mut t = t0;
-        t = climb_to_limit(&mut a, t);
+        let mut t = climb_to_limit(&mut a, t0);
         t += a.probe_every();
         a.on_success(t);
         assert_eq!((a.current(), a.proven), (8.0, 7.5));

@@ -64,7 +64,6 @@ fn code(text: &str) -> String {
 /// The `crate::`/`super::` paths a file names, resolved to module paths (groups expanded).
 fn paths_named(rel: &str, code: &str) -> Vec<Vec<String>> {
     let me = module_of(rel);
-    let is_mod_file = rel.ends_with("mod.rs") || rel == "lib.rs";
     let mut out = Vec::new();
     let bytes: Vec<char> = code.chars().collect();
     let mut i = 0;
@@ -115,7 +114,6 @@ fn paths_named(rel: &str, code: &str) -> Vec<Vec<String>> {
                 segs.remove(0);
                 base.pop();
             }
-            let _ = is_mod_file;
         }
         let mut prefix = base;
         prefix.extend(segs);
