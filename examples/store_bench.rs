@@ -10,7 +10,8 @@
 
 use std::time::Instant;
 
-use qc_offboard::store::{NewRun, NewTask, Store, TaskChange, TaskState, Transition};
+use qc_offboard::runner::state;
+use qc_offboard::store::{Event, NewRun, NewTask, Store, TaskChange, TaskState, Transition};
 use serde_json::json;
 
 fn run() -> NewRun {
@@ -71,27 +72,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     for chunk in ids.chunks(500) {
         let batch: Vec<Transition> = chunk
             .iter()
-            .map(|&id| Transition {
-                task_id: id,
-                from: vec![TaskState::Pending],
-                to: TaskState::Submitting,
-                change: change.clone(),
-                detail: json!({}),
-            })
-            .collect();
-        store.transition_many(&batch).await?;
+            .map(|&id| state::transition(id, &[TaskState::Pending], Event::Intent, change.clone(), json!({})))
+            .collect::<Result<_, _>>()?;
+        store.steps(&batch).await?;
     }
-    println!("transition_many, batches of 500: {}", rate(ids.len(), t.elapsed().as_secs_f64()));
+    println!("steps (guarded transitions), batches of 500: {}", rate(ids.len(), t.elapsed().as_secs_f64()));
 
     // 3. Single transitions, one transaction (and one fsync) each.
     let single = 2_000;
     let t = Instant::now();
     for &id in &ids[..single] {
-        store
-            .transition(id, &[TaskState::Submitting], TaskState::Submitted, &TaskChange::new().job_id("j-x"), json!({}))
-            .await?;
+        store.step(id, Event::Accepted, &TaskChange::new().job_id("j-x"), json!({})).await?;
     }
-    println!("transition, one per transaction: {}", rate(single, t.elapsed().as_secs_f64()));
+    println!("step, one per transaction: {}", rate(single, t.elapsed().as_secs_f64()));
 
     // 4. Grow the log to `total` records and verify it.
     let have = store.audit_len().await? as usize;

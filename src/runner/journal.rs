@@ -67,7 +67,7 @@ impl Journal {
         Journal { tx }
     }
 
-    /// Apply a guarded transition (see [`Store::transition`]); returns once it is committed.
+    /// Apply a guarded transition (see [`Store::steps`]); returns once it is committed.
     pub async fn transition(&self, t: Transition) -> Result<Option<TaskRow>, JournalError> {
         let (done, answer) = oneshot::channel();
         self.tx.send(Write::Transition { t, done }).await.map_err(|_| JournalError::Stopped)?;
@@ -115,7 +115,7 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Write>) {
             }
         }
         if !transitions.is_empty() {
-            match store.transition_many(&transitions).await {
+            match store.steps(&transitions).await {
                 Ok(rows) => {
                     for (ack, row) in transition_acks.into_iter().zip(rows) {
                         let _ = ack.send(Ok(row));

@@ -274,7 +274,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
             Some(r.id),
             json!({
                 "cluster": r.cluster, "zone": r.zone, "seen": seen_json,
-                "verdict": moved.as_ref().map_or("ready", |t| t.to.as_str()),
+                "verdict": moved.as_ref().map_or("ready", |t| t.to().as_str()),
             }),
         ));
         if let Some(t) = moved {
@@ -288,7 +288,7 @@ pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
     }
     ctx.store.audit_events(ctx.run_id, AUDIT_KIND, &events).await?;
     if !transitions.is_empty() {
-        ctx.store.transition_many(&transitions).await?;
+        ctx.store.steps(&transitions).await?;
     }
     Ok(out)
 }

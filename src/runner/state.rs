@@ -8,7 +8,7 @@
 //! read the clock, the database or the API; it is pure, and its unit test lists every (state,
 //! event) pair.
 
-use crate::store::model::{TaskChange, TaskState, Transition};
+use crate::store::model::{TaskChange, TaskState};
 
 /// Something that happened to a task.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -100,6 +100,43 @@ pub struct Illegal {
     pub event: Event,
 }
 
+/// One guarded state change, built only here from the table: applied only while the task is in
+/// one of `from`, every one of which allows the event. The store takes nothing else, so no write
+/// can move a task the table does not allow.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    task_id: i64,
+    from: Vec<TaskState>,
+    event: Event,
+    to: TaskState,
+    change: TaskChange,
+    detail: serde_json::Value,
+}
+
+impl Transition {
+    pub fn task_id(&self) -> i64 {
+        self.task_id
+    }
+    /// The states the row must be in for the write to apply.
+    pub fn from(&self) -> &[TaskState] {
+        &self.from
+    }
+    pub fn event(&self) -> Event {
+        self.event
+    }
+    pub fn to(&self) -> TaskState {
+        self.to
+    }
+    /// What the write changes besides the state.
+    pub fn change(&self) -> &TaskChange {
+        &self.change
+    }
+    /// Extra facts for the audit record (an object's keys are merged into the record's detail).
+    pub fn detail(&self) -> &serde_json::Value {
+        &self.detail
+    }
+}
+
 /// The step `event` makes from `state`.
 pub fn apply(state: TaskState, event: Event) -> Result<Step, Illegal> {
     let (from, to) = rule(event);
@@ -128,13 +165,13 @@ pub fn transition(
     for &state in from {
         apply(state, event)?;
     }
-    Ok(Transition { task_id, from: from.to_vec(), to, change, detail })
+    Ok(Transition { task_id, from: from.to_vec(), event, to, change, detail })
 }
 
 /// [`transition`] from every state the table allows for `event`.
 pub fn from_any(task_id: i64, event: Event, change: TaskChange, detail: serde_json::Value) -> Transition {
     let (from, to) = rule(event);
-    Transition { task_id, from: from.to_vec(), to, change, detail }
+    Transition { task_id, from: from.to_vec(), event, to, change, detail }
 }
 
 #[cfg(test)]

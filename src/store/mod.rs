@@ -34,14 +34,13 @@ use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, Transaction};
 
 pub use crate::audit::chain::{canonical_record, record_hash, Checkpoint, Problem, Verification, GENESIS_HASH};
+pub use crate::runner::state::{Event, Transition};
 pub use accounts::{endpoint_identity, AccountKey, Prepared, Refusal, Standing};
 pub use error::{sqlite_class, sqlite_class_of_code, SqliteClass, StoreError};
 pub use evidence::{DeadlineCounts, SeqRange, TaskCall};
 pub use findings::{check, Finding, FindingStatus, NewFinding};
 pub use lock::{this_host, LockHolder, LockOutcome};
-pub use model::{
-    ApiCallRow, Attempts, NewRun, NewTask, ReportFilter, RunRow, TaskChange, TaskRow, TaskState, Transition,
-};
+pub use model::{ApiCallRow, Attempts, NewRun, NewTask, ReportFilter, RunRow, TaskChange, TaskRow, TaskState};
 pub use open::BUSY_TIMEOUT;
 pub use paths::{default_path, resolve_path, DB_FILE, SIM_DB_FILE};
 pub use replay::{AttemptRecord, ChainRow, ChainRun, ChainTask, Discrepancy, EvidenceRecord, Proven, Replay, Window};

@@ -283,17 +283,6 @@ impl TaskChange {
     }
 }
 
-/// One guarded state change: applied only when the task is in one of `from`.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Transition {
-    pub task_id: i64,
-    pub from: Vec<TaskState>,
-    pub to: TaskState,
-    pub change: TaskChange,
-    /// Extra facts for the audit record (an object's keys are merged into the record's detail).
-    pub detail: serde_json::Value,
-}
-
 /// One API call as sent and answered. `params_json` is the request's parameters as JSON
 /// without `signature`; the caller strips it.
 #[derive(Debug, Clone, PartialEq)]

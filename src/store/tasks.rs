@@ -9,7 +9,8 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::audit::{self, run_ticket, with_ticket, Entry};
-use super::{opt_ts, ts, ApiCallRow, Attempts, Store, StoreError, TaskRow, TaskState, Transition};
+use super::{opt_ts, ts, ApiCallRow, Attempts, Store, StoreError, TaskRow, TaskState};
+use crate::runner::state::{self, Event, Transition};
 
 /// Transitions per UPDATE (23 parameters each, far below SQLite's 32766).
 const TRANSITION_CHUNK: usize = 500;
@@ -35,25 +36,25 @@ impl Store {
         row.as_ref().map(task_from_row).transpose()
     }
 
-    /// Move a task to `to` if, and only if, it is in one of `from`; apply `change` and append a
-    /// `task_state` audit record in the same transaction. `None`, with nothing written, when the
-    /// task is in another state (or does not exist).
-    pub async fn transition(
+    /// Apply `event` to a task, guarded by the table: the task moves, `change` is applied and a
+    /// `task_state` audit record is appended in the same transaction, if and only if its state
+    /// is one the event may leave. `None`, with nothing written, otherwise (or when the task does
+    /// not exist).
+    pub async fn step(
         &self,
         task_id: i64,
-        from: &[TaskState],
-        to: TaskState,
+        event: Event,
         change: &super::TaskChange,
         detail: Value,
     ) -> Result<Option<TaskRow>, StoreError> {
-        let t = Transition { task_id, from: from.to_vec(), to, change: change.clone(), detail };
-        Ok(self.transition_many(std::slice::from_ref(&t)).await?.pop().flatten())
+        let t = state::from_any(task_id, event, change.clone(), detail);
+        Ok(self.steps(std::slice::from_ref(&t)).await?.pop().flatten())
     }
 
-    /// Several guarded transitions in one transaction, applied in order; one result per
-    /// transition (`None` where the guard did not match). A later transition of the same task
-    /// sees the earlier one.
-    pub async fn transition_many(&self, transitions: &[Transition]) -> Result<Vec<Option<TaskRow>>, StoreError> {
+    /// Several guarded steps (each built by the state table) in one transaction, applied in
+    /// order; one result per step (`None` where the guard did not match). A later step of the
+    /// same task sees the earlier one.
+    pub async fn steps(&self, transitions: &[Transition]) -> Result<Vec<Option<TaskRow>>, StoreError> {
         let mut tx = self.write().await?;
         let results = apply_transitions(&mut tx, transitions).await?;
         tx.commit().await?;
@@ -132,13 +133,13 @@ pub(crate) async fn apply_transitions(
         // A segment names each task at most once, so one UPDATE can apply it.
         let mut seen = HashSet::new();
         let mut end = start;
-        while end < transitions.len() && end - start < TRANSITION_CHUNK && seen.insert(transitions[end].task_id) {
+        while end < transitions.len() && end - start < TRANSITION_CHUNK && seen.insert(transitions[end].task_id()) {
             end += 1;
         }
         let segment = &transitions[start..end];
         let mut updated = update_segment(tx, segment, &now).await?;
         for t in segment {
-            let Some((row, from)) = updated.remove(&t.task_id) else {
+            let Some((row, from)) = updated.remove(&t.task_id()) else {
                 results.push(None);
                 continue;
             };
@@ -194,8 +195,8 @@ async fn update_segment(
          unresolved_set, unresolved) AS (",
     );
     q.push_values(segment, |mut row, t| {
-        let c = &t.change;
-        let guard = Value::from(t.from.iter().map(|s| s.as_str()).collect::<Vec<_>>()).to_string();
+        let c = t.change();
+        let guard = Value::from(t.from().iter().map(|s| s.as_str()).collect::<Vec<_>>()).to_string();
         // 0: leave `attempts` alone; 1: add one; 2: set it to `attempts_value`.
         let (attempts_mode, attempts_value) = match c.attempts {
             None => (0, None),
@@ -207,9 +208,9 @@ async fn update_segment(
         let (submitted_set, submitted) = time(&c.submitted_at);
         let (next_set, next) = time(&c.next_attempt_at);
         let (finished_set, finished) = time(&c.finished_at);
-        row.push_bind(t.task_id)
+        row.push_bind(t.task_id())
             .push_bind(guard)
-            .push_bind(t.to.as_str())
+            .push_bind(t.to().as_str())
             .push_bind(attempts_mode)
             .push_bind(attempts_value)
             .push_bind(c.job_id.is_some())
@@ -266,8 +267,8 @@ async fn update_segment(
 /// resulting value of every column the change set, so the log alone answers "when was bob
 /// removed from cl-x, and by which job". The caller's detail is merged in.
 fn audit_entry(t: &Transition, row: &TaskRow, from: TaskState, ticket: Option<&str>) -> Entry {
-    let c = &t.change;
-    let mut detail = match &t.detail {
+    let c = t.change();
+    let mut detail = match t.detail() {
         Value::Object(m) => m.clone(),
         Value::Null => Map::new(),
         other => Map::from_iter([("value".to_string(), other.clone())]),

@@ -4,21 +4,22 @@
 use std::path::{Path, PathBuf};
 
 use predicates::prelude::*;
-use qc_offboard::store::{record_hash, Checkpoint, Store, TaskChange, TaskState};
+use qc_offboard::store::{record_hash, Checkpoint, Event, Store, TaskChange, TaskState};
 use serde_json::json;
 
 use crate::helpers::{db_path, new_run, new_task, qc, raw_connection, tempdir};
 
-/// A database with 12 audit records: run_started, 5 task_created, 5 task_state, run_finished.
+/// A database with 12 audit records: run_started, 5 task_created, 5 task_state (each task found
+/// done by another run: `pending` → `skipped`, one step), run_finished.
 async fn written_db(dir: &Path) -> PathBuf {
     let path = db_path(dir);
     let store = Store::open(&path).await.unwrap();
     let tasks: Vec<_> = (0..5).map(|i| new_task("cl-a1", &format!("u{i}"))).collect();
     let run_id = store.create_run(&new_run(Some("HR-4711")), &tasks).await.unwrap();
     for t in store.tasks(run_id).await.unwrap() {
-        store.transition(t.id, &[TaskState::Pending], TaskState::Deleted, &TaskChange::new(), json!({})).await.unwrap();
+        store.step(t.id, Event::DoneElsewhere, &TaskChange::new(), json!({})).await.unwrap().unwrap();
     }
-    store.finish_run(run_id, 0, json!({"deleted": 5})).await.unwrap();
+    store.finish_run(run_id, 0, json!({"skipped": 5})).await.unwrap();
     assert_eq!(store.audit_len().await.unwrap(), 12);
     store.close().await;
     path
@@ -187,7 +188,7 @@ async fn truncation_is_found_against_a_checkpoint() {
         predicate::str::contains("audit log intact: 9 records checked")
             .and(predicate::str::contains("tables do NOT agree with the audit chain"))
             .and(predicate::str::contains(
-                "tasks row 5, state: the database says \"deleted\", the audit chain says \"pending\"",
+                "tasks row 5, state: the database says \"skipped\", the audit chain says \"pending\"",
             ))
             .and(predicate::str::contains("runs row 1, exit_code: the database says 0, the audit chain says empty")),
     );

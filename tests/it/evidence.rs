@@ -11,10 +11,10 @@ use std::path::PathBuf;
 use predicates::prelude::*;
 use qc_offboard::report::{self, evidence, html};
 use qc_offboard::sim::{SimHandle, Stats};
-use qc_offboard::store::{ApiCallRow, ReportFilter, Store, TaskChange, TaskState};
+use qc_offboard::store::{ApiCallRow, Event, ReportFilter, Store, TaskChange, TaskState};
 use serde_json::{json, Value};
 
-use crate::helpers::{at, db_path, new_run, new_task, qc, raw_connection, start_sim, tempdir, world};
+use crate::helpers::{at, db_path, move_task, new_run, new_task, qc, raw_connection, start_sim, tempdir, world};
 
 const ACCESS_KEY: &str = "QYACCESSKEYIDEXAMPLE";
 const SECRET_KEY: &str = "SECRETACCESSKEY";
@@ -244,7 +244,7 @@ async fn fixture(store: &Store) -> i64 {
     ];
     for (id, job, to, done, ret, message) in finish {
         let start = TaskChange::new().increment_attempts().intent_at(at("2020-11-28T10:00:00Z"));
-        store.transition(id, &[Pending], Submitting, &start, json!({})).await.unwrap().unwrap();
+        move_task(store, id, Pending, Submitting, &start, json!({})).await;
         let call = ApiCallRow {
             action: "RunClusterCustomService".into(),
             params_json: json!({"action": "RunClusterCustomService", "service": "del_user",
@@ -259,7 +259,8 @@ async fn fixture(store: &Store) -> i64 {
         };
         store.record_call(run_id, Some(id), &call).await.unwrap();
         let change = TaskChange::new().job_id(job).ret_code(ret).message(message).finished_at(at(done));
-        store.transition(id, &[Submitting], to, &change, json!({})).await.unwrap().unwrap();
+        store.step(id, Event::Accepted, &TaskChange::new().job_id(job).ret_code(0), json!({})).await.unwrap().unwrap();
+        move_task(store, id, Submitted, to, &change, json!({})).await;
     }
     let describe = ApiCallRow {
         action: "DescribeJobs".into(),
@@ -356,7 +357,7 @@ async fn status_and_report_agree_on_lateness() {
     let moving: Vec<_> = rows.iter().filter(|t| t.cluster.starts_with("cl-f")).collect();
     for (t, (to, fin)) in moving.iter().zip(&finals) {
         let change = TaskChange::new().finished_at(at(fin));
-        store.transition(t.id, &[TaskState::Pending], *to, &change, json!({})).await.unwrap().unwrap();
+        move_task(&store, t.id, TaskState::Pending, *to, &change, json!({})).await;
     }
     let rows = report::rows(&store, &ReportFilter::default(), now).await.unwrap();
     let counts = store.deadline_counts(Some(run_id), now).await.unwrap()[&run_id];
@@ -398,7 +399,7 @@ async fn the_evidence_for_one_person_lists_exactly_their_tasks() {
         assert_eq!(calls[0]["job_id"], r["job_id"]);
         assert!(calls[0]["params"]["service_params"].as_str().unwrap().contains(&r["task_id"].to_string()));
         let audit = &r["audit"];
-        assert_eq!(audit["records"], json!(4), "created, submitting, its call, final: {r}");
+        assert_eq!(audit["records"], json!(5), "created, submitting, its call, submitted, final: {r}");
         assert_eq!(audit["verified"], json!(true));
     }
     // The table names each task, its calls, and the chain's verdict.

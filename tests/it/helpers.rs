@@ -243,6 +243,55 @@ pub fn new_task(cluster: &str, user: &str) -> qc_offboard::store::NewTask {
     }
 }
 
+/// The shortest chain of events the state table allows from `from` to `to` (found by a
+/// breadth-first walk over the table), so a fixture reaches a state the way a run would.
+pub fn events_between(
+    from: qc_offboard::store::TaskState,
+    to: qc_offboard::store::TaskState,
+) -> Vec<qc_offboard::store::Event> {
+    use qc_offboard::runner::state::apply;
+    use qc_offboard::store::Event;
+    let mut paths = std::collections::VecDeque::from([(from, Vec::new())]);
+    let mut seen = std::collections::HashSet::from([from]);
+    while let Some((state, path)) = paths.pop_front() {
+        if state == to {
+            return path;
+        }
+        for event in Event::ALL {
+            if let Ok(step) = apply(state, event) {
+                if seen.insert(step.to) {
+                    let mut next = path.clone();
+                    next.push(event);
+                    paths.push_back((step.to, next));
+                }
+            }
+        }
+    }
+    panic!("the state table has no way from {from} to {to}")
+}
+
+/// Move a task from `from` to `to` through the store's guarded steps, `change` and `detail`
+/// applied by the last one; the new row.
+pub async fn move_task(
+    store: &qc_offboard::store::Store,
+    task_id: i64,
+    from: qc_offboard::store::TaskState,
+    to: qc_offboard::store::TaskState,
+    change: &qc_offboard::store::TaskChange,
+    detail: serde_json::Value,
+) -> qc_offboard::store::TaskRow {
+    let events = events_between(from, to);
+    let none = qc_offboard::store::TaskChange::new();
+    let mut row = None;
+    for (i, event) in events.iter().enumerate() {
+        let last = i + 1 == events.len();
+        let (c, d) = if last { (change, detail.clone()) } else { (&none, serde_json::json!({})) };
+        row = store.step(task_id, *event, c, d).await.unwrap();
+        assert!(row.is_some(), "task {task_id}: {event:?} on the way from {from} to {to} was refused");
+    }
+    row.unwrap_or_else(|| panic!("task {task_id} is already {to}"))
+}
+
 /// A connection that bypasses the product, as someone holding the database file could open it.
 pub async fn raw_connection(path: &Path) -> sqlx::SqliteConnection {
     use sqlx::ConnectOptions;

@@ -5,11 +5,12 @@ use std::os::unix::fs::PermissionsExt;
 
 use predicates::prelude::*;
 use qc_offboard::report;
-use qc_offboard::store::{ApiCallRow, LockOutcome, ReportFilter, Store, TaskChange, TaskState, Transition};
+use qc_offboard::runner::state::{self, apply};
+use qc_offboard::store::{ApiCallRow, Event, LockOutcome, ReportFilter, Store, TaskChange, TaskState};
 use serde_json::json;
 use sqlx::Connection;
 
-use crate::helpers::{at, db_path, new_run, new_task, qc, raw_connection, tempdir};
+use crate::helpers::{at, db_path, move_task, new_run, new_task, qc, raw_connection, tempdir};
 
 #[tokio::test]
 async fn migrations_apply_to_an_empty_file_and_reopening_is_harmless() {
@@ -112,12 +113,13 @@ async fn a_run_is_recorded_with_its_tasks_and_audit_records() {
     assert!(store.verify_audit(None).await.unwrap().is_intact());
 }
 
-/// Put a fresh task into `state` through the store's own transitions.
+/// Put a fresh task into `state` through the store's own guarded steps (a `not_due` task is
+/// created so).
 async fn task_in(store: &Store, run_id: i64, n: usize, state: TaskState) -> i64 {
     let id = store.tasks(run_id).await.unwrap()[n].id;
-    if state != TaskState::Pending {
-        let moved = store.transition(id, &[TaskState::Pending], state, &TaskChange::new(), json!({})).await.unwrap();
-        assert_eq!(moved.unwrap().state, state);
+    if !matches!(state, TaskState::Pending | TaskState::NotDue) {
+        let moved = move_task(store, id, TaskState::Pending, state, &TaskChange::new(), json!({})).await;
+        assert_eq!(moved.state, state);
     }
     id
 }
@@ -126,30 +128,39 @@ async fn task_in(store: &Store, run_id: i64, n: usize, state: TaskState) -> i64 
 async fn every_guard_refuses_a_task_in_another_state_and_writes_nothing() {
     let dir = tempdir();
     let store = Store::open(db_path(dir.path())).await.unwrap();
-    let tasks: Vec<_> = TaskState::ALL.iter().enumerate().map(|(i, _)| new_task("cl-a1", &format!("u{i}"))).collect();
+    let tasks: Vec<_> = TaskState::ALL
+        .iter()
+        .enumerate()
+        .map(|(i, state)| {
+            let mut t = new_task("cl-a1", &format!("u{i}"));
+            if *state == TaskState::NotDue {
+                t.state = TaskState::NotDue;
+                t.not_before = Some(chrono::NaiveDate::from_ymd_opt(2099, 1, 1).unwrap());
+                t.due_by = None;
+            }
+            t
+        })
+        .collect();
     let run_id = store.create_run(&new_run(Some("T-1")), &tasks).await.unwrap();
     for (n, state) in TaskState::ALL.into_iter().enumerate() {
         let id = task_in(&store, run_id, n, state).await;
         let before = store.task(id).await.unwrap().unwrap();
         let records = store.audit_len().await.unwrap();
-        for to in TaskState::ALL {
-            let others: Vec<TaskState> = TaskState::ALL.into_iter().filter(|s| *s != state).collect();
+        for event in Event::ALL.into_iter().filter(|e| apply(state, *e).is_err()) {
             let change = TaskChange::new().increment_attempts().job_id("j-x").ret_code(5000).message("m");
-            let refused = store.transition(id, &others, to, &change, json!({"why": "test"})).await.unwrap();
-            assert!(refused.is_none(), "{state} -> {to} guarded by {others:?} was applied");
-            assert_eq!(store.task(id).await.unwrap().unwrap(), before, "{state} -> {to} changed the row");
-            assert_eq!(store.audit_len().await.unwrap(), records, "{state} -> {to} wrote an audit record");
+            let refused = store.step(id, event, &change, json!({"why": "test"})).await.unwrap();
+            assert!(refused.is_none(), "{event:?} in {state} was applied");
+            assert_eq!(store.task(id).await.unwrap().unwrap(), before, "{event:?} in {state} changed the row");
+            assert_eq!(store.audit_len().await.unwrap(), records, "{event:?} in {state} wrote an audit record");
         }
-        // The matching guard applies, and writes exactly one record.
-        let applied = store.transition(id, &[state], TaskState::Failed, &TaskChange::new(), json!({})).await.unwrap();
-        assert_eq!(applied.unwrap().state, TaskState::Failed);
-        assert_eq!(store.audit_len().await.unwrap(), records + 1);
+        // An event the table allows applies, and writes exactly one record.
+        if let Some(event) = Event::ALL.into_iter().find(|e| apply(state, *e).is_ok()) {
+            let applied = store.step(id, event, &TaskChange::new(), json!({})).await.unwrap();
+            assert_eq!(applied.unwrap().state, apply(state, event).unwrap().to);
+            assert_eq!(store.audit_len().await.unwrap(), records + 1);
+        }
     }
-    assert!(store
-        .transition(9999, &TaskState::ALL, TaskState::Failed, &TaskChange::new(), json!({}))
-        .await
-        .unwrap()
-        .is_none());
+    assert!(store.step(9999, Event::GiveUp, &TaskChange::new(), json!({})).await.unwrap().is_none());
     assert!(store.verify_audit(None).await.unwrap().is_intact());
 }
 
@@ -163,55 +174,38 @@ async fn a_task_walks_its_lifecycle_and_every_step_is_audited() {
 
     let t1 = at("2026-11-28T10:00:00Z");
     let row = store
-        .transition(
-            id,
-            &[Pending, RetryWait],
-            Submitting,
-            &TaskChange::new().increment_attempts().intent_at(t1),
-            json!({}),
-        )
+        .step(id, Event::Intent, &TaskChange::new().increment_attempts().intent_at(t1), json!({}))
         .await
         .unwrap()
         .unwrap();
     assert_eq!((row.attempts, row.started_at, row.intent_at), (1, Some(t1), Some(t1)));
     let row = store
-        .transition(
-            id,
-            &[Submitting],
-            RetryWait,
-            &TaskChange::new().ret_code(5100).message("busy").next_attempt_at(t1),
-            json!({}),
-        )
+        .step(id, Event::Backoff, &TaskChange::new().ret_code(5100).message("busy").next_attempt_at(t1), json!({}))
         .await
         .unwrap()
         .unwrap();
     assert_eq!((row.last_ret_code, row.last_message.as_deref()), (Some(5100), Some("busy")));
     let t2 = at("2026-11-28T10:05:00Z");
     let change = TaskChange::new().increment_attempts().intent_at(t2).clear_next_attempt_at();
-    let row = store.transition(id, &[Pending, RetryWait], Submitting, &change, json!({})).await.unwrap().unwrap();
+    let row = store.step(id, Event::Intent, &change, json!({})).await.unwrap().unwrap();
     assert_eq!((row.attempts, row.started_at, row.intent_at, row.next_attempt_at), (2, Some(t1), Some(t2), None));
     let row = store
-        .transition(
-            id,
-            &[Submitting],
-            Submitted,
-            &TaskChange::new().job_id("j-abc").ret_code(0).submitted_at(t2),
-            json!({}),
-        )
+        .step(id, Event::Accepted, &TaskChange::new().job_id("j-abc").ret_code(0).submitted_at(t2), json!({}))
         .await
         .unwrap()
         .unwrap();
     assert_eq!(row.job_id.as_deref(), Some("j-abc"));
     let t3 = at("2026-11-28T10:06:00Z");
     let row = store
-        .transition(id, &[Submitted], Deleted, &TaskChange::new().finished_at(t3), json!({"job_status": "successful"}))
+        .step(id, Event::Succeeded, &TaskChange::new().finished_at(t3), json!({"job_status": "successful"}))
         .await
         .unwrap()
         .unwrap();
     assert_eq!((row.state, row.finished_at), (Deleted, Some(t3)));
-    let row =
-        store.transition(id, &[Deleted], Deleted, &TaskChange::new().attempts(7), json!({})).await.unwrap().unwrap();
-    assert_eq!(row.attempts, 7);
+    // A deleted task moves no further: no event leaves `deleted`.
+    for event in Event::ALL {
+        assert!(store.step(id, event, &TaskChange::new().attempts(7), json!({})).await.unwrap().is_none(), "{event:?}");
+    }
 
     let mut raw = raw_connection(store.path()).await;
     let details: Vec<String> =
@@ -220,7 +214,7 @@ async fn a_task_walks_its_lifecycle_and_every_step_is_audited() {
             .fetch_all(&mut raw)
             .await
             .unwrap();
-    assert_eq!(details.len(), 6);
+    assert_eq!(details.len(), 5);
     let deleted: serde_json::Value = serde_json::from_str(&details[4]).unwrap();
     assert_eq!(
         deleted,
@@ -235,19 +229,15 @@ async fn batched_transitions_apply_in_one_transaction() {
     let store = Store::open(db_path(dir.path())).await.unwrap();
     let run_id = store.create_run(&new_run(None), &[new_task("cl-a1", "a"), new_task("cl-a1", "b")]).await.unwrap();
     let ids: Vec<i64> = store.tasks(run_id).await.unwrap().iter().map(|t| t.id).collect();
-    let step = |id, from: TaskState, to| Transition {
-        task_id: id,
-        from: vec![from],
-        to,
-        change: TaskChange::new().increment_attempts(),
-        detail: json!(null),
+    let step = |id, from: TaskState, event| {
+        state::transition(id, &[from], event, TaskChange::new().increment_attempts(), json!(null)).unwrap()
     };
     let before = store.audit_len().await.unwrap();
     let results = store
-        .transition_many(&[
-            step(ids[0], TaskState::Pending, TaskState::Submitting),
-            step(ids[0], TaskState::Submitting, TaskState::Submitted),
-            step(ids[1], TaskState::Submitted, TaskState::Deleted),
+        .steps(&[
+            step(ids[0], TaskState::Pending, Event::Intent),
+            step(ids[0], TaskState::Submitting, Event::Accepted),
+            step(ids[1], TaskState::Submitted, Event::Succeeded),
         ])
         .await
         .unwrap();
@@ -291,13 +281,13 @@ async fn work_done_earlier_is_known_per_endpoint_and_key() {
         .unwrap();
     let ids: Vec<i64> = store.tasks(run1).await.unwrap().iter().map(|t| t.id).collect();
     let none = TaskChange::new();
-    store.transition(ids[0], &[TaskState::Pending], TaskState::Deleted, &none, json!({})).await.unwrap().unwrap();
-    store.transition(ids[1], &[TaskState::Pending], TaskState::Failed, &none, json!({})).await.unwrap().unwrap();
+    move_task(&store, ids[0], TaskState::Pending, TaskState::Deleted, &none, json!({})).await;
+    move_task(&store, ids[1], TaskState::Pending, TaskState::Failed, &none, json!({})).await;
     let mut other_key = new_run(None);
     other_key.access_key_id = "OTHERKEY".into();
     let run2 = store.create_run(&other_key, &[new_task("cl-a1", "c")]).await.unwrap();
     let c2 = store.tasks(run2).await.unwrap()[0].id;
-    store.transition(c2, &[TaskState::Pending], TaskState::Deleted, &none, json!({})).await.unwrap().unwrap();
+    move_task(&store, c2, TaskState::Pending, TaskState::Deleted, &none, json!({})).await;
     let mut skipped = new_task("cl-a1", "a");
     skipped.state = TaskState::Skipped;
     let run3 = store.create_run(&new_run(None), &[skipped, new_task("cl-z9", "z")]).await.unwrap();
@@ -319,11 +309,11 @@ async fn work_done_earlier_is_known_per_endpoint_and_key() {
     assert_eq!(store.newest_unfinished_run().await.unwrap().unwrap().id, run3);
     store.finish_run(run2, 0, json!({})).await.unwrap();
     let z = store.tasks(run3).await.unwrap()[1].id;
-    store.transition(z, &[TaskState::Pending], TaskState::Deleted, &none, json!({})).await.unwrap().unwrap();
+    move_task(&store, z, TaskState::Pending, TaskState::Deleted, &none, json!({})).await;
     assert_eq!(store.newest_unfinished_run().await.unwrap().unwrap().id, run1, "run1 never finished");
     store.finish_run(run1, 1, json!({})).await.unwrap();
     assert_eq!(store.newest_unfinished_run().await.unwrap().unwrap().id, run1, "run1 has a pending task");
-    store.transition(ids[2], &[TaskState::Pending], TaskState::Failed, &none, json!({})).await.unwrap().unwrap();
+    move_task(&store, ids[2], TaskState::Pending, TaskState::Failed, &none, json!({})).await;
     assert!(store.newest_unfinished_run().await.unwrap().is_none());
     let finished = store.run(run3).await.unwrap().unwrap();
     assert_eq!((finished.exit_code, finished.summary), (Some(75), Some(json!({"pending": 1}))));
@@ -419,16 +409,16 @@ async fn evidence_fixture(store: &Store) -> i64 {
     use TaskState::*;
     let start = TaskChange::new().increment_attempts().intent_at(at("2026-11-28T10:00:00Z"));
     for id in &ids[..2] {
-        store.transition(*id, &[Pending], Submitting, &start, json!({})).await.unwrap().unwrap();
+        store.step(*id, Event::Intent, &start, json!({})).await.unwrap().unwrap();
     }
     let ok = TaskChange::new().job_id("j-ok").ret_code(0).finished_at(at("2026-11-28T11:00:00Z"));
-    store.transition(ids[0], &[Submitting], Deleted, &ok, json!({})).await.unwrap().unwrap();
+    move_task(store, ids[0], Submitting, Deleted, &ok, json!({})).await;
     let bad = TaskChange::new()
         .ret_code(1400)
         .message("refused, \"user\" busy,\nsee job j-2")
         .finished_at(at("2026-11-28T13:00:00Z"));
-    store.transition(ids[1], &[Submitting], Failed, &bad, json!({})).await.unwrap().unwrap();
-    store.transition(ids[3], &[Pending], RetryWait, &TaskChange::new().message("a,b\r\nc"), json!({})).await.unwrap();
+    store.step(ids[1], Event::GiveUp, &bad, json!({})).await.unwrap().unwrap();
+    move_task(store, ids[3], Pending, RetryWait, &TaskChange::new().message("a,b\r\nc"), json!({})).await;
     run_id
 }
 
@@ -612,31 +602,28 @@ async fn large_batches_keep_the_order_of_transitions_of_one_task() {
     let tasks: Vec<_> = (0..700).map(|i| new_task("cl-a1", &format!("u{i}"))).collect();
     let run_id = store.create_run(&new_run(Some("B-1")), &tasks).await.unwrap();
     let ids: Vec<i64> = store.tasks(run_id).await.unwrap().iter().map(|t| t.id).collect();
-    let step = |id: i64, from: TaskState, to: TaskState| Transition {
-        task_id: id,
-        from: vec![from],
-        to,
-        change: TaskChange::new().increment_attempts().job_id(format!("j-{id}")),
-        detail: json!({"batch": true}),
+    let step = |id: i64, from: TaskState, event: Event| {
+        let change = TaskChange::new().increment_attempts().job_id(format!("j-{id}"));
+        state::transition(id, &[from], event, change, json!({"batch": true})).unwrap()
     };
     // Each task twice, the second step depending on the first, plus a step whose guard fails.
     let mut batch = Vec::new();
     for pair in ids.chunks(2) {
         for &id in pair {
-            batch.push(step(id, TaskState::Pending, TaskState::Submitting));
+            batch.push(step(id, TaskState::Pending, Event::Intent));
         }
         for &id in pair {
-            batch.push(step(id, TaskState::Submitting, TaskState::Submitted));
+            batch.push(step(id, TaskState::Submitting, Event::Accepted));
         }
-        batch.push(step(pair[0], TaskState::Pending, TaskState::Failed));
+        batch.push(step(pair[0], TaskState::Pending, Event::Refused));
     }
     let before = store.audit_len().await.unwrap();
-    let results = store.transition_many(&batch).await.unwrap();
+    let results = store.steps(&batch).await.unwrap();
     assert_eq!(results.iter().filter(|r| r.is_some()).count(), 1400);
     assert_eq!(results.iter().filter(|r| r.is_none()).count(), 350);
     for (t, r) in batch.iter().zip(&results) {
         if let Some(row) = r {
-            assert_eq!((row.id, row.state), (t.task_id, t.to));
+            assert_eq!((row.id, row.state), (t.task_id(), t.to()));
         }
     }
     for row in store.tasks(run_id).await.unwrap() {

@@ -169,7 +169,7 @@ impl Rig {
             serde_json::json!({ "attempt": 1 }),
         )
         .unwrap();
-        assert!(self.store.transition_many(&[t]).await.unwrap()[0].is_some());
+        assert!(self.store.steps(&[t]).await.unwrap()[0].is_some());
     }
 
     /// The audit chain is intact.
