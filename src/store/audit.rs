@@ -1,5 +1,5 @@
 //! The audit log's storage: appending records inside the caller's transaction, and reading
-//! the chain page by page for [`crate::audit::chain::Walk`], which decides whether it is intact.
+//! the chain page by page for [`crate::audit::walk::Walk`], which decides whether it is intact.
 //! The encoding, the hashing and the verdicts live in `audit::chain`; this module holds the SQL.
 //!
 //! Appends happen in the same transaction as the change they describe, and read the chain's tip
@@ -9,7 +9,8 @@ use chrono::Utc;
 use sqlx::{Row, SqliteConnection};
 
 use super::{ts, Store, StoreError};
-use crate::audit::chain::{decode_hash, Checkpoint, Fields, Problem, Record, Verification, Walk, GENESIS_HASH};
+use crate::audit::chain::{decode_hash, Checkpoint, Fields, GENESIS_HASH};
+use crate::audit::walk::{Problem, Record, Verification, Walk};
 
 /// Rows per multi-row INSERT: 8 parameters each, far below SQLite's 32766.
 const INSERT_CHUNK: usize = 500;

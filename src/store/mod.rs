@@ -33,7 +33,8 @@ use chrono::{DateTime, SecondsFormat, Utc};
 use sqlx::sqlite::SqlitePool;
 use sqlx::{Sqlite, Transaction};
 
-pub use crate::audit::chain::{canonical_record, record_hash, Checkpoint, Problem, Verification, GENESIS_HASH};
+pub use crate::audit::chain::{canonical_record, record_hash, Checkpoint, GENESIS_HASH};
+pub use crate::audit::walk::{Problem, Verification};
 pub use crate::runner::state::{Event, Transition};
 pub use accounts::{endpoint_identity, AccountKey, Prepared, Refusal, Standing};
 pub use error::{sqlite_class, sqlite_class_of_code, SqliteClass, StoreError};

@@ -13,132 +13,15 @@
 //! served) and miss the jobs they start, so it is asked for when the queue has drained.
 //!
 //! What it must not do: know about the store, the API or the clock.
+//!
+//! The durations model is `durations`'s.
 
-use std::collections::{BTreeMap, VecDeque};
+mod durations;
+
+use std::collections::BTreeMap;
 use std::time::Duration;
 
-/// How many finished jobs the model remembers (the most recent ones).
-const MEMORY: usize = 1000;
-
-/// The share of jobs expected to have ended when their durations vary.
-const QUANTILE: f64 = 0.75;
-
-/// Where the first look of a run falls that has only earlier runs' durations to go by, as a
-/// share of them.
-const PRIOR_FIRST_LOOK: f64 = 0.9;
-
-/// Margin on an expected end learned from jobs of one fixed duration: measurement jitter (the
-/// ages are taken on this side of the network) should not make a round come a moment early.
-fn margin(d: Duration) -> Duration {
-    d / 50 + Duration::from_millis(5)
-}
-
-/// What one finished job showed of its duration: it was still running at age `lo` and had
-/// ended at age `hi`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Sample {
-    lo: Duration,
-    hi: Duration,
-}
-
-/// The job durations learned in this run, or from earlier runs until this one has its own.
-#[derive(Debug, Clone, Default)]
-pub struct Durations {
-    samples: VecDeque<Sample>,
-    /// The samples' `hi`, sorted: the loop asks for every job in flight on every turn, so the
-    /// order is kept as samples come and go rather than made per question.
-    his: Vec<Duration>,
-    /// The largest `lo` of the samples.
-    max_lo: Duration,
-    prior: Option<Duration>,
-}
-
-impl Durations {
-    /// A model with an optional prior: how long jobs of this account took in earlier runs.
-    pub fn new(prior: Option<Duration>) -> Self {
-        Self { prior: prior.filter(|p| !p.is_zero()), ..Self::default() }
-    }
-
-    /// A job was listed running at age `lo` (zero if never) and seen ended at age `hi`.
-    pub fn learn(&mut self, lo: Duration, hi: Duration) {
-        if self.samples.len() == MEMORY {
-            if let Some(old) = self.samples.pop_front() {
-                if let Ok(i) = self.his.binary_search(&old.hi) {
-                    self.his.remove(i);
-                }
-                if old.lo == self.max_lo {
-                    self.max_lo = self.samples.iter().map(|s| s.lo).max().unwrap_or_default();
-                }
-            }
-        }
-        let sample = Sample { lo: lo.min(hi), hi };
-        self.samples.push_back(sample);
-        let at = self.his.partition_point(|h| *h <= hi);
-        self.his.insert(at, hi);
-        self.max_lo = self.max_lo.max(sample.lo);
-    }
-
-    /// How many finished jobs this run has learned from.
-    pub fn learned(&self) -> usize {
-        self.samples.len()
-    }
-
-    /// The age at which a job known to be running at age `lo` is expected to have ended. With
-    /// nothing to go on (or a job running longer than every job seen) it is a probe: the first
-    /// of `base` · 2, 4, 8, … past `lo`, so a run with no history still reacts quickly.
-    pub fn expected_end(&self, lo: Duration, base: Duration) -> Duration {
-        if self.samples.is_empty() {
-            return match self.prior {
-                // Earlier runs measured their jobs from submission to the round that saw them
-                // done, a little over the truth: look a little early first, so the estimate
-                // does not creep up from run to run.
-                Some(p) if lo < p.mul_f64(PRIOR_FIRST_LOOK) => p.mul_f64(PRIOR_FIRST_LOOK),
-                Some(p) if lo < p => p + margin(p),
-                _ => probe(lo, base),
-            };
-        }
-        // The jobs that ran longer than this one has.
-        let later = &self.his[self.his.partition_point(|h| *h <= lo)..];
-        let Some(&first) = later.first() else { return probe(lo, base) };
-        if self.max_lo < first {
-            // Every interval overlaps: the jobs take one duration, at most the shortest `hi`.
-            return first + margin(first);
-        }
-        // Durations vary: when most jobs that ran this long had ended.
-        let rank = ((later.len() as f64) * QUANTILE).ceil() as usize;
-        later[rank.clamp(1, later.len()) - 1]
-    }
-}
-
-/// How far past its `create_time` the API may have made a job, as ages go here: an age is
-/// counted from when the request was sent, and the job is created once it has arrived.
-const CREATE_SLACK: Duration = Duration::from_millis(100);
-
-/// Narrow what a finished job showed of its duration (running at age `lo`, ended by age `hi`)
-/// by what the API said of it: `took`, its `status_time` less its `create_time`, is in whole
-/// seconds, so the job ran less than a second more or less than that. A probe that overshot
-/// (2, 4, 8 × the poll interval) then does not set the pace for the rest of the run. An answer
-/// that contradicts what was seen (ended before it was seen running) is ignored.
-pub fn narrow(lo: Duration, hi: Duration, took: Option<Duration>) -> (Duration, Duration) {
-    let Some(took) = took else { return (lo, hi) };
-    let second = Duration::from_secs(1);
-    let lo2 = lo.max(took.saturating_sub(second));
-    let hi2 = hi.min(took + second + CREATE_SLACK);
-    if lo2 > hi2 {
-        return (lo, hi);
-    }
-    (lo2, hi2)
-}
-
-/// The first of `base` · 2^k (k ≥ 1) past `lo`, capped at `lo` + 60 s.
-fn probe(lo: Duration, base: Duration) -> Duration {
-    let base = base.max(Duration::from_millis(1));
-    let mut at = base * 2;
-    while at <= lo {
-        at = at.saturating_mul(2);
-    }
-    at.min(lo + Duration::from_secs(60))
-}
+pub use durations::{narrow, Durations};
 
 /// One job in flight, as the scheduler sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -228,23 +111,11 @@ pub fn decide(s: &Situation<'_>, model: &Durations) -> Option<Decision> {
 
 #[cfg(test)]
 mod tests {
+    use super::durations::margin;
     use super::*;
 
     fn ms(n: u64) -> Duration {
         Duration::from_millis(n)
-    }
-
-    #[test]
-    fn the_apis_times_narrow_an_overshooting_probe() {
-        // Probed at 6 s (running) and 12 s (done); the API says it took 6 s (whole seconds).
-        assert_eq!(narrow(ms(6000), ms(12_000), Some(ms(6000))), (ms(6000), ms(7100)));
-        // A job never seen running: the API's second below counts as seen.
-        assert_eq!(narrow(ms(0), ms(12_000), Some(ms(9000))), (ms(8000), ms(10_100)));
-        // Nothing said, or nothing to add.
-        assert_eq!(narrow(ms(300), ms(600), None), (ms(300), ms(600)));
-        assert_eq!(narrow(ms(300), ms(600), Some(ms(0))), (ms(300), ms(600)));
-        // Seen running past what the API says it took: the API's word is set aside.
-        assert_eq!(narrow(ms(9000), ms(12_000), Some(ms(6000))), (ms(9000), ms(12_000)));
     }
 
     #[test]
@@ -280,72 +151,6 @@ mod tests {
             job_timeout: Duration::from_secs(1800),
             not_before: Duration::ZERO,
         }
-    }
-
-    #[test]
-    fn nothing_known_probes_at_doubling_steps_of_the_base() {
-        let m = Durations::new(None);
-        assert_eq!(m.expected_end(Duration::ZERO, ms(150)), ms(300));
-        assert_eq!(m.expected_end(ms(300), ms(150)), ms(600));
-        assert_eq!(m.expected_end(ms(650), ms(150)), ms(1200));
-        // Long jobs: at most a minute between probes.
-        assert_eq!(m.expected_end(Duration::from_secs(1000), ms(150)), Duration::from_secs(1060));
-    }
-
-    #[test]
-    fn one_fixed_duration_is_expected_at_the_shortest_end_seen() {
-        let mut m = Durations::new(None);
-        m.learn(ms(300), ms(600));
-        m.learn(ms(0), ms(612));
-        assert_eq!(m.expected_end(Duration::ZERO, ms(150)), ms(600) + margin(ms(600)));
-        // A job seen running at 605 ms: only the job that ended later tells about it.
-        assert_eq!(m.expected_end(ms(605), ms(150)), ms(612) + margin(ms(612)));
-        // Running longer than every job seen: probe on.
-        assert_eq!(m.expected_end(ms(700), ms(150)), ms(1200));
-    }
-
-    #[test]
-    fn varying_durations_are_expected_at_the_quantile() {
-        let mut m = Durations::new(None);
-        for hi in [500, 900, 1300, 1700] {
-            // Each seen running at 450 ms: the intervals do not all overlap.
-            m.learn(ms(hi - 100), ms(hi));
-        }
-        assert_eq!(m.expected_end(Duration::ZERO, ms(150)), ms(1300));
-        assert_eq!(m.expected_end(ms(1000), ms(150)), ms(1700));
-    }
-
-    #[test]
-    fn the_prior_serves_until_the_run_has_its_own() {
-        let mut m = Durations::new(Some(Duration::from_secs(10)));
-        assert_eq!(m.expected_end(Duration::ZERO, ms(150)), Duration::from_secs(9));
-        assert_eq!(
-            m.expected_end(Duration::from_secs(9), ms(150)),
-            Duration::from_secs(10) + margin(Duration::from_secs(10))
-        );
-        assert_eq!(m.expected_end(Duration::from_secs(10), ms(150)), ms(19_200));
-        m.learn(ms(300), ms(600));
-        assert_eq!(m.expected_end(Duration::ZERO, ms(150)), ms(600) + margin(ms(600)));
-        assert_eq!(Durations::new(Some(Duration::ZERO)).expected_end(Duration::ZERO, ms(150)), ms(300));
-    }
-
-    #[test]
-    fn memory_is_bounded_to_the_latest_jobs() {
-        let mut m = Durations::new(None);
-        m.learn(ms(0), ms(100));
-        for _ in 0..MEMORY {
-            m.learn(ms(400), ms(500));
-        }
-        assert_eq!(m.learned(), MEMORY);
-        assert_eq!(m.expected_end(Duration::ZERO, ms(150)), ms(500) + margin(ms(500)));
-        // A forgotten job seen running long ago no longer makes the durations look varied.
-        let mut m = Durations::new(None);
-        m.learn(ms(900), ms(1000));
-        for _ in 0..MEMORY {
-            m.learn(ms(100), ms(500));
-        }
-        assert_eq!(m.expected_end(Duration::ZERO, ms(150)), ms(500) + margin(ms(500)));
-        assert_eq!(m.expected_end(ms(600), ms(150)), ms(1200));
     }
 
     #[test]
