@@ -10,6 +10,7 @@
 
 pub mod database;
 pub mod discovery;
+pub mod doctor;
 pub mod drive;
 pub mod metrics;
 pub mod options;
