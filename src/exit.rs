@@ -127,22 +127,7 @@ fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
             }
         }
     }
-    // An error that crossed a task boundary as text (the runner's journal answers with
-    // messages) keeps SQLite's code only in its words.
-    for cause in err.chain() {
-        if let Some(class) = sqlite_class_in_text(&cause.to_string()) {
-            return environmental(class);
-        }
-    }
     (Exit::Software, None)
-}
-
-/// The class of the SQLite result code in sqlx's words for a database error,
-/// `error returned from database: (code: 778) disk I/O error`.
-fn sqlite_class_in_text(text: &str) -> Option<crate::store::SqliteClass> {
-    let rest = text.split("error returned from database: (code: ").nth(1)?;
-    let code: i64 = rest.split(')').next()?.parse().ok()?;
-    crate::store::sqlite_class_of_code(code)
 }
 
 const MIGRATIONS_DIFFER: &str =
@@ -216,37 +201,46 @@ pub fn report(outcome: anyhow::Result<Exit>) -> Exit {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::SqliteClass;
 
-    #[test]
-    fn sqlite_codes_in_words_are_classified() {
-        let text =
-            "database error: error returned from database: (code: 778) disk I/O error: (code: 778) disk I/O error";
-        assert_eq!(sqlite_class_in_text(text), Some(SqliteClass::Io));
-        assert_eq!(
-            sqlite_class_in_text("error returned from database: (code: 13) database or disk is full"),
-            Some(SqliteClass::Full)
-        );
-        assert_eq!(
-            sqlite_class_in_text("error returned from database: (code: 517) database is locked"),
-            Some(SqliteClass::Busy)
-        );
-        assert_eq!(sqlite_class_in_text("error returned from database: (code: 1) no such table: x"), None);
-        assert_eq!(sqlite_class_in_text("user (code: 13) in a message"), None);
-    }
+    /// A real SQLite failure, typed all the way from the store through the runner's error: the
+    /// code decides, not the words.
+    #[tokio::test]
+    async fn environmental_failures_are_not_bugs() {
+        use crate::runner::error::RunnerError;
+        use crate::store::StoreError;
+        use sqlx::{Connection, Executor};
 
-    #[test]
-    fn environmental_failures_are_not_bugs() {
-        let err = |text: &str| anyhow::Error::msg(text.to_owned()).context("the run stopped");
-        assert_eq!(code_for(&err("error returned from database: (code: 13) database or disk is full")), Exit::TempFail);
-        assert_eq!(code_for(&err("error returned from database: (code: 5) database is locked")), Exit::Locked);
-        assert_eq!(
-            code_for(&err("error returned from database: (code: 11) database disk image is malformed")),
-            Exit::Config
-        );
-        assert_eq!(code_for(&err("error returned from database: (code: 26) file is not a database")), Exit::Config);
-        assert_eq!(code_for(&err("something else went wrong")), Exit::Software);
-        let newer = crate::store::StoreError::Newer { path: "/d/audit.db".into(), version: 9 };
+        let dir = tempfile::tempdir().unwrap();
+        let through_the_runner =
+            |e: sqlx::Error| anyhow::Error::new(RunnerError::Store(StoreError::from(e))).context("the run stopped");
+
+        // Not a database (SQLITE_NOTADB): a damaged file is the operator's to fix, not a bug.
+        let junk = dir.path().join("junk.db");
+        std::fs::write(&junk, vec![7u8; 4096]).unwrap();
+        let mut c = sqlx::SqliteConnection::connect(&format!("sqlite://{}", junk.display())).await.unwrap();
+        let e = c.execute("SELECT * FROM sqlite_master").await.unwrap_err();
+        assert_eq!(code_for(&through_the_runner(e)), Exit::Config);
+
+        // Locked by another writer (SQLITE_BUSY).
+        let db = dir.path().join("busy.db");
+        let url = format!("sqlite://{}?mode=rwc", db.display());
+        let mut holder = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        holder.execute("CREATE TABLE t (x); BEGIN EXCLUSIVE; INSERT INTO t VALUES (1)").await.unwrap();
+        let mut other = sqlx::SqliteConnection::connect(&url).await.unwrap();
+        other.execute("PRAGMA busy_timeout = 0").await.unwrap();
+        let e = other.execute("INSERT INTO t VALUES (2)").await.unwrap_err();
+        assert_eq!(code_for(&through_the_runner(e)), Exit::Locked);
+        // The same store error through the last check before sending.
+        let e = other.execute("INSERT INTO t VALUES (3)").await.unwrap_err();
+        let unchecked = RunnerError::Unchecked(std::sync::Arc::new(StoreError::from(e)));
+        assert_eq!(code_for(&anyhow::Error::new(unchecked)), Exit::Locked);
+
+        // Words that only look like SQLite's decide nothing; a bug stays a bug.
+        let words = anyhow::Error::msg("error returned from database: (code: 13) database or disk is full");
+        assert_eq!(code_for(&words), Exit::Software);
+        let illegal = crate::runner::state::apply(crate::store::TaskState::Deleted, crate::store::Event::Intent);
+        assert_eq!(code_for(&anyhow::Error::new(RunnerError::from(illegal.unwrap_err()))), Exit::Software);
+        let newer = StoreError::Newer { path: "/d/audit.db".into(), version: 9 };
         assert_eq!(code_for(&anyhow::Error::new(newer)), Exit::Config);
     }
 

@@ -190,7 +190,7 @@ impl Ctx {
         event: Event,
         change: TaskChange,
         detail: serde_json::Value,
-    ) -> anyhow::Result<Option<TaskRow>> {
+    ) -> super::error::Result<Option<TaskRow>> {
         let t = state::transition(task_id, from, event, change, detail)?;
         Ok(self.journal.transition(t).await?)
     }
@@ -201,7 +201,7 @@ impl Ctx {
         task_id: Option<i64>,
         call: &Call<T>,
         sent_at: Instant,
-    ) -> anyhow::Result<CallVerdict> {
+    ) -> super::error::Result<CallVerdict> {
         let answered = Instant::now();
         self.journal.record_call(self.run_id, task_id, call_row(&call.record)).await?;
         if let Some(skew) = call.record.clock_skew() {

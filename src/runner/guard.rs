@@ -10,16 +10,16 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use super::context::Ctx;
 use super::task::TaskRef;
 use crate::domain::{HostSpec, UserName, PROTECTED_USERS};
 use crate::qingcloud::client::SendGuard;
-use crate::store::Refusal;
+use crate::store::{Refusal, StoreError};
 
 /// Why a request was withheld.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum Withhold {
     Stopped,
     Protected,
@@ -27,7 +27,7 @@ pub enum Withhold {
     Invalid(String),
     Refused(Refusal),
     /// The database could not answer the last check: nothing is sent on a guess.
-    Unchecked(String),
+    Unchecked(Arc<StoreError>),
 }
 
 pub struct TaskGuard<'a> {
@@ -92,7 +92,7 @@ impl SendGuard for TaskGuard<'_> {
             match self.ctx.store.last_check(self.task.id, &self.ctx.identity_runs).await {
                 Ok(Ok(())) => {}
                 Ok(Err(refusal)) => return Err(self.refuse(Withhold::Refused(refusal))),
-                Err(e) => return Err(self.refuse(Withhold::Unchecked(e.to_string()))),
+                Err(e) => return Err(self.refuse(Withhold::Unchecked(Arc::new(e)))),
             }
             // Checked again after the database answered: a stop during the query wins.
             if self.ctx.stopping() {

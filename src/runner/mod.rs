@@ -16,11 +16,13 @@
 //! jitter. It must not reach the network, the system clock or randomness any other way; its
 //! unit tests (`tests`, under `cfg(test)`) drive it against a scripted fake API on tokio's paused
 //! clock. The pure pieces ([`policy`], [`poll_plan`], [`queue`], [`verdict`], [`state`]) take
-//! what they need as arguments.
+//! what they need as arguments. What can end the work with an error is [`error::RunnerError`]:
+//! the store's own error kept (never its text), a row it cannot read, or a bug.
 
 pub mod clock;
 pub mod context;
 pub mod engine;
+pub mod error;
 pub mod guard;
 pub mod journal;
 pub mod outcome;

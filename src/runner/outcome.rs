@@ -20,7 +20,7 @@ pub async fn absent(
     attempts: u32,
     ret_code: Option<i64>,
     message: &str,
-) -> anyhow::Result<()> {
+) -> super::error::Result<()> {
     let message = format!("account not found: {message}");
     finish(ctx, task_id, from, Event::FoundAbsent, attempts, ret_code, &message, None).await
 }
@@ -40,7 +40,7 @@ pub async fn retry_or_fail(
     from: &[TaskState],
     ret_code: Option<i64>,
     message: &str,
-) -> anyhow::Result<Submitted> {
+) -> super::error::Result<Submitted> {
     if attempts >= ctx.opts.max_attempts {
         let message = format!("{message} (after {attempts} attempts)");
         fail(ctx, task.id, from, attempts, ret_code, &message).await?;
@@ -66,7 +66,7 @@ pub async fn fail(
     attempts: u32,
     ret_code: Option<i64>,
     message: &str,
-) -> anyhow::Result<()> {
+) -> super::error::Result<()> {
     finish(ctx, task_id, from, Event::GiveUp, attempts, ret_code, message, None).await
 }
 
@@ -81,7 +81,7 @@ pub async fn fail_unresolved(
     attempts: u32,
     why: &str,
     message: &str,
-) -> anyhow::Result<()> {
+) -> super::error::Result<()> {
     finish(ctx, task_id, from, Event::GiveUp, attempts, None, message, Some(why)).await
 }
 
@@ -96,7 +96,7 @@ async fn finish(
     ret_code: Option<i64>,
     message: &str,
     unresolved: Option<&str>,
-) -> anyhow::Result<()> {
+) -> super::error::Result<()> {
     let mut change = outcome_change(ret_code, message).attempts(i64::from(attempts)).finished_at(ctx.now());
     if let Some(why) = unresolved {
         change = change.unresolved(why);

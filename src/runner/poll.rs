@@ -28,6 +28,7 @@ use super::task::{Submitted, TaskRef};
 use crate::manifest::Zone;
 use crate::qingcloud::client::MAX_JOBS_PER_CALL;
 use crate::qingcloud::types::{ret, Job};
+use crate::runner::error::RunnerError;
 use crate::store::{TaskChange, TaskState};
 
 /// A job in flight, as the poller needs it.
@@ -81,7 +82,7 @@ pub struct RoundResult {
 }
 
 /// Poll every job in `jobs` once.
-pub async fn round(ctx: Arc<Ctx>, jobs: Vec<InFlight>) -> anyhow::Result<RoundResult> {
+pub async fn round(ctx: Arc<Ctx>, jobs: Vec<InFlight>) -> super::error::Result<RoundResult> {
     let mut by_zone: HashMap<Zone, Vec<InFlight>> = HashMap::new();
     for j in jobs {
         by_zone.entry(j.task.zone.clone()).or_default().push(j);
@@ -121,7 +122,8 @@ pub async fn round(ctx: Arc<Ctx>, jobs: Vec<InFlight>) -> anyhow::Result<RoundRe
             ));
         }
         while let Some(joined) = settling.join_next().await {
-            let (j, outcome) = joined.map_err(|e| anyhow::anyhow!("settling a job panicked: {e}"))?;
+            let (j, outcome) =
+                joined.map_err(|e| RunnerError::Panicked { what: "settling a job", detail: e.to_string() })?;
             let outcome = outcome?;
             result.outcomes.push((j.task.id, outcome));
         }
@@ -138,7 +140,7 @@ async fn describe_isolating(
     zone: &Zone,
     ids: Vec<String>,
     result: &mut RoundResult,
-) -> anyhow::Result<(HashMap<String, Job>, HashSet<String>, HashMap<String, DateTime<Utc>>)> {
+) -> super::error::Result<(HashMap<String, Job>, HashSet<String>, HashMap<String, DateTime<Utc>>)> {
     let mut polled: HashMap<String, DateTime<Utc>> = HashMap::new();
     let mut found: HashMap<String, Job> = HashMap::new();
     let mut unknown: HashSet<String> = HashSet::new();
@@ -191,7 +193,7 @@ async fn describe_isolating(
 
 /// The API said it does not know the job: that attempt is proven to have no job, so retrying
 /// is safe.
-async fn unknown_job(ctx: &Ctx, j: &InFlight) -> anyhow::Result<JobOutcome> {
+async fn unknown_job(ctx: &Ctx, j: &InFlight) -> super::error::Result<JobOutcome> {
     let message = format!("job {} is unknown to DescribeJobs (the API answered that it does not exist)", j.job_id);
     Ok(match outcome::retry_or_fail(ctx, &j.task, j.task.attempts, &[TaskState::Submitted], None, &message).await? {
         Submitted::RetryAt { at, attempts } => JobOutcome::Retry { at, attempts },
@@ -199,7 +201,7 @@ async fn unknown_job(ctx: &Ctx, j: &InFlight) -> anyhow::Result<JobOutcome> {
     })
 }
 
-async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome> {
+async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> super::error::Result<JobOutcome> {
     if job.status.is_success() {
         ctx.step(
             j.task.id,
@@ -232,7 +234,7 @@ async fn settle(ctx: &Ctx, j: &InFlight, job: &Job) -> anyhow::Result<JobOutcome
 }
 
 /// A job still running, or not found at all: past `--job-timeout` the task is settled.
-async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> anyhow::Result<JobOutcome> {
+async fn timeout_check(ctx: &Ctx, j: &InFlight, job: Option<&Job>) -> super::error::Result<JobOutcome> {
     let age = ctx.now() - j.submitted_at;
     let limit = chrono::Duration::from_std(ctx.opts.job_timeout).unwrap_or(chrono::Duration::MAX);
     if age < limit {

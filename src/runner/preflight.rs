@@ -26,6 +26,7 @@ use crate::domain::Zone;
 use crate::qingcloud::api::Api;
 use crate::qingcloud::client::{ApiError, Call, MAX_CLUSTERS_PER_CALL};
 use crate::qingcloud::types::{ClusterInfo, DescribeClustersResponse, MYSQL_PLUS_APP_ID};
+use crate::runner::error::RunnerError;
 use crate::store::{TaskChange, TaskState};
 
 use super::clock::Clock;
@@ -117,7 +118,7 @@ pub async fn lookup(
     api: &dyn Api,
     clock: &dyn Clock,
     by_zone: &BTreeMap<&str, BTreeSet<&str>>,
-) -> anyhow::Result<Looked> {
+) -> super::error::Result<Looked> {
     let (_never, stop) = watch::channel(false);
     lookup_until(api, clock, by_zone, stop).await
 }
@@ -134,10 +135,10 @@ pub async fn lookup_until(
     clock: &dyn Clock,
     by_zone: &BTreeMap<&str, BTreeSet<&str>>,
     mut stop: watch::Receiver<bool>,
-) -> anyhow::Result<Looked> {
+) -> super::error::Result<Looked> {
     let mut out = Looked { seen: HashMap::new(), calls: Vec::new(), unchecked: Vec::new(), stopped: false };
     for (zone, clusters) in by_zone {
-        let zone_id = Zone::parse(zone).map_err(anyhow::Error::msg)?;
+        let zone_id = Zone::parse(zone).map_err(|e| RunnerError::BadRow(e.to_string()))?;
         let ids: Vec<String> = clusters.iter().map(|c| (*c).to_owned()).collect();
         for batch in ids.chunks(MAX_CLUSTERS_PER_CALL) {
             let mut answer = None;
@@ -222,7 +223,7 @@ async fn stopped(stop: &mut watch::Receiver<bool>) {
 
 /// Check the clusters of the run's `pending` and `retry_wait` tasks; end the tasks whose cluster
 /// cannot take a `del_user`.
-pub async fn run(ctx: &Ctx) -> anyhow::Result<Outcome> {
+pub async fn run(ctx: &Ctx) -> super::error::Result<Outcome> {
     let rows = ctx.store.tasks(ctx.run_id).await?;
     let waiting: Vec<_> =
         rows.into_iter().filter(|r| matches!(r.state, TaskState::Pending | TaskState::RetryWait)).collect();

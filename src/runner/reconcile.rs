@@ -33,7 +33,7 @@ pub const MAX_INCONCLUSIVE: u32 = 10;
 /// listing was made at least `--reconcile-settle` after the intent (a listing may lag behind
 /// job creation); then the attempt counts as failed and the task waits for a retry. Otherwise
 /// nothing changes and the caller tries again later.
-pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
+pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> super::error::Result<Submitted> {
     let intent_at = task.intent_at.unwrap_or_else(|| ctx.now());
     // The API's `create_time` is on its clock: widen the margin by the measured difference.
     let skew = ctx.clock_skew().map_or(chrono::Duration::zero(), |s| s.abs());
@@ -119,7 +119,7 @@ pub async fn reconcile(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted
 
 /// A submission stayed in doubt through [`MAX_INCONCLUSIVE`] reconciliations: end the task
 /// `failed`, never sending a second request.
-pub async fn give_up_in_doubt(ctx: &Ctx, task: &TaskRef) -> anyhow::Result<()> {
+pub async fn give_up_in_doubt(ctx: &Ctx, task: &TaskRef) -> super::error::Result<()> {
     let message = format!(
         "the answer to the submission was lost and {MAX_INCONCLUSIVE} reconciliations could not tell whether a job \
          exists; not resubmitted so the account is never sent twice — check the cluster's jobs"

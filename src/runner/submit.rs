@@ -20,10 +20,11 @@ use super::task::{Submitted, TaskRef};
 use super::verdict::{self, Refused};
 use crate::qingcloud::client::ApiError;
 use crate::qingcloud::types::DelUserParams;
+use crate::runner::error::RunnerError;
 use crate::store::{Refusal, TaskChange, TaskState};
 
 /// The `del_user` submission of one task.
-pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> anyhow::Result<Submitted> {
+pub async fn submit(ctx: Arc<Ctx>, task: TaskRef) -> super::error::Result<Submitted> {
     let intent_at = ctx.now();
     let attempt = task.attempts + 1;
     let marked = ctx
@@ -136,7 +137,7 @@ async fn refused(
     ret_code: Option<i64>,
     api_message: &str,
     message: &str,
-) -> anyhow::Result<Submitted> {
+) -> super::error::Result<Submitted> {
     let kind = match ret_code {
         Some(code) => verdict::refusal(&ctx.opts.absent, code, api_message, task.cluster.as_str(), &task.user),
         None => Refused::Failed,
@@ -180,7 +181,7 @@ async fn refused(
 }
 
 /// The last check withheld the request: nothing was sent.
-async fn withheld(ctx: &Ctx, task: &TaskRef, why: Withhold) -> anyhow::Result<Submitted> {
+async fn withheld(ctx: &Ctx, task: &TaskRef, why: Withhold) -> super::error::Result<Submitted> {
     ctx.mark_sent(task.id, false);
     let from = [TaskState::Submitting];
     match why {
@@ -225,13 +226,13 @@ async fn withheld(ctx: &Ctx, task: &TaskRef, why: Withhold) -> anyhow::Result<Su
         }
         Withhold::Unchecked(e) => {
             withdraw(ctx, task.id).await?;
-            anyhow::bail!("the last check before sending could not be made: {e}")
+            Err(RunnerError::Unchecked(e))
         }
     }
 }
 
 /// Turn an intent whose request never left back to `pending`, audited as withdrawn.
-pub async fn withdraw(ctx: &Ctx, task_id: i64) -> anyhow::Result<()> {
+pub async fn withdraw(ctx: &Ctx, task_id: i64) -> super::error::Result<()> {
     ctx.step(
         task_id,
         &[TaskState::Submitting],
@@ -249,7 +250,7 @@ async fn back_to_pending(
     ret_code: Option<i64>,
     message: &str,
     why: &str,
-) -> anyhow::Result<()> {
+) -> super::error::Result<()> {
     ctx.step(
         task.id,
         &[TaskState::Submitting],

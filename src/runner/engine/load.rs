@@ -9,16 +9,17 @@ use chrono::Utc;
 use super::Loop;
 use crate::manifest::{ClusterId, Zone};
 use crate::qingcloud::types::RUN_CLUSTER_CUSTOM_SERVICE;
+use crate::runner::error::RunnerError;
 use crate::runner::poll::InFlight;
 use crate::runner::state;
 use crate::runner::task::TaskRef;
 use crate::store::{TaskChange, TaskRow, TaskState};
 
-fn task_ref(row: &TaskRow) -> anyhow::Result<TaskRef> {
+fn task_ref(row: &TaskRow) -> crate::runner::error::Result<TaskRef> {
     Ok(TaskRef {
         id: row.id,
-        cluster: ClusterId::parse(&row.cluster).map_err(anyhow::Error::msg)?,
-        zone: Zone::parse(&row.zone).map_err(anyhow::Error::msg)?,
+        cluster: ClusterId::parse(&row.cluster).map_err(|e| RunnerError::BadRow(e.to_string()))?,
+        zone: Zone::parse(&row.zone).map_err(|e| RunnerError::BadRow(e.to_string()))?,
         user: row.user.clone(),
         host: row.host.clone(),
         attempts: u32::try_from(row.attempts).unwrap_or(0),
@@ -31,7 +32,7 @@ fn task_ref(row: &TaskRow) -> anyhow::Result<TaskRef> {
 
 impl Loop {
     /// Queue the run's tasks, earliest deadline first, and put back what was in flight.
-    pub(super) async fn load(&mut self, mut rows: Vec<TaskRow>) -> anyhow::Result<()> {
+    pub(super) async fn load(&mut self, mut rows: Vec<TaskRow>) -> crate::runner::error::Result<()> {
         // Earliest deadline first, then the manifest's order.
         rows.sort_by_key(|r| (r.due_by.is_none(), r.due_by, r.id));
         let today = self.ctx.now().date_naive();

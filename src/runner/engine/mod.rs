@@ -35,13 +35,14 @@ use super::reconcile;
 use super::stop::{StopReason, StopRequests, GRACE};
 use super::submit;
 use super::task::{task_span, Submitted, TaskRef};
+use crate::runner::error::RunnerError;
 
 enum Event {
     /// The stop is on record (`run_stopping`).
-    Recorded(anyhow::Result<()>),
-    Submit(i64, anyhow::Result<Submitted>),
-    Reconcile(i64, anyhow::Result<Submitted>),
-    Poll(anyhow::Result<RoundResult>),
+    Recorded(crate::runner::error::Result<()>),
+    Submit(i64, crate::runner::error::Result<Submitted>),
+    Reconcile(i64, crate::runner::error::Result<Submitted>),
+    Poll(crate::runner::error::Result<RoundResult>),
 }
 
 /// Connection failures in a row, before any answer, that mean the endpoint is unreachable.
@@ -94,7 +95,7 @@ struct Loop {
 
 /// Execute the run's remaining work, stopping on SIGINT, SIGTERM or SIGHUP. Returns why it
 /// stopped early, if it did.
-pub async fn execute(ctx: Arc<Ctx>, progress: &Progress) -> anyhow::Result<Option<StopReason>> {
+pub async fn execute(ctx: Arc<Ctx>, progress: &Progress) -> crate::runner::error::Result<Option<StopReason>> {
     execute_with(ctx, progress, StopRequests::Signals).await
 }
 
@@ -103,7 +104,7 @@ pub async fn execute_with(
     ctx: Arc<Ctx>,
     progress: &Progress,
     stops: StopRequests,
-) -> anyhow::Result<Option<StopReason>> {
+) -> crate::runner::error::Result<Option<StopReason>> {
     let rows = ctx.store.tasks(ctx.run_id).await?;
     let prior = ctx.store.recent_job_duration(&ctx.identity_runs).await?;
     let mut lp = Loop {
@@ -181,7 +182,7 @@ impl Loop {
     /// Leave now: abort what is under way and withdraw every intent whose request never passed
     /// its last check (nothing of it left). What may be on the wire stays `submitting` for the
     /// next run to reconcile.
-    async fn leave_now(&mut self) -> anyhow::Result<()> {
+    async fn leave_now(&mut self) -> crate::runner::error::Result<()> {
         self.ctx.stop.send_replace(true);
         self.work.abort_all();
         while self.work.join_next().await.is_some() {}
@@ -214,7 +215,7 @@ impl Loop {
         self.queue.queued() == 0 && self.in_flight.is_empty() && self.in_doubt.is_empty()
     }
 
-    async fn run(&mut self, progress: &Progress, stops: StopRequests) -> anyhow::Result<()> {
+    async fn run(&mut self, progress: &Progress, stops: StopRequests) -> crate::runner::error::Result<()> {
         let mut stops = stops.listen()?;
         let deadline = self.ctx.opts.deadline.map(|d| self.ctx.instant() + d);
         let mut signals = 0u32;
@@ -247,7 +248,7 @@ impl Loop {
             };
             tokio::select! {
                 Some(joined) = self.work.join_next() => {
-                    let event = joined.map_err(|e| anyhow::anyhow!("a runner task panicked: {e}"))?;
+                    let event = joined.map_err(|e| RunnerError::Panicked { what: "a runner task", detail: e.to_string() })?;
                     self.handle(event).await?;
                     if self.ctx.not_api_answers() >= NOT_API_AFTER {
                         let n = self.ctx.not_api_answers();

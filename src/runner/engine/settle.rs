@@ -12,7 +12,7 @@ use crate::runner::task::Submitted;
 
 impl Loop {
     /// Book one result of the loop's work.
-    pub(super) async fn handle(&mut self, event: Event) -> anyhow::Result<()> {
+    pub(super) async fn handle(&mut self, event: Event) -> crate::runner::error::Result<()> {
         match event {
             Event::Recorded(result) => result?,
             Event::Submit(id, result) => {
