@@ -3,8 +3,11 @@
 //! these types has passed every rule of SPEC §3, so nothing downstream checks it again: the
 //! manifest, the plan, the runner and the store all carry them. Constructors return the reason a
 //! value is refused, in words an operator can act on; the manifest loader adds the file, line
-//! and column. Read back from the database, a value that no longer passes is an error, not a
-//! task to run. This module depends on nothing of ours.
+//! and column. Decoded from the database, a value that no longer passes is an error, not a
+//! task to run. Task rows themselves keep the text as stored: a row edited by hand (a user made
+//! `root`) must reach the runner's last check, which refuses that one task and says why, instead
+//! of failing the read of every task of the run; the runner parses cluster and zone as it loads
+//! a task, and user and host again at the last check. This module depends on nothing of ours.
 
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};

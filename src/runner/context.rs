@@ -202,7 +202,7 @@ impl Ctx {
         call: &Call<T>,
         sent_at: Instant,
     ) -> super::error::Result<CallVerdict> {
-        let answered = Instant::now();
+        let answered = self.instant();
         self.journal.record_call(self.run_id, task_id, call_row(&call.record)).await?;
         if let Some(skew) = call.record.clock_skew() {
             *self.clock_skew.lock().unwrap_or_else(|p| p.into_inner()) = Some(skew);
