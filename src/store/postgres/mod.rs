@@ -2,7 +2,8 @@
 //! shared by several runner hosts. It owns its own migrations (`migrations/postgres/`), the
 //! pool, and the SQL that sharing needs: the audit chain appended under an advisory lock
 //! ([`audit`]), runs and tasks ([`runs`]), tasks claimed under a lease with every write fenced
-//! by its owner and epoch ([`lease`], [`write`]), and the shared GCRA ([`quota`]).
+//! by its owner and epoch ([`lease`], [`write`]), the shared GCRA ([`quota`]), and the copy of
+//! an SQLite evidence database up to PostgreSQL ([`copy`]).
 //!
 //! The chain's encoding and hashing (`audit::chain`) and its verifier (`audit::walk`) are the
 //! same for both backends; the rows are the SQLite store's (`store::model`). Times that decide anything across
@@ -12,6 +13,7 @@
 //! an error or a log line ([`redacted`]).
 
 mod audit;
+mod copy;
 mod lease;
 mod quota;
 mod runs;
@@ -24,6 +26,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
+pub use copy::{copy_from_sqlite, Copied, CopyError};
 pub use lease::{Claim, Lease};
 pub use quota::Slot;
 pub use write::LeasedWrite;
