@@ -19,6 +19,7 @@ mod helpers;
 mod layout;
 mod manifest;
 mod operator;
+mod pg_bench;
 mod pg_copy;
 mod pg_db;
 mod pg_quota;
