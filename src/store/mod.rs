@@ -22,6 +22,7 @@ mod lock;
 pub mod model;
 mod open;
 mod paths;
+pub mod postgres;
 mod replay;
 mod runs;
 mod tasks;

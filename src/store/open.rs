@@ -32,7 +32,7 @@ pub const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 const MIGRATION_ATTEMPTS: u32 = 8;
 
 /// The migrations this version applies, in order.
-static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 /// Connections for reads; writes have their own single connection.
 const READ_CONNECTIONS: u32 = 4;
 

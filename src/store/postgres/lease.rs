@@ -1,0 +1,160 @@
+//! Claiming tasks across hosts: a host claims free tasks with `FOR UPDATE SKIP LOCKED` (two
+//! claimers never get the same task, and neither waits for the other), under a lease (`owner`,
+//! `lease_until` on the database's clock) that it extends while it works, and a new `epoch` per
+//! claim. A task whose lease has expired is free again; taking it over is audited, and the old
+//! holder's writes, which name the old epoch, then change nothing (see `write`).
+//!
+//! This module hands out and extends leases; it does not decide which states are worth claiming
+//! or what happens to a task taken over in doubt (the runner reconciles it).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::json;
+use sqlx::Row;
+
+use super::audit::{append, run_ticket};
+use super::runs::{task_from_row, TASK_COLUMNS};
+use super::{micros, PgStore};
+use crate::store::audit::{with_ticket, Entry};
+use crate::store::{StoreError, TaskRow, TaskState};
+
+/// A host's hold on one task: every write of the holder names it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Lease {
+    pub task_id: i64,
+    pub owner: String,
+    pub epoch: i64,
+    /// When the lease ends unless extended (the database's clock).
+    pub until: DateTime<Utc>,
+}
+
+/// A task claimed: its row and the lease on it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Claim {
+    pub task: TaskRow,
+    pub lease: Lease,
+    /// The holder whose expired lease this claim took over, if another host held it.
+    pub taken_from: Option<(String, i64)>,
+}
+
+impl PgStore {
+    /// Claim up to `limit` tasks in one of `states` (of run `run_id`, or of any run) that nobody
+    /// holds, or whose lease has expired, and that are due (`next_attempt_at` passed or unset),
+    /// oldest first. Each claimed task gets `owner`, a lease of `lease` from now and its epoch
+    /// plus one. Tasks other transactions are claiming at this moment are skipped, not waited
+    /// for. A takeover from another owner is audited (`lease_taken_over`) in the same
+    /// transaction.
+    pub async fn claim(
+        &self,
+        run_id: Option<i64>,
+        states: &[TaskState],
+        owner: &str,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let mut tx = self.write().await?;
+        let rows = sqlx::query(&format!(
+            "WITH free AS ( \
+                SELECT id, owner AS old_owner, epoch AS old_epoch FROM tasks \
+                WHERE ($1::bigint IS NULL OR run_id = $1) AND state = ANY($2) \
+                  AND (owner IS NULL OR lease_until IS NULL OR lease_until <= clock_timestamp()) \
+                  AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp()) \
+                ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
+             UPDATE tasks SET owner = $4, epoch = tasks.epoch + 1, \
+                lease_until = clock_timestamp() + $5 * interval '1 microsecond' \
+             FROM free WHERE tasks.id = free.id \
+             RETURNING {cols}, tasks.owner, tasks.epoch, tasks.lease_until, free.old_owner, free.old_epoch",
+            cols = qualified(TASK_COLUMNS)
+        ))
+        .bind(run_id)
+        .bind(&states)
+        .bind(limit)
+        .bind(owner)
+        .bind(micros(lease))
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut claims = Vec::with_capacity(rows.len());
+        let mut entries = Vec::new();
+        for row in &rows {
+            let task = task_from_row(row)?;
+            let lease = Lease {
+                task_id: task.id,
+                owner: row.try_get("owner")?,
+                epoch: row.try_get("epoch")?,
+                until: row.try_get("lease_until")?,
+            };
+            let old_owner: Option<String> = row.try_get("old_owner")?;
+            let old_epoch: i64 = row.try_get("old_epoch")?;
+            let taken_from = old_owner.filter(|o| o != owner).map(|o| (o, old_epoch));
+            if let Some((from, from_epoch)) = &taken_from {
+                let detail = json!({
+                    "cluster": task.cluster, "user": task.user, "host": task.host, "state": task.state,
+                    "from_owner": from, "from_epoch": from_epoch, "owner": lease.owner, "epoch": lease.epoch,
+                });
+                let ticket = run_ticket(&mut tx, task.run_id).await?;
+                let detail = with_ticket(detail, ticket.as_deref());
+                entries.push(Entry::new(Some(task.run_id), Some(task.id), "lease_taken_over", &detail));
+            }
+            claims.push(Claim { task, lease, taken_from });
+        }
+        claims.sort_by_key(|c| c.task.id);
+        append(&mut tx, &entries).await?;
+        tx.commit().await?;
+        Ok(claims)
+    }
+
+    /// Extend a lease to `lease` from now, if it is still the holder's (same owner and epoch).
+    /// `None`, with nothing written, when it is not: the task was taken over or released.
+    pub async fn extend_lease(&self, lease: &Lease, by: Duration) -> Result<Option<Lease>, StoreError> {
+        let until: Option<DateTime<Utc>> = sqlx::query_scalar(
+            "UPDATE tasks SET lease_until = clock_timestamp() + $4 * interval '1 microsecond' \
+             WHERE id = $1 AND owner = $2 AND epoch = $3 RETURNING lease_until",
+        )
+        .bind(lease.task_id)
+        .bind(&lease.owner)
+        .bind(lease.epoch)
+        .bind(micros(by))
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(until.map(|until| Lease { until, ..lease.clone() }))
+    }
+
+    /// Give a task back (its work is finished, or the host stops): free for any host at once.
+    /// The epoch stays, so writes under the released lease still change nothing. `false` when
+    /// the lease was no longer the holder's.
+    pub async fn release(&self, lease: &Lease) -> Result<bool, StoreError> {
+        let done = sqlx::query(
+            "UPDATE tasks SET owner = NULL, lease_until = NULL WHERE id = $1 AND owner = $2 AND epoch = $3",
+        )
+        .bind(lease.task_id)
+        .bind(&lease.owner)
+        .bind(lease.epoch)
+        .execute(&self.pool)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// The lease on a task as the database holds it now (`None` when nobody holds it).
+    pub async fn lease_of(&self, task_id: i64) -> Result<Option<Lease>, StoreError> {
+        let row = sqlx::query("SELECT owner, epoch, lease_until FROM tasks WHERE id = $1 AND owner IS NOT NULL")
+            .bind(task_id)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.map(|r| {
+            Ok(Lease {
+                task_id,
+                owner: r.try_get("owner")?,
+                epoch: r.try_get("epoch")?,
+                until: r.try_get("lease_until")?,
+            })
+        })
+        .transpose()
+    }
+}
+
+/// `a, b, "c"` → `tasks.a, tasks.b, tasks."c"`: the task's columns in a statement that joins.
+pub(super) fn qualified(columns: &str) -> String {
+    columns.split(',').map(|c| format!("tasks.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}

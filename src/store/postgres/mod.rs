@@ -1,0 +1,134 @@
+//! The PostgreSQL backend (`--db postgres://…`): one queue, one API quota and one audit chain
+//! shared by several runner hosts. It owns its own migrations (`migrations/postgres/`), the
+//! pool, and the SQL that sharing needs: the audit chain appended under an advisory lock
+//! ([`audit`]), runs and tasks ([`runs`]), tasks claimed under a lease with every write fenced
+//! by its owner and epoch ([`lease`], [`write`]), the shared GCRA ([`quota`]), and the copy of
+//! an SQLite evidence database up to PostgreSQL ([`copy`]).
+//!
+//! The chain's encoding and hashing (`audit::chain`) and its verifier (`audit::walk`) are the
+//! same for both backends; the rows are the SQLite store's (`store::model`). Times that decide anything across
+//! hosts (leases, the quota, the audit record's `at`) are read from the database's clock, never
+//! a host's. This module must not talk to the API, must not decide what a task's next state is
+//! (the runner does), and must never be given a secret key; the URL's password never appears in
+//! an error or a log line ([`redacted`]).
+
+mod audit;
+mod copy;
+mod lease;
+mod quota;
+mod runs;
+mod write;
+
+use std::str::FromStr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::{Postgres, Transaction};
+
+pub use copy::{copy_from_sqlite, Copied, CopyError};
+pub use lease::{Claim, Lease};
+pub use quota::Slot;
+pub use write::LeasedWrite;
+
+/// The migrations this version applies, in order (sqlx takes an advisory lock while it applies
+/// them, so hosts started at once on a new database wait for each other).
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+/// Connections per host: concurrent workers each hold one only for a statement or a short
+/// transaction.
+const CONNECTIONS: u32 = 10;
+/// How long a caller waits for a free connection before failing.
+const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Does `--db` name a PostgreSQL database rather than an SQLite file?
+pub fn is_postgres_url(db: &str) -> bool {
+    db.starts_with("postgres://") || db.starts_with("postgresql://")
+}
+
+/// The URL as it may be shown: without its password (and without query parameters, which may
+/// carry one too).
+pub fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) => {
+            if u.password().is_some() {
+                let _ = u.set_password(Some("***"));
+            }
+            u.set_query(None);
+            u.to_string()
+        }
+        Err(_) => "(an unparsable PostgreSQL URL)".to_owned(),
+    }
+}
+
+/// Why a PostgreSQL database could not be opened. The target is shown without its password.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("{target} is not a usable PostgreSQL URL: {source}")]
+    Url { target: String, source: sqlx::Error },
+    #[error("cannot connect to the PostgreSQL database {target}; check that the server runs and the URL is right")]
+    Connect { target: String, source: sqlx::Error },
+    #[error("cannot bring the PostgreSQL database {target} up to date")]
+    Migrate { target: String, source: sqlx::migrate::MigrateError },
+}
+
+/// A PostgreSQL database: a handle that is cheap to clone (it holds a pool).
+#[derive(Debug, Clone)]
+pub struct PgStore {
+    pool: PgPool,
+    target: Arc<str>,
+}
+
+impl PgStore {
+    /// Connect to the database at `url` and apply this version's migrations.
+    pub async fn open(url: &str) -> Result<PgStore, OpenError> {
+        let target = redacted(url);
+        let options =
+            PgConnectOptions::from_str(url).map_err(|source| OpenError::Url { target: target.clone(), source })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(CONNECTIONS)
+            .acquire_timeout(ACQUIRE_TIMEOUT)
+            .connect_with(options)
+            .await
+            .map_err(|source| OpenError::Connect { target: target.clone(), source })?;
+        if let Err(source) = MIGRATOR.run(&pool).await {
+            pool.close().await;
+            return Err(OpenError::Migrate { target, source });
+        }
+        Ok(PgStore { pool, target: target.into() })
+    }
+
+    /// The database's URL without its password.
+    pub fn target(&self) -> &str {
+        &self.target
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await;
+    }
+
+    /// A write transaction. READ COMMITTED, so that each statement sees what committed before
+    /// it: the audit append reads the chain's tip after taking its lock and must see the
+    /// previous holder's records (under REPEATABLE READ its snapshot would predate the lock).
+    async fn write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        self.pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await
+    }
+}
+
+/// A duration as whole microseconds for SQL (`$n * interval '1 microsecond'`), the precision of
+/// TIMESTAMPTZ; saturates instead of overflowing.
+fn micros(d: Duration) -> i64 {
+    i64::try_from(d.as_micros()).unwrap_or(i64::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_are_shown_without_their_password() {
+        assert_eq!(redacted("postgres://u:s3cret@db:5432/q?password=x"), "postgres://u:***@db:5432/q");
+        assert_eq!(redacted("postgres://root@127.0.0.1:5432/test"), "postgres://root@127.0.0.1:5432/test");
+        assert!(!redacted("postgres://u:s3cret@[::1").contains("s3cret"));
+        assert!(is_postgres_url("postgresql://h/db") && !is_postgres_url("/var/lib/audit.db"));
+    }
+}

@@ -1,0 +1,79 @@
+//! The API quota every host shares: the GCRA state of a quota scope (one endpoint and access
+//! key) in one row, updated by ONE statement on the database's clock, so that N hosts together
+//! keep one rate, and a pause after a 2500 in the same row, so that a 2500 seen by any host
+//! slows all of them.
+//!
+//! A call takes a *slot*: the instant it may go, reserved by moving the scope's theoretical
+//! arrival time (`tat`) one interval on. With interval `T` and burst `b` (tolerance
+//! `τ = (b - 1)·T`) a call arriving at `now` gets
+//!
+//! ```text
+//! slot = max(now, tat - τ, paused_until)      tat' = max(tat, now, paused_until) + T
+//! ```
+//!
+//! which the statement computes from the row it has locked, so concurrent takers are served one
+//! after another. Any window of length `W` then holds at most `W/T + b` slots, whatever the
+//! hosts' clocks say. The row stores `tat'`; `slot` is `max(now, tat' - T - τ, paused_until)`.
+//!
+//! This module keeps the shared numbers only; the AIMD arithmetic and the sleeping stay the
+//! limiter's.
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use sqlx::Row;
+
+use super::{micros, PgStore};
+use crate::store::StoreError;
+
+/// A call's turn in its scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Slot {
+    /// When the call may go (the database's clock).
+    pub at: DateTime<Utc>,
+    /// How long the caller must wait from now for it (zero when it is due).
+    pub wait: Duration,
+    /// The end of the scope's pause after a 2500, if one is in force.
+    pub paused_until: Option<DateTime<Utc>>,
+}
+
+impl PgStore {
+    /// Take the next slot of `scope` at one call per `interval` with `burst` calls at once.
+    /// Every host must pass the same `interval` and `burst` for a scope.
+    pub async fn take_slot(&self, scope: &str, interval: Duration, burst: u32) -> Result<Slot, StoreError> {
+        let t = micros(interval);
+        let t_and_tolerance = t.saturating_mul(i64::from(burst.max(1)));
+        let row = sqlx::query(
+            "INSERT INTO quota AS q (scope, tat) VALUES ($1, now() + $2 * interval '1 microsecond') \
+             ON CONFLICT (scope) DO UPDATE \
+                SET tat = greatest(q.tat, now(), q.paused_until) + $2 * interval '1 microsecond' \
+             RETURNING greatest(now(), q.tat - $3 * interval '1 microsecond', q.paused_until) AS slot, \
+                clock_timestamp() AS db_now, \
+                CASE WHEN q.paused_until > now() THEN q.paused_until END AS paused_until",
+        )
+        .bind(scope)
+        .bind(t)
+        .bind(t_and_tolerance)
+        .fetch_one(&self.pool)
+        .await?;
+        let at: DateTime<Utc> = row.try_get("slot")?;
+        let db_now: DateTime<Utc> = row.try_get("db_now")?;
+        Ok(Slot { at, wait: (at - db_now).to_std().unwrap_or_default(), paused_until: row.try_get("paused_until")? })
+    }
+
+    /// Pause every call of `scope`, on every host, for `pause` from now on the database's clock
+    /// (a 2500 was answered). A longer pause already in force is kept. Returns the end of the
+    /// pause in force.
+    pub async fn pause(&self, scope: &str, pause: Duration) -> Result<DateTime<Utc>, StoreError> {
+        Ok(sqlx::query_scalar(
+            "INSERT INTO quota AS q (scope, paused_until) VALUES ($1, now() + $2 * interval '1 microsecond') \
+             ON CONFLICT (scope) DO UPDATE \
+                SET paused_until = greatest(q.paused_until, now() + $2 * interval '1 microsecond') \
+             RETURNING q.paused_until",
+        )
+        .bind(scope)
+        .bind(micros(pause))
+        .fetch_one(&self.pool)
+        .await?)
+    }
+}

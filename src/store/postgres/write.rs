@@ -1,0 +1,186 @@
+//! A lease holder's writes: a guarded state transition of one task that applies only while the
+//! task is still the holder's (`owner` and `epoch` unchanged) and in one of the guard's states,
+//! with its `task_state` audit record in the same transaction. A holder whose lease was taken
+//! over writes nothing and learns so; a transition into `submitting` that the database's
+//! one-job-per-cluster index refuses says so too, with nothing written.
+//!
+//! Every write is built by the runner's state table (`runner::state`), as the SQLite store's are:
+//! this module applies the guard and change it is given and decides nothing about legality.
+
+use chrono::{DateTime, Utc};
+use serde_json::{json, Map, Value};
+use sqlx::Row;
+
+use super::audit::{append, run_ticket};
+use super::lease::{qualified, Lease};
+use super::runs::{task_from_row, TASK_COLUMNS};
+use super::PgStore;
+use crate::runner::state::{self, Event};
+use crate::store::audit::{with_ticket, Entry};
+use crate::store::{opt_ts, Attempts, StoreError, TaskChange, TaskRow, TaskState, Transition};
+
+/// The index that allows one job per cluster (migrations/postgres/0001_initial.sql).
+const ONE_JOB_PER_CLUSTER: &str = "tasks_one_job_per_cluster";
+
+/// What a lease holder's write came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum LeasedWrite {
+    /// Written: the task's row after the change.
+    Applied(Box<TaskRow>),
+    /// Nothing written: the lease is no longer the holder's (taken over after it expired, or
+    /// released) or is not on the transition's task, or the task is in none of the guard's
+    /// states.
+    NotHeld,
+    /// Nothing written: another task of the cluster has a job `submitting` or `submitted`.
+    ClusterBusy,
+}
+
+impl LeasedWrite {
+    /// The row written, if the write was applied.
+    pub fn applied(self) -> Option<TaskRow> {
+        match self {
+            LeasedWrite::Applied(row) => Some(*row),
+            LeasedWrite::NotHeld | LeasedWrite::ClusterBusy => None,
+        }
+    }
+}
+
+impl PgStore {
+    /// Apply `event` to the leased task, guarded by the state table and by the lease: the task
+    /// moves, `change` is applied and a `task_state` audit record (naming the owner and epoch) is
+    /// appended in the same transaction, if and only if the lease is still the holder's and the
+    /// task is in a state the event may leave.
+    pub async fn step_leased(
+        &self,
+        lease: &Lease,
+        event: Event,
+        change: &TaskChange,
+        detail: Value,
+    ) -> Result<LeasedWrite, StoreError> {
+        self.transition_leased(lease, &state::from_any(lease.task_id, event, change.clone(), detail)).await
+    }
+
+    /// Apply a transition built by the state table to the leased task, under the lease.
+    pub async fn transition_leased(&self, lease: &Lease, t: &Transition) -> Result<LeasedWrite, StoreError> {
+        if t.task_id() != lease.task_id {
+            return Ok(LeasedWrite::NotHeld);
+        }
+        let (from, to, change) = (t.from(), t.to(), t.change());
+        let guard: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+        let (attempts_mode, attempts_value) = match change.attempts {
+            None => (0i32, None),
+            Some(Attempts::Increment) => (1, None),
+            Some(Attempts::Set(n)) => (2, Some(n)),
+        };
+        let time = |v: &Option<Option<DateTime<Utc>>>| (v.is_some(), v.flatten());
+        let (intent_set, intent) = time(&change.intent_at);
+        let (submitted_set, submitted) = time(&change.submitted_at);
+        let (next_set, next) = time(&change.next_attempt_at);
+        let (finished_set, finished) = time(&change.finished_at);
+        let mut tx = self.write().await?;
+        let updated = sqlx::query(&format!(
+            "UPDATE tasks SET prev_state = state, state = $5, \
+             attempts = CASE $6 WHEN 1 THEN attempts + 1 WHEN 2 THEN $7 ELSE attempts END, \
+             job_id = CASE WHEN $8 THEN $9 ELSE job_id END, \
+             last_ret_code = CASE WHEN $10 THEN $11 ELSE last_ret_code END, \
+             last_message = CASE WHEN $12 THEN $13 ELSE last_message END, \
+             intent_at = CASE WHEN $14 THEN $15 ELSE intent_at END, \
+             started_at = CASE WHEN $14 THEN COALESCE(started_at, $15) ELSE started_at END, \
+             submitted_at = CASE WHEN $16 THEN $17 ELSE submitted_at END, \
+             next_attempt_at = CASE WHEN $18 THEN $19 ELSE next_attempt_at END, \
+             finished_at = CASE WHEN $20 THEN $21 ELSE finished_at END, \
+             adopted_from = CASE WHEN $22 THEN $23 ELSE adopted_from END, \
+             unresolved = CASE WHEN $24 THEN $25 ELSE unresolved END, \
+             updated_at = clock_timestamp() \
+             WHERE id = $1 AND owner = $2 AND epoch = $3 AND state = ANY($4) \
+             RETURNING {cols}, tasks.prev_state",
+            cols = qualified(TASK_COLUMNS)
+        ))
+        .bind(lease.task_id)
+        .bind(&lease.owner)
+        .bind(lease.epoch)
+        .bind(&guard)
+        .bind(to.as_str())
+        .bind(attempts_mode)
+        .bind(attempts_value)
+        .bind(change.job_id.is_some())
+        .bind(change.job_id.clone().flatten())
+        .bind(change.last_ret_code.is_some())
+        .bind(change.last_ret_code.flatten())
+        .bind(change.last_message.is_some())
+        .bind(change.last_message.clone().flatten())
+        .bind(intent_set)
+        .bind(intent)
+        .bind(submitted_set)
+        .bind(submitted)
+        .bind(next_set)
+        .bind(next)
+        .bind(finished_set)
+        .bind(finished)
+        .bind(change.adopted_from.is_some())
+        .bind(change.adopted_from.flatten())
+        .bind(change.unresolved.is_some())
+        .bind(change.unresolved.clone().flatten())
+        .fetch_optional(&mut *tx)
+        .await;
+        let row = match updated {
+            Err(sqlx::Error::Database(e)) if e.constraint() == Some(ONE_JOB_PER_CLUSTER) => {
+                tx.rollback().await?;
+                return Ok(LeasedWrite::ClusterBusy);
+            }
+            Err(e) => return Err(e.into()),
+            Ok(None) => {
+                tx.rollback().await?;
+                return Ok(LeasedWrite::NotHeld);
+            }
+            Ok(Some(row)) => row,
+        };
+        let prev_state: String = row.try_get("prev_state")?;
+        let from: TaskState = prev_state.parse().map_err(StoreError::Corrupt)?;
+        let row = task_from_row(&row)?;
+        let ticket = run_ticket(&mut tx, row.run_id).await?;
+        let entry = audit_entry(lease, change, t.detail(), &row, from, ticket.as_deref());
+        append(&mut tx, std::slice::from_ref(&entry)).await?;
+        tx.commit().await?;
+        Ok(LeasedWrite::Applied(Box::new(row)))
+    }
+}
+
+/// The `task_state` record of an applied transition, as the SQLite store writes it (the
+/// account, `from` and `to`, and the resulting value of every column the change set), plus the
+/// lease it was written under. The caller's detail is merged in.
+fn audit_entry(
+    lease: &Lease,
+    c: &TaskChange,
+    extra: &Value,
+    row: &TaskRow,
+    from: TaskState,
+    ticket: Option<&str>,
+) -> Entry {
+    let mut detail = match extra {
+        Value::Object(m) => m.clone(),
+        Value::Null => Map::new(),
+        other => Map::from_iter([("value".to_string(), other.clone())]),
+    };
+    let facts = json!({
+        "cluster": row.cluster, "user": row.user, "host": row.host,
+        "from": from, "to": row.state, "owner": lease.owner, "epoch": lease.epoch,
+    });
+    detail.extend(facts.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
+    let mut put = |set: bool, key: &str, value: Value| {
+        if set {
+            detail.insert(key.to_string(), value);
+        }
+    };
+    put(c.attempts.is_some(), "attempts", json!(row.attempts));
+    put(c.job_id.is_some(), "job_id", json!(row.job_id));
+    put(c.last_ret_code.is_some(), "ret_code", json!(row.last_ret_code));
+    put(c.last_message.is_some(), "message", json!(row.last_message));
+    put(c.intent_at.is_some(), "intent_at", json!(opt_ts(row.intent_at)));
+    put(c.submitted_at.is_some(), "submitted_at", json!(opt_ts(row.submitted_at)));
+    put(c.next_attempt_at.is_some(), "next_attempt_at", json!(opt_ts(row.next_attempt_at)));
+    put(c.finished_at.is_some(), "finished_at", json!(opt_ts(row.finished_at)));
+    put(c.adopted_from.is_some(), "adopted_from", json!(row.adopted_from));
+    put(c.unresolved.is_some(), "unresolved", json!(row.unresolved));
+    Entry::new(Some(row.run_id), Some(row.id), "task_state", &with_ticket(Value::Object(detail), ticket))
+}
