@@ -44,7 +44,7 @@ async fn migrations_apply_to_an_empty_file_and_reopening_is_harmless() {
     }
     let applied: i64 =
         sqlx::query_scalar("SELECT COUNT(*) FROM _sqlx_migrations WHERE success").fetch_one(&mut raw).await.unwrap();
-    let migrations = std::fs::read_dir("migrations").unwrap().count() as i64;
+    let migrations = std::fs::read_dir("migrations/sqlite").unwrap().count() as i64;
     assert_eq!(applied, migrations, "every migration in migrations/ is applied");
 }
 
