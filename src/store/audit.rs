@@ -79,15 +79,7 @@ pub(crate) async fn append(conn: &mut SqliteConnection, entries: &[Entry]) -> Re
         let mut q = sqlx::query(&sql);
         for e in chunk {
             seq += 1;
-            let fields = Fields {
-                seq,
-                at: at.as_bytes(),
-                run_id: e.run_id,
-                task_id: e.task_id,
-                kind: e.kind.as_bytes(),
-                detail: e.detail.as_bytes(),
-            };
-            let hash = fields.hash(&prev);
+            let hash = e.hash(seq, &at, &prev);
             q = q
                 .bind(seq)
                 .bind(at.as_str())

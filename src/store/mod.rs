@@ -15,6 +15,7 @@
 
 mod accounts;
 mod audit;
+mod details;
 mod error;
 mod evidence;
 mod findings;

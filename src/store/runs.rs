@@ -9,6 +9,7 @@ use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::audit::{self, run_ticket, with_ticket, Entry};
+use super::details;
 use super::lock::lock_in;
 use super::tasks::{task_from_row, TASK_COLUMNS};
 use super::{opt_ts, ts, LockOutcome, NewRun, NewTask, ReportFilter, RunRow, Store, StoreError, TaskRow, TaskState};
@@ -93,30 +94,8 @@ async fn insert_run(tx: &mut SqliteConnection, run: &NewRun, tasks: &[NewTask]) 
                 .await?;
         }
 
-        let manifests: Vec<_> = run.manifests.iter().map(|(p, h)| json!({"path": p, "sha256": h})).collect();
-        let counts = tasks.iter().fold(BTreeMap::<&str, usize>::new(), |mut m, t| {
-            *m.entry(t.state.as_str()).or_default() += 1;
-            m
-        });
         let mut entries = Vec::with_capacity(tasks.len() + 1);
-        let mut started = json!({
-                "manifests": manifests,
-                "ticket": run.ticket,
-                "requested_by": run.requested_by,
-                "reason": run.reason,
-                "due_by": opt_ts(run.due_by),
-                "operator": run.operator,
-                "host": run.host,
-                "endpoint": run.endpoint,
-                "access_key_id": run.access_key_id,
-                "options": run.options,
-                "retry_of": run.retry_of,
-                "simulated": run.simulated,
-                "tasks": counts,
-        });
-        if let (Some(d), Some(o)) = (&run.discovered, started.as_object_mut()) {
-            o.insert("discovered".to_owned(), d.clone());
-        }
+        let started = details::run_started(run, tasks);
         entries.push(Entry::new(Some(run_id), None, "run_started", &started));
 
         // Ids are assigned here (inside the write lock) so that the audit records can name them

@@ -4,12 +4,13 @@
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
 use super::audit::{self, run_ticket, with_ticket, Entry};
-use super::{opt_ts, ts, ApiCallRow, Attempts, Store, StoreError, TaskRow, TaskState};
+use super::details;
+use super::{ts, ApiCallRow, Attempts, Store, StoreError, TaskRow, TaskState};
 use crate::runner::state::{self, Event, Transition};
 
 /// Transitions per UPDATE (23 parameters each, far below SQLite's 32766).
@@ -151,7 +152,7 @@ pub(crate) async fn apply_transitions(
                     ticket
                 }
             };
-            entries.push(audit_entry(t, &row, from, ticket.as_deref()));
+            entries.push(details::task_state(t.change(), t.detail(), &row, from, None, ticket.as_deref()));
             results.push(Some(row));
         }
         start = end;
@@ -261,40 +262,6 @@ async fn update_segment(
             Ok((row.id, (row, from)))
         })
         .collect()
-}
-
-/// The `task_state` record of an applied transition: the account, `from` and `to`, and the
-/// resulting value of every column the change set, so the log alone answers "when was bob
-/// removed from cl-x, and by which job". The caller's detail is merged in.
-fn audit_entry(t: &Transition, row: &TaskRow, from: TaskState, ticket: Option<&str>) -> Entry {
-    let c = t.change();
-    let mut detail = match t.detail() {
-        Value::Object(m) => m.clone(),
-        Value::Null => Map::new(),
-        other => Map::from_iter([("value".to_string(), other.clone())]),
-    };
-    let facts = json!({
-        "cluster": row.cluster, "user": row.user, "host": row.host,
-        "from": from, "to": row.state,
-    });
-    detail.extend(facts.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
-    let mut put = |set: bool, key: &str, value: Value| {
-        if set {
-            detail.insert(key.to_string(), value);
-        }
-    };
-    put(c.attempts.is_some(), "attempts", json!(row.attempts));
-    put(c.job_id.is_some(), "job_id", json!(row.job_id));
-    put(c.last_ret_code.is_some(), "ret_code", json!(row.last_ret_code));
-    put(c.last_message.is_some(), "message", json!(row.last_message));
-    put(c.intent_at.is_some(), "intent_at", json!(opt_ts(row.intent_at)));
-    put(c.submitted_at.is_some(), "submitted_at", json!(opt_ts(row.submitted_at)));
-    put(c.next_attempt_at.is_some(), "next_attempt_at", json!(opt_ts(row.next_attempt_at)));
-    put(c.finished_at.is_some(), "finished_at", json!(opt_ts(row.finished_at)));
-    put(c.adopted_from.is_some(), "adopted_from", json!(row.adopted_from));
-    put(c.unresolved.is_some(), "unresolved", json!(row.unresolved));
-    let detail = with_ticket(Value::Object(detail), ticket);
-    Entry::new(Some(row.run_id), Some(row.id), "task_state", &detail)
 }
 
 pub(crate) fn task_from_row(row: &SqliteRow) -> Result<TaskRow, StoreError> {

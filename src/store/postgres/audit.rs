@@ -55,15 +55,7 @@ pub(super) async fn append(conn: &mut PgConnection, entries: &[Entry]) -> Result
         let mut cols = Columns::with_capacity(chunk.len());
         for e in chunk {
             seq += 1;
-            let fields = Fields {
-                seq,
-                at: at.as_bytes(),
-                run_id: e.run_id,
-                task_id: e.task_id,
-                kind: e.kind.as_bytes(),
-                detail: e.detail.as_bytes(),
-            };
-            let hash = fields.hash(&prev);
+            let hash = e.hash(seq, &at, &prev);
             cols.push(seq, &at, e, &prev, &hash);
             prev = hash;
         }

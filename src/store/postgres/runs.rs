@@ -5,8 +5,6 @@
 //! one evidence reader reads both (a test compares them). Leases are not set here: a new task
 //! is free for any host to claim.
 
-use std::collections::BTreeMap;
-
 use chrono::Utc;
 use serde_json::json;
 use sqlx::postgres::PgRow;
@@ -15,6 +13,7 @@ use sqlx::{PgConnection, Row};
 use super::audit::append;
 use super::PgStore;
 use crate::store::audit::{with_ticket, Entry};
+use crate::store::details;
 use crate::store::{opt_ts, NewRun, NewTask, StoreError, TaskRow};
 
 /// The columns of a [`TaskRow`], `user` quoted (a reserved word in PostgreSQL).
@@ -80,29 +79,7 @@ async fn insert_run(tx: &mut PgConnection, run: &NewRun, tasks: &[NewTask]) -> R
     .execute(&mut *tx)
     .await?;
 
-    let manifests: Vec<_> = run.manifests.iter().map(|(p, h)| json!({"path": p, "sha256": h})).collect();
-    let counts = tasks.iter().fold(BTreeMap::<&str, usize>::new(), |mut m, t| {
-        *m.entry(t.state.as_str()).or_default() += 1;
-        m
-    });
-    let mut started = json!({
-            "manifests": manifests,
-            "ticket": run.ticket,
-            "requested_by": run.requested_by,
-            "reason": run.reason,
-            "due_by": opt_ts(run.due_by),
-            "operator": run.operator,
-            "host": run.host,
-            "endpoint": run.endpoint,
-            "access_key_id": run.access_key_id,
-            "options": run.options,
-            "retry_of": run.retry_of,
-            "simulated": run.simulated,
-            "tasks": counts,
-    });
-    if let (Some(d), Some(o)) = (&run.discovered, started.as_object_mut()) {
-        o.insert("discovered".to_owned(), d.clone());
-    }
+    let started = details::run_started(run, tasks);
     let mut entries = Vec::with_capacity(tasks.len() + 1);
     entries.push(Entry::new(Some(run_id), None, "run_started", &started));
 

@@ -8,7 +8,7 @@
 //! this module applies the guard and change it is given and decides nothing about legality.
 
 use chrono::{DateTime, Utc};
-use serde_json::{json, Map, Value};
+use serde_json::Value;
 use sqlx::Row;
 
 use super::audit::{append, run_ticket};
@@ -16,8 +16,8 @@ use super::lease::{qualified, Lease};
 use super::runs::{task_from_row, TASK_COLUMNS};
 use super::PgStore;
 use crate::runner::state::{self, Event};
-use crate::store::audit::{with_ticket, Entry};
-use crate::store::{opt_ts, Attempts, StoreError, TaskChange, TaskRow, TaskState, Transition};
+use crate::store::details;
+use crate::store::{Attempts, StoreError, TaskChange, TaskRow, TaskState, Transition};
 
 /// The index that allows one job per cluster (migrations/postgres/0001_initial.sql).
 const ONE_JOB_PER_CLUSTER: &str = "tasks_one_job_per_cluster";
@@ -139,48 +139,10 @@ impl PgStore {
         let from: TaskState = prev_state.parse().map_err(StoreError::Corrupt)?;
         let row = task_from_row(&row)?;
         let ticket = run_ticket(&mut tx, row.run_id).await?;
-        let entry = audit_entry(lease, change, t.detail(), &row, from, ticket.as_deref());
+        let entry =
+            details::task_state(change, t.detail(), &row, from, Some((&lease.owner, lease.epoch)), ticket.as_deref());
         append(&mut tx, std::slice::from_ref(&entry)).await?;
         tx.commit().await?;
         Ok(LeasedWrite::Applied(Box::new(row)))
     }
-}
-
-/// The `task_state` record of an applied transition, as the SQLite store writes it (the
-/// account, `from` and `to`, and the resulting value of every column the change set), plus the
-/// lease it was written under. The caller's detail is merged in.
-fn audit_entry(
-    lease: &Lease,
-    c: &TaskChange,
-    extra: &Value,
-    row: &TaskRow,
-    from: TaskState,
-    ticket: Option<&str>,
-) -> Entry {
-    let mut detail = match extra {
-        Value::Object(m) => m.clone(),
-        Value::Null => Map::new(),
-        other => Map::from_iter([("value".to_string(), other.clone())]),
-    };
-    let facts = json!({
-        "cluster": row.cluster, "user": row.user, "host": row.host,
-        "from": from, "to": row.state, "owner": lease.owner, "epoch": lease.epoch,
-    });
-    detail.extend(facts.as_object().into_iter().flatten().map(|(k, v)| (k.clone(), v.clone())));
-    let mut put = |set: bool, key: &str, value: Value| {
-        if set {
-            detail.insert(key.to_string(), value);
-        }
-    };
-    put(c.attempts.is_some(), "attempts", json!(row.attempts));
-    put(c.job_id.is_some(), "job_id", json!(row.job_id));
-    put(c.last_ret_code.is_some(), "ret_code", json!(row.last_ret_code));
-    put(c.last_message.is_some(), "message", json!(row.last_message));
-    put(c.intent_at.is_some(), "intent_at", json!(opt_ts(row.intent_at)));
-    put(c.submitted_at.is_some(), "submitted_at", json!(opt_ts(row.submitted_at)));
-    put(c.next_attempt_at.is_some(), "next_attempt_at", json!(opt_ts(row.next_attempt_at)));
-    put(c.finished_at.is_some(), "finished_at", json!(opt_ts(row.finished_at)));
-    put(c.adopted_from.is_some(), "adopted_from", json!(row.adopted_from));
-    put(c.unresolved.is_some(), "unresolved", json!(row.unresolved));
-    Entry::new(Some(row.run_id), Some(row.id), "task_state", &with_ticket(Value::Object(detail), ticket))
 }
