@@ -107,9 +107,12 @@ fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
             match e {
                 // A database that cannot be found or created where it was asked for is a
                 // matter of configuration (--db, QC_OFFBOARD_DB, HOME), not a bug.
-                S::NoHome | S::Missing(_) | S::CreateDir { .. } | S::CreateFile { .. } | S::Open { .. } => {
-                    return (Exit::Config, None)
-                }
+                S::NoHome
+                | S::PostgresNotSelectable(_)
+                | S::Missing(_)
+                | S::CreateDir { .. }
+                | S::CreateFile { .. }
+                | S::Open { .. } => return (Exit::Config, None),
                 S::Newer { .. } | S::Older { .. } | S::NotOurs { .. } | S::Lost { .. } | S::ReadOnlyWal { .. } => {
                     return (Exit::Config, None)
                 }

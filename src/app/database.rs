@@ -68,7 +68,10 @@ pub async fn standings_at(db: Option<&Path>, endpoint: &str, access_key_id: &str
 /// simulator's), when it exists.
 pub fn history(db: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
     let path = match db {
-        Some(p) => p.to_path_buf(),
+        Some(p) => {
+            store::refuse_postgres(p)?;
+            p.to_path_buf()
+        }
         None => store::default_path(false)?,
     };
     Ok(path.exists().then_some(path))

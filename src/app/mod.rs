@@ -8,6 +8,7 @@
 //! It must not import `cli` nor print to stdout: what the user reads is `cli`'s to write, from
 //! the values and [`Event`]s this layer hands back. Logs (tracing, on stderr) are fine.
 
+pub mod copy;
 pub mod database;
 pub mod discovery;
 pub mod doctor;

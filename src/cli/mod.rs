@@ -18,6 +18,7 @@ pub use crate::telemetry::LogFormat;
 
 mod audit;
 mod completions;
+mod db;
 mod doctor;
 mod durations;
 mod exec;
@@ -64,6 +65,11 @@ pub enum Command {
     Audit {
         #[command(subcommand)]
         command: AuditCommand,
+    },
+    /// Move the database: copy an SQLite database into an empty PostgreSQL one
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
     },
     /// Run the QingCloud API simulator (for rehearsals, tests and benchmarks)
     Sim(SimArgs),
@@ -249,6 +255,39 @@ pub enum AuditCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy every table and the audit log (byte for byte) of an SQLite database into an empty
+    /// PostgreSQL database, then verify the chain there; the source is only read
+    Copy(DbCopyArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct DbCopyArgs {
+    /// The SQLite database to copy, as sqlite:PATH (it must exist; its chain must verify)
+    #[arg(long, value_name = "sqlite:PATH", value_parser = parse_sqlite_source)]
+    pub from: PathBuf,
+    /// The PostgreSQL database to copy into (postgres://USER@HOST:PORT/DB); it must hold no runs
+    /// and no audit records
+    #[arg(long, value_name = "URL", value_parser = parse_postgres_target)]
+    pub to: String,
+}
+
+fn parse_sqlite_source(s: &str) -> Result<PathBuf, String> {
+    match s.strip_prefix("sqlite:") {
+        Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
+        _ => Err("give the source as sqlite:PATH".to_owned()),
+    }
+}
+
+fn parse_postgres_target(s: &str) -> Result<String, String> {
+    if crate::store::postgres::is_postgres_url(s) {
+        Ok(s.to_owned())
+    } else {
+        Err("give the target as a postgres:// or postgresql:// URL".to_owned())
+    }
+}
+
 #[derive(Debug, Args)]
 pub struct SimArgs {
     /// Address to listen on (port 0 picks a free port)
@@ -272,6 +311,7 @@ pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
         Command::Status(args) => status::run(&global, args).await,
         Command::Report(args) => report::run(&global, args).await,
         Command::Audit { command } => audit::run(&global, command).await,
+        Command::Db { command: DbCommand::Copy(args) } => db::copy(args).await,
         Command::Doctor(args) => doctor::run(&global, args).await,
         Command::Completions(args) => completions::completions(&args),
         Command::Man(args) => completions::man(&args),

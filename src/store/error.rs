@@ -11,6 +11,12 @@ use std::path::PathBuf;
 pub enum StoreError {
     #[error("no home directory for the database: pass --db, or set QC_OFFBOARD_DB, XDG_DATA_HOME or HOME")]
     NoHome,
+    /// `--db` names a PostgreSQL database, which only `db copy` writes to so far.
+    #[error(
+        "{0} is a PostgreSQL database: this command works on an SQLite file (--db PATH) so far; \
+         `qc-offboard db copy --from sqlite:PATH --to URL` moves an SQLite database there"
+    )]
+    PostgresNotSelectable(String),
     #[error("no database at {0} (pass --db or set QC_OFFBOARD_DB to the file a run wrote)")]
     Missing(PathBuf),
     #[error("cannot create the database directory {path}")]

@@ -45,7 +45,7 @@ pub use findings::{check, Finding, FindingStatus, NewFinding};
 pub use lock::{this_host, LockHolder, LockOutcome};
 pub use model::{ApiCallRow, Attempts, NewRun, NewTask, ReportFilter, RunRow, TaskChange, TaskRow, TaskState};
 pub use open::BUSY_TIMEOUT;
-pub use paths::{default_path, resolve_path, DB_FILE, SIM_DB_FILE};
+pub use paths::{default_path, refuse_postgres, resolve_path, DB_FILE, SIM_DB_FILE};
 pub use replay::{AttemptRecord, ChainRow, ChainRun, ChainTask, Discrepancy, EvidenceRecord, Proven, Replay, Window};
 
 /// The database: a handle that is cheap to clone (it holds connection pools).

@@ -34,8 +34,22 @@ fn path_in(xdg_data_home: Option<OsString>, home: Option<OsString>, simulate: bo
 /// `--db` when given, else [`default_path`].
 pub fn resolve_path(db: Option<&Path>, simulate: bool) -> Result<PathBuf, StoreError> {
     match db {
-        Some(p) => Ok(p.to_path_buf()),
+        Some(p) => {
+            refuse_postgres(p)?;
+            Ok(p.to_path_buf())
+        }
         None => default_path(simulate),
+    }
+}
+
+/// A `--db` (or `QC_OFFBOARD_DB`) that is a PostgreSQL URL is refused, never taken for a file
+/// name: `postgres://host/db` would otherwise become a new SQLite file under `./postgres:/`.
+pub fn refuse_postgres(db: &Path) -> Result<(), StoreError> {
+    match db.to_str() {
+        Some(s) if super::postgres::is_postgres_url(s) => {
+            Err(StoreError::PostgresNotSelectable(super::postgres::redacted(s)))
+        }
+        _ => Ok(()),
     }
 }
 

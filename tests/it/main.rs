@@ -10,6 +10,7 @@ mod cli;
 mod client;
 mod config;
 mod contrib;
+mod db_copy;
 mod discover;
 mod doctor;
 mod endings;

@@ -1,0 +1,71 @@
+//! `db copy`: an SQLite database moved up to an empty PostgreSQL database, every table and the
+//! audit log byte for byte, the chain verified before (on the source) and after (on the target).
+//! The copy itself is `store::postgres::copy_from_sqlite`'s; this opens both ends and maps what
+//! can go wrong to the exit codes of SPEC §2: a source chain that does not verify, or a target
+//! whose chain does not end where the copy did, is a broken audit log (1); a source that is not
+//! there, or a target that already holds data or cannot be brought up to date, is
+//! configuration (78); a server that does not answer is 69; a value the copy cannot carry
+//! unchanged is invalid data (65).
+//!
+//! It must not print (that is `cli`'s) and never writes to the source.
+
+use std::path::Path;
+
+use crate::exit::{Coded, Exit};
+use crate::store::postgres::{copy_from_sqlite, redacted, Copied, CopyError, OpenError, PgStore};
+use crate::store::Store;
+
+/// What was copied, and where to (the target's URL without its password).
+pub struct CopyDone {
+    pub copied: Copied,
+    pub target: String,
+}
+
+/// An error and every cause under it, on one line (the target's URL in them is redacted).
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
+}
+
+pub async fn copy(from: &Path, to: &str) -> anyhow::Result<CopyDone> {
+    let source = Store::open_existing(from).await.map_err(|e| match e {
+        crate::store::StoreError::Missing(_) => anyhow::Error::new(Coded::new(Exit::Config, e.to_string())),
+        other => anyhow::Error::new(other),
+    })?;
+    let target = PgStore::open(to).await.map_err(|e| {
+        let exit = match e {
+            OpenError::Connect { .. } => Exit::Unavailable,
+            OpenError::Url { .. } | OpenError::Migrate { .. } => Exit::Config,
+        };
+        anyhow::Error::new(Coded::new(exit, with_causes(&e)))
+    });
+    let target = match target {
+        Ok(t) => t,
+        Err(e) => {
+            source.close().await;
+            return Err(e);
+        }
+    };
+    let copied = copy_from_sqlite(&source, &target).await;
+    source.close().await;
+    target.close().await;
+    let copied = copied.map_err(|e| {
+        let exit = match &e {
+            CopyError::SourceBroken(_) | CopyError::Mismatch { .. } => Some(Exit::AuditBroken),
+            CopyError::NotEmpty { .. } => Some(Exit::Config),
+            CopyError::Unreadable { .. } => Some(Exit::DataErr),
+            CopyError::Store(_) => None,
+        };
+        match exit {
+            Some(exit) => anyhow::Error::new(Coded::new(exit, e.to_string())),
+            None => anyhow::Error::new(e),
+        }
+    })?;
+    Ok(CopyDone { copied, target: redacted(to) })
+}

@@ -1,0 +1,154 @@
+//! `db copy` through the real binary: an SQLite database written by the store moves up to a
+//! PostgreSQL database with its chain and checkpoint intact; a second copy, a broken source, a
+//! missing source and malformed arguments are refused with their exit codes and nothing written;
+//! a password in the URL is never printed; `--db postgres://…` on another command is refused
+//! instead of becoming a file. The PostgreSQL cases skip (saying so) without
+//! `QC_OFFBOARD_TEST_PG`.
+
+use std::path::{Path, PathBuf};
+
+use predicates::prelude::*;
+use qc_offboard::store::{Event, Store, TaskChange};
+use serde_json::json;
+
+use crate::helpers::{db_path, new_run, new_task, qc, raw_connection, tempdir};
+use crate::pg_db::TestDb;
+
+/// An SQLite database of two runs: 3 tasks deleted or skipped, API calls, a finished run.
+async fn written(dir: &Path) -> PathBuf {
+    let path = db_path(dir);
+    let store = Store::open(&path).await.unwrap();
+    let run =
+        store.create_run(&new_run(Some("HR-1")), &[new_task("cl-a1", "bob"), new_task("cl-b2", "bob")]).await.unwrap();
+    for t in store.tasks(run).await.unwrap() {
+        store.step(t.id, Event::DoneElsewhere, &TaskChange::new(), json!({})).await.unwrap().unwrap();
+    }
+    store.finish_run(run, 0, json!({"skipped": 2})).await.unwrap();
+    let run2 = store.create_run(&new_run(Some("HR-2")), &[new_task("cl-c3", "carol")]).await.unwrap();
+    let id = store.tasks(run2).await.unwrap()[0].id;
+    store.step(id, Event::Intent, &TaskChange::new().increment_attempts(), json!({})).await.unwrap().unwrap();
+    store.step(id, Event::Accepted, &TaskChange::new().job_id("j-1"), json!({})).await.unwrap().unwrap();
+    store.step(id, Event::Succeeded, &TaskChange::new(), json!({})).await.unwrap().unwrap();
+    store.close().await;
+    path
+}
+
+fn sqlite_arg(path: &Path) -> String {
+    format!("sqlite:{}", path.display())
+}
+
+/// The URL with a password in it (trust authentication ignores it), to prove it is never shown.
+fn with_password(url: &str) -> String {
+    let mut u = url::Url::parse(url).unwrap();
+    u.set_password(Some("s3cret-pw")).unwrap();
+    u.to_string()
+}
+
+fn text(b: &[u8]) -> String {
+    String::from_utf8_lossy(b).into_owned()
+}
+
+#[tokio::test]
+async fn a_database_moves_up_with_its_chain_and_checkpoint() {
+    let Some(pg) = TestDb::create("a_database_moves_up_with_its_chain_and_checkpoint").await else { return };
+    let dir = tempdir();
+    let src = written(dir.path()).await;
+    let cp = qc(dir.path()).args(["audit", "checkpoint", "--db"]).arg(&src).assert().success();
+    let checkpoint = text(&cp.get_output().stdout).trim().to_owned();
+
+    let url = with_password(&pg.url);
+    let out = qc(dir.path()).args(["db", "copy", "--from", &sqlite_arg(&src), "--to", &url]).assert().success();
+    let (stdout, stderr) = (text(&out.get_output().stdout), text(&out.get_output().stderr));
+    assert!(stdout.contains(&format!("tip {checkpoint}")), "{stdout}");
+    assert!(stdout.contains("tasks                    3 rows"), "{stdout}");
+    assert!(!stdout.contains("s3cret-pw") && !stderr.contains("s3cret-pw"), "{stdout}{stderr}");
+
+    // The chain on PostgreSQL verifies, to the same tip, record for record.
+    let target = pg.open().await;
+    let v = target.verify_audit(None).await.unwrap();
+    assert!(v.is_intact(), "{:?}", v.problem);
+    assert_eq!(v.tip.to_string(), checkpoint);
+    let store = Store::open_existing(&src).await.unwrap();
+    assert_eq!(target.audit_len().await.unwrap(), store.audit_len().await.unwrap());
+    store.close().await;
+
+    // A second copy into it is refused (78) and writes nothing.
+    let before = target.audit_len().await.unwrap();
+    qc(dir.path())
+        .args(["db", "copy", "--from", &sqlite_arg(&src), "--to", &url])
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains("already holds").and(predicate::str::contains("s3cret-pw").not()));
+    assert_eq!(target.audit_len().await.unwrap(), before);
+    target.close().await;
+}
+
+#[tokio::test]
+async fn a_broken_source_is_not_carried_over() {
+    let Some(pg) = TestDb::create("a_broken_source_is_not_carried_over").await else { return };
+    let dir = tempdir();
+    let src = written(dir.path()).await;
+    let mut raw = raw_connection(&src).await;
+    sqlx::query("DROP TRIGGER audit_log_no_update").execute(&mut raw).await.unwrap();
+    sqlx::query("UPDATE audit_log SET detail = replace(detail, 'bob', 'eve') WHERE seq = 2")
+        .execute(&mut raw)
+        .await
+        .unwrap();
+    drop(raw);
+    qc(dir.path())
+        .args(["db", "copy", "--from", &sqlite_arg(&src), "--to", &pg.url])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("does not verify"));
+    let target = pg.open().await;
+    assert_eq!(target.audit_len().await.unwrap(), 0, "nothing was copied");
+    target.close().await;
+}
+
+#[tokio::test]
+async fn what_cannot_be_copied_is_refused_before_anything_is_written() {
+    let dir = tempdir();
+    // A source that does not exist: 78, and no file is made.
+    let missing = dir.path().join("nope.db");
+    qc(dir.path())
+        .args(["db", "copy", "--from", &sqlite_arg(&missing), "--to", "postgres://root@127.0.0.1:1/none"])
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains("no database at"));
+    assert!(!missing.exists());
+    // Arguments in the wrong form: clap's usage error.
+    qc(dir.path()).args(["db", "copy", "--from", "/tmp/x.db", "--to", "postgres://h/d"]).assert().code(2);
+    qc(dir.path()).args(["db", "copy", "--from", "sqlite:/tmp/x.db", "--to", "mysql://h/d"]).assert().code(2);
+    // A server that does not answer: 69, the password not shown.
+    let src = written(dir.path()).await;
+    qc(dir.path())
+        .args(["db", "copy", "--from", &sqlite_arg(&src), "--to", "postgres://root:s3cret-pw@127.0.0.1:1/none"])
+        .assert()
+        .code(69)
+        .stderr(predicate::str::contains("cannot connect").and(predicate::str::contains("s3cret-pw").not()));
+}
+
+#[test]
+fn a_postgres_url_as_db_is_refused_not_made_a_file() {
+    let dir = tempdir();
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/example.yaml");
+    for args in [
+        vec!["--db", "postgres://root:s3cret-pw@127.0.0.1:5432/test", "status"],
+        vec!["--db", "postgresql://root@127.0.0.1:5432/test", "report"],
+        vec!["--db", "postgres://root@127.0.0.1:5432/test", "run", example, "--simulate"],
+        vec!["--db", "postgres://root@127.0.0.1:5432/test", "plan", example],
+    ] {
+        qc(dir.path()).current_dir(dir.path()).args(&args).assert().code(78).stderr(
+            predicate::str::contains("is a PostgreSQL database").and(predicate::str::contains("s3cret-pw").not()),
+        );
+    }
+    // QC_OFFBOARD_DB too.
+    qc(dir.path())
+        .current_dir(dir.path())
+        .env("QC_OFFBOARD_DB", "postgres://root@127.0.0.1:5432/test")
+        .arg("status")
+        .assert()
+        .code(78);
+    assert!(!dir.path().join("postgres:").exists(), "no file was made from the URL");
+    assert!(!dir.path().join("postgresql:").exists());
+}
