@@ -7,12 +7,19 @@
 //! to just under the rate refused. The arithmetic lives in [`Aimd`], a pure type with unit
 //! tests; [`Limiter`] only adds the clock and the governor instance. Both run on tokio's clock,
 //! so tests can stop time (`tokio::time::pause`).
+//!
+//! Hosts that share an account's quota (PostgreSQL mode) give the limiter a [`SharedQuota`]:
+//! the GCRA's state is then the database's, one row for all hosts, taken once per call at this
+//! host's effective rate; a 2500 pauses that row for every host, and a host that finds a pause
+//! it did not set lowers its own rate as if it had been refused.
 
 mod aimd;
 mod rate;
+mod shared;
 
 pub use aimd::Aimd;
 pub use rate::Rate;
+pub use shared::{QuotaFuture, SharedQuota, Turn};
 
 use std::fmt;
 use std::num::NonZeroU32;
@@ -85,6 +92,10 @@ fn governor_for(per_second: f64, burst: NonZeroU32, clock: TokioClock) -> Gcra {
     RateLimiter::direct_with_clock(quota, clock)
 }
 
+/// A pause found in the shared scope within this of this host's own is this host's own (the
+/// database's clock and this one's differ by the latency of the write).
+const SHARED_PAUSE_SLACK: Duration = Duration::from_millis(500);
+
 /// The one limiter all API calls pass. Cheap to share behind an `Arc`.
 pub struct Limiter {
     burst: NonZeroU32,
@@ -94,6 +105,8 @@ pub struct Limiter {
     /// waiters race for each free slot, so a call could wait many times longer than another
     /// queued after it, and the clusters behind it would trail the end of a run.
     turn: tokio::sync::Mutex<()>,
+    /// The quota shared with other hosts, when there is one: the GCRA state is then its.
+    shared: Option<std::sync::Arc<dyn SharedQuota>>,
 }
 
 struct LimiterState {
@@ -113,7 +126,18 @@ impl Limiter {
         let aimd = Aimd::new(rate);
         let clock = TokioClock::new();
         let gcra = governor_for(aimd.current(), burst, clock.clone());
-        Self { burst, clock, state: Mutex::new(LimiterState { aimd, gcra }), turn: tokio::sync::Mutex::new(()) }
+        Self {
+            burst,
+            clock,
+            state: Mutex::new(LimiterState { aimd, gcra }),
+            turn: tokio::sync::Mutex::new(()),
+            shared: None,
+        }
+    }
+
+    /// A limiter whose GCRA is `shared` with other hosts (one database row per quota scope).
+    pub fn shared(rate: Rate, burst: u32, shared: std::sync::Arc<dyn SharedQuota>) -> Self {
+        Self { shared: Some(shared), ..Self::new(rate, burst) }
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, LimiterState> {
@@ -128,6 +152,9 @@ impl Limiter {
     /// instead of being sent into the quota that just ran out.
     pub async fn ready(&self) {
         let _turn = self.turn.lock().await;
+        if let Some(shared) = &self.shared {
+            return self.ready_shared(shared.as_ref()).await;
+        }
         // The GCRA turn this caller slept to, if it did.
         let mut turn = None;
         loop {
@@ -156,11 +183,64 @@ impl Limiter {
         }
     }
 
+    /// [`Limiter::ready`] against the shared scope: wait out this host's own pause, then take
+    /// the scope's next slot at this host's effective rate and sleep until it. A pause found in
+    /// the scope that outlasts this host's own was set by another host's 2500: it lowers this
+    /// host's rate too (once per pause). A database that does not answer gives no slot: the call
+    /// waits and asks again, never going unmetered.
+    async fn ready_shared(&self, shared: &dyn SharedQuota) {
+        let mut failures = 0u32;
+        loop {
+            let (paused, interval) = {
+                let s = self.lock();
+                (s.aimd.paused_until(), Duration::try_from_secs_f64(1.0 / s.aimd.current()).unwrap_or(Duration::MAX))
+            };
+            if let Some(until) = paused.filter(|u| *u > Instant::now()) {
+                tokio::time::sleep_until(until).await;
+                continue;
+            }
+            match shared.take(interval, self.burst.get()).await {
+                Ok(turn) => {
+                    if let Some(left) = turn.paused_for {
+                        let now = Instant::now();
+                        let ours = self.lock().aimd.paused_until().unwrap_or(now);
+                        if now + left > ours + SHARED_PAUSE_SLACK {
+                            // Another host's 2500: slow down as it did. Its pause is already
+                            // in the slot this call got.
+                            if let Some(rate) = self.on_throttle(now) {
+                                tracing::warn!(rate_per_s = rate, "another host's quota refusal (2500): rate lowered");
+                            }
+                        }
+                    }
+                    tokio::time::sleep(turn.wait).await;
+                    return;
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    let wait = Duration::from_millis(250).saturating_mul(1 << failures.min(6));
+                    tracing::warn!(error = %e, wait_ms = wait.as_millis() as u64, "the shared quota did not answer");
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
     /// Record a 2500 for a request sent at `sent_at`; returns the new rate when it was lowered.
+    /// With a shared quota the pause is also written for every host (in the background: the
+    /// caller goes on; a pause that cannot be written is logged, and this host still pauses).
     pub fn on_throttle(&self, sent_at: Instant) -> Option<f64> {
         let mut s = self.lock();
-        if s.aimd.on_throttle(Instant::now(), sent_at) {
+        let now = Instant::now();
+        if s.aimd.on_throttle(now, sent_at) {
             s.gcra = governor_for(s.aimd.current(), self.burst, self.clock.clone());
+            if let (Some(shared), Some(until)) = (&self.shared, s.aimd.paused_until()) {
+                let (shared, pause) = (shared.clone(), until.saturating_duration_since(now));
+                tokio::spawn(async move {
+                    if let Err(e) = shared.pause(pause).await {
+                        tracing::warn!(error = %e, "the pause could not be shared with the other hosts");
+                    }
+                });
+            }
             Some(s.aimd.current())
         } else {
             None

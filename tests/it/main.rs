@@ -33,6 +33,7 @@ mod props;
 mod runner;
 mod safety;
 mod schema;
+mod shared_limiter;
 mod sim;
 mod store;
 mod variants;

@@ -28,7 +28,7 @@ use sqlx::{Postgres, Transaction};
 
 pub use copy::{copy_from_sqlite, Copied, CopyError};
 pub use lease::{Claim, Lease};
-pub use quota::Slot;
+pub use quota::{PgQuota, Slot};
 pub use write::LeasedWrite;
 
 /// The migrations this version applies, in order (sqlx takes an advisory lock while it applies

@@ -15,8 +15,8 @@
 //! after another. Any window of length `W` then holds at most `W/T + b` slots, whatever the
 //! hosts' clocks say. The row stores `tat'`; `slot` is `max(now, tat' - T - τ, paused_until)`.
 //!
-//! This module keeps the shared numbers only; the AIMD arithmetic and the sleeping stay the
-//! limiter's.
+//! This module keeps the shared numbers only ([`PgQuota`] hands them to the limiter as its
+//! `SharedQuota`); the AIMD arithmetic and the sleeping stay the limiter's.
 
 use std::time::Duration;
 
@@ -24,6 +24,7 @@ use chrono::{DateTime, Utc};
 use sqlx::Row;
 
 use super::{micros, PgStore};
+use crate::limiter::{QuotaFuture, SharedQuota, Turn};
 use crate::store::StoreError;
 
 /// A call's turn in its scope.
@@ -75,5 +76,39 @@ impl PgStore {
         .bind(micros(pause))
         .fetch_one(&self.pool)
         .await?)
+    }
+}
+
+/// One quota scope of a PostgreSQL database as the limiter's [`SharedQuota`]: the limiter of
+/// every host running against the same endpoint and access key takes its slots here.
+#[derive(Debug, Clone)]
+pub struct PgQuota {
+    store: PgStore,
+    scope: String,
+}
+
+impl PgQuota {
+    /// `scope` names the quota: the endpoint's identity and the access key id, as every host
+    /// of the account writes them (`store::endpoint_identity`).
+    pub fn new(store: PgStore, scope: impl Into<String>) -> Self {
+        Self { store, scope: scope.into() }
+    }
+}
+
+impl SharedQuota for PgQuota {
+    fn take(&self, interval: Duration, burst: u32) -> QuotaFuture<'_, Turn> {
+        Box::pin(async move {
+            let slot = self.store.take_slot(&self.scope, interval, burst).await.map_err(|e| e.to_string())?;
+            let db_now = slot.at - chrono::TimeDelta::from_std(slot.wait).unwrap_or_default();
+            let paused_for = slot.paused_until.and_then(|until| (until - db_now).to_std().ok());
+            Ok(Turn { wait: slot.wait, paused_for })
+        })
+    }
+
+    fn pause(&self, pause: Duration) -> QuotaFuture<'_, ()> {
+        Box::pin(async move {
+            PgStore::pause(&self.store, &self.scope, pause).await.map_err(|e| e.to_string())?;
+            Ok(())
+        })
     }
 }
