@@ -15,7 +15,7 @@ use crate::telemetry::LogFormat;
 pub struct GlobalOpts {
     /// SQLite database (queue and audit log) [default: $XDG_DATA_HOME/qc-offboard/audit.db;
     /// sim-audit.db beside it for --simulate runs]
-    #[arg(long, global = true, env = "QC_OFFBOARD_DB", value_name = "PATH")]
+    #[arg(long, global = true, env = "QC_OFFBOARD_DB", hide_env_values = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// Log format on stderr
     #[arg(long, global = true, env = "QC_OFFBOARD_LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]

@@ -152,3 +152,18 @@ fn a_postgres_url_as_db_is_refused_not_made_a_file() {
     assert!(!dir.path().join("postgres:").exists(), "no file was made from the URL");
     assert!(!dir.path().join("postgresql:").exists());
 }
+
+/// A database URL may carry a password: `--help` names the variable but never shows its value.
+#[test]
+fn help_never_shows_the_database_url() {
+    let dir = tempdir();
+    for args in [vec!["--help"], vec!["status", "--help"], vec!["run", "--help"]] {
+        let out =
+            qc(dir.path()).env("QC_OFFBOARD_DB", "postgres://u:s3cret-pw@db.internal/x").args(&args).assert().success();
+        let stdout = text(&out.get_output().stdout);
+        assert!(!stdout.contains("s3cret-pw") && !stdout.contains("db.internal"), "{args:?}: {stdout}");
+        if args.len() > 1 {
+            assert!(stdout.contains("QC_OFFBOARD_DB"), "{stdout}");
+        }
+    }
+}
