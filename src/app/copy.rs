@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use crate::exit::{Coded, Exit};
-use crate::store::postgres::{copy_from_sqlite, redacted, Copied, CopyError, OpenError, PgStore};
+use crate::store::postgres::{copy_from_sqlite, is_postgres_url, redacted, Copied, CopyError, OpenError, PgStore};
 use crate::store::Store;
 
 /// What was copied, and where to (the target's URL without its password).
@@ -34,6 +34,10 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 }
 
 pub async fn copy(from: &Path, to: &str) -> anyhow::Result<CopyDone> {
+    // Checked here, not by the argument parser, which would echo the value (and its password).
+    if !is_postgres_url(to) {
+        return Err(Coded::new(Exit::Usage, "give --to as a postgres:// or postgresql:// URL").into());
+    }
     let source = Store::open_existing(from).await.map_err(|e| match e {
         crate::store::StoreError::Missing(_) => anyhow::Error::new(Coded::new(Exit::Config, e.to_string())),
         other => anyhow::Error::new(other),

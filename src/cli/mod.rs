@@ -269,7 +269,7 @@ pub struct DbCopyArgs {
     pub from: PathBuf,
     /// The PostgreSQL database to copy into (postgres://USER@HOST:PORT/DB); it must hold no runs
     /// and no audit records
-    #[arg(long, value_name = "URL", value_parser = parse_postgres_target)]
+    #[arg(long, value_name = "URL")]
     pub to: String,
 }
 
@@ -277,14 +277,6 @@ fn parse_sqlite_source(s: &str) -> Result<PathBuf, String> {
     match s.strip_prefix("sqlite:") {
         Some(path) if !path.is_empty() => Ok(PathBuf::from(path)),
         _ => Err("give the source as sqlite:PATH".to_owned()),
-    }
-}
-
-fn parse_postgres_target(s: &str) -> Result<String, String> {
-    if crate::store::postgres::is_postgres_url(s) {
-        Ok(s.to_owned())
-    } else {
-        Err("give the target as a postgres:// or postgresql:// URL".to_owned())
     }
 }
 

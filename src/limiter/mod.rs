@@ -212,8 +212,35 @@ impl Limiter {
                             }
                         }
                     }
+                    if turn.wait.is_zero() {
+                        return;
+                    }
                     tokio::time::sleep(turn.wait).await;
-                    return;
+                    // A pause written while this call slept (a 2500 here or on another host)
+                    // outranks the slot it had: wait it out, then take a new one.
+                    if self.lock().aimd.paused_until().is_some_and(|u| u > Instant::now()) {
+                        continue;
+                    }
+                    match shared.paused_for().await {
+                        Ok(None) => return,
+                        Ok(Some(left)) => {
+                            let now = Instant::now();
+                            let ours = self.lock().aimd.paused_until().unwrap_or(now);
+                            if now + left > ours + SHARED_PAUSE_SLACK {
+                                if let Some(rate) = self.on_throttle(now) {
+                                    tracing::warn!(
+                                        rate_per_s = rate,
+                                        "another host's quota refusal (2500): rate lowered"
+                                    );
+                                }
+                            }
+                            tokio::time::sleep(left).await;
+                        }
+                        Err(e) => {
+                            tracing::warn!(error = %e, "the shared quota did not answer");
+                            failures = failures.saturating_add(1);
+                        }
+                    }
                 }
                 Err(e) => {
                     failures = failures.saturating_add(1);
@@ -235,8 +262,10 @@ impl Limiter {
             s.gcra = governor_for(s.aimd.current(), self.burst, self.clock.clone());
             if let (Some(shared), Some(until)) = (&self.shared, s.aimd.paused_until()) {
                 let (shared, pause) = (shared.clone(), until.saturating_duration_since(now));
+                let interval = Duration::try_from_secs_f64(1.0 / s.aimd.current()).unwrap_or(Duration::MAX);
+                let burst = self.burst.get();
                 tokio::spawn(async move {
-                    if let Err(e) = shared.pause(pause).await {
+                    if let Err(e) = shared.pause(pause, interval, burst).await {
                         tracing::warn!(error = %e, "the pause could not be shared with the other hosts");
                     }
                 });

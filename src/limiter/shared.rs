@@ -28,6 +28,10 @@ pub trait SharedQuota: Send + Sync {
     fn take(&self, interval: Duration, burst: u32) -> QuotaFuture<'_, Turn>;
 
     /// Pause the scope for every host for `pause` from now (a 2500 was answered); a longer
-    /// pause in force is kept.
-    fn pause(&self, pause: Duration) -> QuotaFuture<'_, ()>;
+    /// pause in force is kept. The slots after it go one `interval` apart, without the burst.
+    fn pause(&self, pause: Duration, interval: Duration, burst: u32) -> QuotaFuture<'_, ()>;
+
+    /// How long the scope stays paused from now, if it is: a slot reserved before another
+    /// host's 2500 is not used during the pause that followed.
+    fn paused_for(&self) -> QuotaFuture<'_, Option<Duration>>;
 }

@@ -69,8 +69,8 @@ async fn pg_a_pause_holds_back_every_caller_of_the_scope_until_it_passes() {
     let first = db.open().await;
     assert_eq!(first.take_slot("scope-a", interval, 1).await.unwrap().wait, Duration::ZERO);
     // One host saw a 2500; a shorter pause asked for later keeps the longer one.
-    let until = first.pause("scope-a", Duration::from_millis(500)).await.unwrap();
-    assert_eq!(first.pause("scope-a", Duration::from_millis(50)).await.unwrap(), until);
+    let until = first.pause("scope-a", Duration::from_millis(500), interval, 1).await.unwrap();
+    assert_eq!(first.pause("scope-a", Duration::from_millis(50), interval, 1).await.unwrap(), until);
 
     // Every host's next call of the scope waits for the pause, then they go one interval apart.
     let mut slots = Vec::new();

@@ -76,3 +76,42 @@ async fn a_refusal_seen_by_one_host_pauses_and_slows_the_others() {
     b.ready().await;
     assert_eq!(b.current_rate(), 5.0);
 }
+
+/// After a pause the scope's calls go one interval apart: the burst allowance is not spent at
+/// the pause's end, into a quota just refused.
+#[tokio::test]
+async fn the_burst_is_not_spent_at_the_end_of_a_pause() {
+    let Some(db) = TestDb::create("the_burst_is_not_spent_at_the_end_of_a_pause").await else { return };
+    let store = db.open().await;
+    let (interval, burst) = (Duration::from_millis(100), 3);
+    let t = chrono::Duration::from_std(interval).unwrap();
+    let until = store.pause("s", Duration::from_millis(300), interval, burst).await.unwrap();
+    let mut slots = Vec::new();
+    for _ in 0..3 {
+        slots.push(store.take_slot("s", interval, burst).await.unwrap().at);
+    }
+    assert_eq!(slots, vec![until, until + t, until + t * 2]);
+    store.close().await;
+}
+
+/// A call that reserved its slot before another host's 2500 does not go during the pause that
+/// followed: it waits the pause out and takes a new slot.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slot_reserved_before_a_pause_is_not_used_during_it() {
+    let Some(db) = TestDb::create("a_slot_reserved_before_a_pause_is_not_used_during_it").await else { return };
+    let (a, b) = (host(&db, "2/s", 1).await, host(&db, "2/s", 1).await);
+    a.ready().await;
+    // Host a's next slot is half a second away; while it sleeps, host b is refused (2 s pause).
+    let waiting = {
+        let a = a.clone();
+        tokio::spawn(async move {
+            let t = Instant::now();
+            a.ready().await;
+            t.elapsed()
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert!(b.on_throttle(tokio::time::Instant::now()).is_some());
+    let waited = waiting.await.unwrap();
+    assert!(waited >= Duration::from_millis(1_800), "host a went {waited:?} after its slot, into b's 2 s pause");
+}

@@ -42,7 +42,8 @@ const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Does `--db` name a PostgreSQL database rather than an SQLite file?
 pub fn is_postgres_url(db: &str) -> bool {
-    db.starts_with("postgres://") || db.starts_with("postgresql://")
+    let scheme = db.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    matches!(scheme.as_deref(), Some("postgres" | "postgresql"))
 }
 
 /// The URL as it may be shown: without its password (and without query parameters, which may

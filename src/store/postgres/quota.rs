@@ -36,21 +36,29 @@ pub struct Slot {
     pub wait: Duration,
     /// The end of the scope's pause after a 2500, if one is in force.
     pub paused_until: Option<DateTime<Utc>>,
+    /// The database's clock when the slot was taken.
+    pub now: DateTime<Utc>,
 }
 
 impl PgStore {
     /// Take the next slot of `scope` at one call per `interval` with `burst` calls at once.
     /// Every host must pass the same `interval` and `burst` for a scope.
+    ///
+    /// The statement reads the database's clock with `clock_timestamp()`, i.e. once it holds the
+    /// row, not when it started (`now()`): a caller that waited for the row behind others must
+    /// not be served from a time before theirs. The slot is read back from the stored `tat'`
+    /// (`least(clock, tat' - T)` is the reading the update used when the scope was idle), so one
+    /// statement's two clock readings cannot move a slot.
     pub async fn take_slot(&self, scope: &str, interval: Duration, burst: u32) -> Result<Slot, StoreError> {
         let t = micros(interval);
         let t_and_tolerance = t.saturating_mul(i64::from(burst.max(1)));
         let row = sqlx::query(
-            "INSERT INTO quota AS q (scope, tat) VALUES ($1, now() + $2 * interval '1 microsecond') \
+            "INSERT INTO quota AS q (scope, tat) VALUES ($1, clock_timestamp() + $2 * interval '1 microsecond') \
              ON CONFLICT (scope) DO UPDATE \
-                SET tat = greatest(q.tat, now(), q.paused_until) + $2 * interval '1 microsecond' \
-             RETURNING greatest(now(), q.tat - $3 * interval '1 microsecond', q.paused_until) AS slot, \
-                clock_timestamp() AS db_now, \
-                CASE WHEN q.paused_until > now() THEN q.paused_until END AS paused_until",
+                SET tat = greatest(q.tat, clock_timestamp(), q.paused_until) + $2 * interval '1 microsecond' \
+             RETURNING greatest(q.tat - $3 * interval '1 microsecond', \
+                    least(clock_timestamp(), q.tat - $2 * interval '1 microsecond'), q.paused_until) AS slot, \
+                clock_timestamp() AS db_now, q.paused_until",
         )
         .bind(scope)
         .bind(t)
@@ -58,24 +66,55 @@ impl PgStore {
         .fetch_one(&self.pool)
         .await?;
         let at: DateTime<Utc> = row.try_get("slot")?;
-        let db_now: DateTime<Utc> = row.try_get("db_now")?;
-        Ok(Slot { at, wait: (at - db_now).to_std().unwrap_or_default(), paused_until: row.try_get("paused_until")? })
+        let now: DateTime<Utc> = row.try_get("db_now")?;
+        let paused_until: Option<DateTime<Utc>> = row.try_get("paused_until")?;
+        Ok(Slot {
+            at,
+            wait: (at - now).to_std().unwrap_or_default(),
+            paused_until: paused_until.filter(|u| *u > now),
+            now,
+        })
     }
 
     /// Pause every call of `scope`, on every host, for `pause` from now on the database's clock
-    /// (a 2500 was answered). A longer pause already in force is kept. Returns the end of the
+    /// (a 2500 was answered). A longer pause already in force is kept. The scope's next slots
+    /// then start at the pause's end one `interval` apart: the burst allowance (`burst` calls at
+    /// once) is not spent at that instant, into a quota just refused. Returns the end of the
     /// pause in force.
-    pub async fn pause(&self, scope: &str, pause: Duration) -> Result<DateTime<Utc>, StoreError> {
+    pub async fn pause(
+        &self,
+        scope: &str,
+        pause: Duration,
+        interval: Duration,
+        burst: u32,
+    ) -> Result<DateTime<Utc>, StoreError> {
+        let tolerance = micros(interval).saturating_mul(i64::from(burst.max(1)) - 1);
         Ok(sqlx::query_scalar(
-            "INSERT INTO quota AS q (scope, paused_until) VALUES ($1, now() + $2 * interval '1 microsecond') \
+            "INSERT INTO quota AS q (scope, paused_until, tat) \
+                VALUES ($1, clock_timestamp() + $2 * interval '1 microsecond', \
+                        clock_timestamp() + ($2 + $3) * interval '1 microsecond') \
              ON CONFLICT (scope) DO UPDATE \
-                SET paused_until = greatest(q.paused_until, now() + $2 * interval '1 microsecond') \
+                SET paused_until = greatest(q.paused_until, clock_timestamp() + $2 * interval '1 microsecond'), \
+                    tat = greatest(q.tat, greatest(q.paused_until, clock_timestamp() + $2 * interval '1 microsecond') \
+                                          + $3 * interval '1 microsecond') \
              RETURNING q.paused_until",
         )
         .bind(scope)
         .bind(micros(pause))
+        .bind(tolerance)
         .fetch_one(&self.pool)
         .await?)
+    }
+
+    /// How long `scope` stays paused from now (the database's clock), if it is.
+    pub async fn paused_for(&self, scope: &str) -> Result<Option<Duration>, StoreError> {
+        let row: Option<(DateTime<Utc>, DateTime<Utc>)> = sqlx::query_as(
+            "SELECT paused_until, clock_timestamp() FROM quota WHERE scope = $1 AND paused_until > clock_timestamp()",
+        )
+        .bind(scope)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(row.and_then(|(until, now)| (until - now).to_std().ok()))
     }
 }
 
@@ -99,16 +138,19 @@ impl SharedQuota for PgQuota {
     fn take(&self, interval: Duration, burst: u32) -> QuotaFuture<'_, Turn> {
         Box::pin(async move {
             let slot = self.store.take_slot(&self.scope, interval, burst).await.map_err(|e| e.to_string())?;
-            let db_now = slot.at - chrono::TimeDelta::from_std(slot.wait).unwrap_or_default();
-            let paused_for = slot.paused_until.and_then(|until| (until - db_now).to_std().ok());
+            let paused_for = slot.paused_until.and_then(|until| (until - slot.now).to_std().ok());
             Ok(Turn { wait: slot.wait, paused_for })
         })
     }
 
-    fn pause(&self, pause: Duration) -> QuotaFuture<'_, ()> {
+    fn pause(&self, pause: Duration, interval: Duration, burst: u32) -> QuotaFuture<'_, ()> {
         Box::pin(async move {
-            PgStore::pause(&self.store, &self.scope, pause).await.map_err(|e| e.to_string())?;
+            PgStore::pause(&self.store, &self.scope, pause, interval, burst).await.map_err(|e| e.to_string())?;
             Ok(())
         })
+    }
+
+    fn paused_for(&self) -> QuotaFuture<'_, Option<Duration>> {
+        Box::pin(async move { self.store.paused_for(&self.scope).await.map_err(|e| e.to_string()) })
     }
 }
