@@ -42,6 +42,30 @@ pub async fn copy(from: &Path, to: &str) -> anyhow::Result<CopyDone> {
         crate::store::StoreError::Missing(_) => anyhow::Error::new(Coded::new(Exit::Config, e.to_string())),
         other => anyhow::Error::new(other),
     })?;
+    // A run writing to the source while it is read would leave the copy a snapshot of work in
+    // flight that goes on without it.
+    match source.lock_holder().await {
+        Ok(Some(h)) if h.may_be_running() => {
+            source.close().await;
+            return Err(Coded::new(
+                Exit::Locked,
+                format!(
+                    "run {} (pid {} on {}, since {}) holds {}: copy it once that run has ended",
+                    h.run_id,
+                    h.pid,
+                    h.host,
+                    h.started_at,
+                    from.display()
+                ),
+            )
+            .into());
+        }
+        Ok(_) => {}
+        Err(e) => {
+            source.close().await;
+            return Err(e.into());
+        }
+    }
     let target = PgStore::open(to).await.map_err(|e| {
         let exit = match e {
             OpenError::Connect { .. } => Exit::Unavailable,

@@ -33,6 +33,14 @@ pub enum LockOutcome {
 }
 
 /// This machine's host name, as recorded in the lock and in runs.
+impl LockHolder {
+    /// Could the holder still be running: a process of this host that exists, or one of
+    /// another host (which this host cannot look at)?
+    pub fn may_be_running(&self) -> bool {
+        self.host != this_host() || process_exists(self.pid)
+    }
+}
+
 pub fn this_host() -> String {
     rustix::system::uname().nodename().to_string_lossy().into_owned()
 }

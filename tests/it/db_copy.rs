@@ -172,3 +172,21 @@ fn help_never_shows_the_database_url() {
         }
     }
 }
+
+/// A run that still holds the source (a live process) is not copied mid-flight: exit 73, before
+/// the target is even opened.
+#[tokio::test]
+async fn a_database_a_live_run_holds_is_not_copied() {
+    let dir = tempdir();
+    let src = written(dir.path()).await;
+    let store = Store::open(&src).await.unwrap();
+    let run = store.runs().await.unwrap()[0].id;
+    let host = qc_offboard::store::this_host();
+    store.acquire_lock(run, i64::from(std::process::id()), &host).await.unwrap();
+    store.close().await;
+    qc(dir.path())
+        .args(["db", "copy", "--from", &sqlite_arg(&src), "--to", "postgres://root@127.0.0.1:1/none"])
+        .assert()
+        .code(73)
+        .stderr(predicate::str::contains(format!("holds {}", src.display())));
+}
