@@ -87,7 +87,7 @@ pub async fn copy(from: &Path, to: &str) -> anyhow::Result<CopyDone> {
         let exit = match &e {
             CopyError::SourceBroken(_) | CopyError::Mismatch { .. } => Some(Exit::AuditBroken),
             CopyError::NotEmpty { .. } => Some(Exit::Config),
-            CopyError::Unreadable { .. } => Some(Exit::DataErr),
+            CopyError::Unreadable { .. } | CopyError::TwoLiveOnOneCluster { .. } => Some(Exit::DataErr),
             CopyError::Store(_) => None,
         };
         match exit {

@@ -190,3 +190,26 @@ async fn a_database_a_live_run_holds_is_not_copied() {
         .code(73)
         .stderr(predicate::str::contains(format!("holds {}", src.display())));
 }
+
+/// SQLite allows what an abandoned run can leave behind, two live tasks on one cluster; the
+/// PostgreSQL schema does not. The copy says so as invalid data (65), and writes nothing.
+#[tokio::test]
+async fn two_live_tasks_on_one_cluster_are_refused_as_data() {
+    let Some(pg) = TestDb::create("two_live_tasks_on_one_cluster_are_refused_as_data").await else { return };
+    let dir = tempdir();
+    let path = db_path(dir.path());
+    let store = Store::open(&path).await.unwrap();
+    let run = store.create_run(&new_run(None), &[new_task("cl-a1", "alice"), new_task("cl-a1", "bob")]).await.unwrap();
+    for t in store.tasks(run).await.unwrap() {
+        store.step(t.id, Event::Intent, &TaskChange::new(), json!({})).await.unwrap().unwrap();
+    }
+    store.close().await;
+    qc(dir.path())
+        .args(["db", "copy", "--from", &sqlite_arg(&path), "--to", &pg.url])
+        .assert()
+        .code(65)
+        .stderr(predicate::str::contains("two tasks live"));
+    let target = pg.open().await;
+    assert_eq!(target.audit_len().await.unwrap(), 0, "nothing was copied");
+    target.close().await;
+}

@@ -96,6 +96,11 @@ pub enum CopyError {
          do not use that database"
     )]
     Mismatch { target: String, copied: Checkpoint, found: String },
+    #[error(
+        "the source has two tasks live (submitting or submitted) on one cluster at once, which PostgreSQL \
+         refuses (one job per cluster); let their runs end (resume or retry them) and copy again: {detail}"
+    )]
+    TwoLiveOnOneCluster { detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -127,7 +132,14 @@ pub async fn copy_from_sqlite(from: &Store, to: &PgStore) -> Result<Copied, Copy
     }
     let mut rows = Vec::with_capacity(TABLES.len() + 1);
     for &(table, order, identity, columns) in TABLES {
-        let n = copy_table(&mut src, &mut dst, table, order, columns).await?;
+        let n = match copy_table(&mut src, &mut dst, table, order, columns).await {
+            Err(CopyError::Store(StoreError::Sql(sqlx::Error::Database(e))))
+                if e.constraint() == Some(super::write::ONE_JOB_PER_CLUSTER) =>
+            {
+                return Err(CopyError::TwoLiveOnOneCluster { detail: e.message().to_owned() });
+            }
+            other => other?,
+        };
         if identity {
             sqlx::query(&format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', 'id'), \

@@ -20,7 +20,7 @@ use crate::store::details;
 use crate::store::{Attempts, StoreError, TaskChange, TaskRow, TaskState, Transition};
 
 /// The index that allows one job per cluster (migrations/postgres/0001_initial.sql).
-const ONE_JOB_PER_CLUSTER: &str = "tasks_one_job_per_cluster";
+pub(super) const ONE_JOB_PER_CLUSTER: &str = "tasks_one_job_per_cluster";
 
 /// What a lease holder's write came to.
 #[derive(Debug, Clone, PartialEq)]
