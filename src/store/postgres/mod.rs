@@ -37,6 +37,9 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres
 /// Connections per host: concurrent workers each hold one only for a statement or a short
 /// transaction.
 const CONNECTIONS: u32 = 10;
+/// How long opening the database waits for the server's first answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a caller waits for a free connection before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -85,6 +88,18 @@ impl PgStore {
         let target = redacted(url);
         let options =
             PgConnectOptions::from_str(url).map_err(|source| OpenError::Url { target: target.clone(), source })?;
+        // One connection first: a server that refuses or a database that does not exist is said
+        // at once (within CONNECT_TIMEOUT), where the pool would keep trying for ACQUIRE_TIMEOUT.
+        let first =
+            tokio::time::timeout(CONNECT_TIMEOUT, <sqlx::PgConnection as sqlx::Connection>::connect_with(&options))
+                .await;
+        match first {
+            Ok(Ok(conn)) => {
+                let _ = sqlx::Connection::close(conn).await;
+            }
+            Ok(Err(source)) => return Err(OpenError::Connect { target, source }),
+            Err(_) => return Err(OpenError::Connect { target, source: sqlx::Error::PoolTimedOut }),
+        }
         let pool = PgPoolOptions::new()
             .max_connections(CONNECTIONS)
             .acquire_timeout(ACQUIRE_TIMEOUT)
