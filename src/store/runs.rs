@@ -125,23 +125,8 @@ async fn insert_run(tx: &mut SqliteConnection, run: &NewRun, tasks: &[NewTask]) 
                     .bind(t.not_before.map(|d| d.format("%F").to_string()))
                     .bind(opt_ts(t.due_by))
                     .bind(&now);
-                entries.push(Entry::new(
-                    Some(run_id),
-                    Some(id),
-                    "task_created",
-                    &with_ticket(
-                        json!({
-                            "cluster": t.cluster,
-                            "zone": t.zone,
-                            "user": t.user,
-                            "host": t.host,
-                            "state": t.state,
-                            "not_before": t.not_before,
-                            "due_by": opt_ts(t.due_by),
-                        }),
-                        run.ticket.as_deref(),
-                    ),
-                ));
+                let detail = details::task_created(t, run.ticket.as_deref());
+                entries.push(Entry::new(Some(run_id), Some(id), "task_created", &detail));
             }
             q.execute(&mut *tx).await?;
         }
@@ -334,7 +319,7 @@ async fn close_run(
             .fetch_optional(&mut *tx)
             .await?;
     let Some(ticket) = ticket else { return Err(StoreError::NoSuchRun(run_id)) };
-    let detail = with_ticket(json!({"exit_code": exit_code, "summary": summary}), ticket.as_deref());
+    let detail = details::run_finished(exit_code, summary, ticket.as_deref());
     audit::append(&mut *tx, &[Entry::new(Some(run_id), None, "run_finished", &detail)]).await?;
     Ok(())
 }
