@@ -249,3 +249,31 @@ async fn pg_the_database_refuses_a_second_job_on_a_cluster() {
     assert!(matches!(go(&second.lease, Event::Intent).await, LeasedWrite::Applied(_)));
     assert!(a.verify_audit(None).await.unwrap().is_intact());
 }
+
+#[tokio::test]
+async fn pg_the_replay_finds_a_row_edited_behind_the_product() {
+    let Some(db) = TestDb::create("pg_the_replay_finds_a_row_edited_behind_the_product").await else { return };
+    let store = db.open().await;
+    let run = store.create_run(&new_run(Some("HR-3")), &[new_task("cl-r1", "bob")]).await.unwrap();
+    let task = store.tasks(run).await.unwrap()[0].id;
+    let intent = TaskChange::new().intent_at(chrono::Utc::now()).increment_attempts();
+    store.step(task, Event::Intent, &intent, json!({})).await.unwrap().unwrap();
+    store.finish_run(run, 0, json!({})).await.unwrap();
+    assert!(store.replay().await.unwrap().discrepancies.is_empty());
+    let mut raw = db.raw().await;
+    raw.execute(format!("UPDATE tasks SET state = 'deleted', attempts = 0 WHERE id = {task}").as_str()).await.unwrap();
+    raw.execute(format!("UPDATE runs SET exit_code = 3 WHERE id = {run}").as_str()).await.unwrap();
+    let found: Vec<(&str, Option<String>)> = store
+        .replay()
+        .await
+        .unwrap()
+        .discrepancies
+        .iter()
+        .map(|d| (d.table, d.field.clone()))
+        .collect();
+    let want = [("runs", "exit_code"), ("tasks", "state"), ("tasks", "attempts")];
+    for (table, field) in want {
+        assert!(found.contains(&(table, Some(field.to_owned()))), "{table}.{field} not found in {found:?}");
+    }
+    assert!(store.verify_audit(None).await.unwrap().is_intact(), "the chain itself is untouched");
+}
