@@ -4,13 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
-use serde_json::json;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::audit::{self, run_ticket, with_ticket, Entry};
 use super::details;
-use super::lock::lock_in;
+use super::lock::{self, lock_in};
 use super::tasks::{task_from_row, TASK_COLUMNS};
 use super::{opt_ts, ts, LockOutcome, NewRun, NewTask, ReportFilter, RunRow, Store, StoreError, TaskRow, TaskState};
 
@@ -52,7 +51,7 @@ impl Store {
             tx.rollback().await?;
             let mut tx = self.write().await?;
             let run_id = insert_run(&mut tx, run, &[]).await?;
-            let summary = json!({ "refused": "another run holds the run lock", "holder": holder });
+            let summary = lock::refused(holder);
             close_run(&mut tx, run_id, 73, &summary).await?;
             tx.commit().await?;
             return Ok((run_id, outcome));

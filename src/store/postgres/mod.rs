@@ -26,6 +26,7 @@ mod copy;
 mod evidence;
 mod findings;
 mod lease;
+mod lock;
 mod queries;
 mod quota;
 mod replay;

@@ -58,25 +58,38 @@ impl PgStore {
     /// `run_finished`.
     pub async fn finish_run(&self, run_id: i64, exit_code: i64, summary: Value) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
-        let finished_at = lock_chain(&mut tx).await?;
-        let ticket: Option<Option<String>> = sqlx::query_scalar(
-            "UPDATE runs SET finished_at = $1, exit_code = $2, summary = $3 WHERE id = $4 RETURNING ticket",
-        )
-        .bind(finished_at)
-        .bind(exit_code)
-        .bind(summary.to_string())
-        .bind(run_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(ticket) = ticket else { return Err(StoreError::NoSuchRun(run_id)) };
-        let detail = details::run_finished(exit_code, &summary, ticket.as_deref());
-        append(&mut tx, &[Entry::new(Some(run_id), None, "run_finished", &detail)]).await?;
+        close_run(&mut tx, run_id, exit_code, &summary).await?;
         tx.commit().await?;
         Ok(())
     }
 }
 
-async fn insert_run(tx: &mut PgConnection, run: &NewRun, tasks: &[NewTask]) -> Result<i64, StoreError> {
+/// Set a run's end (the database's clock, under the chain's lock), exit code and summary,
+/// audited as `run_finished`; the caller commits.
+pub(super) async fn close_run(
+    tx: &mut PgConnection,
+    run_id: i64,
+    exit_code: i64,
+    summary: &Value,
+) -> Result<(), StoreError> {
+    let finished_at = lock_chain(&mut *tx).await?;
+    let ticket: Option<Option<String>> = sqlx::query_scalar(
+        "UPDATE runs SET finished_at = $1, exit_code = $2, summary = $3 WHERE id = $4 RETURNING ticket",
+    )
+    .bind(finished_at)
+    .bind(exit_code)
+    .bind(summary.to_string())
+    .bind(run_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(ticket) = ticket else { return Err(StoreError::NoSuchRun(run_id)) };
+    let detail = details::run_finished(exit_code, summary, ticket.as_deref());
+    append(&mut *tx, &[Entry::new(Some(run_id), None, "run_finished", &detail)]).await?;
+    Ok(())
+}
+
+/// Insert a run with its manifests and tasks and their audit records; the caller commits.
+pub(super) async fn insert_run(tx: &mut PgConnection, run: &NewRun, tasks: &[NewTask]) -> Result<i64, StoreError> {
     let started_at: DateTime<Utc> = lock_chain(&mut *tx).await?;
     let run_id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (started_at, ticket, requested_by, reason, due_by, operator, host, endpoint, \

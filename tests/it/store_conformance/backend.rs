@@ -11,8 +11,9 @@ use chrono::{DateTime, Utc};
 use qc_offboard::audit::Verification;
 use qc_offboard::store::postgres::PgStore;
 use qc_offboard::store::{
-    AccountKey, ApiCallRow, DeadlineCounts, Event, Finding, NewFinding, NewRun, NewTask, Prepared, Refusal, Replay,
-    ReportFilter, RunRow, SeqRange, Standing, Store, StoreError, TaskCall, TaskChange, TaskRow, TaskState, Transition,
+    AccountKey, ApiCallRow, DeadlineCounts, Event, Finding, LockHolder, LockOutcome, NewFinding, NewRun, NewTask,
+    Prepared, Refusal, Replay, ReportFilter, RunRow, SeqRange, Standing, Store, StoreError, TaskCall, TaskChange,
+    TaskRow, TaskState, Transition,
 };
 use serde_json::Value;
 use sqlx::Connection;
@@ -100,6 +101,10 @@ pub trait Backend {
     async fn verify_audit(&self) -> R<Verification>;
     async fn audit_len(&self) -> R<i64>;
     async fn replay(&self) -> R<Replay>;
+    async fn create_run_locked(&self, run: &NewRun, tasks: &[NewTask], pid: i64, host: &str) -> R<(i64, LockOutcome)>;
+    async fn acquire_lock(&self, run_id: i64, pid: i64, host: &str) -> R<LockOutcome>;
+    async fn release_lock(&self, run_id: i64) -> R<bool>;
+    async fn lock_holder(&self) -> R<Option<LockHolder>>;
 }
 
 macro_rules! delegate {
@@ -215,6 +220,24 @@ macro_rules! delegate {
             }
             async fn replay(&self) -> R<Replay> {
                 self.store.replay().await
+            }
+            async fn create_run_locked(
+                &self,
+                r: &NewRun,
+                t: &[NewTask],
+                pid: i64,
+                host: &str,
+            ) -> R<(i64, LockOutcome)> {
+                self.store.create_run_locked(r, t, pid, host).await
+            }
+            async fn acquire_lock(&self, run_id: i64, pid: i64, host: &str) -> R<LockOutcome> {
+                self.store.acquire_lock(run_id, pid, host).await
+            }
+            async fn release_lock(&self, run_id: i64) -> R<bool> {
+                self.store.release_lock(run_id).await
+            }
+            async fn lock_holder(&self) -> R<Option<LockHolder>> {
+                self.store.lock_holder().await
             }
         }
     };

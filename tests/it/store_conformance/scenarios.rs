@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use qc_offboard::runner::state;
 use qc_offboard::store::{
-    check, ApiCallRow, Event, FindingStatus, NewFinding, Refusal, ReportFilter, Standing, TaskChange, TaskState,
+    check, this_host, ApiCallRow, Event, FindingStatus, LockOutcome, NewFinding, Refusal, ReportFilter, Standing,
+    TaskChange, TaskState,
 };
 use serde_json::json;
 
@@ -315,4 +316,31 @@ pub async fn report_tasks_are_filtered<B: Backend>(b: &B) {
     assert_eq!(ids(b.report_tasks(&since).await.unwrap()).len(), 3);
     let none = ReportFilter { cluster: Some("cl-z".into()), ..Default::default() };
     assert!(b.report_tasks(&none).await.unwrap().is_empty());
+}
+
+pub async fn the_run_lock_is_one_at_a_time<B: Backend>(b: &B) {
+    let here = this_host();
+    let me = i64::from(std::process::id());
+    // Above any pid_max: no process has it, and both backends record the same number.
+    let gone = i64::from(i32::MAX);
+    assert_eq!(b.lock_holder().await.unwrap(), None);
+    let (first, outcome) =
+        b.create_run_locked(&new_run(Some("HR-12")), &[new_task("cl-a", "alice")], gone, &here).await.unwrap();
+    assert_eq!(outcome, LockOutcome::Acquired);
+    assert_eq!(b.acquire_lock(first, gone, &here).await.unwrap(), LockOutcome::Acquired, "already ours");
+    // The holder's process is gone: this host takes the lock over, audited.
+    let (second, outcome) =
+        b.create_run_locked(&new_run(Some("HR-13")), &[new_task("cl-b", "bob")], me, &here).await.unwrap();
+    assert!(matches!(outcome, LockOutcome::TakenOver { previous } if previous.run_id == first && previous.pid == gone));
+    assert_eq!(b.lock_holder().await.unwrap().map(|h| (h.run_id, h.pid)), Some((second, me)));
+    // A holder on another host is never taken over: the refused run keeps no task.
+    assert!(b.release_lock(second).await.unwrap());
+    assert!(!b.release_lock(second).await.unwrap());
+    assert_eq!(b.acquire_lock(second, 1, "elsewhere").await.unwrap(), LockOutcome::Acquired);
+    let (refused, outcome) =
+        b.create_run_locked(&new_run(Some("HR-14")), &[new_task("cl-c", "carol")], me, &here).await.unwrap();
+    assert!(matches!(outcome, LockOutcome::Held(h) if h.host == "elsewhere"));
+    let run = b.run(refused).await.unwrap().unwrap();
+    assert_eq!((run.exit_code, b.tasks(refused).await.unwrap().len()), (Some(73), 0));
+    assert_eq!(run.summary.unwrap()["refused"], json!("another run holds the run lock"));
 }
