@@ -8,8 +8,8 @@
 //! Beside those it offers the SQLite store's public API under the same names and types, so one
 //! caller can use either: guarded steps without a lease ([`steps`]), API calls ([`calls`]), the
 //! questions about runs ([`queries`]) and accounts ([`accounts`]), doctor's findings
-//! ([`findings`]), the auditor's questions ([`evidence`]) and the table-against-chain replay
-//! ([`replay`]). What they decide is shared with SQLite (`store::details`, `store::adoption`,
+//! ([`findings`]), the auditor's questions ([`evidence`]), the table-against-chain replay
+//! ([`replay`]) and the run lock until per-host leases replace it ([`lock`]). What they decide is shared with SQLite (`store::details`, `store::adoption`,
 //! `store::replay`); these files hold SQL.
 //!
 //! The chain's encoding and hashing (`audit::chain`) and its verifier (`audit::walk`) are the
