@@ -9,14 +9,13 @@
 //! Runs are compared by their *identity*: the endpoint normalised by [`endpoint_identity`] and the
 //! access key id. This module owns those SQL queries; it decides nothing about the API.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 
-use serde_json::json;
 use sqlx::Row;
 
+use super::adoption;
 use super::tasks::{apply_transitions, task_from_row, TASK_COLUMNS};
-use super::{Store, StoreError, TaskChange, TaskRow, TaskState};
-use crate::runner::state::{self, Event};
+use super::{Store, StoreError, TaskState};
 
 /// (cluster, user, host)
 pub type AccountKey = (String, String, String);
@@ -48,15 +47,11 @@ pub fn endpoint_identity(endpoint: &str) -> String {
 
 /// A task whose request may exist that nobody has seen the end of: `submitting`, `submitted`,
 /// or `failed` with `unresolved` set (its job may still take effect). SQL over `tasks` as `t`.
-const LIVE_SQL: &str = "(t.state IN ('submitting', 'submitted') OR (t.state = 'failed' AND t.unresolved IS NOT NULL))";
+pub(crate) const LIVE_SQL: &str =
+    "(t.state IN ('submitting', 'submitted') OR (t.state = 'failed' AND t.unresolved IS NOT NULL))";
 
 /// Done for good: `deleted`, `absent`, or `skipped` because so. SQL over `tasks` as `t`.
-const DONE_SQL: &str = "t.state IN ('deleted', 'absent', 'skipped')";
-
-/// Is this row a live attempt (see [`LIVE_SQL`])?
-fn is_live(t: &TaskRow) -> bool {
-    TaskState::LIVE.contains(&t.state) || (t.state == TaskState::Failed && t.unresolved.is_some())
-}
+pub(crate) const DONE_SQL: &str = "t.state IN ('deleted', 'absent', 'skipped')";
 
 /// Where an account stands in the other runs of the same identity.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -147,21 +142,13 @@ impl Store {
         .bind(serde_json::to_string(&runs).unwrap_or_else(|_| "[]".into()))
         .fetch_all(&self.reader)
         .await?;
-        let mut out: HashMap<AccountKey, Standing> = HashMap::new();
+        let mut found = Vec::with_capacity(rows.len());
         for r in rows {
             let key = (r.try_get("cluster")?, r.try_get("user")?, r.try_get("host")?);
             let state: String = r.try_get("state")?;
-            let state: TaskState = state.parse().map_err(StoreError::Corrupt)?;
-            let run_id: i64 = r.try_get("run_id")?;
-            let standing = if state.is_done() { Standing::Done { run_id } } else { Standing::InFlight { run_id } };
-            match out.get(&key) {
-                Some(Standing::Done { .. }) => {}
-                _ => {
-                    out.insert(key, standing);
-                }
-            }
+            found.push((key, r.try_get("run_id")?, state.parse().map_err(StoreError::Corrupt)?));
         }
-        Ok(out)
+        Ok(adoption::standings(found))
     }
 
     /// Before a run's work starts (it holds the run lock, so no other run of this database is
@@ -185,77 +172,11 @@ impl Store {
         .bind(run_id)
         .fetch_all(&mut *tx)
         .await?;
-        // Per task of this run: the other runs' tasks at its account, oldest first.
-        let mut by_mine: BTreeMap<i64, Vec<TaskRow>> = BTreeMap::new();
+        let mut found = Vec::with_capacity(rows.len());
         for r in &rows {
-            let other = task_from_row(r)?;
-            if others.contains(&other.run_id) {
-                by_mine.entry(r.try_get("mine")?).or_default().push(other);
-            }
+            found.push((r.try_get("mine")?, task_from_row(r)?));
         }
-        let mut prepared = Prepared::default();
-        let mut transitions = Vec::new();
-        for (mine, found) in by_mine {
-            let open = [TaskState::Pending, TaskState::RetryWait];
-            if let Some(done) = found.iter().find(|o| o.state.is_done()) {
-                transitions.push(state::transition(
-                    mine,
-                    &open,
-                    Event::DoneElsewhere,
-                    TaskChange::new().message(format!("already done by run {}", done.run_id)),
-                    json!({ "reason": "done by another run", "by_run": done.run_id, "by_task": done.id }),
-                )?);
-                prepared.skipped += 1;
-                continue;
-            }
-            // The newest live attempt is adopted; older live ones (a database written before this
-            // rule existed) are handed over too, their jobs known to the adopting task.
-            let found: Vec<&TaskRow> = found.iter().filter(|o| is_live(o)).collect();
-            let Some(newest) = found.iter().copied().max_by_key(|o| (o.intent_at, o.id)) else { continue };
-            for o in &found {
-                transitions.push(state::from_any(
-                    o.id,
-                    Event::HandOver,
-                    TaskChange::new().message(format!("handed over to run {run_id}")),
-                    json!({ "reason": "adopted by a later run", "to_run": run_id, "to_task": mine }),
-                ));
-            }
-            let mut change = TaskChange::new().attempts(newest.attempts).adopted_from(newest.id);
-            if let Some(t) = newest.intent_at {
-                change = change.intent_at(t);
-            }
-            if let Some(j) = &newest.job_id {
-                change = change.job_id(j.clone());
-            }
-            if let Some(t) = newest.submitted_at {
-                change = change.submitted_at(t);
-            }
-            // A failed attempt whose job may still take effect is followed again (`job`) or
-            // reconciled again (`in_doubt`); a live one continues as it was.
-            let adopt = match (newest.state, newest.unresolved.as_deref()) {
-                (TaskState::Failed, Some("job")) if newest.job_id.is_some() => Event::AdoptJob,
-                (TaskState::Failed | TaskState::Submitting, _) => Event::AdoptInDoubt,
-                _ => Event::AdoptJob,
-            };
-            if adopt == Event::AdoptInDoubt && newest.state == TaskState::Failed {
-                // The stale job id of an earlier attempt must not be followed as this one's.
-                change.job_id = None;
-                change.submitted_at = None;
-            }
-            transitions.push(state::transition(
-                mine,
-                &open,
-                adopt,
-                change,
-                json!({
-                    "reason": "adopted the live attempt of an earlier run",
-                    "from_run": newest.run_id,
-                    "from_task": newest.id,
-                    "handed_over": found.iter().map(|o| o.id).collect::<Vec<_>>(),
-                }),
-            )?);
-            prepared.adopted.push((mine, newest.run_id));
-        }
+        let (prepared, transitions) = adoption::plan(run_id, &others, found)?;
         apply_transitions(&mut tx, &transitions).await?;
         tx.commit().await?;
         Ok(prepared)
@@ -297,13 +218,7 @@ impl Store {
         .bind(serde_json::to_string(identity_runs).unwrap_or_else(|_| "[]".into()))
         .fetch_all(&self.reader)
         .await?;
-        let mut took: Vec<std::time::Duration> =
-            rows.into_iter().filter_map(|(from, to)| (to - from).to_std().ok()).collect();
-        if took.is_empty() {
-            return Ok(None);
-        }
-        took.sort_unstable();
-        Ok(Some(took[took.len() / 2]))
+        Ok(adoption::median(rows))
     }
 
     /// The tasks whose attempts a task carries on: itself and, through `adopted_from`, the
@@ -357,11 +272,14 @@ impl Store {
         .bind(serde_json::to_string(identity_runs).unwrap_or_else(|_| "[]".into()))
         .fetch_optional(&self.reader)
         .await?;
-        let Some(row) = row else { return Ok(Ok(())) };
-        let run_id: i64 = row.try_get("run_id")?;
-        let other: String = row.try_get("state")?;
-        let other: TaskState = other.parse().map_err(StoreError::Corrupt)?;
-        Ok(Err(if other.is_done() { Refusal::DoneElsewhere { run_id } } else { Refusal::InFlightElsewhere { run_id } }))
+        let other = match row {
+            None => None,
+            Some(row) => {
+                let state: String = row.try_get("state")?;
+                Some((row.try_get("run_id")?, state.parse().map_err(StoreError::Corrupt)?))
+            }
+        };
+        Ok(adoption::refusal(other))
     }
 }
 

@@ -1,6 +1,7 @@
 //! The details of the audit records that both backends write, built once so that a run written
-//! to SQLite and one written to PostgreSQL carry the same records (`run_started`, `task_state`),
-//! and the hash of a record about to be appended. Pure: no SQL, no clock.
+//! to SQLite and one written to PostgreSQL carry the same records (`run_started`,
+//! `task_created`, `task_state`, `api_call`, `run_finished`, `doctor_finding`), and the hash of a
+//! record about to be appended. Pure: no SQL, no clock.
 //!
 //! It owns what a record says; where it is stored and under which `seq` is the backend's.
 
@@ -9,7 +10,7 @@ use std::collections::BTreeMap;
 use serde_json::{json, Map, Value};
 
 use super::audit::{with_ticket, Entry};
-use super::{opt_ts, NewRun, NewTask, TaskChange, TaskRow, TaskState};
+use super::{opt_ts, ts, ApiCallRow, NewFinding, NewRun, NewTask, TaskChange, TaskRow, TaskState};
 use crate::audit::chain::Fields;
 
 /// The detail of a run's `run_started` record: who asked, why, against which endpoint and key,
@@ -39,6 +40,58 @@ pub(crate) fn run_started(run: &NewRun, tasks: &[NewTask]) -> Value {
         o.insert("discovered".to_owned(), d.clone());
     }
     started
+}
+
+/// The detail of a task's `task_created` record: the values it was created with.
+pub(crate) fn task_created(t: &NewTask, ticket: Option<&str>) -> Value {
+    with_ticket(
+        json!({
+            "cluster": t.cluster,
+            "zone": t.zone,
+            "user": t.user,
+            "host": t.host,
+            "state": t.state,
+            "not_before": t.not_before,
+            "due_by": opt_ts(t.due_by),
+        }),
+        ticket,
+    )
+}
+
+/// The detail of an `api_call` record: every column of the row `id`, so the chain proves what a
+/// report shows about the call.
+pub(crate) fn api_call(id: i64, c: &ApiCallRow, ticket: Option<&str>) -> Value {
+    let detail = json!({
+        "id": id, "action": c.action, "params": c.params_json, "http_status": c.http_status,
+        "ret_code": c.ret_code, "message": c.message, "job_id": c.job_id,
+        "started_at": ts(c.started_at), "latency_ms": c.latency_ms,
+    });
+    with_ticket(detail, ticket)
+}
+
+/// The detail of a run's `run_finished` record.
+pub(crate) fn run_finished(exit_code: i64, summary: &Value, ticket: Option<&str>) -> Value {
+    with_ticket(json!({"exit_code": exit_code, "summary": summary}), ticket)
+}
+
+/// The detail of a `doctor_finding` record: the checkup it belongs to and what it found.
+pub(crate) fn doctor_finding(
+    checkup_id: i64,
+    endpoint: &str,
+    access_key_id: &str,
+    zone: Option<&str>,
+    f: &NewFinding,
+) -> Value {
+    json!({
+        "checkup_id": checkup_id,
+        "endpoint": endpoint,
+        "access_key_id": access_key_id,
+        "zone": zone,
+        "check": f.name,
+        "status": f.status.as_str(),
+        "value": f.value,
+        "summary": f.summary,
+    })
 }
 
 /// The `task_state` record of an applied transition: the account, `from` and `to`, and the

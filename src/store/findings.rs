@@ -10,10 +10,10 @@ use std::str::FromStr;
 
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::json;
 use sqlx::Row;
 
 use super::audit::{self, Entry};
+use super::details;
 use super::{ts, Store, StoreError};
 
 /// The names of the checks (`Finding::name`) and the values they record (`Finding::value`).
@@ -143,16 +143,7 @@ impl Store {
             .bind(f.detail.to_string())
             .execute(&mut *tx)
             .await?;
-            let detail = json!({
-                "checkup_id": checkup_id,
-                "endpoint": endpoint,
-                "access_key_id": access_key_id,
-                "zone": zone,
-                "check": f.name,
-                "status": f.status.as_str(),
-                "value": f.value,
-                "summary": f.summary,
-            });
+            let detail = details::doctor_finding(checkup_id, endpoint, access_key_id, zone, f);
             entries.push(Entry::new(None, None, "doctor_finding", &detail));
         }
         audit::append(&mut tx, &entries).await?;
@@ -214,6 +205,7 @@ fn finding_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Finding, StoreError
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     fn finding(name: &str, status: FindingStatus, value: &str) -> NewFinding {
         NewFinding {

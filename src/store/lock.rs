@@ -95,6 +95,31 @@ impl Store {
     }
 }
 
+/// What taking the lock for `run_id` (process `pid` on `host`) comes to, given its holder, and
+/// whether the lock row must be written: free (written), already ours (not), a stale holder of
+/// this host (taken over: written, and audited with [`taken_over`]), or held (not). Shared by
+/// both backends.
+pub(crate) fn decide(holder: Option<LockHolder>, run_id: i64, pid: i64, host: &str) -> (LockOutcome, bool) {
+    match holder {
+        None => (LockOutcome::Acquired, true),
+        Some(h) if h.run_id == run_id && h.pid == pid && h.host == host => (LockOutcome::Acquired, false),
+        Some(h) if h.host == host && (!process_exists(h.pid) || h.pid == i64::from(std::process::id())) => {
+            (LockOutcome::TakenOver { previous: h }, true)
+        }
+        Some(h) => (LockOutcome::Held(h), false),
+    }
+}
+
+/// The detail of a `lock_taken_over` record (the run's ticket is added by the caller).
+pub(crate) fn taken_over(previous: &LockHolder, pid: i64, host: &str) -> serde_json::Value {
+    json!({"previous": previous, "pid": pid, "host": host})
+}
+
+/// The summary of a run refused because `holder` holds the lock (it ends with exit code 73).
+pub(crate) fn refused(holder: &LockHolder) -> serde_json::Value {
+    json!({ "refused": "another run holds the run lock", "holder": holder })
+}
+
 /// Take the run lock for `run_id` inside the caller's write transaction (see
 /// [`Store::acquire_lock`]); on `Held` nothing was written. The caller commits.
 pub(crate) async fn lock_in(
@@ -115,14 +140,10 @@ pub(crate) async fn lock_in(
             })
         })
         .transpose()?;
-    let outcome = match holder {
-        None => LockOutcome::Acquired,
-        Some(h) if h.run_id == run_id && h.pid == pid && h.host == host => return Ok(LockOutcome::Acquired),
-        Some(h) if h.host == host && (!process_exists(h.pid) || h.pid == i64::from(std::process::id())) => {
-            LockOutcome::TakenOver { previous: h }
-        }
-        Some(h) => return Ok(LockOutcome::Held(h)),
-    };
+    let (outcome, write) = decide(holder, run_id, pid, host);
+    if !write {
+        return Ok(outcome);
+    }
     sqlx::query("INSERT OR REPLACE INTO run_lock (id, run_id, pid, host, started_at) VALUES (1, ?, ?, ?, ?)")
         .bind(run_id)
         .bind(pid)
@@ -132,7 +153,7 @@ pub(crate) async fn lock_in(
         .await?;
     if let LockOutcome::TakenOver { previous } = &outcome {
         let ticket = run_ticket(&mut *tx, run_id).await?;
-        let detail = json!({"previous": previous, "pid": pid, "host": host});
+        let detail = taken_over(previous, pid, host);
         audit::append(
             &mut *tx,
             &[Entry::new(Some(run_id), None, "lock_taken_over", &with_ticket(detail, ticket.as_deref()))],

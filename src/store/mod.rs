@@ -14,6 +14,7 @@
 //! must never be given a secret key: API parameters arrive already stripped of the signature.
 
 mod accounts;
+mod adoption;
 mod audit;
 mod details;
 mod error;

@@ -4,13 +4,12 @@
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
-use serde_json::json;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{Row, SqliteConnection};
 
 use super::audit::{self, run_ticket, with_ticket, Entry};
 use super::details;
-use super::lock::lock_in;
+use super::lock::{self, lock_in};
 use super::tasks::{task_from_row, TASK_COLUMNS};
 use super::{opt_ts, ts, LockOutcome, NewRun, NewTask, ReportFilter, RunRow, Store, StoreError, TaskRow, TaskState};
 
@@ -52,7 +51,7 @@ impl Store {
             tx.rollback().await?;
             let mut tx = self.write().await?;
             let run_id = insert_run(&mut tx, run, &[]).await?;
-            let summary = json!({ "refused": "another run holds the run lock", "holder": holder });
+            let summary = lock::refused(holder);
             close_run(&mut tx, run_id, 73, &summary).await?;
             tx.commit().await?;
             return Ok((run_id, outcome));
@@ -125,23 +124,8 @@ async fn insert_run(tx: &mut SqliteConnection, run: &NewRun, tasks: &[NewTask]) 
                     .bind(t.not_before.map(|d| d.format("%F").to_string()))
                     .bind(opt_ts(t.due_by))
                     .bind(&now);
-                entries.push(Entry::new(
-                    Some(run_id),
-                    Some(id),
-                    "task_created",
-                    &with_ticket(
-                        json!({
-                            "cluster": t.cluster,
-                            "zone": t.zone,
-                            "user": t.user,
-                            "host": t.host,
-                            "state": t.state,
-                            "not_before": t.not_before,
-                            "due_by": opt_ts(t.due_by),
-                        }),
-                        run.ticket.as_deref(),
-                    ),
-                ));
+                let detail = details::task_created(t, run.ticket.as_deref());
+                entries.push(Entry::new(Some(run_id), Some(id), "task_created", &detail));
             }
             q.execute(&mut *tx).await?;
         }
@@ -334,7 +318,7 @@ async fn close_run(
             .fetch_optional(&mut *tx)
             .await?;
     let Some(ticket) = ticket else { return Err(StoreError::NoSuchRun(run_id)) };
-    let detail = with_ticket(json!({"exit_code": exit_code, "summary": summary}), ticket.as_deref());
+    let detail = details::run_finished(exit_code, summary, ticket.as_deref());
     audit::append(&mut *tx, &[Entry::new(Some(run_id), None, "run_finished", &detail)]).await?;
     Ok(())
 }

@@ -4,11 +4,11 @@
 use chrono::{DateTime, Utc};
 use std::collections::{HashMap, HashSet};
 
-use serde_json::{json, Value};
+use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::audit::{self, run_ticket, with_ticket, Entry};
+use super::audit::{self, run_ticket, Entry};
 use super::details;
 use super::{ts, ApiCallRow, Attempts, Store, StoreError, TaskRow, TaskState};
 use crate::runner::state::{self, Event, Transition};
@@ -93,13 +93,8 @@ impl Store {
             if !tickets.contains_key(run_id) {
                 tickets.insert(*run_id, run_ticket(&mut tx, *run_id).await?);
             }
-            let detail = json!({
-                "id": id, "action": c.action, "params": c.params_json, "http_status": c.http_status,
-                "ret_code": c.ret_code, "message": c.message, "job_id": c.job_id,
-                "started_at": ts(c.started_at), "latency_ms": c.latency_ms,
-            });
             let ticket = tickets.get(run_id).cloned().flatten();
-            entries.push(Entry::new(Some(*run_id), *task_id, "api_call", &with_ticket(detail, ticket.as_deref())));
+            entries.push(Entry::new(Some(*run_id), *task_id, "api_call", &details::api_call(id, c, ticket.as_deref())));
         }
         audit::append(&mut tx, &entries).await?;
         tx.commit().await?;

@@ -36,4 +36,5 @@ mod schema;
 mod shared_limiter;
 mod sim;
 mod store;
+mod store_conformance;
 mod variants;

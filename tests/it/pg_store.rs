@@ -249,3 +249,69 @@ async fn pg_the_database_refuses_a_second_job_on_a_cluster() {
     assert!(matches!(go(&second.lease, Event::Intent).await, LeasedWrite::Applied(_)));
     assert!(a.verify_audit(None).await.unwrap().is_intact());
 }
+
+#[tokio::test]
+async fn pg_the_replay_finds_a_row_edited_behind_the_product() {
+    let Some(db) = TestDb::create("pg_the_replay_finds_a_row_edited_behind_the_product").await else { return };
+    let store = db.open().await;
+    let run = store.create_run(&new_run(Some("HR-3")), &[new_task("cl-r1", "bob")]).await.unwrap();
+    let task = store.tasks(run).await.unwrap()[0].id;
+    let intent = TaskChange::new().intent_at(chrono::Utc::now()).increment_attempts();
+    store.step(task, Event::Intent, &intent, json!({})).await.unwrap().unwrap();
+    store.finish_run(run, 0, json!({})).await.unwrap();
+    assert!(store.replay().await.unwrap().discrepancies.is_empty());
+    let mut raw = db.raw().await;
+    raw.execute(format!("UPDATE tasks SET state = 'deleted', attempts = 0 WHERE id = {task}").as_str()).await.unwrap();
+    raw.execute(format!("UPDATE runs SET exit_code = 3 WHERE id = {run}").as_str()).await.unwrap();
+    let found: Vec<(&str, Option<String>)> =
+        store.replay().await.unwrap().discrepancies.iter().map(|d| (d.table, d.field.clone())).collect();
+    let want = [("runs", "exit_code"), ("tasks", "state"), ("tasks", "attempts")];
+    for (table, field) in want {
+        assert!(found.contains(&(table, Some(field.to_owned()))), "{table}.{field} not found in {found:?}");
+    }
+    assert!(store.verify_audit(None).await.unwrap().is_intact(), "the chain itself is untouched");
+}
+
+#[tokio::test]
+async fn pg_batched_steps_from_many_hosts_keep_the_tables_and_the_chain_in_step() {
+    let Some(db) = TestDb::create("pg_batched_steps_from_many_hosts_keep_the_tables_and_the_chain_in_step").await
+    else {
+        return;
+    };
+    let hosts = [db.open().await, db.open().await, db.open().await];
+    let tasks: Vec<_> = (0..40).map(|i| new_task(&format!("cl-m{i}"), "bob")).collect();
+    let run = hosts[0].create_run(&new_run(Some("HR-4")), &tasks).await.unwrap();
+    let ids: Vec<i64> = hosts[0].tasks(run).await.unwrap().iter().map(|t| t.id).collect();
+    // Every host walks every task, in its own order and batches: each step applies once, the
+    // others find the guard moved on, and nobody waits for anybody in a circle.
+    let mut workers = Vec::new();
+    for (h, store) in hosts.iter().enumerate() {
+        let (store, mut ids) = (store.clone(), ids.clone());
+        if h == 1 {
+            ids.reverse();
+        }
+        workers.push(tokio::spawn(async move {
+            let mut applied = 0;
+            for event in [Event::Intent, Event::Accepted, Event::Succeeded] {
+                for batch in ids.chunks(7) {
+                    let steps: Vec<_> = batch
+                        .iter()
+                        .map(|&id| qc_offboard::runner::state::from_any(id, event, TaskChange::new(), json!({"h": h})))
+                        .collect();
+                    applied += store.steps(&steps).await.unwrap().iter().flatten().count();
+                }
+            }
+            applied
+        }));
+    }
+    let mut applied = 0;
+    for w in workers {
+        applied += w.await.unwrap();
+    }
+    assert_eq!(applied, 3 * ids.len(), "each step applied exactly once");
+    let counts = hosts[2].counts(run).await.unwrap();
+    assert_eq!(counts.get(&TaskState::Deleted), Some(&(ids.len() as i64)));
+    assert!(hosts[0].verify_audit(None).await.unwrap().is_intact());
+    let replay = hosts[1].replay().await.unwrap();
+    assert!(replay.discrepancies.is_empty(), "{:#?}", replay.discrepancies);
+}

@@ -27,6 +27,15 @@ const INSERT_CHUNK: usize = 5_000;
 /// Rows per page when verifying.
 const VERIFY_PAGE: i64 = 5_000;
 
+/// Take the chain's lock in the caller's transaction (held until it ends) and read the
+/// database's clock under it: a time taken now is later than every record already appended and
+/// no later than the `at` of the records this transaction appends. Take row locks before it,
+/// never after (every writer does, so none waits for a row while holding the chain).
+pub(super) async fn lock_chain(conn: &mut PgConnection) -> Result<DateTime<Utc>, StoreError> {
+    sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHAIN_LOCK).execute(&mut *conn).await?;
+    Ok(sqlx::query_scalar("SELECT clock_timestamp()").fetch_one(&mut *conn).await?)
+}
+
 /// Append `entries` to the chain inside the caller's (READ COMMITTED) transaction. The lock is
 /// held until that transaction ends, so the caller should commit soon after.
 pub(super) async fn append(conn: &mut PgConnection, entries: &[Entry]) -> Result<(), StoreError> {
@@ -156,6 +165,30 @@ impl PgStore {
         };
         let entry = Entry::new(run_id, task_id, kind, &with_ticket(detail, ticket.as_deref()));
         append(&mut tx, std::slice::from_ref(&entry)).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Several audit records of one `kind` for one run, in one transaction: (task, detail) each.
+    /// The run's ticket is added to each detail.
+    pub async fn audit_events(
+        &self,
+        run_id: i64,
+        kind: &'static str,
+        events: &[(Option<i64>, Value)],
+    ) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.write().await?;
+        let ticket = run_ticket(&mut tx, run_id).await?;
+        let entries: Vec<Entry> = events
+            .iter()
+            .map(|(task_id, detail)| {
+                Entry::new(Some(run_id), *task_id, kind, &with_ticket(detail.clone(), ticket.as_deref()))
+            })
+            .collect();
+        append(&mut tx, &entries).await?;
         tx.commit().await?;
         Ok(())
     }

@@ -5,6 +5,13 @@
 //! by its owner and epoch ([`lease`], [`write`]), the shared GCRA ([`quota`]), and the copy of
 //! an SQLite evidence database up to PostgreSQL ([`copy`]).
 //!
+//! Beside those it offers the SQLite store's public API under the same names and types, so one
+//! caller can use either: guarded steps without a lease ([`steps`]), API calls ([`calls`]), the
+//! questions about runs ([`queries`]) and accounts ([`accounts`]), doctor's findings
+//! ([`findings`]), the auditor's questions ([`evidence`]), the table-against-chain replay
+//! ([`replay`]) and the run lock until per-host leases replace it ([`lock`]). What they decide is shared with SQLite (`store::details`, `store::adoption`,
+//! `store::replay`); these files hold SQL.
+//!
 //! The chain's encoding and hashing (`audit::chain`) and its verifier (`audit::walk`) are the
 //! same for both backends; the rows are the SQLite store's (`store::model`). Times that decide anything across
 //! hosts (leases, the quota, the audit record's `at`) are read from the database's clock, never
@@ -12,11 +19,19 @@
 //! (the runner does), and must never be given a secret key; the URL's password never appears in
 //! an error or a log line ([`redacted`]).
 
+mod accounts;
 mod audit;
+mod calls;
 mod copy;
+mod evidence;
+mod findings;
 mod lease;
+mod lock;
+mod queries;
 mod quota;
+mod replay;
 mod runs;
+mod steps;
 mod write;
 
 use std::str::FromStr;

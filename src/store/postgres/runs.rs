@@ -4,17 +4,22 @@
 //! The `run_started` and `task_created` records carry the same detail as the SQLite store's, so
 //! one evidence reader reads both (a test compares them). Leases are not set here: a new task
 //! is free for any host to claim.
+//!
+//! Where the SQLite store relies on `BEGIN IMMEDIATE` to serialise writers, creating and
+//! finishing a run take the audit chain's advisory lock first and only then read the database's
+//! clock for `started_at` / `finished_at`: no record can be appended between that instant and
+//! the run's own records, so the replay's window for the time holds (see `store::replay`).
 
-use chrono::Utc;
-use serde_json::json;
+use chrono::{DateTime, Utc};
+use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::{PgConnection, Row};
 
-use super::audit::append;
+use super::audit::{append, lock_chain};
 use super::PgStore;
-use crate::store::audit::{with_ticket, Entry};
+use crate::store::audit::Entry;
 use crate::store::details;
-use crate::store::{opt_ts, NewRun, NewTask, StoreError, TaskRow};
+use crate::store::{NewRun, NewTask, StoreError, TaskRow};
 
 /// The columns of a [`TaskRow`], `user` quoted (a reserved word in PostgreSQL).
 pub(super) const TASK_COLUMNS: &str = "id, run_id, cluster, zone, \"user\", host, state, not_before, due_by, \
@@ -48,8 +53,44 @@ impl PgStore {
     }
 }
 
-async fn insert_run(tx: &mut PgConnection, run: &NewRun, tasks: &[NewTask]) -> Result<i64, StoreError> {
-    let started_at = Utc::now();
+impl PgStore {
+    /// Close a run: its end time (the database's clock), exit code and summary, audited as
+    /// `run_finished`.
+    pub async fn finish_run(&self, run_id: i64, exit_code: i64, summary: Value) -> Result<(), StoreError> {
+        let mut tx = self.write().await?;
+        close_run(&mut tx, run_id, exit_code, &summary).await?;
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// Set a run's end (the database's clock, under the chain's lock), exit code and summary,
+/// audited as `run_finished`; the caller commits.
+pub(super) async fn close_run(
+    tx: &mut PgConnection,
+    run_id: i64,
+    exit_code: i64,
+    summary: &Value,
+) -> Result<(), StoreError> {
+    let finished_at = lock_chain(&mut *tx).await?;
+    let ticket: Option<Option<String>> = sqlx::query_scalar(
+        "UPDATE runs SET finished_at = $1, exit_code = $2, summary = $3 WHERE id = $4 RETURNING ticket",
+    )
+    .bind(finished_at)
+    .bind(exit_code)
+    .bind(summary.to_string())
+    .bind(run_id)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(ticket) = ticket else { return Err(StoreError::NoSuchRun(run_id)) };
+    let detail = details::run_finished(exit_code, summary, ticket.as_deref());
+    append(&mut *tx, &[Entry::new(Some(run_id), None, "run_finished", &detail)]).await?;
+    Ok(())
+}
+
+/// Insert a run with its manifests and tasks and their audit records; the caller commits.
+pub(super) async fn insert_run(tx: &mut PgConnection, run: &NewRun, tasks: &[NewTask]) -> Result<i64, StoreError> {
+    let started_at: DateTime<Utc> = lock_chain(&mut *tx).await?;
     let run_id: i64 = sqlx::query_scalar(
         "INSERT INTO runs (started_at, ticket, requested_by, reason, due_by, operator, host, endpoint, \
          access_key_id, options, retry_of, simulated) VALUES ($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12) RETURNING id",
@@ -93,16 +134,8 @@ async fn insert_run(tx: &mut PgConnection, run: &NewRun, tasks: &[NewTask]) -> R
     let mut cols = TaskColumns::default();
     for (id, t) in ids.iter().zip(tasks) {
         cols.push(*id, t);
-        let detail = json!({
-            "cluster": t.cluster,
-            "zone": t.zone,
-            "user": t.user,
-            "host": t.host,
-            "state": t.state,
-            "not_before": t.not_before,
-            "due_by": opt_ts(t.due_by),
-        });
-        entries.push(Entry::new(Some(run_id), Some(*id), "task_created", &with_ticket(detail, run.ticket.as_deref())));
+        let detail = details::task_created(t, run.ticket.as_deref());
+        entries.push(Entry::new(Some(run_id), Some(*id), "task_created", &detail));
     }
     sqlx::query(
         "INSERT INTO tasks (id, run_id, cluster, zone, \"user\", host, state, not_before, due_by, updated_at) \
@@ -136,7 +169,7 @@ struct TaskColumns {
     host: Vec<String>,
     state: Vec<&'static str>,
     not_before: Vec<Option<chrono::NaiveDate>>,
-    due_by: Vec<Option<chrono::DateTime<Utc>>>,
+    due_by: Vec<Option<DateTime<Utc>>>,
 }
 
 impl TaskColumns {

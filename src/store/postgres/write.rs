@@ -4,6 +4,11 @@
 //! over writes nothing and learns so; a transition into `submitting` that the database's
 //! one-job-per-cluster index refuses says so too, with nothing written.
 //!
+//! The holder's row is locked first, then the audit chain's advisory lock is taken and
+//! `updated_at` read from the database's clock under it: no other host appends between that
+//! instant and this write's record, so the time lies in the window the replay checks (the SQLite
+//! store gets the same from `BEGIN IMMEDIATE`).
+//!
 //! Every write is built by the runner's state table (`runner::state`), as the SQLite store's are:
 //! this module applies the guard and change it is given and decides nothing about legality.
 
@@ -11,7 +16,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::Row;
 
-use super::audit::{append, run_ticket};
+use super::audit::{append, lock_chain, run_ticket};
 use super::lease::{qualified, Lease};
 use super::runs::{task_from_row, TASK_COLUMNS};
 use super::PgStore;
@@ -78,6 +83,19 @@ impl PgStore {
         let (next_set, next) = time(&change.next_attempt_at);
         let (finished_set, finished) = time(&change.finished_at);
         let mut tx = self.write().await?;
+        // The row first, then the chain's lock and the clock under it (see the module's notes).
+        let held: Option<i64> =
+            sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE")
+                .bind(lease.task_id)
+                .bind(&lease.owner)
+                .bind(lease.epoch)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if held.is_none() {
+            tx.rollback().await?;
+            return Ok(LeasedWrite::NotHeld);
+        }
+        let now = lock_chain(&mut tx).await?;
         let updated = sqlx::query(&format!(
             "UPDATE tasks SET prev_state = state, state = $5, \
              attempts = CASE $6 WHEN 1 THEN attempts + 1 WHEN 2 THEN $7 ELSE attempts END, \
@@ -91,7 +109,7 @@ impl PgStore {
              finished_at = CASE WHEN $20 THEN $21 ELSE finished_at END, \
              adopted_from = CASE WHEN $22 THEN $23 ELSE adopted_from END, \
              unresolved = CASE WHEN $24 THEN $25 ELSE unresolved END, \
-             updated_at = clock_timestamp() \
+             updated_at = $26 \
              WHERE id = $1 AND owner = $2 AND epoch = $3 AND state = ANY($4) \
              RETURNING {cols}, tasks.prev_state",
             cols = qualified(TASK_COLUMNS)
@@ -121,6 +139,7 @@ impl PgStore {
         .bind(change.adopted_from.flatten())
         .bind(change.unresolved.is_some())
         .bind(change.unresolved.clone().flatten())
+        .bind(now)
         .fetch_optional(&mut *tx)
         .await;
         let row = match updated {

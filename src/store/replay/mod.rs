@@ -22,14 +22,16 @@
 //! first `del_user`) and a run's `preflight_unchecked` records (zones whose lookups got no
 //! answer). Their integrity is the chain's: the verifier covers them like any record.
 //!
-//! The rebuilt rows and the discrepancies are `model`'s types; `records` reads the chain into
-//! them and `compare` holds them against the tables.
+//! The rebuilt rows and the discrepancies are `model`'s types; `records` replays the chain into
+//! them and `compare` holds them against the tables, both pure and shared by the two backends;
+//! `sqlite` reads the SQLite store's records and rows for them (`store::postgres` reads its own).
 //!
 //! This module reads; it never writes, and holds no opinion about how a report shows the result.
 
-mod compare;
+pub(crate) mod compare;
 mod model;
-mod records;
+pub(crate) mod records;
+mod sqlite;
 
 use super::{Store, StoreError};
 
@@ -40,8 +42,8 @@ impl Store {
     /// `api_calls` with it, in one read snapshot.
     pub async fn replay(&self) -> Result<Replay, StoreError> {
         let mut tx = self.reader.begin().await?;
-        let (mut r, first_call) = records::read(&mut tx).await?;
-        compare::compare(&mut tx, &mut r, first_call).await?;
+        let (mut r, first_call) = sqlite::read(&mut tx).await?;
+        sqlite::compare(&mut tx, &mut r, first_call).await?;
         tx.rollback().await?;
         Ok(r)
     }

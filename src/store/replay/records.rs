@@ -4,19 +4,16 @@
 //! records are kept as evidence. Kinds and states are carried as text, so ones this version
 //! does not know replay like any other.
 //!
-//! It reads the chain only; comparing with the tables is `compare`'s.
+//! It replays records a backend has read and fed it ([`Reader`]); it runs no SQL, and comparing
+//! with the tables is `compare`'s.
 
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-use sqlx::Row;
-
-use crate::store::StoreError;
-
 use super::model::{AttemptRecord, ChainRun, ChainTask, EvidenceRecord, Replay, Window};
+use serde_json::{Map, Value};
 
-/// Records (and, in `compare`, rows) read per page.
-pub(super) const PAGE: i64 = 5_000;
+/// Records (and rows compared) read per page.
+pub(crate) const PAGE: i64 = 5_000;
 
 /// Task columns a transition record sets: (key in the record, column).
 const TRANSITION_FIELDS: [(&str, &str); 10] = [
@@ -51,118 +48,123 @@ const RUN_FIELDS: [&str; 11] = [
 const CALL_FIELDS: [&str; 8] =
     ["action", "params", "http_status", "ret_code", "message", "job_id", "started_at", "latency_ms"];
 
-/// Replay every record of the chain; also the id of the first chained API call (older
-/// `api_calls` rows were written by a version that did not chain them).
-pub(super) async fn read(conn: &mut sqlx::SqliteConnection) -> Result<(Replay, Option<i64>), StoreError> {
-    let mut r = Replay::default();
-    let mut last_seq = 0i64;
+/// One audit record as read, whatever the backend: `at`, `kind` and `detail` as the bytes
+/// stored (an edited record may hold anything; the chain names it), ids `None` when NULL or not
+/// integers.
+pub(crate) struct RawRecord<'a> {
+    pub seq: i64,
+    pub at: &'a [u8],
+    pub run_id: Option<i64>,
+    pub task_id: Option<i64>,
+    pub kind: &'a [u8],
+    pub detail: Option<&'a [u8]>,
+}
+
+/// The replay of the chain as records are fed to it in `seq` order; a backend reads the pages
+/// (the records after [`Reader::last_seq`]) and feeds them.
+#[derive(Default)]
+pub(crate) struct Reader {
+    r: Replay,
+    last_seq: i64,
     // `at` of the current group of records sharing one `at` (one append), and of the
     // record before that group.
-    let mut group_at: Option<Arc<str>> = None;
-    let mut before_group: Option<Arc<str>> = None;
-    let mut first_call: Option<i64> = None;
-    loop {
-        let rows = sqlx::query(
-            "SELECT seq, CAST(at AS BLOB) AS at, \
-             CASE typeof(run_id) WHEN 'integer' THEN run_id END AS run_id, \
-             CASE typeof(task_id) WHEN 'integer' THEN task_id END AS task_id, \
-             CAST(kind AS BLOB) AS kind, CAST(detail AS BLOB) AS detail \
-             FROM audit_log WHERE seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(last_seq)
-        .bind(PAGE)
-        .fetch_all(&mut *conn)
-        .await?;
-        if rows.is_empty() {
-            break;
+    group_at: Option<Arc<str>>,
+    before_group: Option<Arc<str>>,
+    first_call: Option<i64>,
+}
+
+impl Reader {
+    /// The `seq` of the last record fed (0 before any): the next page starts after it.
+    pub(crate) fn last_seq(&self) -> i64 {
+        self.last_seq
+    }
+
+    /// The replay, and the id of the first chained API call (older `api_calls` rows were
+    /// written by a version that did not chain them).
+    pub(crate) fn finish(self) -> (Replay, Option<i64>) {
+        (self.r, self.first_call)
+    }
+
+    /// Replay one record.
+    pub(crate) fn feed(&mut self, rec: RawRecord<'_>) {
+        let r = &mut self.r;
+        let seq = rec.seq;
+        self.last_seq = seq;
+        r.records += 1;
+        let at = String::from_utf8_lossy(rec.at).into_owned();
+        if self.group_at.as_deref() != Some(at.as_str()) {
+            self.before_group = self.group_at.replace(Arc::from(at.as_str()));
         }
-        for row in &rows {
-            let seq: i64 = row.try_get("seq")?;
-            last_seq = seq;
-            r.records += 1;
-            // Read as bytes: an edited record may hold anything (the chain names it).
-            let text = |col: &str| -> Result<String, StoreError> {
-                let bytes: Option<Vec<u8>> = row.try_get(col)?;
-                Ok(String::from_utf8_lossy(&bytes.unwrap_or_default()).into_owned())
-            };
-            let at = text("at")?;
-            if group_at.as_deref() != Some(at.as_str()) {
-                before_group = group_at.replace(Arc::from(at.as_str()));
+        let upper = self.group_at.clone().unwrap_or_else(|| Arc::from(at.as_str()));
+        let window = Window { lower: self.before_group.clone(), upper, seq };
+        let (run_id, task_id) = (rec.run_id, rec.task_id);
+        let kind = String::from_utf8_lossy(rec.kind);
+        let detail = match rec.detail.map(serde_json::from_slice::<Value>) {
+            Some(Ok(Value::Object(map))) => map,
+            _ => Map::new(),
+        };
+        if let Some(id) = run_id {
+            r.runs.entry(id).or_default().row.touch(seq);
+        }
+        if let Some(id) = task_id {
+            let task = r.tasks.entry(id).or_default();
+            task.row.touch(seq);
+            task.run_id = task.run_id.or(run_id);
+        }
+        match &*kind {
+            "run_started" => {
+                if let Some(id) = run_id {
+                    started(r.runs.entry(id).or_default(), &detail, window.clone(), seq);
+                }
             }
-            let upper = group_at.clone().unwrap_or_else(|| Arc::from(at.as_str()));
-            let window = Window { lower: before_group.clone(), upper, seq };
-            let run_id: Option<i64> = row.try_get("run_id")?;
-            let task_id: Option<i64> = row.try_get("task_id")?;
-            let kind = text("kind")?;
-            let detail: Option<Vec<u8>> = row.try_get("detail")?;
-            let detail = match detail.as_deref().map(serde_json::from_slice::<Value>) {
-                Some(Ok(Value::Object(map))) => map,
-                _ => Map::new(),
-            };
-            if let Some(id) = run_id {
-                r.runs.entry(id).or_default().row.touch(seq);
+            "run_finished" => {
+                if let Some(id) = run_id {
+                    let run = r.runs.entry(id).or_default();
+                    run.row.set("exit_code", field(&detail, "exit_code"), seq);
+                    run.row.set("summary", field(&detail, "summary"), seq);
+                    run.row.windows.insert("finished_at", window.clone());
+                }
             }
-            if let Some(id) = task_id {
-                let task = r.tasks.entry(id).or_default();
-                task.row.touch(seq);
-                task.run_id = task.run_id.or(run_id);
+            "task_created" => {
+                if let Some(id) = task_id {
+                    created(r.tasks.entry(id).or_default(), &detail, window.clone(), seq);
+                }
             }
-            match kind.as_str() {
-                "run_started" => {
-                    if let Some(id) = run_id {
-                        started(r.runs.entry(id).or_default(), &detail, window.clone(), seq);
-                    }
+            // Written by the runner's preflight (`runner::preflight`); a later check of
+            // the same task (a resumed run) supersedes an earlier one.
+            "preflight" => {
+                if let Some(id) = task_id {
+                    r.tasks.entry(id).or_default().preflight = Some(EvidenceRecord { seq, detail: detail.clone() });
                 }
-                "run_finished" => {
-                    if let Some(id) = run_id {
-                        let run = r.runs.entry(id).or_default();
-                        run.row.set("exit_code", field(&detail, "exit_code"), seq);
-                        run.row.set("summary", field(&detail, "summary"), seq);
-                        run.row.windows.insert("finished_at", window.clone());
-                    }
-                }
-                "task_created" => {
-                    if let Some(id) = task_id {
-                        created(r.tasks.entry(id).or_default(), &detail, window.clone(), seq);
-                    }
-                }
-                // Written by the runner's preflight (`runner::preflight`); a later check of
-                // the same task (a resumed run) supersedes an earlier one.
-                "preflight" => {
-                    if let Some(id) = task_id {
-                        r.tasks.entry(id).or_default().preflight = Some(EvidenceRecord { seq, detail: detail.clone() });
-                    }
-                }
-                "preflight_unchecked" => {
-                    if let Some(id) = run_id {
-                        let record = EvidenceRecord { seq, detail: detail.clone() };
-                        r.runs.entry(id).or_default().preflight_unchecked.push(record);
-                    }
-                }
-                "api_call" => {
-                    if let Some(id) = detail.get("id").and_then(Value::as_i64) {
-                        first_call = Some(first_call.map_or(id, |f| f.min(id)));
-                        let call = r.calls.entry(id).or_default();
-                        call.touch(seq);
-                        call.set("run_id", run_id.map_or(Value::Null, Value::from), seq);
-                        call.set("task_id", task_id.map_or(Value::Null, Value::from), seq);
-                        for f in CALL_FIELDS {
-                            call.set(f, field(&detail, f), seq);
-                        }
-                    }
-                }
-                _ => {}
             }
-            if let (Some(id), Some(from), Some(to)) =
-                (task_id, detail.get("from").and_then(Value::as_str), detail.get("to").and_then(Value::as_str))
-            {
-                if kind != "task_created" {
-                    transition(r.tasks.entry(id).or_default(), &detail, from, to, window, seq, &at);
+            "preflight_unchecked" => {
+                if let Some(id) = run_id {
+                    let record = EvidenceRecord { seq, detail: detail.clone() };
+                    r.runs.entry(id).or_default().preflight_unchecked.push(record);
                 }
+            }
+            "api_call" => {
+                if let Some(id) = detail.get("id").and_then(Value::as_i64) {
+                    self.first_call = Some(self.first_call.map_or(id, |f| f.min(id)));
+                    let call = r.calls.entry(id).or_default();
+                    call.touch(seq);
+                    call.set("run_id", run_id.map_or(Value::Null, Value::from), seq);
+                    call.set("task_id", task_id.map_or(Value::Null, Value::from), seq);
+                    for f in CALL_FIELDS {
+                        call.set(f, field(&detail, f), seq);
+                    }
+                }
+            }
+            _ => {}
+        }
+        if let (Some(id), Some(from), Some(to)) =
+            (task_id, detail.get("from").and_then(Value::as_str), detail.get("to").and_then(Value::as_str))
+        {
+            if kind != "task_created" {
+                transition(r.tasks.entry(id).or_default(), &detail, from, to, window, seq, &at);
             }
         }
     }
-    Ok((r, first_call))
 }
 
 fn field(detail: &Map<String, Value>, key: &'static str) -> Value {
