@@ -53,9 +53,10 @@ async fn three_hosts_together_keep_one_rate() {
             assert!(calls <= allowed, "{calls} calls in {:.3} s (from call {i}): {went:?}", went[j] - went[i]);
         }
     }
-    // And the rate was used: 72 calls at 20/s take about 3.5 s, not three times that.
+    // And the rate was used: 72 calls at 20/s take about 3.5 s, not three times that (the
+    // margin is for a loaded machine).
     let span = went[went.len() - 1] - went[0];
-    assert!(span < 5.0, "72 calls took {span:.2} s");
+    assert!(span < 9.0, "72 calls took {span:.2} s");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,7 +86,9 @@ async fn the_burst_is_not_spent_at_the_end_of_a_pause() {
     let store = db.open().await;
     let (interval, burst) = (Duration::from_millis(100), 3);
     let t = chrono::Duration::from_std(interval).unwrap();
-    let until = store.pause("s", Duration::from_millis(300), interval, burst).await.unwrap();
+    // A pause long enough that the slots are all taken before it ends, however loaded the
+    // machine (the slots are only reserved, nobody waits for them).
+    let until = store.pause("s", Duration::from_secs(30), interval, burst).await.unwrap();
     let mut slots = Vec::new();
     for _ in 0..3 {
         slots.push(store.take_slot("s", interval, burst).await.unwrap().at);
