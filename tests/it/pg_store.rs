@@ -41,10 +41,23 @@ async fn pg_migrations_apply_and_reopening_is_harmless() {
     assert_eq!(applied, files, "every migration in migrations/postgres is applied");
     // The log is append-only here too.
     store.audit_event(None, None, "note", json!({"n": 1})).await.unwrap();
-    for statement in ["UPDATE audit_log SET kind = 'x'", "DELETE FROM audit_log", "TRUNCATE audit_log"] {
+    for statement in [
+        "UPDATE audit_log SET kind = 'x'",
+        "DELETE FROM audit_log",
+        "TRUNCATE audit_log",
+        "TRUNCATE doctor_findings",
+        "TRUNCATE doctor_checkups CASCADE",
+    ] {
         let err = raw.execute(statement).await.unwrap_err().to_string();
         assert!(err.contains("append-only"), "{statement}: {err}");
     }
+    // A record numbered outside the chain's count is refused.
+    let err = raw
+        .execute("INSERT INTO audit_log (seq, at, kind, detail, prev_hash, hash) VALUES (0, 't', 'k', '{}', 'p', 'h')")
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("audit_log_seq_from_one"), "{err}");
 }
 
 #[tokio::test]
@@ -112,8 +125,8 @@ async fn pg_an_edited_detail_fails_verification_at_its_seq() {
     // Records 2 and 4 swapped, each keeping its own hashes, read as reordered.
     raw.execute(r#"UPDATE audit_log SET detail = '{"i":3}' WHERE seq = 3"#).await.unwrap();
     assert!(store.verify_audit(Some(&checkpoint)).await.unwrap().is_intact());
-    raw.execute("UPDATE audit_log SET seq = -seq WHERE seq IN (2, 4)").await.unwrap();
-    raw.execute("UPDATE audit_log SET seq = 6 + seq WHERE seq IN (-2, -4)").await.unwrap();
+    raw.execute("UPDATE audit_log SET seq = 1000 + seq WHERE seq IN (2, 4)").await.unwrap();
+    raw.execute("UPDATE audit_log SET seq = 1006 - seq WHERE seq IN (1002, 1004)").await.unwrap();
     let v = store.verify_audit(None).await.unwrap();
     assert_eq!(v.problem, Some(Problem::Reordered { seq: 2, written_as: 4 }));
 }
@@ -314,4 +327,29 @@ async fn pg_batched_steps_from_many_hosts_keep_the_tables_and_the_chain_in_step(
     assert!(hosts[0].verify_audit(None).await.unwrap().is_intact());
     let replay = hosts[1].replay().await.unwrap();
     assert!(replay.discrepancies.is_empty(), "{:#?}", replay.discrepancies);
+}
+
+/// A host that wakes from a stall after its lease ran out writes nothing and cannot extend the
+/// lease back to life, even while no other host has taken the task yet: another may be about
+/// to, and would then reconcile and send while the stalled host's request is on its way.
+#[tokio::test]
+async fn pg_an_expired_lease_nobody_took_writes_nothing_and_is_not_revived() {
+    let Some(db) = TestDb::create("pg_an_expired_lease_nobody_took_writes_nothing_and_is_not_revived").await else {
+        return;
+    };
+    let a = db.open().await;
+    let run = a.create_run(&new_run(Some("HR-3")), &[new_task("cl-e2", "bob")]).await.unwrap();
+    let short = Duration::from_millis(200);
+    let held = a.claim(Some(run), PENDING, "host-a", short, 1).await.unwrap().remove(0);
+    tokio::time::sleep(short + Duration::from_millis(100)).await;
+    let records = a.audit_len().await.unwrap();
+    let intent = TaskChange::new().intent_at(chrono::Utc::now()).increment_attempts();
+    assert_eq!(a.step_leased(&held.lease, Event::Intent, &intent, json!({})).await.unwrap(), LeasedWrite::NotHeld);
+    assert!(a.extend_lease(&held.lease, LEASE).await.unwrap().is_none(), "an expired lease was revived");
+    assert_eq!(a.task(held.task.id).await.unwrap().unwrap().state, TaskState::Pending);
+    assert_eq!(a.audit_len().await.unwrap(), records);
+    // Claimed again, it is the holder's once more, under a new epoch.
+    let again = a.claim(Some(run), PENDING, "host-a", LEASE, 1).await.unwrap().remove(0);
+    assert_eq!(again.lease.epoch, held.lease.epoch + 1);
+    assert!(a.step_leased(&again.lease, Event::Intent, &intent, json!({})).await.unwrap().applied().is_some());
 }

@@ -105,12 +105,15 @@ impl PgStore {
         Ok(claims)
     }
 
-    /// Extend a lease to `lease` from now, if it is still the holder's (same owner and epoch).
-    /// `None`, with nothing written, when it is not: the task was taken over or released.
+    /// Extend a lease to `lease` from now, if it is still the holder's (same owner and epoch)
+    /// and has not expired. `None`, with nothing written, when it is not: the task was taken
+    /// over or released, or its lease ran out (an expired lease is not brought back: another
+    /// host may be about to take the task over; claim it again instead).
     pub async fn extend_lease(&self, lease: &Lease, by: Duration) -> Result<Option<Lease>, StoreError> {
         let until: Option<DateTime<Utc>> = sqlx::query_scalar(
             "UPDATE tasks SET lease_until = clock_timestamp() + $4 * interval '1 microsecond' \
-             WHERE id = $1 AND owner = $2 AND epoch = $3 RETURNING lease_until",
+             WHERE id = $1 AND owner = $2 AND epoch = $3 AND lease_until > clock_timestamp() \
+             RETURNING lease_until",
         )
         .bind(lease.task_id)
         .bind(&lease.owner)

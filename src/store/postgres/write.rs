@@ -1,5 +1,7 @@
 //! A lease holder's writes: a guarded state transition of one task that applies only while the
-//! task is still the holder's (`owner` and `epoch` unchanged) and in one of the guard's states,
+//! task is still the holder's (`owner` and `epoch` unchanged, the lease not expired on the
+//! database's clock — an expired lease nobody has taken yet writes nothing either, or a host
+//! waking from a stall could send while another takes the task over) and in one of the guard's states,
 //! with its `task_state` audit record in the same transaction. A holder whose lease was taken
 //! over writes nothing and learns so; a transition into `submitting` that the database's
 //! one-job-per-cluster index refuses says so too, with nothing written.
@@ -84,13 +86,15 @@ impl PgStore {
         let (finished_set, finished) = time(&change.finished_at);
         let mut tx = self.write().await?;
         // The row first, then the chain's lock and the clock under it (see the module's notes).
-        let held: Option<i64> =
-            sqlx::query_scalar("SELECT id FROM tasks WHERE id = $1 AND owner = $2 AND epoch = $3 FOR UPDATE")
-                .bind(lease.task_id)
-                .bind(&lease.owner)
-                .bind(lease.epoch)
-                .fetch_optional(&mut *tx)
-                .await?;
+        let held: Option<i64> = sqlx::query_scalar(
+            "SELECT id FROM tasks WHERE id = $1 AND owner = $2 AND epoch = $3 \
+                 AND lease_until > clock_timestamp() FOR UPDATE",
+        )
+        .bind(lease.task_id)
+        .bind(&lease.owner)
+        .bind(lease.epoch)
+        .fetch_optional(&mut *tx)
+        .await?;
         if held.is_none() {
             tx.rollback().await?;
             return Ok(LeasedWrite::NotHeld);
