@@ -12,25 +12,13 @@
 use std::path::Path;
 
 use crate::exit::{Coded, Exit};
-use crate::store::postgres::{copy_from_sqlite, is_postgres_url, redacted, Copied, CopyError, OpenError, PgStore};
+use crate::store::postgres::{copy_from_sqlite, is_postgres_url, redacted, Copied, CopyError, PgStore};
 use crate::store::Store;
 
 /// What was copied, and where to (the target's URL without its password).
 pub struct CopyDone {
     pub copied: Copied,
     pub target: String,
-}
-
-/// An error and every cause under it, on one line (the target's URL in them is redacted).
-fn with_causes(e: &dyn std::error::Error) -> String {
-    let mut text = e.to_string();
-    let mut cause = e.source();
-    while let Some(c) = cause {
-        text.push_str(": ");
-        text.push_str(&c.to_string());
-        cause = c.source();
-    }
-    text
 }
 
 pub async fn copy(from: &Path, to: &str) -> anyhow::Result<CopyDone> {
@@ -66,13 +54,7 @@ pub async fn copy(from: &Path, to: &str) -> anyhow::Result<CopyDone> {
             return Err(e.into());
         }
     }
-    let target = PgStore::open(to).await.map_err(|e| {
-        let exit = match e {
-            OpenError::Connect { .. } => Exit::Unavailable,
-            OpenError::Url { .. } | OpenError::Migrate { .. } => Exit::Config,
-        };
-        anyhow::Error::new(Coded::new(exit, with_causes(&e)))
-    });
+    let target = PgStore::open(to).await.map_err(super::database::pg_open_error);
     let target = match target {
         Ok(t) => t,
         Err(e) => {

@@ -3,14 +3,18 @@
 //! commands (`status`, `report`, `audit`) open one that exists and never create or migrate a
 //! file; `plan` reads what earlier runs did when there is a database, and nothing otherwise.
 //!
+//! The read-only commands also read a PostgreSQL database (`--db postgres://…`), never creating
+//! or migrating it; every other command refuses one (78) until the run's per-host leases come.
+//!
 //! All SQL stays in `store`: this module only picks paths and maps a missing database to a
-//! configuration error (78).
+//! configuration error (78), and a PostgreSQL server that does not answer to 69.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use crate::exit::{Coded, Exit};
-use crate::store::{self, AccountKey, Standing, Store, StoreError};
+use crate::store::postgres::{is_postgres_url, OpenError, PgStore};
+use crate::store::{self, AccountKey, Db, Standing, Store, StoreError};
 
 /// What earlier runs did with each account: done, or in flight in a run.
 pub type Standings = HashMap<AccountKey, Standing>;
@@ -40,16 +44,40 @@ pub async fn open_recorded(db: Option<&Path>, simulate: bool) -> anyhow::Result<
 }
 
 /// Open the database the read-only commands look at (with `simulate`, the simulator's default
-/// one, `sim-audit.db`, unless `--db` names one); it must exist.
-pub async fn open_existing(db: Option<&Path>, simulate: bool) -> anyhow::Result<Store> {
+/// one, `sim-audit.db`, unless `--db` names one); it must exist. A `--db` that is a PostgreSQL
+/// URL is opened read-only, and must already hold this version's schema.
+pub async fn open_existing(db: Option<&Path>, simulate: bool) -> anyhow::Result<Db> {
+    if let Some(url) = db.and_then(Path::to_str).filter(|s| is_postgres_url(s)) {
+        return Ok(PgStore::open_existing(url).await.map_err(pg_open_error)?.into());
+    }
     let opened = match store::resolve_path(db, simulate) {
         Ok(path) => Store::open_existing(&path).await,
         Err(e) => Err(e),
     };
-    opened.map_err(|e| match e {
+    opened.map(Db::from).map_err(|e| match e {
         StoreError::Missing(_) | StoreError::NoHome => Coded::new(Exit::Config, e.to_string()).into(),
         other => anyhow::Error::new(other),
     })
+}
+
+/// What opening a PostgreSQL database met, with its exit code: a server that does not answer
+/// is 69, anything else (the URL, a database that is not ours or not at this version) 78. The
+/// message carries every cause, and the URL in it is redacted.
+pub fn pg_open_error(e: OpenError) -> anyhow::Error {
+    let exit = if e.is_unreachable() { Exit::Unavailable } else { Exit::Config };
+    anyhow::Error::new(Coded::new(exit, with_causes(&e)))
+}
+
+/// An error and every cause under it, on one line.
+fn with_causes(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut cause = e.source();
+    while let Some(c) = cause {
+        text.push_str(": ");
+        text.push_str(&c.to_string());
+        cause = c.source();
+    }
+    text
 }
 
 /// What earlier runs against `endpoint` with `access_key_id` did with each account, from the

@@ -1,12 +1,13 @@
 //! What the read-only commands read: `status`'s runs with their counts, deadlines and proof,
 //! `report`'s evidence, and `audit`'s chain verification and checkpoint (with its key file).
 //!
-//! Each function opens the database that must exist, reads, and closes it. Nothing here writes
+//! Each function opens the database that must exist (an SQLite file or a PostgreSQL database,
+//! through `store::Db`), reads, and closes it. Nothing here writes
 //! the database (except `audit checkpoint --create-key`, which writes only its key file) or
 //! decides how anything looks: that is `cli`'s, and `report`'s writers'.
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use chrono::Utc;
 
@@ -14,7 +15,7 @@ use super::database;
 use crate::audit::key::{AuditKey, KeyError};
 use crate::exit::{Coded, Exit};
 use crate::report::{evidence, Filter};
-use crate::store::{Checkpoint, DeadlineCounts, Discrepancy, Replay, RunRow, Store, TaskState, Verification};
+use crate::store::{Checkpoint, Db, DeadlineCounts, Discrepancy, Replay, RunRow, TaskState, Verification};
 
 /// Whether what `status` shows is proven: the chain's verdict and the stored rows that
 /// disagree with it (see `store::Replay`).
@@ -24,7 +25,7 @@ pub struct Proof {
 }
 
 impl Proof {
-    async fn check(store: &Store) -> anyhow::Result<Proof> {
+    async fn check(store: &Db) -> anyhow::Result<Proof> {
         let verification = store.verify_audit(None).await?;
         let replay = store.replay().await?;
         Ok(Proof {
@@ -36,8 +37,8 @@ impl Proof {
 
 /// `status`: every run, newest first.
 pub struct Listing {
-    /// The database read.
-    pub path: PathBuf,
+    /// The database read: its path, or its URL without the password.
+    pub location: String,
     pub runs: Vec<RunRow>,
     pub counts: HashMap<i64, BTreeMap<TaskState, i64>>,
     pub deadlines: HashMap<i64, DeadlineCounts>,
@@ -59,9 +60,9 @@ pub async fn runs(db: Option<&Path>, simulate: bool) -> anyhow::Result<Listing> 
     let runs = store.runs().await?;
     let counts = store.counts_by_run().await?;
     let deadlines = store.deadline_counts(None, Utc::now()).await?;
-    let path = store.path().to_path_buf();
+    let location = store.location();
     store.close().await;
-    Ok(Listing { path, runs, counts, deadlines, proof })
+    Ok(Listing { location, runs, counts, deadlines, proof })
 }
 
 /// One run, with its counts as they stand now; no such run is a usage error (64).
@@ -69,7 +70,7 @@ pub async fn run(db: Option<&Path>, simulate: bool, id: i64) -> anyhow::Result<D
     let store = database::open_existing(db, simulate).await?;
     let proof = Proof::check(&store).await?;
     let Some(run) = store.run(id).await? else {
-        return Err(Coded::new(Exit::Usage, format!("no run {id} in {}", store.path().display())).into());
+        return Err(Coded::new(Exit::Usage, format!("no run {id} in {}", store.location())).into());
     };
     let counts = store.counts(id).await?;
     let deadline = store.deadline_counts(Some(id), Utc::now()).await?.remove(&id).unwrap_or_default();

@@ -46,7 +46,7 @@ fn in_progress(counts: &BTreeMap<TaskState, i64>) -> i64 {
 }
 
 fn list(listing: &Listing, output: OutputFormat) -> anyhow::Result<()> {
-    let Listing { path, runs, counts, deadlines, proof } = listing;
+    let Listing { location, runs, counts, deadlines, proof } = listing;
     match output {
         OutputFormat::Json => {
             let items: Vec<_> = runs
@@ -71,7 +71,7 @@ fn list(listing: &Listing, output: OutputFormat) -> anyhow::Result<()> {
                 .collect();
             println!("{}", serde_json::to_string_pretty(&items)?);
         }
-        OutputFormat::Human if runs.is_empty() => println!("no runs recorded in {}", path.display()),
+        OutputFormat::Human if runs.is_empty() => println!("no runs recorded in {location}"),
         OutputFormat::Human => {
             let header = [
                 "RUN", "STARTED", "FINISHED", "EXIT", "TICKET", "TASKS", "DELETED", "ABSENT", "FAILED", "SKIPPED",

@@ -46,7 +46,7 @@ mod table;
 
 use chrono::{DateTime, Utc};
 
-use crate::store::{ReportFilter, Store, StoreError};
+use crate::store::{Db, ReportFilter, StoreError};
 
 pub use self::csv::{write_csv, write_csv_records, CSV_HEADER};
 pub use filter::Filter;
@@ -57,12 +57,17 @@ pub use row::{write_json, ReportRow};
 pub use table::write_table;
 
 /// The report's rows for `filter`, with `late` judged at `now`: read from the audit chain and
-/// checked against the tables (see [`evidence::gather`]).
-pub async fn rows(store: &Store, filter: &ReportFilter, now: DateTime<Utc>) -> Result<Vec<ReportRow>, StoreError> {
-    rows_where(store, &Filter::from(filter), now).await
+/// checked against the tables (see [`evidence::gather`]), on either backend (`&Store`,
+/// `&PgStore` or `&Db`).
+pub async fn rows(
+    store: impl Into<Db>,
+    filter: &ReportFilter,
+    now: DateTime<Utc>,
+) -> Result<Vec<ReportRow>, StoreError> {
+    rows_where(&store.into(), &Filter::from(filter), now).await
 }
 
 /// [`rows`] with the full filter.
-pub async fn rows_where(store: &Store, filter: &Filter, now: DateTime<Utc>) -> Result<Vec<ReportRow>, StoreError> {
+pub async fn rows_where(store: &Db, filter: &Filter, now: DateTime<Utc>) -> Result<Vec<ReportRow>, StoreError> {
     Ok(evidence::gather_where(store, filter, now).await?.rows())
 }

@@ -11,9 +11,11 @@ use std::path::PathBuf;
 pub enum StoreError {
     #[error("no home directory for the database: pass --db, or set QC_OFFBOARD_DB, XDG_DATA_HOME or HOME")]
     NoHome,
-    /// `--db` names a PostgreSQL database, which only `db copy` writes to so far.
+    /// `--db` names a PostgreSQL database, which so far only the read-only commands read and
+    /// `db copy` writes to.
     #[error(
-        "{0} is a PostgreSQL database: this command works on an SQLite file (--db PATH) so far; \
+        "{0} is a PostgreSQL database: so far only `status`, `report` and `audit` read one there; this \
+         command works on an SQLite file (--db PATH) until runs take per-host leases on PostgreSQL. \
          `qc-offboard db copy --from sqlite:PATH --to URL` moves an SQLite database there"
     )]
     PostgresNotSelectable(String),

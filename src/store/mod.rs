@@ -7,7 +7,8 @@
 //! WAL mode, never wait for a writer.
 //!
 //! Opening the database, its pragmas and migrations are `open`'s; where the file lives and how
-//! it is created `paths`'s; the errors `error`'s.
+//! it is created `paths`'s; the errors `error`'s. The PostgreSQL backend is `postgres`'s, and
+//! `db`'s [`Db`] is either backend for the commands that only read.
 //!
 //! The file is created with mode 0600 (and its directory with 0700) before SQLite opens it; the
 //! WAL and shared-memory files inherit the mode. This module must not talk to the network, and
@@ -16,6 +17,7 @@
 mod accounts;
 mod adoption;
 mod audit;
+mod db;
 mod details;
 mod error;
 mod evidence;
@@ -40,6 +42,7 @@ pub use crate::audit::chain::{canonical_record, record_hash, Checkpoint, GENESIS
 pub use crate::audit::walk::{Problem, Verification};
 pub use crate::runner::state::{Event, Transition};
 pub use accounts::{endpoint_identity, AccountKey, Prepared, Refusal, Standing};
+pub use db::Db;
 pub use error::{sqlite_class, sqlite_class_of_code, SqliteClass, StoreError};
 pub use evidence::{DeadlineCounts, SeqRange, TaskCall};
 pub use findings::{check, Finding, FindingStatus, NewFinding};

@@ -14,7 +14,7 @@ use crate::report::filter::Filter;
 use crate::report::instant::{parse_time, ser_instant};
 use crate::report::outcome::{late, Outcome};
 use crate::report::row::ReportRow;
-use crate::store::{ChainTask, ReportFilter, RunRow, Store, StoreError};
+use crate::store::{ChainTask, Db, ReportFilter, RunRow, StoreError};
 
 use super::chain_check::ChainCheck;
 use super::run::RunEvidence;
@@ -35,13 +35,14 @@ pub struct Evidence {
     pub tasks: Vec<EvidenceRow>,
 }
 
-/// Gather the evidence for the tasks `filter` selects, judged at `now`.
-pub async fn gather(store: &Store, filter: &ReportFilter, now: DateTime<Utc>) -> Result<Evidence, StoreError> {
-    gather_where(store, &Filter::from(filter), now).await
+/// Gather the evidence for the tasks `filter` selects, judged at `now`, on either backend
+/// (`&Store`, `&PgStore` or `&Db`).
+pub async fn gather(store: impl Into<Db>, filter: &ReportFilter, now: DateTime<Utc>) -> Result<Evidence, StoreError> {
+    gather_where(&store.into(), &Filter::from(filter), now).await
 }
 
 /// [`gather`] with the full filter.
-pub async fn gather_where(store: &Store, filter: &Filter, now: DateTime<Utc>) -> Result<Evidence, StoreError> {
+pub async fn gather_where(store: &Db, filter: &Filter, now: DateTime<Utc>) -> Result<Evidence, StoreError> {
     let verification = store.verify_audit(None).await?;
     let replay = store.replay().await?;
     let chain = ChainCheck::of(&verification);

@@ -88,6 +88,29 @@ pub enum OpenError {
     Connect { target: String, source: sqlx::Error },
     #[error("cannot bring the PostgreSQL database {target} up to date")]
     Migrate { target: String, source: sqlx::migrate::MigrateError },
+    #[error(
+        "{target} is not a qc-offboard database ({why}); reading never creates one: \
+         `qc-offboard db copy --from sqlite:PATH --to URL` moves an SQLite database there"
+    )]
+    NotOurs { target: String, why: String },
+    #[error(
+        "the PostgreSQL database {target} was written by a newer version of qc-offboard (it has migration \
+         {version}, which this version does not know); use that version, or another --db"
+    )]
+    Newer { target: String, version: i64 },
+    #[error(
+        "the PostgreSQL database {target} was written by an older version of qc-offboard (migration {version} \
+         is missing) and reading never changes it; read it with the version that wrote it"
+    )]
+    Older { target: String, version: i64 },
+}
+
+impl OpenError {
+    /// Whether the server could not be reached at all (as opposed to a URL or a database that
+    /// is not what this version reads or writes).
+    pub fn is_unreachable(&self) -> bool {
+        matches!(self, OpenError::Connect { .. })
+    }
 }
 
 /// A PostgreSQL database: a handle that is cheap to clone (it holds a pool).
@@ -103,27 +126,27 @@ impl PgStore {
         let target = redacted(url);
         let options =
             PgConnectOptions::from_str(url).map_err(|source| OpenError::Url { target: target.clone(), source })?;
-        // One connection first: a server that refuses or a database that does not exist is said
-        // at once (within CONNECT_TIMEOUT), where the pool would keep trying for ACQUIRE_TIMEOUT.
-        let first =
-            tokio::time::timeout(CONNECT_TIMEOUT, <sqlx::PgConnection as sqlx::Connection>::connect_with(&options))
-                .await;
-        match first {
-            Ok(Ok(conn)) => {
-                let _ = sqlx::Connection::close(conn).await;
-            }
-            Ok(Err(source)) => return Err(OpenError::Connect { target, source }),
-            Err(_) => return Err(OpenError::Connect { target, source: sqlx::Error::PoolTimedOut }),
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(CONNECTIONS)
-            .acquire_timeout(ACQUIRE_TIMEOUT)
-            .connect_with(options)
-            .await
-            .map_err(|source| OpenError::Connect { target: target.clone(), source })?;
+        let pool = connect(options, &target).await?;
         if let Err(source) = MIGRATOR.run(&pool).await {
             pool.close().await;
             return Err(OpenError::Migrate { target, source });
+        }
+        Ok(PgStore { pool, target: target.into() })
+    }
+
+    /// Open a database that must already hold this version's schema, for reading only
+    /// (`status`, `report`, `audit`): nothing is created or migrated, every session is
+    /// read-only (`default_transaction_read_only`), and a database without our migrations, or
+    /// with others than this version's, is refused rather than misread.
+    pub async fn open_existing(url: &str) -> Result<PgStore, OpenError> {
+        let target = redacted(url);
+        let options = PgConnectOptions::from_str(url)
+            .map_err(|source| OpenError::Url { target: target.clone(), source })?
+            .options([("default_transaction_read_only", "on")]);
+        let pool = connect(options, &target).await?;
+        if let Err(e) = check_migrations(&pool, &target).await {
+            pool.close().await;
+            return Err(e);
         }
         Ok(PgStore { pool, target: target.into() })
     }
@@ -143,6 +166,67 @@ impl PgStore {
     async fn write(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
         self.pool.begin_with("BEGIN ISOLATION LEVEL READ COMMITTED").await
     }
+}
+
+/// The pool on `options`, after one connection has proven the server answers: a server that
+/// refuses or a database that does not exist is said at once (within CONNECT_TIMEOUT), where
+/// the pool would keep trying for ACQUIRE_TIMEOUT.
+async fn connect(options: PgConnectOptions, target: &str) -> Result<PgPool, OpenError> {
+    let unreachable = |source| OpenError::Connect { target: target.to_owned(), source };
+    let first =
+        tokio::time::timeout(CONNECT_TIMEOUT, <sqlx::PgConnection as sqlx::Connection>::connect_with(&options)).await;
+    match first {
+        Ok(Ok(conn)) => {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        Ok(Err(source)) => return Err(unreachable(source)),
+        Err(_) => return Err(unreachable(sqlx::Error::PoolTimedOut)),
+    }
+    PgPoolOptions::new()
+        .max_connections(CONNECTIONS)
+        .acquire_timeout(ACQUIRE_TIMEOUT)
+        .connect_with(options)
+        .await
+        .map_err(unreachable)
+}
+
+/// A reader's check that the database holds exactly this version's migrations (the check
+/// `MIGRATOR.run` makes, without applying anything, and without touching a database that has
+/// no migration table at all).
+async fn check_migrations(pool: &PgPool, target: &str) -> Result<(), OpenError> {
+    let not_ours = |why: String| OpenError::NotOurs { target: target.to_owned(), why };
+    let sql_failed = |e: sqlx::Error| OpenError::Connect { target: target.to_owned(), source: e };
+    let has_table: bool = sqlx::query_scalar("SELECT to_regclass('_sqlx_migrations') IS NOT NULL")
+        .fetch_one(pool)
+        .await
+        .map_err(sql_failed)?;
+    if !has_table {
+        return Err(not_ours("it has no migration table".into()));
+    }
+    let applied: Vec<(i64, Vec<u8>)> =
+        sqlx::query_as("SELECT version, checksum FROM _sqlx_migrations WHERE success ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .map_err(|e| not_ours(format!("its migration table cannot be read: {e}")))?;
+    let known: Vec<_> = MIGRATOR.iter().filter(|m| m.migration_type.is_up_migration()).collect();
+    for (version, checksum) in &applied {
+        match known.iter().find(|m| m.version == *version) {
+            None => return Err(OpenError::Newer { target: target.to_owned(), version: *version }),
+            Some(m) if m.checksum.as_ref() != checksum.as_slice() => {
+                return Err(not_ours(format!("its migration {version} differs from this version's")))
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(m) = known.iter().find(|m| !applied.iter().any(|(v, _)| *v == m.version)) {
+        let version = m.version;
+        return Err(if applied.is_empty() {
+            not_ours("no migration was applied to it".into())
+        } else {
+            OpenError::Older { target: target.to_owned(), version }
+        });
+    }
+    Ok(())
 }
 
 /// A duration as whole microseconds for SQL (`$n * interval '1 microsecond'`), the precision of
