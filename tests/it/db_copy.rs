@@ -1,8 +1,8 @@
 //! `db copy` through the real binary: an SQLite database written by the store moves up to a
 //! PostgreSQL database with its chain and checkpoint intact; a second copy, a broken source, a
 //! missing source and malformed arguments are refused with their exit codes and nothing written;
-//! a password in the URL is never printed; `--db postgres://…` on another command is refused
-//! instead of becoming a file. The PostgreSQL cases skip (saying so) without
+//! a password in the URL is never printed; `--db postgres://…` on a command that writes is
+//! refused instead of becoming a file. The PostgreSQL cases skip (saying so) without
 //! `QC_OFFBOARD_TEST_PG`.
 
 use std::path::{Path, PathBuf};
@@ -137,11 +137,11 @@ fn a_postgres_url_as_db_is_refused_not_made_a_file() {
     let dir = tempdir();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/example.yaml");
     for args in [
-        vec!["--db", "postgres://root:s3cret-pw@127.0.0.1:5432/test", "status"],
-        vec!["--db", "postgresql://root@127.0.0.1:5432/test", "report"],
+        vec!["--db", "postgres://root:s3cret-pw@127.0.0.1:5432/test", "resume"],
+        vec!["--db", "postgresql://root@127.0.0.1:5432/test", "retry", "1"],
         vec!["--db", "postgres://root@127.0.0.1:5432/test", "run", example, "--simulate"],
         vec!["--db", "postgres://root@127.0.0.1:5432/test", "plan", example],
-        vec!["--db", "POSTGRES://root:s3cret-pw@127.0.0.1:5432/test", "status"],
+        vec!["--db", "POSTGRES://root:s3cret-pw@127.0.0.1:5432/test", "resume"],
     ] {
         qc(dir.path()).current_dir(dir.path()).args(&args).assert().code(78).stderr(
             predicate::str::contains("is a PostgreSQL database").and(predicate::str::contains("s3cret-pw").not()),
@@ -151,7 +151,7 @@ fn a_postgres_url_as_db_is_refused_not_made_a_file() {
     qc(dir.path())
         .current_dir(dir.path())
         .env("QC_OFFBOARD_DB", "postgres://root@127.0.0.1:5432/test")
-        .arg("status")
+        .arg("resume")
         .assert()
         .code(78);
     assert!(!dir.path().join("postgres:").exists(), "no file was made from the URL");

@@ -11,6 +11,7 @@ mod client;
 mod config;
 mod contrib;
 mod db_copy;
+mod db_readonly;
 mod discover;
 mod doctor;
 mod endings;
