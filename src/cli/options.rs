@@ -13,8 +13,8 @@ use crate::telemetry::LogFormat;
 /// Options accepted before or after the command name.
 #[derive(Debug, Clone, Args)]
 pub struct GlobalOpts {
-    /// SQLite database (queue and audit log) [default: $XDG_DATA_HOME/qc-offboard/audit.db;
-    /// sim-audit.db beside it for --simulate runs]
+    /// SQLite database (queue and audit log), or a postgres:// URL for status, report and audit
+    /// [default: $XDG_DATA_HOME/qc-offboard/audit.db; sim-audit.db beside it for --simulate runs]
     #[arg(long, global = true, env = "QC_OFFBOARD_DB", hide_env_values = true, value_name = "PATH")]
     pub db: Option<PathBuf>,
     /// Log format on stderr

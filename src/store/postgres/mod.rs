@@ -3,7 +3,9 @@
 //! pool, and the SQL that sharing needs: the audit chain appended under an advisory lock
 //! ([`audit`]), runs and tasks ([`runs`]), tasks claimed under a lease with every write fenced
 //! by its owner and epoch ([`lease`], [`write`]), the shared GCRA ([`quota`]), and the copy of
-//! an SQLite evidence database up to PostgreSQL ([`copy`]).
+//! an SQLite evidence database up to PostgreSQL ([`copy`]). [`PgStore::open`] applies the
+//! migrations; [`PgStore::open_existing`], for the commands that only read, applies none and
+//! refuses a database whose migrations are not this version's.
 //!
 //! Beside those it offers the SQLite store's public API under the same names and types, so one
 //! caller can use either: guarded steps without a lease ([`steps`]), API calls ([`calls`]), the
