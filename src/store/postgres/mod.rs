@@ -137,7 +137,7 @@ impl PgStore {
     }
 
     /// Open a database that must already hold this version's schema, for reading only
-    /// (`status`, `report`, `audit`): nothing is created or migrated, every session is
+    /// (`status`, `report`, `audit`): nothing is created or migrated, every connection is
     /// read-only (`default_transaction_read_only`), and a database without our migrations, or
     /// with others than this version's, is refused rather than misread.
     pub async fn open_existing(url: &str) -> Result<PgStore, OpenError> {
