@@ -80,7 +80,8 @@ impl PgStore {
     /// (a 2500 was answered). A longer pause already in force is kept. The scope's next slots
     /// then start at the pause's end one `interval` apart: the burst allowance (`burst` calls at
     /// once) is not spent at that instant, into a quota just refused. Returns the end of the
-    /// pause in force.
+    /// pause in force. The pause's end and the `tat` after it come from one reading of the
+    /// clock, so the first slot after the pause is its end exactly.
     pub async fn pause(
         &self,
         scope: &str,
@@ -90,13 +91,12 @@ impl PgStore {
     ) -> Result<DateTime<Utc>, StoreError> {
         let tolerance = micros(interval).saturating_mul(i64::from(burst.max(1)) - 1);
         Ok(sqlx::query_scalar(
-            "INSERT INTO quota AS q (scope, paused_until, tat) \
-                VALUES ($1, clock_timestamp() + $2 * interval '1 microsecond', \
-                        clock_timestamp() + ($2 + $3) * interval '1 microsecond') \
+            "WITH c AS (SELECT clock_timestamp() + $2 * interval '1 microsecond' AS until) \
+             INSERT INTO quota AS q (scope, paused_until, tat) \
+                SELECT $1, c.until, c.until + $3 * interval '1 microsecond' FROM c \
              ON CONFLICT (scope) DO UPDATE \
-                SET paused_until = greatest(q.paused_until, clock_timestamp() + $2 * interval '1 microsecond'), \
-                    tat = greatest(q.tat, greatest(q.paused_until, clock_timestamp() + $2 * interval '1 microsecond') \
-                                          + $3 * interval '1 microsecond') \
+                SET paused_until = greatest(q.paused_until, EXCLUDED.paused_until), \
+                    tat = greatest(q.tat, greatest(q.paused_until, EXCLUDED.paused_until) + $3 * interval '1 microsecond') \
              RETURNING q.paused_until",
         )
         .bind(scope)
