@@ -6,6 +6,7 @@
 
 mod accounts;
 mod audit;
+mod auditor_pg;
 mod cli;
 mod client;
 mod config;
