@@ -109,6 +109,7 @@ fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
                 // matter of configuration (--db, QC_OFFBOARD_DB, HOME), not a bug.
                 S::NoHome
                 | S::PostgresNotSelectable(_)
+                | S::NotAFilePath
                 | S::Missing(_)
                 | S::CreateDir { .. }
                 | S::CreateFile { .. }
@@ -180,6 +181,49 @@ fn closed_pipe(err: &anyhow::Error) -> bool {
     err.chain().any(|c| c.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::BrokenPipe))
 }
 
+/// `text` with the password of every URL in it masked (`scheme://user:***@host`, and the value
+/// of any `password=` parameter): errors may quote what the user typed, and a database URL can
+/// carry a password.
+pub fn redact_urls(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(at) = rest.find("://") {
+        let (head, tail) = rest.split_at(at + 3);
+        out.push_str(head);
+        let end = tail.find(|c: char| c.is_whitespace() || "/?#'\"`".contains(c)).unwrap_or(tail.len());
+        let authority = &tail[..end];
+        match authority.rfind('@').and_then(|a| authority[..a].find(':').map(|c| (c, a))) {
+            Some((colon, at)) => {
+                out.push_str(&authority[..=colon]);
+                out.push_str("***");
+                out.push_str(&authority[at..]);
+            }
+            None => out.push_str(authority),
+        }
+        rest = &tail[end..];
+    }
+    out.push_str(rest);
+    mask_password_parameters(&out)
+}
+
+fn mask_password_parameters(text: &str) -> String {
+    let lower = text.to_ascii_lowercase();
+    let mut out = String::with_capacity(text.len());
+    let mut from = 0;
+    while let Some(found) = lower[from..].find("password=") {
+        let value = from + found + "password=".len();
+        out.push_str(&text[from..value]);
+        let end =
+            text[value..].find(|c: char| c.is_whitespace() || "&#'\"`".contains(c)).map_or(text.len(), |e| value + e);
+        if end > value {
+            out.push_str("***");
+        }
+        from = end;
+    }
+    out.push_str(&text[from..]);
+    out
+}
+
 /// Print an error (if any) to stderr and return the exit code for the process.
 pub fn report(outcome: anyhow::Result<Exit>) -> Exit {
     match outcome {
@@ -188,8 +232,9 @@ pub fn report(outcome: anyhow::Result<Exit>) -> Exit {
         Err(err) if closed_pipe(&err) => Exit::Ok,
         Err(err) => {
             let (exit, hint) = classify(&err);
-            // `{:#}` prints the whole context chain on one line: "what: why".
-            eprintln!("error: {err:#}");
+            // `{:#}` prints the whole context chain on one line: "what: why". A URL it quotes
+            // keeps its password to itself.
+            eprintln!("error: {}", redact_urls(&format!("{err:#}")));
             if let Some(hint) = hint {
                 eprintln!("hint: {hint}");
             }
@@ -245,6 +290,18 @@ mod tests {
         assert_eq!(code_for(&anyhow::Error::new(RunnerError::from(illegal.unwrap_err()))), Exit::Software);
         let newer = StoreError::Newer { path: "/d/audit.db".into(), version: 9 };
         assert_eq!(code_for(&anyhow::Error::new(newer)), Exit::Config);
+    }
+
+    #[test]
+    fn passwords_in_urls_are_masked() {
+        assert_eq!(
+            redact_urls("invalid value 'postgres://root:S3cret@127.0.0.1:5432/x' for '--from'"),
+            "invalid value 'postgres://root:***@127.0.0.1:5432/x' for '--from'"
+        );
+        assert_eq!(redact_urls("a@b pg://u:p:w@h@h2/d and http://h/p"), "a@b pg://u:***@h2/d and http://h/p");
+        assert_eq!(redact_urls("postgres:///d?host=/s&Password=x y"), "postgres:///d?host=/s&Password=*** y");
+        assert_eq!(redact_urls("no url here: user:pw"), "no url here: user:pw");
+        assert_eq!(redact_urls("postgres://user@h/d"), "postgres://user@h/d");
     }
 
     #[test]

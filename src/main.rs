@@ -7,7 +7,20 @@ use qc_offboard::exit;
 
 fn main() -> std::process::ExitCode {
     forbid_core_dumps();
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        // clap's own message (usage errors, --help, --version), with any password in a URL it
+        // echoes (a value given to the wrong option, say) masked.
+        Err(err) => {
+            let text = exit::redact_urls(&err.render().to_string());
+            if err.use_stderr() {
+                eprint!("{text}");
+            } else {
+                print!("{text}");
+            }
+            return std::process::ExitCode::from(u8::try_from(err.exit_code()).unwrap_or(2));
+        }
+    };
     qc_offboard::telemetry::init(cli.global.log_format, cli.global.verbose, cli.global.quiet);
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,

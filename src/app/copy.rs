@@ -12,7 +12,7 @@
 use std::path::Path;
 
 use crate::exit::{Coded, Exit};
-use crate::store::postgres::{copy_from_sqlite, is_postgres_url, redacted, Copied, CopyError, PgStore};
+use crate::store::postgres::{check_source, copy_from_sqlite, is_postgres_url, redacted, Copied, CopyError, PgStore};
 use crate::store::Store;
 
 /// What was copied, and where to (the target's URL without its password).
@@ -23,6 +23,7 @@ pub struct CopyDone {
 
 pub async fn copy(from: &Path, to: &str) -> anyhow::Result<CopyDone> {
     // Checked here, not by the argument parser, which would echo the value (and its password).
+    let to = to.trim();
     if !is_postgres_url(to) {
         return Err(Coded::new(Exit::Usage, "give --to as a postgres:// or postgresql:// URL").into());
     }
@@ -30,29 +31,17 @@ pub async fn copy(from: &Path, to: &str) -> anyhow::Result<CopyDone> {
         crate::store::StoreError::Missing(_) => anyhow::Error::new(Coded::new(Exit::Config, e.to_string())),
         other => anyhow::Error::new(other),
     })?;
-    // A run writing to the source while it is read would leave the copy a snapshot of work in
-    // flight that goes on without it.
-    match source.lock_holder().await {
-        Ok(Some(h)) if h.may_be_running() => {
-            source.close().await;
-            return Err(Coded::new(
-                Exit::Locked,
-                format!(
-                    "run {} (pid {} on {}, since {}) holds {}: copy it once that run has ended",
-                    h.run_id,
-                    h.pid,
-                    h.host,
-                    h.started_at,
-                    from.display()
-                ),
-            )
-            .into());
-        }
-        Ok(_) => {}
-        Err(e) => {
-            source.close().await;
-            return Err(e.into());
-        }
+    // Everything that can refuse the source is checked before the target is opened (opening
+    // it creates the schema): a live or interrupted run holding it, a broken chain, edited
+    // rows. The copy checks the lock again inside its own snapshot.
+    let early = match source.lock_holder().await {
+        Ok(Some(holder)) => Err(CopyError::Held { live: holder.may_be_running(), holder }),
+        Ok(None) => check_source(&source).await.map(|_| ()),
+        Err(e) => Err(CopyError::Store(e)),
+    };
+    if let Err(e) = early {
+        source.close().await;
+        return Err(coded(e));
     }
     let target = PgStore::open(to).await.map_err(super::database::pg_open_error);
     let target = match target {
@@ -65,17 +54,25 @@ pub async fn copy(from: &Path, to: &str) -> anyhow::Result<CopyDone> {
     let copied = copy_from_sqlite(&source, &target).await;
     source.close().await;
     target.close().await;
-    let copied = copied.map_err(|e| {
-        let exit = match &e {
-            CopyError::SourceBroken(_) | CopyError::Mismatch { .. } => Some(Exit::AuditBroken),
-            CopyError::NotEmpty { .. } => Some(Exit::Config),
-            CopyError::Unreadable { .. } | CopyError::TwoLiveOnOneCluster { .. } => Some(Exit::DataErr),
-            CopyError::Store(_) => None,
-        };
-        match exit {
-            Some(exit) => anyhow::Error::new(Coded::new(exit, e.to_string())),
-            None => anyhow::Error::new(e),
-        }
-    })?;
+    let copied = copied.map_err(coded)?;
     Ok(CopyDone { copied, target: redacted(to) })
+}
+
+/// A copy's refusal with its exit code (SPEC §2).
+fn coded(e: CopyError) -> anyhow::Error {
+    let exit = match &e {
+        CopyError::SourceBroken(_) | CopyError::Mismatch { .. } | CopyError::TablesEdited { .. } => {
+            Some(Exit::AuditBroken)
+        }
+        CopyError::NotEmpty { .. } => Some(Exit::Config),
+        CopyError::Held { .. } => Some(Exit::Locked),
+        CopyError::Unreadable { .. } | CopyError::TwoLiveOnOneCluster { .. } | CopyError::BadValue { .. } => {
+            Some(Exit::DataErr)
+        }
+        CopyError::Store(_) => None,
+    };
+    match exit {
+        Some(exit) => anyhow::Error::new(Coded::new(exit, e.to_string())),
+        None => anyhow::Error::new(e),
+    }
 }

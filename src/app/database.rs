@@ -48,7 +48,7 @@ pub async fn open_recorded(db: Option<&Path>, simulate: bool) -> anyhow::Result<
 /// URL is opened read-only, and must already hold this version's schema.
 pub async fn open_existing(db: Option<&Path>, simulate: bool) -> anyhow::Result<Db> {
     if let Some(url) = db.and_then(Path::to_str).filter(|s| is_postgres_url(s)) {
-        return Ok(PgStore::open_existing(url).await.map_err(pg_open_error)?.into());
+        return Ok(PgStore::open_existing(url.trim()).await.map_err(pg_open_error)?.into());
     }
     let opened = match store::resolve_path(db, simulate) {
         Ok(path) => Store::open_existing(&path).await,

@@ -19,6 +19,12 @@ pub enum StoreError {
          `qc-offboard db copy --from sqlite:PATH --to URL` moves an SQLite database there"
     )]
     PostgresNotSelectable(String),
+    /// `--db` looks like a URL, but not a PostgreSQL one this version reads.
+    #[error(
+        "--db (or QC_OFFBOARD_DB) looks like a URL, not a file: give the SQLite file's PATH, or a \
+         postgres:// URL for status, report and audit (the value is not shown: it may hold a password)"
+    )]
+    NotAFilePath,
     #[error("no database at {0} (pass --db or set QC_OFFBOARD_DB to the file a run wrote)")]
     Missing(PathBuf),
     #[error("cannot create the database directory {path}")]
@@ -88,6 +94,8 @@ pub enum SqliteClass {
 /// The class of an SQLite error, from its primary result code.
 pub fn sqlite_class(err: &sqlx::Error) -> Option<SqliteClass> {
     let sqlx::Error::Database(db) = err else { return None };
+    // Only SQLite's numeric codes: PostgreSQL's SQLSTATEs (`22021`) are not SQLite codes.
+    db.try_downcast_ref::<sqlx::sqlite::SqliteError>()?;
     sqlite_class_of_code(db.code()?.parse().ok()?)
 }
 

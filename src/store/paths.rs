@@ -49,6 +49,7 @@ pub fn refuse_postgres(db: &Path) -> Result<(), StoreError> {
         Some(s) if super::postgres::is_postgres_url(s) => {
             Err(StoreError::PostgresNotSelectable(super::postgres::redacted(s)))
         }
+        Some(s) if super::postgres::looks_like_url(s) => Err(StoreError::NotAFilePath),
         _ => Ok(()),
     }
 }

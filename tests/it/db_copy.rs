@@ -100,9 +100,51 @@ async fn a_broken_source_is_not_carried_over() {
         .assert()
         .code(1)
         .stderr(predicate::str::contains("does not verify"));
+    // Refused before the target was opened: not even the schema was made there.
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        .fetch_one(&mut pg.raw().await)
+        .await
+        .unwrap();
+    assert_eq!(tables, 0, "the refused copy created tables");
+}
+
+/// Rows edited behind the product, with the chain intact, are what `audit verify` finds; the
+/// copy finds them too and carries nothing over (exit 1, as `audit verify`).
+#[tokio::test]
+async fn edited_rows_are_not_carried_over() {
+    let Some(pg) = TestDb::create("edited_rows_are_not_carried_over").await else { return };
+    let dir = tempdir();
+    let src = written(dir.path()).await;
+    let mut raw = raw_connection(&src).await;
+    sqlx::query("UPDATE runs SET requested_by = 'mallory' WHERE id = 1").execute(&mut raw).await.unwrap();
+    drop(raw);
+    qc(dir.path()).args(["db", "copy", "--from", &sqlite_arg(&src), "--to", &pg.url]).assert().code(1).stderr(
+        predicate::str::contains("do not agree with its audit chain").and(predicate::str::contains("runs row 1")),
+    );
+    let tables: i64 = sqlx::query_scalar("SELECT count(*) FROM pg_tables WHERE schemaname = 'public'")
+        .fetch_one(&mut pg.raw().await)
+        .await
+        .unwrap();
+    assert_eq!(tables, 0);
+}
+
+/// A target holding nothing but a run lock (or quota state) is not empty: refused, 78.
+#[tokio::test]
+async fn a_target_with_a_stray_run_lock_is_not_empty() {
+    let Some(pg) = TestDb::create("a_target_with_a_stray_run_lock_is_not_empty").await else { return };
+    let dir = tempdir();
+    let src = written(dir.path()).await;
     let target = pg.open().await;
-    assert_eq!(target.audit_len().await.unwrap(), 0, "nothing was copied");
     target.close().await;
+    sqlx::query("INSERT INTO run_lock (id, run_id, pid, host, started_at) VALUES (1, 1, 999999, 'evil', now())")
+        .execute(&mut pg.raw().await)
+        .await
+        .unwrap();
+    qc(dir.path())
+        .args(["db", "copy", "--from", &sqlite_arg(&src), "--to", &pg.url])
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains("already holds data"));
 }
 
 #[tokio::test]
@@ -188,7 +230,20 @@ async fn a_database_a_live_run_holds_is_not_copied() {
         .args(["db", "copy", "--from", &sqlite_arg(&src), "--to", "postgres://root@127.0.0.1:1/none"])
         .assert()
         .code(73)
-        .stderr(predicate::str::contains(format!("holds {}", src.display())));
+        .stderr(predicate::str::contains("holds the source: copy it once that run has ended"));
+    // The same lock left by a run whose process is gone (killed): 73, saying how to clear it.
+    let mut gone = std::process::Command::new("true").spawn().unwrap();
+    let dead_pid = i64::from(gone.id());
+    gone.wait().unwrap();
+    let store = Store::open(&src).await.unwrap();
+    store.release_lock(run).await.unwrap();
+    store.acquire_lock(run, dead_pid, &host).await.unwrap();
+    store.close().await;
+    qc(dir.path())
+        .args(["db", "copy", "--from", &sqlite_arg(&src), "--to", "postgres://root@127.0.0.1:1/none"])
+        .assert()
+        .code(73)
+        .stderr(predicate::str::contains("is gone").and(predicate::str::contains("qc-offboard resume")));
 }
 
 /// SQLite allows what an abandoned run can leave behind, two live tasks on one cluster; the
@@ -209,6 +264,57 @@ async fn two_live_tasks_on_one_cluster_are_refused_as_data() {
         .assert()
         .code(65)
         .stderr(predicate::str::contains("two tasks live"));
+    let target = pg.open().await;
+    assert_eq!(target.audit_len().await.unwrap(), 0, "nothing was copied");
+    target.close().await;
+}
+
+/// A URL given where it does not belong — the wrong option, a missing `--db`, an option's value
+/// that is checked — is quoted in the error without its password; a URL with spaces around it,
+/// or of another shape, is never taken for a file.
+#[test]
+fn a_url_in_the_wrong_place_never_shows_its_password_nor_becomes_a_file() {
+    let dir = tempdir();
+    let url = "postgres://root:S3cret-pw@127.0.0.1:1/x";
+    for args in [
+        vec!["db", "copy", "--from", url, "--to", url],
+        vec!["status", url],
+        vec!["db", "copy", "--from", "sqlite:a.db", "--to", url, url],
+        vec!["audit", "verify", "--checkpoint", url],
+    ] {
+        let out = qc(dir.path()).current_dir(dir.path()).args(&args).assert().failure();
+        let all = format!("{}{}", text(&out.get_output().stdout), text(&out.get_output().stderr));
+        assert!(!all.contains("S3cret-pw"), "{args:?}: {all}");
+    }
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/example.yaml");
+    for db in [" postgres://root:S3cret-pw@127.0.0.1:1/x", "pg://root:S3cret-pw@h/x", "postgres:S3cret-pw"] {
+        let out =
+            qc(dir.path()).current_dir(dir.path()).args(["--db", db, "run", example, "--simulate"]).assert().code(78);
+        let all = format!("{}{}", text(&out.get_output().stdout), text(&out.get_output().stderr));
+        assert!(!all.contains("S3cret-pw"), "{db:?}: {all}");
+    }
+    let made: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert!(made.iter().all(|n| !n.to_string_lossy().contains("S3cret")), "{made:?}");
+    assert!(!dir.path().join(" postgres:").exists() && !dir.path().join("pg:").exists());
+}
+
+/// A value PostgreSQL cannot hold unchanged (here a NUL byte in a run's reason, which SQLite
+/// keeps) is invalid data (65) naming the table, not a busy database or a bug.
+#[tokio::test]
+async fn a_value_postgres_cannot_hold_is_invalid_data() {
+    let Some(pg) = TestDb::create("a_value_postgres_cannot_hold_is_invalid_data").await else { return };
+    let dir = tempdir();
+    let path = db_path(dir.path());
+    let store = Store::open(&path).await.unwrap();
+    let mut run = new_run(None);
+    run.reason = Some("left\u{0}the company".into());
+    store.create_run(&run, &[new_task("cl-a1", "bob")]).await.unwrap();
+    store.close().await;
+    qc(dir.path())
+        .args(["db", "copy", "--from", &sqlite_arg(&path), "--to", &pg.url])
+        .assert()
+        .code(65)
+        .stderr(predicate::str::contains("runs holds a value that cannot be carried over"));
     let target = pg.open().await;
     assert_eq!(target.audit_len().await.unwrap(), 0, "nothing was copied");
     target.close().await;

@@ -16,7 +16,7 @@ use super::audit::{Columns, CHAIN_LOCK};
 use super::PgStore;
 use crate::audit::chain::Checkpoint;
 use crate::audit::walk::Problem;
-use crate::store::{ts, Store, StoreError};
+use crate::store::{ts, LockHolder, Store, StoreError};
 
 /// Rows per INSERT and per page read from the source.
 const CHUNK: i64 = 5_000;
@@ -87,7 +87,10 @@ pub struct Copied {
 pub enum CopyError {
     #[error("the source's audit chain does not verify ({0}); nothing was copied: a copy would carry the break")]
     SourceBroken(Problem),
-    #[error("the PostgreSQL database {target} already holds runs or audit records; copy into an empty database")]
+    #[error(
+        "the PostgreSQL database {target} already holds data (runs, audit records, doctor findings, a run lock or \
+         quota state); copy into an empty database"
+    )]
     NotEmpty { target: String },
     #[error("{table}.{column} holds {value:?}, not in the form this version writes; nothing was copied")]
     Unreadable { table: &'static str, column: &'static str, value: String },
@@ -101,8 +104,49 @@ pub enum CopyError {
          refuses (one job per cluster); let their runs end (resume or retry them) and copy again: {detail}"
     )]
     TwoLiveOnOneCluster { detail: String },
+    #[error("{}", held_message(.holder, *.live))]
+    Held { holder: LockHolder, live: bool },
+    #[error(
+        "the source's tables do not agree with its audit chain ({count} rows; `qc-offboard audit verify` names \
+         them, the first: {first}); nothing was copied: a copy would carry the edits"
+    )]
+    TablesEdited { count: usize, first: String },
+    #[error("{table} holds a value that cannot be carried over unchanged ({detail}); nothing was copied")]
+    BadValue { table: &'static str, detail: String },
     #[error(transparent)]
     Store(#[from] StoreError),
+}
+
+/// A value the source holds that PostgreSQL refuses (a NUL byte, text that is not UTF-8: SQLSTATE
+/// class 22) or that cannot be read as its column's type (edited behind the product) is data,
+/// not a failure of the copy.
+fn bad_value(table: &'static str, e: CopyError) -> CopyError {
+    match e {
+        CopyError::Store(StoreError::Sql(sqlx::Error::Database(db)))
+            if db.code().is_some_and(|c| c.starts_with("22")) =>
+        {
+            CopyError::BadValue { table, detail: db.message().to_owned() }
+        }
+        CopyError::Store(StoreError::Sql(e @ (sqlx::Error::ColumnDecode { .. } | sqlx::Error::Decode(_)))) => {
+            CopyError::BadValue { table, detail: e.to_string() }
+        }
+        other => other,
+    }
+}
+
+fn held_message(h: &LockHolder, live: bool) -> String {
+    if live {
+        format!(
+            "run {} (pid {} on {}, since {}) holds the source: copy it once that run has ended",
+            h.run_id, h.pid, h.host, h.started_at
+        )
+    } else {
+        format!(
+            "run {} holds the source's run lock, but its process (pid {} on {}) is gone: the run was interrupted; \
+             `qc-offboard resume` finishes it (or the next run takes the lock over), then copy",
+            h.run_id, h.pid, h.host
+        )
+    }
 }
 
 impl From<sqlx::Error> for CopyError {
@@ -114,16 +158,32 @@ impl From<sqlx::Error> for CopyError {
 /// Copy every table of `from` (an SQLite store) into `to`, which must hold no runs and no audit
 /// records, then verify the chain there.
 pub async fn copy_from_sqlite(from: &Store, to: &PgStore) -> Result<Copied, CopyError> {
-    let checked = from.verify_audit(None).await?;
-    if let Some(problem) = checked.problem {
-        return Err(CopyError::SourceBroken(problem));
-    }
+    let checked = check_source(from).await?;
     let mut src = from.reader.begin().await?;
+    // The run lock is read first in the copy's read transaction, whose snapshot the copy then
+    // reads from: a run that started before the snapshot is seen holding it (and refused), one
+    // that starts after it is not in the copy at all.
+    let holder = sqlx::query("SELECT run_id, pid, host, started_at FROM run_lock WHERE id = 1")
+        .fetch_optional(&mut *src)
+        .await?
+        .map(|r| -> Result<LockHolder, sqlx::Error> {
+            Ok(LockHolder {
+                run_id: r.try_get("run_id")?,
+                pid: r.try_get("pid")?,
+                host: r.try_get("host")?,
+                started_at: r.try_get("started_at")?,
+            })
+        })
+        .transpose()?;
+    if let Some(holder) = holder {
+        return Err(CopyError::Held { live: holder.may_be_running(), holder });
+    }
     let mut dst = to.write().await?;
     // Held until the commit, so that no host appends before the copied chain.
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHAIN_LOCK).execute(&mut *dst).await?;
     let used: bool = sqlx::query_scalar(
-        "SELECT EXISTS (SELECT 1 FROM runs) OR EXISTS (SELECT 1 FROM audit_log) OR EXISTS (SELECT 1 FROM doctor_checkups)",
+        "SELECT EXISTS (SELECT 1 FROM runs) OR EXISTS (SELECT 1 FROM audit_log) OR EXISTS (SELECT 1 FROM doctor_checkups) \
+         OR EXISTS (SELECT 1 FROM run_lock) OR EXISTS (SELECT 1 FROM quota)",
     )
     .fetch_one(&mut *dst)
     .await?;
@@ -138,7 +198,7 @@ pub async fn copy_from_sqlite(from: &Store, to: &PgStore) -> Result<Copied, Copy
             {
                 return Err(CopyError::TwoLiveOnOneCluster { detail: e.message().to_owned() });
             }
-            other => other?,
+            other => other.map_err(|e| bad_value(table, e))?,
         };
         if identity {
             sqlx::query(&format!(
@@ -150,7 +210,7 @@ pub async fn copy_from_sqlite(from: &Store, to: &PgStore) -> Result<Copied, Copy
         }
         rows.push((table, n));
     }
-    let (records, copied) = copy_audit(&mut src, &mut dst).await?;
+    let (records, copied) = copy_audit(&mut src, &mut dst).await.map_err(|e| bad_value("audit_log", e))?;
     rows.push(("audit_log", records));
     dst.commit().await?;
     src.rollback().await?;
@@ -167,6 +227,20 @@ pub async fn copy_from_sqlite(from: &Store, to: &PgStore) -> Result<Copied, Copy
         }
         None => Ok(Copied { rows, tip: copied }),
     }
+}
+
+/// The source's chain verified and its tables replayed against it, as `audit verify` does: a
+/// broken chain or an edited row is not carried over. Returns the chain's verification.
+pub async fn check_source(from: &Store) -> Result<crate::audit::walk::Verification, CopyError> {
+    let checked = from.verify_audit(None).await?;
+    if let Some(problem) = checked.problem {
+        return Err(CopyError::SourceBroken(problem));
+    }
+    let replay = from.replay().await?;
+    if let Some(first) = replay.discrepancies.first() {
+        return Err(CopyError::TablesEdited { count: replay.discrepancies.len(), first: first.to_string() });
+    }
+    Ok(checked)
 }
 
 /// One column's values, as PostgreSQL takes them.

@@ -43,7 +43,7 @@ use std::time::Duration;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
-pub use copy::{copy_from_sqlite, Copied, CopyError};
+pub use copy::{check_source, copy_from_sqlite, Copied, CopyError};
 pub use lease::{Claim, Lease};
 pub use quota::{PgQuota, Slot};
 pub use write::LeasedWrite;
@@ -60,16 +60,25 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long a caller waits for a free connection before failing.
 const ACQUIRE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Does `--db` name a PostgreSQL database rather than an SQLite file?
+/// Does `--db` name a PostgreSQL database rather than an SQLite file? (Spaces around the value,
+/// as a copied line may carry, do not turn a URL into a file name.)
 pub fn is_postgres_url(db: &str) -> bool {
-    let scheme = db.split_once("://").map(|(s, _)| s.to_ascii_lowercase());
+    let scheme = db.trim().split_once("://").map(|(s, _)| s.to_ascii_lowercase());
     matches!(scheme.as_deref(), Some("postgres" | "postgresql"))
+}
+
+/// Does a `--db` value look like a URL of any kind (`scheme://…`, or `postgres:…` without the
+/// slashes)? Such a value is never taken for an SQLite file name: the file would carry the URL,
+/// password and all, in its name.
+pub fn looks_like_url(db: &str) -> bool {
+    let db = db.trim().to_ascii_lowercase();
+    db.contains("://") || db.starts_with("postgres:") || db.starts_with("postgresql:") || db.starts_with("pg:")
 }
 
 /// The URL as it may be shown: without its password (and without query parameters, which may
 /// carry one too).
 pub fn redacted(url: &str) -> String {
-    match url::Url::parse(url) {
+    match url::Url::parse(url.trim()) {
         Ok(mut u) => {
             if u.password().is_some() {
                 let _ = u.set_password(Some("***"));
@@ -77,7 +86,7 @@ pub fn redacted(url: &str) -> String {
             u.set_query(None);
             u.to_string()
         }
-        Err(_) => "(an unparsable PostgreSQL URL)".to_owned(),
+        Err(e) => format!("(a URL that does not parse: {e})"),
     }
 }
 
