@@ -94,6 +94,12 @@ fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
             return (Exit::Config, None);
         }
     }
+    // Output that cannot be written because the disk is full is the environment's, not a bug.
+    for cause in err.chain() {
+        if cause.downcast_ref::<std::io::Error>().is_some_and(|e| e.kind() == std::io::ErrorKind::StorageFull) {
+            return (Exit::TempFail, Some("the output could not be written: the disk is full"));
+        }
+    }
     // What SQLite says about the environment decides first: a busy lock, a full disk or a
     // damaged file are not bugs, wherever in the chain they were wrapped.
     for cause in err.chain() {

@@ -15,8 +15,8 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
             let key = key.map(|path| records::audit_key(&path, create_key)).transpose()?;
             let cp = records::checkpoint(global.db.as_deref()).await?;
             match key {
-                Some(key) => println!("{}", key.sign(&cp)),
-                None => println!("{cp}"),
+                Some(key) => outln!("{}", key.sign(&cp)),
+                None => outln!("{cp}"),
             }
             Ok(Exit::Ok)
         }
@@ -28,18 +28,18 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
             if let (Some(signed), Some(path)) = (&checkpoint, &key) {
                 let key = records::audit_key(path, false)?;
                 if signed.hmac.is_none() {
-                    println!("checkpoint {signed} is NOT signed, but --key asks for a signed one (SEQ:HASH:HMAC)");
+                    outln!("checkpoint {signed} is NOT signed, but --key asks for a signed one (SEQ:HASH:HMAC)");
                     return Ok(Exit::AuditBroken);
                 }
                 if !key.verify(signed) {
-                    println!(
+                    outln!(
                         "checkpoint signature does NOT match: {} was not signed with the key in {} (forged or altered)",
                         signed.checkpoint,
                         path.display()
                     );
                     return Ok(Exit::AuditBroken);
                 }
-                println!("checkpoint signature is valid");
+                outln!("checkpoint signature is valid");
             } else if checkpoint.as_ref().is_some_and(|c| c.hmac.is_some()) {
                 eprintln!("note: the checkpoint's signature is not checked without --key KEYFILE");
             }
@@ -47,26 +47,26 @@ pub async fn run(global: &GlobalOpts, command: AuditCommand) -> anyhow::Result<E
             let (v, replay) = records::verify(global.db.as_deref(), checkpoint.as_ref()).await?;
             let intact = match v.problem {
                 None => {
-                    println!("audit log intact: {} records checked, tip {}", v.checked, v.tip);
+                    outln!("audit log intact: {} records checked, tip {}", v.checked, v.tip);
                     if let Some(cp) = checkpoint {
-                        println!("checkpoint {cp} is present");
+                        outln!("checkpoint {cp} is present");
                     }
                     true
                 }
                 Some(problem) => {
-                    println!("audit log NOT intact: {problem}");
-                    println!("{} records before it are intact; last good record {}", v.checked, v.tip);
+                    outln!("audit log NOT intact: {problem}");
+                    outln!("{} records before it are intact; last good record {}", v.checked, v.tip);
                     false
                 }
             };
-            let agree = print_replay(&replay);
+            let agree = print_replay(&replay)?;
             Ok(if intact && agree { Exit::Ok } else { Exit::AuditBroken })
         }
     }
 }
 
 /// What the tables hold compared with the chain; `true` when every row agrees.
-fn print_replay(replay: &Replay) -> bool {
+fn print_replay(replay: &Replay) -> std::io::Result<bool> {
     let counts = format!(
         "{} runs, {} tasks, {} API calls",
         replay.runs.len(),
@@ -74,22 +74,22 @@ fn print_replay(replay: &Replay) -> bool {
         replay.calls.len() as i64 + replay.unchained_calls
     );
     if replay.unchained_calls > 0 {
-        println!(
+        outln!(
             "note: {} API calls were recorded before API calls were chained; nothing proves them",
             replay.unchained_calls
         );
     }
     if replay.discrepancies.is_empty() {
-        println!("tables agree with the audit chain: {counts}");
-        return true;
+        outln!("tables agree with the audit chain: {counts}");
+        return Ok(true);
     }
     let n = replay.discrepancies.len();
-    println!(
+    outln!(
         "tables do NOT agree with the audit chain: {n} difference{} (edited outside the product)",
         if n == 1 { "" } else { "s" }
     );
     for d in &replay.discrepancies {
-        println!("  {d}");
+        outln!("  {d}");
     }
-    false
+    Ok(false)
 }

@@ -8,13 +8,8 @@ use crate::exit::Exit;
 pub async fn copy(args: DbCopyArgs) -> anyhow::Result<Exit> {
     let done = crate::app::copy::copy(&args.from, &args.to).await?;
     for (table, rows) in &done.copied.rows {
-        println!("{table:<16} {rows:>9} rows");
+        outln!("{table:<16} {rows:>9} rows");
     }
-    println!(
-        "copied {} into {}; audit chain verified there, tip {}",
-        args.from.display(),
-        done.target,
-        done.copied.tip
-    );
+    outln!("copied {} into {}; audit chain verified there, tip {}", args.from.display(), done.target, done.copied.tip);
     Ok(Exit::Ok)
 }

@@ -16,6 +16,16 @@ use crate::exit::Exit;
 pub use crate::runner::policy::MaxFail;
 pub use crate::telemetry::LogFormat;
 
+/// `println!` that returns the write's error instead of panicking: a reader that stopped
+/// reading (`qc-offboard audit verify | head`) ends the command quietly with 0, and a full disk
+/// is an error with its exit code, not a panic.
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout(), $($arg)*)?
+    }};
+}
+
 mod audit;
 mod completions;
 mod db;

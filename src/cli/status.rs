@@ -69,9 +69,9 @@ fn list(listing: &Listing, output: OutputFormat) -> anyhow::Result<()> {
                     })
                 })
                 .collect();
-            println!("{}", serde_json::to_string_pretty(&items)?);
+            outln!("{}", serde_json::to_string_pretty(&items)?);
         }
-        OutputFormat::Human if runs.is_empty() => println!("no runs recorded in {location}"),
+        OutputFormat::Human if runs.is_empty() => outln!("no runs recorded in {location}"),
         OutputFormat::Human => {
             let header = [
                 "RUN", "STARTED", "FINISHED", "EXIT", "TICKET", "TASKS", "DELETED", "ABSENT", "FAILED", "SKIPPED",
@@ -117,14 +117,14 @@ fn list(listing: &Listing, output: OutputFormat) -> anyhow::Result<()> {
                     .trim_end()
                     .to_string()
             };
-            println!("{}", line(header.to_vec()));
+            outln!("{}", line(header.to_vec()));
             for row in &rows {
-                println!("{}", line(row.iter().map(String::as_str).collect()));
+                outln!("{}", line(row.iter().map(String::as_str).collect()));
             }
             match (&proof.chain_problem, proof.differences.len()) {
-                (None, 0) => println!("\naudit: chain intact, every stored run and task agrees with it"),
-                (Some(p), _) => println!("\naudit: chain NOT intact: {p} (`audit verify` says more)"),
-                (None, n) => println!(
+                (None, 0) => outln!("\naudit: chain intact, every stored run and task agrees with it"),
+                (Some(p), _) => outln!("\naudit: chain NOT intact: {p} (`audit verify` says more)"),
+                (None, n) => outln!(
                     "\naudit: NOT verified: {n} stored values disagree with the audit chain (`audit verify` lists them)"
                 ),
             }
@@ -145,10 +145,15 @@ fn one(detail: &Detail, output: OutputFormat) -> anyhow::Result<()> {
                 obj.insert("deadline".into(), serde_json::to_value(deadline)?);
                 obj.insert("evidence".into(), proof_json(proof, run.id));
             }
-            println!("{}", serde_json::to_string_pretty(&value)?);
+            outln!("{}", serde_json::to_string_pretty(&value)?);
         }
         OutputFormat::Human => {
-            let label = |l: &str, v: String| println!("{l:<12}{v}");
+            // A failed write here is seen by the `outln!` lines that follow (the state counts):
+            // a closed pipe ends quietly, a full disk with its error.
+            let label = |l: &str, v: String| {
+                use std::io::Write as _;
+                let _ = writeln!(std::io::stdout(), "{l:<12}{v}");
+            };
             label("run", format!("{}{}", run.id, if run.simulated { " (simulated)" } else { "" }));
             if let Some(t) = &run.ticket {
                 label("ticket", t.clone());
@@ -181,7 +186,7 @@ fn one(detail: &Detail, output: OutputFormat) -> anyhow::Result<()> {
             label("tasks", total.to_string());
             for s in TaskState::ALL {
                 let note = if s == TaskState::Absent { "  (account not found)" } else { "" };
-                println!("  {:<12}{}{note}", s.as_str(), counts.get(&s).copied().unwrap_or(0));
+                outln!("  {:<12}{}{note}", s.as_str(), counts.get(&s).copied().unwrap_or(0));
             }
             label(
                 "deadline",
@@ -196,7 +201,7 @@ fn one(detail: &Detail, output: OutputFormat) -> anyhow::Result<()> {
             } else {
                 label("evidence", format!("NOT verified ({} problems):", problems.len()));
                 for p in &problems {
-                    println!("  {p}");
+                    outln!("  {p}");
                 }
             }
         }

@@ -99,13 +99,26 @@ fn a_reader_that_stops_early_ends_the_report_quietly() {
         .output()
         .unwrap();
     assert!(matches!(out.status.code(), Some(0 | 1)), "{}", text(&out.stderr));
-    for format in ["table", "csv", "json"] {
+    let commands: [&[&str]; 8] = [
+        &["report", "--simulate", "--format", "table"],
+        &["report", "--simulate", "--format", "csv"],
+        &["report", "--simulate", "--format", "json"],
+        &["status", "--simulate"],
+        &["status", "1", "--simulate"],
+        &["audit", "verify", "--db", "sim-audit.db"],
+        &["audit", "checkpoint", "--db", "sim-audit.db"],
+        &["status", "--simulate", "--output", "json"],
+    ];
+    let sim_db = home.path().join(".local/share/qc-offboard");
+    for args in commands {
+        let format = args.join(" ");
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("qc-offboard"))
             .env_clear()
             .env("HOME", home.path())
             .env("XDG_DATA_HOME", home.path().join(".local/share"))
             .env("RUST_BACKTRACE", "0")
-            .args(["report", "--simulate", "--format", format])
+            .current_dir(&sim_db)
+            .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::piped())
             .spawn()
@@ -115,6 +128,23 @@ fn a_reader_that_stops_early_ends_the_report_quietly() {
         let out = child.wait_with_output().unwrap();
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(0), "{format}: {stderr}");
-        assert!(!stderr.contains("bug"), "{format}: {stderr}");
+        assert!(!stderr.contains("bug") && !stderr.contains("panicked"), "{format}: {stderr}");
+    }
+    // A full disk under the output is an error with the exit code of a full disk (75), not a
+    // panic or "a bug".
+    let full = std::fs::File::create("/dev/full");
+    if let Ok(full) = full {
+        let out = std::process::Command::new(assert_cmd::cargo::cargo_bin("qc-offboard"))
+            .env_clear()
+            .env("HOME", home.path())
+            .env("XDG_DATA_HOME", home.path().join(".local/share"))
+            .env("RUST_BACKTRACE", "0")
+            .args(["status", "1", "--simulate"])
+            .stdout(full)
+            .output()
+            .unwrap();
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "{stderr}");
+        assert!(!stderr.contains("bug") && !stderr.contains("panicked"), "{stderr}");
     }
 }
