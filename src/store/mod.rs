@@ -28,6 +28,7 @@ mod open;
 mod paths;
 pub mod postgres;
 mod replay;
+mod rows;
 mod runs;
 mod tasks;
 

@@ -1,6 +1,7 @@
 //! Runs: creating one with all its tasks, finishing it, and the questions asked about runs
 //! (the newest unfinished one, counts by state, work already done, the report's rows).
 
+use crate::store::rows::RUN_COLUMNS;
 use std::collections::{BTreeMap, HashMap};
 
 use chrono::Utc;
@@ -15,9 +16,6 @@ use super::{opt_ts, ts, LockOutcome, NewRun, NewTask, ReportFilter, RunRow, Stor
 
 /// Task rows per multi-row INSERT (10 parameters each).
 const TASK_CHUNK: usize = 500;
-
-const RUN_COLUMNS: &str = "id, started_at, finished_at, exit_code, ticket, requested_by, reason, due_by, operator, \
-                           host, endpoint, access_key_id, options, summary, retry_of, simulated";
 
 impl Store {
     /// Record a run, all its tasks and their audit records in one transaction. Returns the run id.
@@ -324,27 +322,5 @@ async fn close_run(
 }
 
 fn run_from_row(row: &SqliteRow) -> Result<RunRow, StoreError> {
-    let json = |col: &str| -> Result<Option<serde_json::Value>, StoreError> {
-        let text: Option<String> = row.try_get(col)?;
-        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("runs.{col}: {e}")))).transpose()
-    };
-    Ok(RunRow {
-        id: row.try_get("id")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        exit_code: row.try_get("exit_code")?,
-        manifests: Vec::new(),
-        ticket: row.try_get("ticket")?,
-        requested_by: row.try_get("requested_by")?,
-        reason: row.try_get("reason")?,
-        due_by: row.try_get("due_by")?,
-        operator: row.try_get("operator")?,
-        host: row.try_get("host")?,
-        endpoint: row.try_get("endpoint")?,
-        access_key_id: row.try_get("access_key_id")?,
-        options: json("options")?.unwrap_or_default(),
-        summary: json("summary")?,
-        retry_of: row.try_get("retry_of")?,
-        simulated: row.try_get("simulated")?,
-    })
+    super::rows::run_row_from!(row)
 }

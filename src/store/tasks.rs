@@ -260,28 +260,5 @@ async fn update_segment(
 }
 
 pub(crate) fn task_from_row(row: &SqliteRow) -> Result<TaskRow, StoreError> {
-    let state: String = row.try_get("state")?;
-    Ok(TaskRow {
-        id: row.try_get("id")?,
-        run_id: row.try_get("run_id")?,
-        cluster: row.try_get("cluster")?,
-        zone: row.try_get("zone")?,
-        user: row.try_get("user")?,
-        host: row.try_get("host")?,
-        state: state.parse().map_err(StoreError::Corrupt)?,
-        not_before: row.try_get("not_before")?,
-        due_by: row.try_get("due_by")?,
-        attempts: row.try_get("attempts")?,
-        job_id: row.try_get("job_id")?,
-        last_ret_code: row.try_get("last_ret_code")?,
-        last_message: row.try_get("last_message")?,
-        started_at: row.try_get("started_at")?,
-        intent_at: row.try_get("intent_at")?,
-        submitted_at: row.try_get("submitted_at")?,
-        next_attempt_at: row.try_get("next_attempt_at")?,
-        finished_at: row.try_get("finished_at")?,
-        updated_at: row.try_get("updated_at")?,
-        adopted_from: row.try_get("adopted_from")?,
-        unresolved: row.try_get("unresolved")?,
-    })
+    super::rows::task_row_from!(row)
 }

@@ -3,18 +3,15 @@
 //! `retry` takes, and the rows `report` shows. Reads only, each one statement (or one per
 //! table) on the pool; nothing here writes or decides.
 
+use crate::store::rows::RUN_COLUMNS;
 use std::collections::{BTreeMap, HashMap};
 
-use serde_json::Value;
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
 use super::runs::{task_from_row, TASK_COLUMNS};
 use super::PgStore;
 use crate::store::{ReportFilter, RunRow, StoreError, TaskRow, TaskState};
-
-const RUN_COLUMNS: &str = "id, started_at, finished_at, exit_code, ticket, requested_by, reason, due_by, operator, \
-                           host, endpoint, access_key_id, options, summary, retry_of, simulated";
 
 impl PgStore {
     pub async fn run(&self, run_id: i64) -> Result<Option<RunRow>, StoreError> {
@@ -137,27 +134,5 @@ impl PgStore {
 }
 
 fn run_from_row(row: &PgRow) -> Result<RunRow, StoreError> {
-    let json = |col: &str| -> Result<Option<Value>, StoreError> {
-        let text: Option<String> = row.try_get(col)?;
-        text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Corrupt(format!("runs.{col}: {e}")))).transpose()
-    };
-    Ok(RunRow {
-        id: row.try_get("id")?,
-        started_at: row.try_get("started_at")?,
-        finished_at: row.try_get("finished_at")?,
-        exit_code: row.try_get("exit_code")?,
-        manifests: Vec::new(),
-        ticket: row.try_get("ticket")?,
-        requested_by: row.try_get("requested_by")?,
-        reason: row.try_get("reason")?,
-        due_by: row.try_get("due_by")?,
-        operator: row.try_get("operator")?,
-        host: row.try_get("host")?,
-        endpoint: row.try_get("endpoint")?,
-        access_key_id: row.try_get("access_key_id")?,
-        options: json("options")?.unwrap_or_default(),
-        summary: json("summary")?,
-        retry_of: row.try_get("retry_of")?,
-        simulated: row.try_get("simulated")?,
-    })
+    crate::store::rows::run_row_from!(row)
 }
