@@ -3,8 +3,9 @@
 //! commands (`status`, `report`, `audit`) open one that exists and never create or migrate a
 //! file; `plan` reads what earlier runs did when there is a database, and nothing otherwise.
 //!
-//! The read-only commands also read a PostgreSQL database (`--db postgres://…`), never creating
-//! or migrating it; every other command refuses one (78) until the run's per-host leases come.
+//! With `--db postgres://…`: `run` creates or migrates the schema in the database the URL names;
+//! `resume` and `retry` need one that is already qc-offboard's; the read-only commands never
+//! create or migrate it. `plan` and `doctor` work on SQLite only and refuse a URL (78).
 //!
 //! All SQL stays in `store`: this module only picks paths and maps a missing database to a
 //! configuration error (78), and a PostgreSQL server that does not answer to 69.
@@ -24,14 +25,32 @@ pub fn path(db: Option<&Path>, simulate: bool) -> anyhow::Result<PathBuf> {
     Ok(store::resolve_path(db, simulate)?)
 }
 
-/// The database a new run is recorded in, created when missing.
-pub async fn open_for_run(db: Option<&Path>, simulate: bool) -> anyhow::Result<Store> {
-    Ok(Store::open(&path(db, simulate)?).await?)
+/// The PostgreSQL URL `--db` gives, if it gives one.
+fn postgres_url(db: Option<&Path>) -> Option<&str> {
+    db.and_then(Path::to_str).filter(|s| is_postgres_url(s)).map(str::trim)
+}
+
+/// The database a new run is recorded in, created when missing (on PostgreSQL, the schema is
+/// created or brought up to date in the database the URL names).
+pub async fn open_for_run(db: Option<&Path>, simulate: bool) -> anyhow::Result<Db> {
+    if let Some(url) = postgres_url(db) {
+        return Ok(PgStore::open(url).await.map_err(pg_open_error)?.into());
+    }
+    Ok(Store::open(&path(db, simulate)?).await?.into())
 }
 
 /// Open a database that must exist (`resume`, `retry`): a mistyped `--db` is a configuration
-/// error (78), never a new empty database.
-pub async fn open_recorded(db: Option<&Path>, simulate: bool) -> anyhow::Result<Store> {
+/// error (78), never a new empty database. On PostgreSQL the database must already be
+/// qc-offboard's; it is then brought up to this version.
+pub async fn open_recorded(db: Option<&Path>, simulate: bool) -> anyhow::Result<Db> {
+    if let Some(url) = postgres_url(db) {
+        match PgStore::open_existing(url).await {
+            Ok(existing) => existing.close().await,
+            Err(e @ OpenError::Older { .. }) => tracing::debug!("{e}: migrating it"),
+            Err(e) => return Err(pg_open_error(e)),
+        }
+        return Ok(PgStore::open(url).await.map_err(pg_open_error)?.into());
+    }
     let path = path(db, simulate)?;
     if !path.is_file() {
         return Err(Coded::new(
@@ -40,7 +59,7 @@ pub async fn open_recorded(db: Option<&Path>, simulate: bool) -> anyhow::Result<
         )
         .into());
     }
-    Ok(Store::open(&path).await?)
+    Ok(Store::open(&path).await?.into())
 }
 
 /// Open the database the read-only commands look at (with `simulate`, the simulator's default

@@ -19,15 +19,17 @@ use super::target::Target;
 use super::Event;
 use crate::exit::{Coded, Exit};
 use crate::limiter::Rate;
+use crate::runner::shared::Shared;
 use crate::runner::{self, Ctx, Progress, StopReason};
-use crate::store::{self, LockOutcome, NewRun, NewTask, Store};
+use crate::store::postgres::{HostLease, PgQuota, PgStore};
+use crate::store::{self, Db, LockOutcome, NewRun, NewTask, Store};
 
 /// Drive `launches` in order, one account's run after another, and end the command. A run that
 /// stopped (a signal, the deadline, an unavailable API) stops the command: the next accounts are
 /// left for the same command to do later.
 pub async fn execute(
     opts: &RunOptions,
-    store: &Store,
+    store: &Db,
     launches: Vec<Launch>,
     signals: &Signals,
     on: &mut dyn FnMut(Event<'_>) -> anyhow::Result<()>,
@@ -39,8 +41,8 @@ pub async fn execute(
             not_started.push(launch.target.account.clone());
             continue;
         }
-        let run_id = match begin(store, &launch.start).await {
-            Ok(id) => id,
+        let begun = match begin(store, &launch.start, opts).await {
+            Ok(b) => b,
             // The first account's refusal is the command's; a later one ends what ran so far.
             Err(e) if endings.is_empty() => return Err(e),
             Err(e) => {
@@ -49,6 +51,7 @@ pub async fn execute(
                 break;
             }
         };
+        let run_id = begun.run_id;
         match &launch.start {
             Start::New { run, tasks, discovery } => {
                 if let Some(d) = discovery {
@@ -63,13 +66,16 @@ pub async fn execute(
                         Some(run_id),
                         None,
                         "run_resumed",
-                        json!({ "pid": std::process::id(), "host": store::this_host(), "operator": opts.operator() }),
+                        json!({
+                            "pid": std::process::id(), "host": store::this_host(), "operator": opts.operator(),
+                            "joined_live_hosts": begun.host.as_ref().map(|(_, peers)| *peers),
+                        }),
                     )
                     .await?;
             }
         }
         let rate = opts.rate(launch.target.simulate);
-        let ending = drive(opts, store, &launch.target, run_id, rate, i == 0, signals).await?;
+        let ending = drive(opts, store, &launch.target, &begun, rate, i == 0, signals).await?;
         on(Event::RunEnded(&ending))?;
         endings.push(ending);
     }
@@ -82,12 +88,49 @@ pub async fn execute(
     Ok(conclusion.exit)
 }
 
-/// Record the run and take the lock for it, or take the lock of a recorded run.
-async fn begin(store: &Store, start: &Start) -> anyhow::Result<i64> {
-    match start {
-        Start::New { run, tasks, .. } => create_locked(store, run, tasks).await,
-        Start::Existing { run_id } => lock(store, *run_id).await,
+/// A run this process may work on: its id, and on PostgreSQL this host's lease on it with the
+/// number of other hosts live on it when it joined.
+pub struct Begun {
+    pub run_id: i64,
+    pub host: Option<(HostLease, usize)>,
+}
+
+/// Record the run and take the lock for it, or take the lock of a recorded run (SQLite); on
+/// PostgreSQL, join it with a host lease instead (a live run is shared, not refused).
+async fn begin(store: &Db, start: &Start, opts: &RunOptions) -> anyhow::Result<Begun> {
+    let pg = match store {
+        Db::Sqlite(s) => {
+            let run_id = match start {
+                Start::New { run, tasks, .. } => create_locked(s, run, tasks).await?,
+                Start::Existing { run_id } => lock(s, *run_id).await?,
+            };
+            return Ok(Begun { run_id, host: None });
+        }
+        Db::Postgres(pg) => pg,
+    };
+    let host =
+        HostLease { run_id: 0, owner: host_owner(), host: store::this_host(), pid: i64::from(std::process::id()) };
+    let (run_id, outcome, peers) = match start {
+        Start::New { run, tasks, .. } => {
+            let (run_id, outcome) = pg.create_run_joined(run, tasks, &host, opts.lease).await?;
+            (run_id, outcome, 0)
+        }
+        Start::Existing { run_id } => {
+            let joined = pg.join_run(&HostLease { run_id: *run_id, ..host.clone() }, opts.lease).await?;
+            (*run_id, joined.outcome, joined.peers)
+        }
+    };
+    let run_id = locked(run_id, outcome)?;
+    if peers > 0 {
+        tracing::info!(run_id, hosts = peers, "joined a live run: sharing its tasks with the hosts working on it");
     }
+    Ok(Begun { run_id, host: Some((HostLease { run_id, ..host }, peers)) })
+}
+
+/// This process's name among the hosts of a shared run: the host, the pid and a random part
+/// (a pid is reused, and two containers may share a host name).
+fn host_owner() -> String {
+    format!("{}:{}:{:08x}", store::this_host(), std::process::id(), rand::random::<u32>())
 }
 
 /// Take the database's run lock for `run_id`, or explain who holds it (exit 73).
@@ -120,8 +163,16 @@ fn locked(run_id: i64, outcome: LockOutcome) -> anyhow::Result<i64> {
         LockOutcome::Held(h) => Err(Coded::new(
             Exit::Locked,
             format!(
-                "run {} holds the database's run lock: pid {} on {}, started {}; wait for it to finish",
-                h.run_id, h.pid, h.host, h.started_at
+                "run {} holds the database's run lock: pid {} on {}, started {}; wait for it to finish{}",
+                h.run_id,
+                h.pid,
+                h.host,
+                h.started_at,
+                if run_id == h.run_id {
+                    String::new()
+                } else {
+                    format!(" (on a PostgreSQL database, `qc-offboard resume {}` joins it)", h.run_id)
+                }
             ),
         )
         .into()),
@@ -133,17 +184,18 @@ fn locked(run_id: i64, outcome: LockOutcome) -> anyhow::Result<i64> {
 /// one received before the run starts stops it before its first request.
 async fn drive(
     opts: &RunOptions,
-    store: &Store,
+    store: &Db,
     target: &Target,
-    run_id: i64,
+    begun: &Begun,
     rate: Rate,
     first: bool,
     signals: &Signals,
 ) -> anyhow::Result<Ending> {
     if let (Some(p), true) = (Pinger::of(opts.ping_url.as_deref()), first) {
-        p.send("/start", format!("qc-offboard run {run_id} started")).await;
+        p.send("/start", format!("qc-offboard run {} started", begun.run_id)).await;
     }
-    let outcome = match drive_inner(opts, store, target, run_id, rate, signals).await {
+    let run_id = begun.run_id;
+    let outcome = match drive_inner(opts, store, target, begun, rate, signals).await {
         // A database that lost what this process wrote (its -wal file deleted or replaced) makes
         // later statements fail in ways that say nothing of it: name the cause, not the symptom.
         Err(e) => match store.check_written_to_disk().await {
@@ -155,7 +207,12 @@ async fn drive(
         },
         ok => ok,
     };
-    if let Err(e) = store.release_lock(run_id).await {
+    let released = match (store, &begun.host) {
+        (Db::Sqlite(s), _) => s.release_lock(run_id).await.map(|_| ()),
+        (Db::Postgres(pg), Some((host, _))) => pg.leave_run(host).await,
+        (Db::Postgres(_), None) => Ok(()),
+    };
+    if let Err(e) = released {
         tracing::warn!("could not release the run lock: {e}");
     }
     // An error is reported by the caller, to the ping URL too.
@@ -166,12 +223,18 @@ async fn drive(
 
 async fn drive_inner(
     opts: &RunOptions,
-    store: &Store,
+    store: &Db,
     target: &Target,
-    run_id: i64,
+    begun: &Begun,
     rate: Rate,
     signals: &Signals,
 ) -> anyhow::Result<Ending> {
+    let run_id = begun.run_id;
+    if let Some(pg) = store.postgres() {
+        // One quota for every host of the account: the limiter's turns come from the database.
+        let scope = format!("{}|{}", target.recorded_endpoint, target.settings.credentials.access_key_id);
+        target.share_quota(rate, opts.burst, Arc::new(PgQuota::new(pg.clone(), scope)));
+    }
     let limiter = target.limiter(rate, opts.burst);
     let client = target.client(rate, opts.burst)?;
     let run = store.run(run_id).await?.ok_or_else(|| anyhow::anyhow!("run {run_id} is not in the database"))?;
@@ -191,7 +254,10 @@ async fn drive_inner(
     };
     // The account is the unit of safety: what other runs did, or left in flight, comes first.
     let identity_runs = store.identity_runs(&run.endpoint, &run.access_key_id).await?;
-    let prepared = store.prepare_run(run_id, &identity_runs).await?;
+    // A host joining a live run shares it as it is: the host that started (or continued) it
+    // prepared it and checked its clusters.
+    let joining = begun.host.as_ref().is_some_and(|(_, peers)| *peers > 0);
+    let prepared = if joining { Default::default() } else { store.prepare_run(run_id, &identity_runs).await? };
     if prepared.skipped > 0 {
         tracing::info!(skipped = prepared.skipped, "accounts already done by other runs are skipped");
     }
@@ -209,8 +275,31 @@ async fn drive_inner(
         tracing::info!(skew_s = skew.num_seconds(), "signing with the API's clock, as `doctor` measured it");
         client.set_clock_offset(skew);
     }
-    let journal = runner::journal::Journal::start(store.clone());
-    let ctx = Arc::new(Ctx::new(store.clone(), journal, Arc::new(client), limiter, run_id, runner_opts, identity_runs));
+    let shared = match (store.postgres(), &begun.host) {
+        (Some(pg), Some((host, _))) => Some(shared_run(pg, host, opts, target, runner_opts.promote_not_due)),
+        _ => None,
+    };
+    let journal = match &shared {
+        Some(s) => runner::journal::Journal::start_shared(store.clone(), Arc::clone(s)),
+        None => runner::journal::Journal::start(store.clone()),
+    };
+    let mut ctx = Ctx::new(store.clone(), journal, Arc::new(client), limiter, run_id, runner_opts, identity_runs);
+    if let Some(s) = &shared {
+        ctx = ctx.with_shared(Arc::clone(s));
+    }
+    let ctx = Arc::new(ctx);
+    // The leases are renewed every third of their length while this process works.
+    let keeper = shared.as_ref().map(|s| {
+        let s = Arc::clone(s);
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(s.lease() / 3).await;
+                if let Err(e) = s.extend().await {
+                    tracing::warn!("could not renew this host's leases: {e}");
+                }
+            }
+        })
+    });
     if let Some(skew) = skew {
         *ctx.clock_skew.lock().unwrap_or_else(|p| p.into_inner()) = Some(skew);
     }
@@ -227,7 +316,9 @@ async fn drive_inner(
             ctx.stop.send_replace(true);
         })
     };
-    if opts.no_preflight {
+    if joining {
+        tracing::info!("preflight skipped: the run is live on other hosts, which checked its clusters");
+    } else if opts.no_preflight {
         tracing::info!("preflight skipped (--no-preflight): clusters are not checked before del_user");
     } else if !ctx.stopping() {
         let checked = runner::preflight::run(&ctx).await?;
@@ -244,6 +335,9 @@ async fn drive_inner(
     // `pending` for `resume`.
     let stop = if ctx.stopping() { Ok(None) } else { runner::execute(Arc::clone(&ctx), &progress).await };
     bridge.abort();
+    if let Some(k) = keeper {
+        k.abort();
+    }
     progress.finish();
     let mut stop = stop?;
     if stop.is_none() && ctx.stopping() {
@@ -263,8 +357,22 @@ async fn drive_inner(
 
 /// The clock difference `doctor` found against this endpoint within the last day, when it is
 /// large enough to matter (over 30 s; the API refuses time stamps more than 60 s off).
+/// This host's part in a run shared through PostgreSQL. A request's last check renews the
+/// task's lease for at least as long as the request may take.
+fn shared_run(
+    pg: &PgStore,
+    host: &HostLease,
+    opts: &RunOptions,
+    target: &Target,
+    promote_not_due: bool,
+) -> Arc<Shared> {
+    // The client's timeout bounds the whole request, connecting included.
+    let request = target.settings.request_timeout;
+    Arc::new(Shared::new(pg.clone(), host.clone(), opts.lease, request, promote_not_due))
+}
+
 async fn doctor_clock_skew(
-    store: &Store,
+    store: &Db,
     endpoint: &str,
     access_key_id: &str,
 ) -> anyhow::Result<Option<chrono::TimeDelta>> {

@@ -45,6 +45,8 @@ pub struct RunOptions {
     /// `--retry-base`: the back-off base between attempts (SPEC §4's 2 s unless given).
     pub retry_base: Option<Duration>,
     pub no_preflight: bool,
+    /// `--lease`: on PostgreSQL, how long this host's claims last unless renewed.
+    pub lease: Duration,
 }
 
 impl RunOptions {

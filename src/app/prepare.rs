@@ -22,7 +22,7 @@ use crate::exit::{Coded, Exit};
 use crate::manifest::AccountName;
 use crate::plan::file::{ApprovalArgs, PlanFile};
 use crate::plan::{EstimateInputs, Plan, PlanState};
-use crate::store::{self, NewRun, NewTask, Store, TaskState};
+use crate::store::{self, Db, NewRun, NewTask, TaskState};
 
 /// What a command starts from.
 #[derive(Debug, Clone)]
@@ -60,7 +60,7 @@ pub enum Start {
 /// What a command comes to before anything is driven.
 pub enum Prepared {
     /// Runs to drive, in order, recorded in `store`.
-    Runs { store: Store, launches: Vec<Launch> },
+    Runs { store: Db, launches: Vec<Launch> },
     /// Nothing to drive.
     Idle(Idle),
 }

@@ -13,7 +13,7 @@ use serde_json::json;
 use crate::exit::Exit;
 use crate::manifest::AccountName;
 use crate::runner::StopReason;
-use crate::store::{Store, TaskState};
+use crate::store::{Db, TaskState};
 
 pub use super::result::{ApiCalls, FailedAccount, OutcomeCounts, RunResult};
 
@@ -29,7 +29,7 @@ pub struct Ending {
 /// why it stopped early, if it did): its exit code, its summary and its result. The run is
 /// finished in the database with that exit code.
 pub async fn tally(
-    store: &Store,
+    store: &Db,
     run_id: i64,
     account: &AccountName,
     stop: Option<StopReason>,

@@ -81,6 +81,13 @@ impl Target {
         })
     }
 
+    /// Share the account's quota with the other hosts of a PostgreSQL database: the limiter
+    /// takes its turns from `quota` (called before the first [`Target::limiter`]; later calls
+    /// change nothing).
+    pub fn share_quota(&self, rate: Rate, burst: u32, quota: Arc<dyn crate::limiter::SharedQuota>) {
+        let _ = self.limiter.set(Arc::new(Limiter::shared(rate, burst, quota)));
+    }
+
     /// The account's limiter: every call of the command for this account waits on it.
     pub fn limiter(&self, rate: Rate, burst: u32) -> Arc<Limiter> {
         Arc::clone(self.limiter.get_or_init(|| Arc::new(Limiter::new(rate, burst))))

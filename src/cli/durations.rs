@@ -24,6 +24,15 @@ pub(super) fn parse_retry_base(s: &str) -> Result<Duration, String> {
     Ok(d)
 }
 
+/// `--lease`: from 2 s to 1 h.
+pub(super) fn parse_lease(s: &str) -> Result<Duration, String> {
+    let d = parse_duration(s)?;
+    if d < crate::runner::shared::MIN_LEASE || d > Duration::from_secs(3600) {
+        return Err(format!("{s:?}: --lease is between 2s and 1h"));
+    }
+    Ok(d)
+}
+
 /// A duration written as `500ms`, `3s`, `15m`, `2h` or a combination such as `1h30m`.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("{e} (examples: 3s, 15m, 2h)"))

@@ -9,7 +9,9 @@ use std::time::Duration;
 
 use clap::Args;
 
-use super::durations::{parse_deadline, parse_job_timeout, parse_poll_interval, parse_retry_base, parse_settle};
+use super::durations::{
+    parse_deadline, parse_job_timeout, parse_lease, parse_poll_interval, parse_retry_base, parse_settle,
+};
 use super::options::{ApiOpts, OutputFormat, RateOpts};
 use crate::runner::policy::MaxFail;
 
@@ -128,6 +130,11 @@ pub struct ExecOpts {
     /// Skip the preflight check of the clusters (DescribeClusters before the first del_user)
     #[arg(long)]
     pub no_preflight: bool,
+    /// With a PostgreSQL --db: how long this host's hold on the run and on each task it works on
+    /// lasts unless renewed (renewed every third of it); the other hosts take over the tasks of
+    /// a host silent for that long
+    #[arg(long, value_parser = parse_lease, default_value = "60s", value_name = "DUR")]
+    pub lease: Duration,
 }
 
 #[cfg(test)]

@@ -303,10 +303,10 @@ pub struct SimArgs {
 /// Run the command and return the exit code it earned.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
-    // The commands that write (and `plan`, which reads what they wrote) work on SQLite only so
-    // far: a PostgreSQL --db is refused before anything starts (a simulator, an API call).
-    let sqlite_only = matches!(&command, Command::Run(_) | Command::Resume(_) | Command::Retry(_) | Command::Doctor(_))
-        || matches!(&command, Command::Plan(args) if args.command.is_none());
+    // `doctor` and `plan` (which reads what runs did) work on SQLite only: a PostgreSQL --db is
+    // refused before anything starts (a simulator, an API call).
+    let sqlite_only =
+        matches!(&command, Command::Doctor(_)) || matches!(&command, Command::Plan(args) if args.command.is_none());
     if let Some(db) = global.db.as_deref().filter(|_| sqlite_only) {
         crate::store::refuse_postgres(db)?;
     }

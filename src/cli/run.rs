@@ -37,6 +37,7 @@ fn run_options(global: &GlobalOpts, exec: &ExecOpts) -> app::RunOptions {
         reconcile_settle: exec.reconcile_settle,
         retry_base: exec.retry_base,
         no_preflight: exec.no_preflight,
+        lease: exec.lease,
     }
 }
 

@@ -22,7 +22,7 @@ use crate::limiter::Limiter;
 use crate::qingcloud::api::Api;
 use crate::qingcloud::client::CallRecord;
 use crate::qingcloud::client::{ApiError, Call, Gate};
-use crate::store::{ApiCallRow, Store, TaskChange, TaskRow, TaskState};
+use crate::store::{ApiCallRow, Db, TaskChange, TaskRow, TaskState};
 
 use super::clock::{Clock, SystemClock};
 use super::policy;
@@ -59,7 +59,9 @@ impl Gate for LimiterGate {
 }
 
 pub struct Ctx {
-    pub store: Store,
+    pub store: Db,
+    /// This process's part in a run shared with other hosts (PostgreSQL), if it is one.
+    pub shared: Option<Arc<super::shared::Shared>>,
     pub journal: super::journal::Journal,
     pub api: Arc<dyn Api>,
     pub limiter: Arc<Limiter>,
@@ -98,7 +100,7 @@ pub enum CallVerdict {
 impl Ctx {
     /// A context on the system clock with an OS-seeded random source.
     pub fn new(
-        store: Store,
+        store: impl Into<Db>,
         journal: super::journal::Journal,
         api: Arc<dyn Api>,
         limiter: Arc<Limiter>,
@@ -108,7 +110,8 @@ impl Ctx {
     ) -> Ctx {
         let (stop, _) = watch::channel(false);
         Ctx {
-            store,
+            store: store.into(),
+            shared: None,
             journal,
             api,
             limiter,
@@ -122,6 +125,12 @@ impl Ctx {
             not_api_in_a_row: AtomicU32::new(0),
             clock_skew: Mutex::new(None),
         }
+    }
+
+    /// Share the run with other hosts through `shared` (its journal must write through it too).
+    pub fn with_shared(mut self, shared: Arc<super::shared::Shared>) -> Ctx {
+        self.shared = Some(shared);
+        self
     }
 
     /// Read time from `clock` instead of the system's.

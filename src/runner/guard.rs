@@ -94,6 +94,14 @@ impl SendGuard for TaskGuard<'_> {
                 Ok(Err(refusal)) => return Err(self.refuse(Withhold::Refused(refusal))),
                 Err(e) => return Err(self.refuse(Withhold::Unchecked(Arc::new(e)))),
             }
+            // A shared run: the lease is renewed for the request's whole time, or it is gone.
+            if let Some(shared) = &self.ctx.shared {
+                match shared.renew_for_request(self.task.id).await {
+                    Ok(true) => {}
+                    Ok(false) => return Err(self.refuse(Withhold::Refused(Refusal::LeaseLost))),
+                    Err(e) => return Err(self.refuse(Withhold::Unchecked(Arc::new(e)))),
+                }
+            }
             // Checked again after the database answered: a stop during the query wins.
             if self.ctx.stopping() {
                 return Err(self.refuse(Withhold::Stopped));

@@ -13,7 +13,9 @@ use std::sync::Arc;
 
 use tokio::sync::{mpsc, oneshot};
 
-use crate::store::{ApiCallRow, Store, StoreError, TaskRow, Transition};
+use crate::store::{ApiCallRow, Db, StoreError, TaskRow, Transition};
+
+use super::shared::Shared;
 
 /// Most changes committed together.
 const MAX_BATCH: usize = 2000;
@@ -61,9 +63,19 @@ pub struct Journal {
 
 impl Journal {
     /// Start the committing task for `store`.
-    pub fn start(store: Store) -> Journal {
+    pub fn start(store: impl Into<Db>) -> Journal {
+        Journal::spawn(store.into(), None)
+    }
+
+    /// Start the committing task of a run shared with other hosts: task writes go through
+    /// `shared`'s leases, one transaction each.
+    pub fn start_shared(store: impl Into<Db>, shared: Arc<Shared>) -> Journal {
+        Journal::spawn(store.into(), Some(shared))
+    }
+
+    fn spawn(store: Db, shared: Option<Arc<Shared>>) -> Journal {
         let (tx, rx) = mpsc::channel(MAX_BATCH * 2);
-        tokio::spawn(commit_loop(store, rx));
+        tokio::spawn(commit_loop(store, shared, rx));
         Journal { tx }
     }
 
@@ -82,7 +94,7 @@ impl Journal {
     }
 }
 
-async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Write>) {
+async fn commit_loop(store: Db, shared: Option<Arc<Shared>>, mut rx: mpsc::Receiver<Write>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
         while batch.len() < MAX_BATCH {
@@ -114,7 +126,12 @@ async fn commit_loop(store: Store, mut rx: mpsc::Receiver<Write>) {
                 let _ = ack.send(result.clone());
             }
         }
-        if !transitions.is_empty() {
+        if let (Some(shared), false) = (&shared, transitions.is_empty()) {
+            for (t, ack) in transitions.iter().zip(transition_acks) {
+                let result = shared.write(t).await.map_err(|e| JournalError::Store(Arc::new(e)));
+                let _ = ack.send(result);
+            }
+        } else if !transitions.is_empty() {
             match store.steps(&transitions).await {
                 Ok(rows) => {
                     for (ack, row) in transition_acks.into_iter().zip(rows) {

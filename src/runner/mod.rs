@@ -33,6 +33,7 @@ pub mod preflight;
 pub mod progress;
 pub mod queue;
 pub mod reconcile;
+pub mod shared;
 pub mod state;
 pub mod stop;
 pub mod submit;

@@ -92,6 +92,7 @@ pub async fn round(ctx: Arc<Ctx>, jobs: Vec<InFlight>) -> super::error::Result<R
         let ids: Vec<String> = in_zone.iter().map(|j| j.job_id.clone()).collect();
         let (found, unknown, polled) = describe_isolating(&ctx, &zone, ids, &mut result).await?;
         let mut found = found;
+        let asked: Arc<HashSet<String>> = Arc::new(polled.keys().cloned().collect());
         for j in &in_zone {
             if let Some(at) = polled.get(&j.job_id) {
                 result.polled.insert(j.task.id, *at);
@@ -107,6 +108,7 @@ pub async fn round(ctx: Arc<Ctx>, jobs: Vec<InFlight>) -> super::error::Result<R
             // Only an explicit "no such job" proves a job unknown; an omission proves nothing.
             let proven_unknown = unknown.contains(&j.job_id);
             let ctx = Arc::clone(&ctx);
+            let asked = Arc::clone(&asked);
             let span = super::task::task_span(&j.task);
             span.record("job_id", j.job_id.as_str());
             settling.spawn(tracing::Instrument::instrument(
@@ -114,6 +116,9 @@ pub async fn round(ctx: Arc<Ctx>, jobs: Vec<InFlight>) -> super::error::Result<R
                     let outcome = match &job {
                         Some(job) => settle(&ctx, &j, job).await,
                         None if proven_unknown => unknown_job(&ctx, &j).await,
+                        // Its call got no answer this round: nothing was learned about it (a
+                        // job is "not listed" only by answers that leave it out).
+                        None if !asked.contains(&j.job_id) => Ok(JobOutcome::Running),
                         None => timeout_check(&ctx, &j, None).await,
                     };
                     (j, outcome)

@@ -116,6 +116,19 @@ impl Queue {
         self.ready.values().map(VecDeque::len).sum::<usize>() + self.waiting.len()
     }
 
+    /// The clusters with work here: a job in flight, a task ready, or one waiting for a retry.
+    pub fn clusters(&self) -> usize {
+        let mut all: HashSet<&str> = self.busy.iter().map(String::as_str).collect();
+        all.extend(self.ready.keys().map(String::as_str));
+        all.extend(self.waiting_cluster.values().map(String::as_str));
+        all.len()
+    }
+
+    /// Is the task here, ready or waiting for a retry?
+    pub fn contains(&self, task: TaskId) -> bool {
+        self.due.contains_key(&task) || self.waiting_cluster.contains_key(&task)
+    }
+
     /// Is any task ready to go on an idle cluster?
     pub fn has_ready(&self) -> bool {
         !self.idle_with_work.is_empty()

@@ -224,6 +224,12 @@ async fn withheld(ctx: &Ctx, task: &TaskRef, why: Withhold) -> super::error::Res
             tracing::warn!(task = task.id, %state, "withheld: the task is no longer submitting");
             Ok(Submitted::Lost)
         }
+        Withhold::Refused(Refusal::LeaseLost) => {
+            // Its intent stays `submitting`: the host that holds the task now reconciles it,
+            // finds that nothing left, and sends it then.
+            tracing::warn!(task = task.id, "withheld: this host's lease on the task is gone");
+            Ok(Submitted::Lost)
+        }
         Withhold::Unchecked(e) => {
             withdraw(ctx, task.id).await?;
             Err(RunnerError::Unchecked(e))

@@ -82,6 +82,9 @@ pub enum Refusal {
     InFlightElsewhere { run_id: i64 },
     /// The audit log records this task (or one it adopted) as done, whatever its row says now.
     RecordedDone { seq: i64 },
+    /// The run is shared with other hosts and this host's lease on the task is gone (another
+    /// host took it over, or it ran out): that host decides, and reconciles first.
+    LeaseLost,
 }
 
 impl Refusal {
@@ -93,6 +96,7 @@ impl Refusal {
             Refusal::RecordedDone { seq } => {
                 format!("audit record {seq} says this account was already removed; the task row disagrees (edited?)")
             }
+            Refusal::LeaseLost => "this host's lease on the task is gone: another host works on it".to_owned(),
         }
     }
 }

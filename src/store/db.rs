@@ -1,20 +1,21 @@
-//! One handle over both backends for what the read-only commands (`status`, `report`, `audit`)
-//! ask: [`Db`] is the SQLite store or the PostgreSQL one, and each of its methods hands the
-//! question to the backend's method of the same name, which answers it the same way
-//! (`tests/it/store_conformance/` holds them to that).
+//! One handle over both backends: [`Db`] is the SQLite store or the PostgreSQL one, and each of
+//! its methods hands the question (or the write) to the backend's method of the same name, which
+//! does it the same way (`tests/it/store_conformance/` holds them to that). The read-only
+//! commands (`status`, `report`, `audit`) and the runner work through it.
 //!
-//! It only dispatches: no SQL, no opening (that is `Store::open_existing`'s and
-//! `PgStore::open_existing`'s), and nothing that writes; the commands that write keep working on
-//! `Store` until per-host leases come.
+//! It only dispatches: no SQL and no opening (that is `Store::open`'s and `PgStore::open`'s).
+//! What only one backend has (the run lock of SQLite, the leases of PostgreSQL) is reached
+//! through the backend's own type.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use chrono::{DateTime, Utc};
+use serde_json::Value;
 
 use super::postgres::PgStore;
 use super::{
-    Checkpoint, DeadlineCounts, Replay, ReportFilter, RunRow, Store, StoreError, TaskCall, TaskRow, TaskState,
-    Verification,
+    AccountKey, ApiCallRow, Checkpoint, DeadlineCounts, Finding, Prepared, Refusal, Replay, ReportFilter, RunRow,
+    Standing, Store, StoreError, TaskCall, TaskRow, TaskState, Transition, Verification,
 };
 
 /// The database a read-only command looks at: an SQLite file or a PostgreSQL database.
@@ -77,6 +78,59 @@ impl Db {
         fn report_tasks(&self, filter: &ReportFilter) -> Result<Vec<(TaskRow, Option<String>)>, StoreError>;
         /// The API calls behind each of `task_ids`.
         fn task_calls(&self, task_ids: &[i64]) -> Result<HashMap<i64, Vec<TaskCall>>, StoreError>;
+        /// One run's tasks, in id order.
+        fn tasks(&self, run_id: i64) -> Result<Vec<TaskRow>, StoreError>;
+        /// One run's API calls, with their task.
+        fn calls(&self, run_id: i64) -> Result<Vec<(Option<i64>, ApiCallRow)>, StoreError>;
+        /// Record API calls (run, task, row).
+        fn record_calls(&self, calls: &[(i64, Option<i64>, ApiCallRow)]) -> Result<(), StoreError>;
+        /// Guarded steps in one transaction (on PostgreSQL only of tasks no host holds).
+        fn steps(&self, transitions: &[Transition]) -> Result<Vec<Option<TaskRow>>, StoreError>;
+        /// Append one audit record.
+        fn audit_event(&self, run_id: Option<i64>, task_id: Option<i64>, kind: &'static str, detail: Value) -> Result<(), StoreError>;
+        /// Append audit records of one kind for one run.
+        fn audit_events(&self, run_id: i64, kind: &'static str, events: &[(Option<i64>, Value)]) -> Result<(), StoreError>;
+        /// The runs of one endpoint identity and access key.
+        fn identity_runs(&self, endpoint: &str, access_key_id: &str) -> Result<Vec<i64>, StoreError>;
+        /// Skip what other runs did, adopt what they left in flight.
+        fn prepare_run(&self, run_id: i64, identity_runs: &[i64]) -> Result<Prepared, StoreError>;
+        /// The jobs already seen per account.
+        fn known_jobs(&self, identity_runs: &[i64]) -> Result<HashMap<AccountKey, HashSet<String>>, StoreError>;
+        /// The last check before a request is signed.
+        fn last_check(&self, task_id: i64, identity_runs: &[i64]) -> Result<Result<(), Refusal>, StoreError>;
+        /// The tasks a task adopted, and itself.
+        fn lineage(&self, task_id: i64) -> Result<Vec<i64>, StoreError>;
+        /// A recent job duration of this identity's runs.
+        fn recent_job_duration(&self, identity_runs: &[i64]) -> Result<Option<std::time::Duration>, StoreError>;
+        /// The newest finding of one check against an endpoint and key.
+        fn latest_finding(&self, endpoint: &str, access_key_id: &str, name: &str) -> Result<Option<Finding>, StoreError>;
+        /// Accounts done by this identity's runs.
+        fn done_keys(&self, endpoint: &str, access_key_id: &str) -> Result<HashSet<AccountKey>, StoreError>;
+        /// What this identity's runs did with each account.
+        fn standings(&self, endpoint: &str, access_key_id: &str) -> Result<HashMap<AccountKey, Standing>, StoreError>;
+        /// The newest run with work left.
+        fn newest_unfinished_run(&self) -> Result<Option<RunRow>, StoreError>;
+        /// A run's failed tasks.
+        fn failed_tasks(&self, run_id: i64) -> Result<Vec<TaskRow>, StoreError>;
+        /// Close a run with its exit code and summary.
+        fn finish_run(&self, run_id: i64, exit_code: i64, summary: Value) -> Result<(), StoreError>;
+    }
+
+    /// The PostgreSQL store, if this is one.
+    pub fn postgres(&self) -> Option<&PgStore> {
+        match self {
+            Db::Sqlite(_) => None,
+            Db::Postgres(s) => Some(s),
+        }
+    }
+
+    /// On SQLite, that what this process committed is still in the file (see
+    /// `Store::check_written_to_disk`); a server database has nothing to check.
+    pub async fn check_written_to_disk(&self) -> Result<(), StoreError> {
+        match self {
+            Db::Sqlite(s) => s.check_written_to_disk().await,
+            Db::Postgres(_) => Ok(()),
+        }
     }
 }
 

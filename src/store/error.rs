@@ -11,18 +11,18 @@ use std::path::PathBuf;
 pub enum StoreError {
     #[error("no home directory for the database: pass --db, or set QC_OFFBOARD_DB, XDG_DATA_HOME or HOME")]
     NoHome,
-    /// `--db` names a PostgreSQL database, which so far only the read-only commands read and
-    /// `db copy` writes to.
+    /// `--db` names a PostgreSQL database to a command that works on SQLite only (`doctor`,
+    /// `plan`).
     #[error(
-        "{0} is a PostgreSQL database: so far only `status`, `report` and `audit` read one there; this \
-         command works on an SQLite file (--db PATH) until runs take per-host leases on PostgreSQL. \
-         `qc-offboard db copy --from sqlite:PATH --to URL` moves an SQLite database there"
+        "{0} is a PostgreSQL database: `run`, `resume`, `retry`, `status`, `report` and `audit` work there; \
+         this command works on an SQLite file (--db PATH). `qc-offboard db copy --from sqlite:PATH --to URL` \
+         moves an SQLite database there"
     )]
     PostgresNotSelectable(String),
     /// `--db` looks like a URL, but not a PostgreSQL one this version reads.
     #[error(
         "--db (or QC_OFFBOARD_DB) looks like a URL, not a file: give the SQLite file's PATH, or a \
-         postgres:// URL for status, report and audit (the value is not shown: it may hold a password)"
+         postgres:// URL (the value is not shown: it may hold a password)"
     )]
     NotAFilePath,
     #[error("no database at {0} (pass --db or set QC_OFFBOARD_DB to the file a run wrote)")]

@@ -175,15 +175,27 @@ async fn what_cannot_be_copied_is_refused_before_anything_is_written() {
 }
 
 #[test]
-fn a_postgres_url_as_db_is_refused_not_made_a_file() {
+fn a_postgres_url_as_db_is_never_made_a_file() {
     let dir = tempdir();
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/example.yaml");
+    // The commands that work on PostgreSQL go to the server (none answers on port 1: 69)...
     for args in [
-        vec!["--db", "postgres://root:s3cret-pw@127.0.0.1:5432/test", "resume"],
-        vec!["--db", "postgresql://root@127.0.0.1:5432/test", "retry", "1"],
-        vec!["--db", "postgres://root@127.0.0.1:5432/test", "run", example, "--simulate"],
-        vec!["--db", "postgres://root@127.0.0.1:5432/test", "plan", example],
-        vec!["--db", "POSTGRES://root:s3cret-pw@127.0.0.1:5432/test", "resume"],
+        vec!["--db", "postgres://root:s3cret-pw@127.0.0.1:1/test", "resume", "--simulate"],
+        vec!["--db", "postgresql://root@127.0.0.1:1/test", "retry", "1", "--simulate"],
+        vec!["--db", "postgres://root@127.0.0.1:1/test", "run", example, "--simulate"],
+        vec!["--db", "POSTGRES://root:s3cret-pw@127.0.0.1:1/test", "resume", "--simulate"],
+    ] {
+        qc(dir.path())
+            .current_dir(dir.path())
+            .args(&args)
+            .assert()
+            .code(69)
+            .stderr(predicate::str::contains("cannot connect").and(predicate::str::contains("s3cret-pw").not()));
+    }
+    // ... and those that work on SQLite only refuse it.
+    for args in [
+        vec!["--db", "postgres://root:s3cret-pw@127.0.0.1:5432/test", "plan", example],
+        vec!["--db", "postgres://root:s3cret-pw@127.0.0.1:5432/test", "doctor", "--simulate"],
     ] {
         qc(dir.path()).current_dir(dir.path()).args(&args).assert().code(78).stderr(
             predicate::str::contains("is a PostgreSQL database").and(predicate::str::contains("s3cret-pw").not()),
@@ -193,7 +205,8 @@ fn a_postgres_url_as_db_is_refused_not_made_a_file() {
     qc(dir.path())
         .current_dir(dir.path())
         .env("QC_OFFBOARD_DB", "postgres://root@127.0.0.1:5432/test")
-        .arg("resume")
+        .arg("doctor")
+        .arg("--simulate")
         .assert()
         .code(78);
     assert!(!dir.path().join("postgres:").exists(), "no file was made from the URL");
@@ -289,7 +302,7 @@ fn a_url_in_the_wrong_place_never_shows_its_password_nor_becomes_a_file() {
     let example = concat!(env!("CARGO_MANIFEST_DIR"), "/manifests/example.yaml");
     for db in [" postgres://root:S3cret-pw@127.0.0.1:1/x", "pg://root:S3cret-pw@h/x", "postgres:S3cret-pw"] {
         let out =
-            qc(dir.path()).current_dir(dir.path()).args(["--db", db, "run", example, "--simulate"]).assert().code(78);
+            qc(dir.path()).current_dir(dir.path()).args(["--db", db, "run", example, "--simulate"]).assert().failure();
         let all = format!("{}{}", text(&out.get_output().stdout), text(&out.get_output().stderr));
         assert!(!all.contains("S3cret-pw"), "{db:?}: {all}");
     }

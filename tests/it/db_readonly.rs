@@ -195,24 +195,18 @@ async fn a_postgres_database_without_our_schema_is_refused_and_left_empty() {
 }
 
 #[tokio::test]
-async fn commands_that_write_still_refuse_postgres_and_create_nothing() {
-    let pg = TestDb::create("commands_that_write_still_refuse_postgres_and_create_nothing").await;
+async fn doctor_and_plan_refuse_postgres_and_create_nothing() {
+    let pg = TestDb::create("doctor_and_plan_refuse_postgres_and_create_nothing").await;
     // Without a server the refusal is the same: it comes before any connection.
     let url = with_password(pg.as_ref().map_or("postgres://root@127.0.0.1:1/none", |p| p.url.as_str()));
     let home = tempdir();
-    for args in [
-        vec!["run", EXAMPLE, "--simulate"],
-        vec!["resume"],
-        vec!["retry", "1"],
-        vec!["doctor", "--simulate"],
-        vec!["plan", EXAMPLE],
-    ] {
+    for args in [vec!["doctor", "--simulate"], vec!["plan", EXAMPLE]] {
         let out = qc(home.path()).current_dir(home.path()).args(&args).arg("--db").arg(&url).output().unwrap();
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
         assert_eq!(out.status.code(), Some(78), "{args:?}: {stdout}{stderr}");
         assert!(
             stderr.contains("is a PostgreSQL database")
-                && stderr.contains("`status`, `report` and `audit`")
+                && stderr.contains("`run`, `resume`, `retry`, `status`, `report` and `audit` work there")
                 && !stderr.contains(PASSWORD),
             "{args:?}: {stderr}"
         );
@@ -234,4 +228,20 @@ fn an_unreachable_postgres_server_is_69() {
         assert_eq!(code, Some(69), "{args:?}: {out}{err}");
         assert!(err.contains("cannot connect") && !err.contains(PASSWORD) && !out.contains(PASSWORD), "{err}");
     }
+}
+
+#[tokio::test]
+async fn resume_and_retry_need_a_qc_offboard_database_on_postgres() {
+    let Some(pg) = TestDb::create("resume_and_retry_need_a_qc_offboard_database_on_postgres").await else {
+        return;
+    };
+    let home = tempdir();
+    let url = with_password(&pg.url);
+    for args in [vec!["resume", "1", "--simulate"], vec!["retry", "1", "--simulate"]] {
+        let out = qc(home.path()).current_dir(home.path()).args(&args).arg("--db").arg(&url).output().unwrap();
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(out.status.code(), Some(78), "{args:?}: {stdout}{stderr}");
+        assert!(stderr.contains("not a qc-offboard database") && !stderr.contains(PASSWORD), "{args:?}: {stderr}");
+    }
+    assert_eq!(tables(&pg).await, 0, "a mistyped --db never becomes a new database");
 }

@@ -25,6 +25,7 @@ mod operator;
 mod pg_bench;
 mod pg_copy;
 mod pg_db;
+mod pg_hosts;
 mod pg_quota;
 mod pg_store;
 mod polling;

@@ -87,6 +87,9 @@ impl Loop {
                         if moved.is_some() {
                             self.queue.push(row.id, t.cluster.as_str(), row.due_by);
                         }
+                    } else if let Some(shared) = &self.ctx.shared {
+                        // Claimed, but it stays `not_due`: free for the other hosts.
+                        shared.release(row.id).await?;
                     }
                 }
                 TaskState::Pending | TaskState::RetryWait => self.queue.push(row.id, t.cluster.as_str(), row.due_by),

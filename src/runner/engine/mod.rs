@@ -43,7 +43,13 @@ enum Event {
     Submit(i64, crate::runner::error::Result<Submitted>),
     Reconcile(i64, crate::runner::error::Result<Submitted>),
     Poll(crate::runner::error::Result<RoundResult>),
+    /// A shared run's claim: the tasks claimed, and the tasks of the run with work ahead.
+    Claimed(crate::runner::error::Result<(Vec<crate::store::TaskRow>, i64)>),
 }
+
+/// How often a host of a shared run looks for work to claim (tasks freed by other hosts, leases
+/// run out, retries come due) while it has room for more.
+const CLAIM_EVERY: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Connection failures in a row, before any answer, that mean the endpoint is unreachable.
 const UNREACHABLE_AFTER: u32 = 3;
@@ -91,6 +97,11 @@ struct Loop {
     stop: Option<StopReason>,
     stop_at: Option<Instant>,
     work: JoinSet<Event>,
+    /// A shared run: when to claim next, whether a claim is under way, and whether the last
+    /// one found no work left in the run at all (every task's work ended, on any host).
+    next_claim: Option<Instant>,
+    claiming: bool,
+    run_done: bool,
 }
 
 /// Execute the run's remaining work, stopping on SIGINT, SIGTERM or SIGHUP. Returns why it
@@ -105,7 +116,17 @@ pub async fn execute_with(
     progress: &Progress,
     stops: StopRequests,
 ) -> crate::runner::error::Result<Option<StopReason>> {
-    let rows = ctx.store.tasks(ctx.run_id).await?;
+    let (rows, total) = match &ctx.shared {
+        Some(shared) => {
+            let total: i64 = ctx.store.counts(ctx.run_id).await?.values().sum();
+            (shared.claim(ctx.opts.max_in_flight as usize).await?, u64::try_from(total).unwrap_or(0))
+        }
+        None => {
+            let rows = ctx.store.tasks(ctx.run_id).await?;
+            let total = rows.len() as u64;
+            (rows, total)
+        }
+    };
     let prior = ctx.store.recent_job_duration(&ctx.identity_runs).await?;
     let mut lp = Loop {
         ctx: Arc::clone(&ctx),
@@ -121,7 +142,7 @@ pub async fn execute_with(
         poll_failures: 0,
         poll_not_before: None,
         inconclusive: HashMap::new(),
-        total: rows.len() as u64,
+        total,
         failed: 0,
         deleted: 0,
         answered_any: false,
@@ -130,6 +151,9 @@ pub async fn execute_with(
         stop: None,
         stop_at: None,
         work: JoinSet::new(),
+        next_claim: ctx.shared.as_ref().map(|_| ctx.instant()),
+        claiming: false,
+        run_done: false,
     };
     lp.load(rows).await?;
     progress.start(lp.total);
@@ -138,6 +162,15 @@ pub async fn execute_with(
 }
 
 impl Loop {
+    /// Is this host working on the task (queued, submitting, in doubt, reconciling or polled)?
+    fn works_on(&self, id: i64) -> bool {
+        self.queue.contains(id)
+            || self.in_flight.contains_key(&id)
+            || self.submitting.contains(&id)
+            || self.reconciling.contains(&id)
+            || self.in_doubt.iter().any(|(_, t)| *t == id)
+    }
+
     fn in_flight_count(&self) -> usize {
         self.in_flight.len() + self.submitting.len() + self.in_doubt.len() + self.reconciling.len()
     }
@@ -212,7 +245,10 @@ impl Loop {
         if self.stopping() {
             return self.in_flight.is_empty() && self.in_doubt.is_empty();
         }
-        self.queue.queued() == 0 && self.in_flight.is_empty() && self.in_doubt.is_empty()
+        let idle = self.queue.queued() == 0 && self.in_flight.is_empty() && self.in_doubt.is_empty();
+        // A shared run ends here once no host has work left in it; until then this host waits
+        // for tasks to claim (another host's lease running out, a retry coming due).
+        idle && (self.ctx.shared.is_none() || self.run_done)
     }
 
     async fn run(&mut self, progress: &Progress, stops: StopRequests) -> crate::runner::error::Result<()> {
@@ -238,6 +274,7 @@ impl Loop {
                 self.in_doubt.iter().map(|(t, _)| *t).min(),
                 deadline.filter(|_| !self.stopping()),
                 self.stop_at,
+                self.next_claim.filter(|_| !self.claiming && !self.stopping()),
             ]
             .into_iter()
             .flatten()
@@ -270,9 +307,10 @@ impl Loop {
         }
     }
 
-    /// Start whatever work is due: submissions, reconciliations, a polling round.
+    /// Start whatever work is due: a claim, submissions, reconciliations, a polling round.
     fn dispatch(&mut self) {
         let now = self.ctx.instant();
+        self.claim_if_due(now);
         if !self.hard_stop() {
             // Reconciliations due.
             let (due, later): (Vec<_>, Vec<_>) = self.in_doubt.drain(..).partition(|(t, _)| *t <= now);
@@ -339,6 +377,27 @@ impl Loop {
             not_before: self.poll_not_before.map(|t| t.saturating_duration_since(now)).unwrap_or_default(),
         };
         poll_plan::decide(&situation, &self.durations)
+    }
+
+    /// A shared run: claim the free tasks of as many clusters as there is room for, when the
+    /// time has come. The claim also counts the run's work left, which ends the run here.
+    fn claim_if_due(&mut self, now: Instant) {
+        let Some(shared) = self.ctx.shared.clone() else { return };
+        if self.claiming || self.stopping() || self.next_claim.is_none_or(|t| t > now) {
+            return;
+        }
+        let room =
+            (self.ctx.opts.max_in_flight as usize).saturating_sub(self.queue.clusters().max(self.in_flight_count()));
+        self.claiming = true;
+        self.next_claim = Some(now + CLAIM_EVERY);
+        self.work.spawn(async move {
+            let claimed = async {
+                let rows = shared.claim(room).await?;
+                let left = shared.unfinished().await?;
+                Ok((rows, left))
+            };
+            Event::Claimed(claimed.await)
+        });
     }
 
     fn release(&mut self, id: i64) {

@@ -15,6 +15,17 @@ impl Loop {
     pub(super) async fn handle(&mut self, event: Event) -> crate::runner::error::Result<()> {
         match event {
             Event::Recorded(result) => result?,
+            Event::Claimed(result) => {
+                self.claiming = false;
+                let (rows, left) = result?;
+                // A task claimed again after this host let it go is loaded afresh.
+                let fresh: Vec<_> = rows.into_iter().filter(|r| !self.works_on(r.id)).collect();
+                if !fresh.is_empty() {
+                    tracing::debug!(tasks = fresh.len(), "claimed");
+                    self.load(fresh).await?;
+                }
+                self.run_done = left == 0;
+            }
             Event::Submit(id, result) => {
                 self.submitting.remove(&id);
                 self.ctx.mark_sent(id, false);
@@ -166,8 +177,17 @@ impl Loop {
                 self.queue.defer(id, &cluster, at);
                 self.queue.release(&cluster);
             }
-            Submitted::Withdrawn | Submitted::Lost => {
+            Submitted::Withdrawn => {
                 self.queue.release(&cluster);
+            }
+            Submitted::Lost => {
+                self.queue.release(&cluster);
+                if let Some(shared) = self.ctx.shared.clone() {
+                    // Another host's now, or in a state this host did not expect: let it go
+                    // (a later claim loads it afresh if it comes back).
+                    self.tasks.remove(&id);
+                    self.work.spawn(async move { Event::Recorded(shared.release(id).await.map_err(Into::into)) });
+                }
             }
             Submitted::ActionRefused(m) => {
                 self.queue.push_front(id, &cluster);

@@ -4,10 +4,11 @@
 use std::time::Duration;
 
 use super::fake::Answer;
-use super::{Rig, HOST};
+use super::{Rig, HOST, ZONE};
 use crate::qingcloud::types::{DESCRIBE_CLUSTERS, DESCRIBE_JOBS, RUN_CLUSTER_CUSTOM_SERVICE};
 use crate::runner::preflight;
-use crate::store::TaskState;
+use crate::runner::state::{self, Event};
+use crate::store::{TaskChange, TaskState};
 
 /// `clusters` clusters `cl-c0…` with `users` accounts each, `u{cluster}x{user}`.
 fn accounts(clusters: usize, users: usize) -> Vec<(String, String)> {
@@ -127,4 +128,35 @@ async fn preflight_fails_the_tasks_of_an_unknown_cluster_before_anything_is_sent
     assert!(gone.last_message.as_deref().unwrap_or_default().contains("not found"), "{gone:?}");
     assert_eq!(rig.execute().await, None);
     assert_eq!(rig.api.calls_of(RUN_CLUSTER_CUSTOM_SERVICE), 2, "nothing sent for the unknown cluster");
+}
+
+/// A job older than `--job-timeout` (a host that took over another's submitted job, or a run
+/// resumed long after a crash) is not "not listed" by a round whose call got no answer: only an
+/// answer that leaves it out says so. Here every call is refused (2500) for a while, then the
+/// listing answers and shows the job done.
+#[tokio::test(start_paused = true)]
+async fn a_job_past_its_timeout_is_not_failed_by_a_round_that_got_no_answer() {
+    let mut rig = Rig::new(&[("cl-a", "old")]).await;
+    rig.opts.job_timeout = Duration::from_secs(30);
+    let long_ago = rig.clock_now() - chrono::Duration::minutes(10);
+    rig.crash_after_intent("old", long_ago).await;
+    let job = rig.api.add_job(ZONE, "cl-a", "old", HOST, Some(Duration::from_secs(1)));
+    let task = rig.task("old").await;
+    let accepted = state::transition(
+        task.id,
+        &[TaskState::Submitting],
+        Event::Accepted,
+        TaskChange::new().attempts(1).job_id(job.clone()).submitted_at(long_ago),
+        serde_json::json!({ "job_id": job }),
+    )
+    .unwrap();
+    assert!(rig.store.steps(&[accepted]).await.unwrap()[0].is_some());
+    rig.api.exhaust_quota_for(Duration::from_secs(5));
+    assert_eq!(rig.execute().await, None);
+
+    let task = rig.task("old").await;
+    assert_eq!(task.state, TaskState::Deleted, "{task:?}");
+    assert!(rig.api.answered(2500) >= 1, "the first rounds got no answer");
+    assert_eq!(rig.api.del_users("cl-a", "old", HOST), 0, "nothing sent");
+    rig.assert_audit_intact().await;
 }

@@ -183,7 +183,7 @@ pub async fn copy_from_sqlite(from: &Store, to: &PgStore) -> Result<Copied, Copy
     sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(CHAIN_LOCK).execute(&mut *dst).await?;
     let used: bool = sqlx::query_scalar(
         "SELECT EXISTS (SELECT 1 FROM runs) OR EXISTS (SELECT 1 FROM audit_log) OR EXISTS (SELECT 1 FROM doctor_checkups) \
-         OR EXISTS (SELECT 1 FROM run_lock) OR EXISTS (SELECT 1 FROM quota)",
+         OR EXISTS (SELECT 1 FROM run_lock) OR EXISTS (SELECT 1 FROM run_hosts) OR EXISTS (SELECT 1 FROM quota)",
     )
     .fetch_one(&mut *dst)
     .await?;

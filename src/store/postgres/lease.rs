@@ -75,34 +75,88 @@ impl PgStore {
         .bind(micros(lease))
         .fetch_all(&mut *tx)
         .await?;
-        let mut claims = Vec::with_capacity(rows.len());
-        let mut entries = Vec::new();
-        for row in &rows {
-            let task = task_from_row(row)?;
-            let lease = Lease {
-                task_id: task.id,
-                owner: row.try_get("owner")?,
-                epoch: row.try_get("epoch")?,
-                until: row.try_get("lease_until")?,
-            };
-            let old_owner: Option<String> = row.try_get("old_owner")?;
-            let old_epoch: i64 = row.try_get("old_epoch")?;
-            let taken_from = old_owner.filter(|o| o != owner).map(|o| (o, old_epoch));
-            if let Some((from, from_epoch)) = &taken_from {
-                let detail = json!({
-                    "cluster": task.cluster, "user": task.user, "host": task.host, "state": task.state,
-                    "from_owner": from, "from_epoch": from_epoch, "owner": lease.owner, "epoch": lease.epoch,
-                });
-                let ticket = run_ticket(&mut tx, task.run_id).await?;
-                let detail = with_ticket(detail, ticket.as_deref());
-                entries.push(Entry::new(Some(task.run_id), Some(task.id), "lease_taken_over", &detail));
-            }
-            claims.push(Claim { task, lease, taken_from });
-        }
-        claims.sort_by_key(|c| c.task.id);
-        append(&mut tx, &entries).await?;
+        let claims = claims_of(&mut tx, &rows, owner).await?;
         tx.commit().await?;
         Ok(claims)
+    }
+
+    /// Claim the due, free tasks in `states` of run `run_id` (a `not_due` task only once its date
+    /// has come) on up to `clusters` clusters that no
+    /// other host holds a live lease on, oldest cluster first: a host works on whole clusters,
+    /// so the hosts of a run rarely meet on one (and when two claim one cluster at the same
+    /// instant, the one-job-per-cluster index still lets only one of them submit). Tasks this
+    /// owner already holds are not claimed again (their epoch would change under its writes).
+    /// Takeovers are audited as [`PgStore::claim`] does.
+    pub async fn claim_clusters(
+        &self,
+        run_id: i64,
+        states: &[TaskState],
+        owner: &str,
+        lease: Duration,
+        clusters: i64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let mut tx = self.write().await?;
+        let rows = sqlx::query(&format!(
+            "WITH claimable AS ( \
+                SELECT t.id, t.cluster, t.zone FROM tasks t \
+                WHERE t.run_id = $1 AND t.state = ANY($2) \
+                  AND (t.owner IS NULL OR t.lease_until IS NULL OR t.lease_until <= clock_timestamp()) \
+                  AND (t.next_attempt_at IS NULL OR t.next_attempt_at <= clock_timestamp()) \
+                  AND (t.state <> 'not_due' OR t.not_before <= (clock_timestamp() AT TIME ZONE 'UTC')::date) \
+                  AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.run_id = t.run_id AND o.cluster = t.cluster \
+                      AND o.zone = t.zone AND o.owner IS NOT NULL AND o.owner <> $4 \
+                      AND o.lease_until > clock_timestamp())), \
+             picked AS ( \
+                SELECT cluster, zone FROM claimable GROUP BY cluster, zone ORDER BY min(id) LIMIT $3), \
+             free AS ( \
+                SELECT t.id, t.owner AS old_owner, t.epoch AS old_epoch FROM tasks t \
+                JOIN claimable c ON c.id = t.id JOIN picked p ON p.cluster = c.cluster AND p.zone = c.zone \
+                ORDER BY t.id FOR UPDATE OF t SKIP LOCKED) \
+             UPDATE tasks SET owner = $4, epoch = tasks.epoch + 1, \
+                lease_until = clock_timestamp() + $5 * interval '1 microsecond' \
+             FROM free WHERE tasks.id = free.id \
+               AND (tasks.owner IS NULL OR tasks.lease_until IS NULL OR tasks.lease_until <= clock_timestamp()) \
+             RETURNING {cols}, tasks.owner, tasks.epoch, tasks.lease_until, free.old_owner, free.old_epoch",
+            cols = qualified(TASK_COLUMNS)
+        ))
+        .bind(run_id)
+        .bind(&states)
+        .bind(clusters)
+        .bind(owner)
+        .bind(micros(lease))
+        .fetch_all(&mut *tx)
+        .await?;
+        let claims = claims_of(&mut tx, &rows, owner).await?;
+        tx.commit().await?;
+        Ok(claims)
+    }
+
+    /// Extend every lease `owner` holds on `task_ids` to `by` from now (never shortening one a
+    /// request lengthened), in one statement, where it is still the owner's and has not run
+    /// out; the ids still held.
+    pub async fn extend_leases(&self, owner: &str, task_ids: &[i64], by: Duration) -> Result<Vec<i64>, StoreError> {
+        let ids = sqlx::query_scalar(
+            "UPDATE tasks SET lease_until = GREATEST(lease_until, clock_timestamp() + $3 * interval '1 microsecond') \
+             WHERE id = ANY($2) AND owner = $1 AND lease_until > clock_timestamp() RETURNING id",
+        )
+        .bind(owner)
+        .bind(task_ids)
+        .bind(micros(by))
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(ids)
+    }
+
+    /// How many tasks of run `run_id` still have work ahead (pending, waiting for a retry, or
+    /// with a request or a job in flight), whoever holds them.
+    pub async fn unfinished(&self, run_id: i64) -> Result<i64, StoreError> {
+        let states: Vec<&str> = TaskState::OPEN.iter().map(|s| s.as_str()).collect();
+        Ok(sqlx::query_scalar("SELECT count(*) FROM tasks WHERE run_id = $1 AND state = ANY($2)")
+            .bind(run_id)
+            .bind(&states)
+            .fetch_one(&self.pool)
+            .await?)
     }
 
     /// Extend a lease to `lease` from now, if it is still the holder's (same owner and epoch)
@@ -160,4 +214,40 @@ impl PgStore {
 /// `a, b, "c"` → `tasks.a, tasks.b, tasks."c"`: the task's columns in a statement that joins.
 pub(super) fn qualified(columns: &str) -> String {
     columns.split(',').map(|c| format!("tasks.{}", c.trim())).collect::<Vec<_>>().join(", ")
+}
+
+/// The claims of a claiming statement's rows, with a `lease_taken_over` record appended for each
+/// task taken over from another owner (in the caller's transaction, which commits).
+async fn claims_of(
+    tx: &mut sqlx::PgConnection,
+    rows: &[sqlx::postgres::PgRow],
+    owner: &str,
+) -> Result<Vec<Claim>, StoreError> {
+    let mut claims = Vec::with_capacity(rows.len());
+    let mut entries = Vec::new();
+    for row in rows {
+        let task = task_from_row(row)?;
+        let lease = Lease {
+            task_id: task.id,
+            owner: row.try_get("owner")?,
+            epoch: row.try_get("epoch")?,
+            until: row.try_get("lease_until")?,
+        };
+        let old_owner: Option<String> = row.try_get("old_owner")?;
+        let old_epoch: i64 = row.try_get("old_epoch")?;
+        let taken_from = old_owner.filter(|o| o != owner).map(|o| (o, old_epoch));
+        if let Some((from, from_epoch)) = &taken_from {
+            let detail = json!({
+                "cluster": task.cluster, "user": task.user, "host": task.host, "state": task.state,
+                "from_owner": from, "from_epoch": from_epoch, "owner": lease.owner, "epoch": lease.epoch,
+            });
+            let ticket = run_ticket(&mut *tx, task.run_id).await?;
+            let detail = with_ticket(detail, ticket.as_deref());
+            entries.push(Entry::new(Some(task.run_id), Some(task.id), "lease_taken_over", &detail));
+        }
+        claims.push(Claim { task, lease, taken_from });
+    }
+    claims.sort_by_key(|c| c.task.id);
+    append(&mut *tx, &entries).await?;
+    Ok(claims)
 }

@@ -27,6 +27,7 @@ mod calls;
 mod copy;
 mod evidence;
 mod findings;
+mod hosts;
 mod lease;
 mod lock;
 mod queries;
@@ -44,6 +45,7 @@ use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::{Postgres, Transaction};
 
 pub use copy::{check_source, copy_from_sqlite, Copied, CopyError};
+pub use hosts::{HostLease, Joined};
 pub use lease::{Claim, Lease};
 pub use quota::{PgQuota, Slot};
 pub use write::LeasedWrite;

@@ -1,7 +1,8 @@
 //! Guarded state transitions of tasks on PostgreSQL without a lease (`step`, `steps`, and the
 //! transitions `prepare_run` plans): each applies only while the task is in one of the states
-//! the runner's state table (`runner::state`) put in its guard, with its `task_state` audit
-//! record in the same transaction. This module applies what it is given; it decides nothing
+//! the runner's state table (`runner::state`) put in its guard and no host holds a live lease
+//! on it (a task another host works on is written by that host alone, see `write`), with its
+//! `task_state` audit record in the same transaction. This module applies what it is given; it decides nothing
 //! about legality.
 //!
 //! The SQLite store serialises these writes with `BEGIN IMMEDIATE`. Here the transaction first
@@ -207,6 +208,7 @@ async fn update_segment(
                 ret_code, message_set, message, intent_set, intent_at, submitted_set, submitted_at, next_set, \
                 next_attempt_at, finished_set, finished_at, adopted_set, adopted_from, unresolved_set, unresolved) \
          WHERE tasks.id = v.task_id AND tasks.state = ANY(string_to_array(v.guard, ',')) \
+           AND (tasks.owner IS NULL OR tasks.lease_until IS NULL OR tasks.lease_until <= clock_timestamp()) \
          RETURNING {cols}, tasks.prev_state",
         cols = qualified(TASK_COLUMNS)
     ))

@@ -69,6 +69,18 @@ impl PgStore {
 
     /// Apply a transition built by the state table to the leased task, under the lease.
     pub async fn transition_leased(&self, lease: &Lease, t: &Transition) -> Result<LeasedWrite, StoreError> {
+        self.transition_leased_renewing(lease, t, None).await
+    }
+
+    /// [`PgStore::transition_leased`], also setting the lease to `renew` from now when given (a
+    /// lease lengthened for a request is brought back to its usual length once the request's
+    /// outcome is written).
+    pub async fn transition_leased_renewing(
+        &self,
+        lease: &Lease,
+        t: &Transition,
+        renew: Option<std::time::Duration>,
+    ) -> Result<LeasedWrite, StoreError> {
         if t.task_id() != lease.task_id {
             return Ok(LeasedWrite::NotHeld);
         }
@@ -113,7 +125,9 @@ impl PgStore {
              finished_at = CASE WHEN $20 THEN $21 ELSE finished_at END, \
              adopted_from = CASE WHEN $22 THEN $23 ELSE adopted_from END, \
              unresolved = CASE WHEN $24 THEN $25 ELSE unresolved END, \
-             updated_at = $26 \
+             updated_at = $26, \
+             lease_until = CASE WHEN $27::bigint IS NULL THEN lease_until \
+                           ELSE clock_timestamp() + $27 * interval '1 microsecond' END \
              WHERE id = $1 AND owner = $2 AND epoch = $3 AND state = ANY($4) \
              RETURNING {cols}, tasks.prev_state",
             cols = qualified(TASK_COLUMNS)
@@ -144,6 +158,7 @@ impl PgStore {
         .bind(change.unresolved.is_some())
         .bind(change.unresolved.clone().flatten())
         .bind(now)
+        .bind(renew.map(super::micros))
         .fetch_optional(&mut *tx)
         .await;
         let row = match updated {

@@ -1,0 +1,227 @@
+//! A run shared with other hosts (PostgreSQL): this process's hold on the run (its host lease)
+//! and on the tasks it works on (task leases), and the writes that go through them.
+//!
+//! - **Claims.** The engine claims work cluster by cluster ([`Shared::claim`]): the due, free
+//!   tasks of clusters no other host holds. A task whose holder died is free once its lease
+//!   has run out, and is loaded as the engine loads an interrupted run's tasks: a `submitting`
+//!   task is reconciled before anything is sent, a `submitted` job is polled.
+//! - **Fencing.** Once this process has claimed, each of its task writes names the lease it
+//!   claimed with (owner and epoch), so a write after the lease was taken over changes nothing
+//!   and reads as a lost guard (`None`). A write on a task it holds no lease on writes nothing
+//!   either; only before the first claim (preflight, on the host that starts the run) are
+//!   writes made without a lease, and then only on tasks nobody holds.
+//! - **The request's time.** The last check before a `del_user` renews the task's lease to its
+//!   full length, and at least to the request's timeout and a margin ([`MIN_LEASE`]), and
+//!   refuses when the lease is no longer this host's: no request leaves that another host could
+//!   take over while it is on the wire.
+//! - **Keeping and giving back.** [`Shared::extend`] renews the host lease and every task
+//!   lease in one statement each (the engine's keeper calls it every third of the lease); a
+//!   task that ends is given back at once, and leaving the run gives back everything.
+//!
+//! This module decides nothing about a task's next state; the engine and the state table do.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use crate::store::postgres::{HostLease, Lease, LeasedWrite, PgStore};
+use crate::store::{StoreError, TaskRow, TaskState, Transition};
+
+/// The shortest lease `--lease` allows, and the margin a request's lease has past its timeout.
+pub const MIN_LEASE: Duration = Duration::from_secs(2);
+
+/// The states a host claims: work waiting, a submission in doubt, a job to follow; and, where
+/// the run moves `not_due` tasks whose date has come to `pending`, those.
+const CLAIMABLE: [TaskState; 5] =
+    [TaskState::Pending, TaskState::RetryWait, TaskState::Submitting, TaskState::Submitted, TaskState::NotDue];
+
+/// This process's part in a shared run.
+pub struct Shared {
+    store: PgStore,
+    host: HostLease,
+    lease: Duration,
+    /// The longest a request may take: the lease a request's last check renews is at least this.
+    request: Duration,
+    held: Mutex<HashMap<i64, Lease>>,
+    /// Tasks whose lease a request lengthened, until the request's outcome is written.
+    in_request: Mutex<HashSet<i64>>,
+    /// Tasks whose lease this process lost: never written again by it.
+    lost: Mutex<HashSet<i64>>,
+    /// Set by the first claim: from then on every write needs a lease.
+    claimed: AtomicBool,
+    /// Whether `not_due` tasks are claimed (see [`CLAIMABLE`]).
+    promote_not_due: bool,
+}
+
+impl Shared {
+    pub fn new(store: PgStore, host: HostLease, lease: Duration, request: Duration, promote_not_due: bool) -> Shared {
+        Shared {
+            request,
+            promote_not_due,
+            store,
+            host,
+            lease,
+            held: Mutex::new(HashMap::new()),
+            in_request: Mutex::new(HashSet::new()),
+            lost: Mutex::new(HashSet::new()),
+            claimed: AtomicBool::new(false),
+        }
+    }
+
+    pub fn host(&self) -> &HostLease {
+        &self.host
+    }
+
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    fn held(&self) -> std::sync::MutexGuard<'_, HashMap<i64, Lease>> {
+        self.held.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn lose(&self, task_id: i64) {
+        self.held().remove(&task_id);
+        self.lost.lock().unwrap_or_else(|p| p.into_inner()).insert(task_id);
+    }
+
+    /// Claim the free, due tasks of up to `clusters` clusters nobody else holds; their rows.
+    pub async fn claim(&self, clusters: usize) -> Result<Vec<TaskRow>, StoreError> {
+        self.claimed.store(true, Ordering::SeqCst);
+        if clusters == 0 {
+            return Ok(Vec::new());
+        }
+        let n = i64::try_from(clusters).unwrap_or(i64::MAX);
+        let states = if self.promote_not_due { &CLAIMABLE[..] } else { &CLAIMABLE[..4] };
+        let claims = self.store.claim_clusters(self.host.run_id, states, &self.host.owner, self.lease, n).await?;
+        let mut rows = Vec::with_capacity(claims.len());
+        let mut held = self.held();
+        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+        for c in claims {
+            if let Some((from, epoch)) = &c.taken_from {
+                tracing::warn!(
+                    task = c.task.id,
+                    cluster = %c.task.cluster,
+                    state = %c.task.state,
+                    from = %from,
+                    from_epoch = epoch,
+                    "took over a task whose host's lease ran out"
+                );
+            }
+            lost.remove(&c.task.id);
+            held.insert(c.task.id, c.lease);
+            rows.push(c.task);
+        }
+        Ok(rows)
+    }
+
+    /// Tasks of the run with work ahead, whoever holds them.
+    pub async fn unfinished(&self) -> Result<i64, StoreError> {
+        self.store.unfinished(self.host.run_id).await
+    }
+
+    /// Does this process hold a lease on the task?
+    pub fn holds(&self, task_id: i64) -> bool {
+        self.held().contains_key(&task_id)
+    }
+
+    /// Apply one transition built by the state table, under this process's lease on its task.
+    /// `None`, with nothing written, when the guard does not match or the task is not this
+    /// process's to write (see the module's notes).
+    pub async fn write(&self, t: &Transition) -> Result<Option<TaskRow>, StoreError> {
+        let id = t.task_id();
+        let lease = self.held().get(&id).cloned();
+        let Some(lease) = lease else {
+            let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner()).contains(&id);
+            if lost || self.claimed.load(Ordering::SeqCst) {
+                tracing::warn!(task = id, "not written: this host holds no lease on the task");
+                return Ok(None);
+            }
+            return Ok(self.store.steps(std::slice::from_ref(t)).await?.pop().flatten());
+        };
+        let renew = self.in_request.lock().unwrap_or_else(|p| p.into_inner()).remove(&id).then_some(self.lease);
+        match self.store.transition_leased_renewing(&lease, t, renew).await? {
+            LeasedWrite::Applied(row) => {
+                if !TaskState::OPEN.contains(&row.state) {
+                    // Its work here is over: free at once (the epoch stays, so nothing written
+                    // under this lease can land later).
+                    self.held().remove(&id);
+                    self.store.release(&lease).await?;
+                }
+                Ok(Some(*row))
+            }
+            LeasedWrite::NotHeld => {
+                tracing::warn!(task = id, "not written: the task's lease is no longer this host's");
+                self.lose(id);
+                Ok(None)
+            }
+            LeasedWrite::ClusterBusy => {
+                tracing::info!(task = id, "another host has a job on this cluster: the task is handed back");
+                self.held().remove(&id);
+                self.store.release(&lease).await?;
+                Ok(None)
+            }
+        }
+    }
+
+    /// The lease check before a request leaves: renewed to its full length, or `false` when it
+    /// is no longer this process's.
+    pub async fn renew_for_request(&self, task_id: i64) -> Result<bool, StoreError> {
+        if !self.claimed.load(Ordering::SeqCst) {
+            // Not claiming yet (no request is sent before the first claim): nothing to renew.
+            return Ok(true);
+        }
+        let lease = self.held().get(&task_id).cloned();
+        let Some(lease) = lease else { return Ok(false) };
+        match self.store.extend_lease(&lease, self.lease.max(self.request + MIN_LEASE)).await? {
+            Some(renewed) => {
+                self.in_request.lock().unwrap_or_else(|p| p.into_inner()).insert(task_id);
+                self.held().insert(task_id, renewed);
+                Ok(true)
+            }
+            None => {
+                self.lose(task_id);
+                Ok(false)
+            }
+        }
+    }
+
+    /// Give a task back (the engine let it go).
+    pub async fn release(&self, task_id: i64) -> Result<(), StoreError> {
+        let lease = self.held().remove(&task_id);
+        if let Some(lease) = lease {
+            self.store.release(&lease).await?;
+        }
+        Ok(())
+    }
+
+    /// Renew the host lease and every task lease; the tasks whose lease was lost meanwhile.
+    pub async fn extend(&self) -> Result<Vec<i64>, StoreError> {
+        if !self.store.extend_host(&self.host.owner, self.lease).await? {
+            tracing::warn!("this host's lease on the run had run out: joining again");
+            let joined = self.store.join_run(&self.host, self.lease).await?;
+            if let crate::store::LockOutcome::Held(h) = joined.outcome {
+                tracing::error!(run_id = h.run_id, "another run is live now; this host's writes are fenced");
+            }
+        }
+        let ids: Vec<i64> = self.held().keys().copied().collect();
+        if ids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let kept: HashSet<i64> =
+            self.store.extend_leases(&self.host.owner, &ids, self.lease).await?.into_iter().collect();
+        let gone: Vec<i64> = ids.into_iter().filter(|id| !kept.contains(id)).collect();
+        for id in &gone {
+            tracing::warn!(task = id, "the task's lease ran out before it was renewed: its writes are fenced");
+            self.lose(*id);
+        }
+        Ok(gone)
+    }
+
+    /// Leave the run: the host lease is deleted and every task lease given back.
+    pub async fn leave(&self) -> Result<(), StoreError> {
+        self.held().clear();
+        self.store.leave_run(&self.host).await
+    }
+}
