@@ -107,12 +107,13 @@ impl Engine {
         Now::shifted(self.model.clock_offset)
     }
 
-    /// Count an arriving API request and decide what answers it. A 5100/5000 fault's ret_code
-    /// is counted here too, since it is the answer. Under `html_everywhere` no fault is drawn:
-    /// the page is all there is.
-    pub fn admit(&self, action: &str) -> Admission {
+    /// Count an arriving API request (`arrived`: the host's clock when it arrived) and decide
+    /// what answers it. A 5100/5000 fault's ret_code is counted here too, since it is the
+    /// answer. Under `html_everywhere` no fault is drawn: the page is all there is.
+    pub fn admit(&self, action: &str, arrived: chrono::DateTime<chrono::Utc>) -> Admission {
         let mut st = self.lock();
         st.counters.request(action);
+        st.counters.arrival(arrived.timestamp_millis());
         if self.model.api.html_everywhere {
             return Admission::Html;
         }
@@ -183,11 +184,14 @@ impl Engine {
         let mut st = self.lock();
         st.cloud.book.settle(now);
         let book = &st.cloud.book;
+        let (overlaps, overlaps_not_logged) = book.overlaps();
         let mut stats = Stats {
             seed: self.seed,
             jobs: book.job_count(),
             jobs_by_status: book.jobs_by_status(now),
             accounts: book.accounts(),
+            cluster_overlaps: overlaps.to_vec(),
+            cluster_overlaps_not_logged: overlaps_not_logged,
             ..Stats::default()
         };
         st.counters.fill(&mut stats);

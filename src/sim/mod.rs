@@ -48,7 +48,7 @@ pub use jobs::{ERROR_INJECTED, ERROR_NO_SUCH_ACCOUNT};
 pub use quota::QUOTA_MESSAGE;
 pub use server::Limits;
 pub use server::HTML_PAGE;
-pub use stats::{AccountStats, RequestRecord, Stats, MAX_REQUEST_LOG};
+pub use stats::{AccountStats, Overlap, RequestRecord, Stats, MAX_OVERLAP_LOG, MAX_REQUEST_LOG};
 pub use world::{
     ApiBehaviour, ClusterSpec, Credential, Faults, JobTimings, ListOrder, MissingAccount, Quota, QuotaScope,
     UnknownJobId, World, WorldError, DEFAULT_ACCESS_KEY_ID, DEFAULT_SECRET_ACCESS_KEY, MAX_UNRELATED_JOBS,

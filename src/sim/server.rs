@@ -191,7 +191,7 @@ async fn api(engine: Arc<Engine>, kill: Arc<Notify>, limits: Limits, req: Reques
     let action = params.iter().find(|(k, _)| k == "action").map_or("", |(_, v)| v.as_str()).to_owned();
     let arrived = chrono::Utc::now();
 
-    let lost = match engine.admit(&action) {
+    let lost = match engine.admit(&action, arrived) {
         Admission::Html => {
             engine.log_request(&params, arrived, None, None);
             return html_page();

@@ -36,10 +36,51 @@ pub struct Stats {
     /// RunClusterCustomService requests received after the log was full.
     #[serde(default)]
     pub requests_not_logged: u64,
+    /// When each API request arrived, of every action (the first [`MAX_REQUEST_LOG`]),
+    /// including faulted, refused (2500 too) and HTML-answered ones: milliseconds since the
+    /// Unix epoch on the host's clock, as [`RequestRecord::at_ms`]. A client's rate limit governs
+    /// every request it sends, so this is what to hold it to. In the order the simulator took
+    /// the requests in, which requests arriving within a millisecond or two of each other may
+    /// swap: sort before comparing windows.
+    #[serde(default)]
+    pub arrivals_ms: Vec<i64>,
+    /// API requests that arrived after [`Stats::arrivals_ms`] was full.
+    #[serde(default)]
+    pub arrivals_not_logged: u64,
+    /// Every job created on a cluster while an earlier job of that cluster (same id and zone)
+    /// had not ended yet, in order of creation (the first [`MAX_OVERLAP_LOG`]). Empty when no
+    /// cluster ever ran two jobs at once. Jobs refused with 1400 (`one_job_per_cluster`) were
+    /// never created, so they are not here; the unrelated jobs a zone starts with are long
+    /// finished and never are.
+    #[serde(default)]
+    pub cluster_overlaps: Vec<Overlap>,
+    /// Overlaps seen after [`Stats::cluster_overlaps`] was full.
+    #[serde(default)]
+    pub cluster_overlaps_not_logged: u64,
 }
 
-/// Most entries of [`Stats::requests`].
+/// Most entries of [`Stats::requests`], and of [`Stats::arrivals_ms`].
 pub const MAX_REQUEST_LOG: usize = 200_000;
+
+/// Most entries of [`Stats::cluster_overlaps`].
+pub const MAX_OVERLAP_LOG: usize = 1_000;
+
+/// A job created on a cluster while an earlier job of that cluster was still running.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Overlap {
+    pub cluster: String,
+    pub zone: String,
+    /// The job created while the other ran, and the account it was for.
+    pub job_id: String,
+    pub user: String,
+    pub host: String,
+    /// The earlier job that had not ended (of those, the one ending last), and its account.
+    pub running_job_id: String,
+    pub running_user: String,
+    pub running_host: String,
+    /// How long the running job still had to go when the new one was created, in milliseconds.
+    pub running_left_ms: u64,
+}
 
 /// One RunClusterCustomService request as the simulator received it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -111,6 +152,8 @@ pub(crate) struct Counters {
     pub faults_injected: BTreeMap<&'static str, u64>,
     pub log: Vec<RequestRecord>,
     pub not_logged: u64,
+    pub arrivals: Vec<i64>,
+    pub arrivals_not_logged: u64,
 }
 
 impl Counters {
@@ -127,6 +170,15 @@ impl Counters {
 
     pub fn ret_code(&mut self, code: i64) {
         *self.ret_codes.entry(code).or_default() += 1;
+    }
+
+    /// An API request of any action arrived at `at_ms`.
+    pub fn arrival(&mut self, at_ms: i64) {
+        if self.arrivals.len() < MAX_REQUEST_LOG {
+            self.arrivals.push(at_ms);
+        } else {
+            self.arrivals_not_logged += 1;
+        }
     }
 
     pub fn log(&mut self, record: RequestRecord) {
@@ -152,5 +204,7 @@ impl Counters {
             .collect();
         stats.requests = self.log.clone();
         stats.requests_not_logged = self.not_logged;
+        stats.arrivals_ms = self.arrivals.clone();
+        stats.arrivals_not_logged = self.arrivals_not_logged;
     }
 }

@@ -21,6 +21,7 @@ mod hardening;
 mod helpers;
 mod layout;
 mod manifest;
+mod multihost;
 mod operator;
 mod pg_bench;
 mod pg_copy;

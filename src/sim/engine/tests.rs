@@ -242,3 +242,57 @@ fn directive_and_response_shape() {
     assert_eq!(job.resource_ids, "cl-a");
     assert!(job.owner.starts_with("usr-"));
 }
+
+fn del_user(e: &Engine, cluster: &str, user: &str, now: Now) -> i64 {
+    let params = format!(r#"{{"host":"%","user":"{user}"}}"#);
+    let extra = [("cluster", cluster), ("role", "maininstance"), ("service", "del_user"), ("service_params", &params)];
+    e.call(&signed(RUN_CLUSTER_CUSTOM_SERVICE, &extra, now), now).ret_code
+}
+
+#[test]
+fn a_job_created_while_another_runs_on_its_cluster_is_an_overlap_and_one_after_it_is_not() {
+    let e = engine("jobs: {pending_ms: 100, working_ms: 200}");
+    let t0 = Now::current();
+    let at = |ms| t0.after(Duration::from_millis(ms));
+    assert_eq!(del_user(&e, "cl-a", "bob", t0), ret::OK);
+    assert_eq!(del_user(&e, "cl-b", "bob", t0), ret::OK);
+    // cl-a: eve while bob's job is still pending.
+    assert_eq!(del_user(&e, "cl-a", "eve", at(100)), ret::OK);
+    // cl-b: eve the moment bob's job has ended.
+    assert_eq!(del_user(&e, "cl-b", "eve", at(300)), ret::OK);
+    let stats = e.stats(at(1_000));
+    let [o] = stats.cluster_overlaps.as_slice() else { panic!("one overlap: {:?}", stats.cluster_overlaps) };
+    assert_eq!(
+        (o.cluster.as_str(), o.zone.as_str(), o.user.as_str(), o.running_user.as_str()),
+        ("cl-a", "sh1a", "eve", "bob")
+    );
+    assert_eq!(o.running_left_ms, 200);
+    assert_eq!(stats.cluster_overlaps_not_logged, 0);
+    // Overlapping or not, every job ran and deleted its own account.
+    assert_eq!(stats.jobs_by_status.get("successful"), Some(&4));
+}
+
+#[test]
+fn sequential_jobs_and_refused_ones_are_no_overlap() {
+    let e = engine("jobs: {pending_ms: 100, working_ms: 200}\none_job_per_cluster: true");
+    let t0 = Now::current();
+    let at = |ms| t0.after(Duration::from_millis(ms));
+    assert_eq!(del_user(&e, "cl-a", "bob", t0), ret::OK);
+    assert_eq!(del_user(&e, "cl-a", "eve", at(100)), ret::ACCESS_DENIED, "refused: bob's job runs");
+    assert_eq!(del_user(&e, "cl-a", "eve", at(400)), ret::OK);
+    assert_eq!(del_user(&e, "cl-a", "ann", at(700)), ret::OK);
+    let stats = e.stats(at(1_000));
+    assert!(stats.cluster_overlaps.is_empty(), "{:?}", stats.cluster_overlaps);
+    assert_eq!(stats.jobs, 3);
+}
+
+#[test]
+fn every_request_of_every_action_has_its_arrival_time() {
+    let e = engine("{}");
+    let t0 = chrono::Utc::now();
+    e.admit(DESCRIBE_JOBS, t0);
+    e.admit(RUN_CLUSTER_CUSTOM_SERVICE, t0 + chrono::TimeDelta::milliseconds(5));
+    e.admit("NoSuchAction", t0 + chrono::TimeDelta::milliseconds(9));
+    let ms = t0.timestamp_millis();
+    assert_eq!(e.stats(Now::current()).arrivals_ms, [ms, ms + 5, ms + 9]);
+}

@@ -12,12 +12,14 @@
 //! long a new job stays out of listings, and whether an unknown id in `jobs.N` is an error.
 //!
 //! The book and a job's lifecycle live here; the clusters and accounts jobs act on are
-//! `inventory`, listings `listing`, and the unrelated jobs a zone starts with `unrelated`.
+//! `inventory`, listings `listing`, the unrelated jobs a zone starts with `unrelated`, and the
+//! jobs that ran at once on one cluster `overlaps`.
 //!
 //! This module knows nothing about HTTP, signatures or quotas.
 
 mod inventory;
 pub mod listing;
+mod overlaps;
 mod unrelated;
 
 use std::cmp::Reverse;
@@ -30,6 +32,7 @@ use crate::qingcloud::signer::format_time_stamp;
 use crate::qingcloud::types::{Job, JobStatus};
 
 use super::clock::Now;
+use super::stats::Overlap;
 use super::world::{ListOrder, MissingAccount, Model, UnknownJobId};
 
 /// `error_codes` of a job whose account did not exist when it ran.
@@ -109,6 +112,8 @@ pub struct Book {
     unsettled: BinaryHeap<Reverse<(Instant, usize)>>,
     /// cluster → the newest job on it.
     last_job: HashMap<String, usize>,
+    /// Jobs created while another ran on their cluster.
+    overlaps: overlaps::OverlapWatch,
 }
 
 impl Book {
@@ -141,6 +146,7 @@ impl Book {
             by_id: HashMap::new(),
             unsettled: BinaryHeap::new(),
             last_job: HashMap::new(),
+            overlaps: overlaps::OverlapWatch::default(),
         }
     }
 
@@ -189,10 +195,20 @@ impl Book {
         acc.del_user_accepted += 1;
         // Concurrent requests may reach the lock in another order than their clocks were read.
         let created = self.jobs.last().map_or(now.mono, |j| j.created.max(now.mono));
+        let ends = created + self.pending + new.working;
+        self.overlaps.created(overlaps::Watched {
+            id: &new.id,
+            zone: new.zone,
+            cluster: new.cluster,
+            user: new.user,
+            host: new.host,
+            created,
+            ends,
+        });
         let idx = self.jobs.len();
         self.by_id.insert(new.id.clone(), idx);
         self.last_job.insert(new.cluster.to_owned(), idx);
-        self.unsettled.push(Reverse((created + self.pending + new.working, idx)));
+        self.unsettled.push(Reverse((ends, idx)));
         self.jobs.push(JobRec {
             id: new.id,
             action: new.action.to_owned(),
@@ -242,6 +258,12 @@ impl Book {
     /// Jobs created by requests (the unrelated ones a zone starts with are not counted).
     pub fn job_count(&self) -> u64 {
         self.jobs.iter().filter(|j| !j.unrelated).count() as u64
+    }
+
+    /// Jobs created while an earlier job of their cluster was running (as many as the log
+    /// holds), and how many more there were.
+    pub fn overlaps(&self) -> (&[Overlap], u64) {
+        (self.overlaps.overlaps(), self.overlaps.not_logged())
     }
 
     pub fn jobs_by_status(&self, now: Now) -> BTreeMap<String, u64> {
