@@ -352,7 +352,15 @@ async fn drive_inner(
             .await?;
         stop = Some(StopReason::Signal);
     }
-    summary::tally(store, run_id, &target.account, stop, started).await
+    // A host leaving a shared run that other live hosts still work on leaves its end to them.
+    let others_work_on_it = match (&shared, store.postgres()) {
+        (Some(s), Some(pg)) => {
+            let others = pg.live_hosts(run_id).await?.iter().any(|h| h.owner != s.host().owner);
+            others && s.unfinished().await? > 0
+        }
+        _ => false,
+    };
+    summary::tally(store, run_id, others_work_on_it, &target.account, stop, started).await
 }
 
 /// The clock difference `doctor` found against this endpoint within the last day, when it is

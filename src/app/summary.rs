@@ -27,10 +27,12 @@ pub struct Ending {
 
 /// The end of run `run_id` of `account`, read from its tasks once the runner returned (`stop`:
 /// why it stopped early, if it did): its exit code, its summary and its result. The run is
-/// finished in the database with that exit code.
+/// finished in the database with that exit code, unless `others_work_on_it` (a shared run that
+/// other hosts are still working on: they finish it).
 pub async fn tally(
     store: &Db,
     run_id: i64,
+    others_work_on_it: bool,
     account: &AccountName,
     stop: Option<StopReason>,
     started: std::time::Instant,
@@ -151,7 +153,11 @@ pub async fn tally(
         duration_s,
         api_calls,
     };
-    store.finish_run(run_id, i64::from(exit.code()), summary_json).await?;
+    if others_work_on_it {
+        tracing::info!(run_id, "other hosts are still working on the run: they finish it");
+    } else {
+        store.finish_run(run_id, i64::from(exit.code()), summary_json).await?;
+    }
     store.check_written_to_disk().await?;
     Ok(Ending { exit, summary, result })
 }
