@@ -53,31 +53,13 @@ impl PgStore {
         lease: Duration,
         limit: i64,
     ) -> Result<Vec<Claim>, StoreError> {
-        let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
-        let mut tx = self.write().await?;
-        let rows = sqlx::query(&format!(
-            "WITH free AS ( \
+        let free = "free AS ( \
                 SELECT id, owner AS old_owner, epoch AS old_epoch FROM tasks \
                 WHERE ($1::bigint IS NULL OR run_id = $1) AND state = ANY($2) \
                   AND (owner IS NULL OR lease_until IS NULL OR lease_until <= clock_timestamp()) \
                   AND (next_attempt_at IS NULL OR next_attempt_at <= clock_timestamp()) \
-                ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED) \
-             UPDATE tasks SET owner = $4, epoch = tasks.epoch + 1, \
-                lease_until = clock_timestamp() + $5 * interval '1 microsecond' \
-             FROM free WHERE tasks.id = free.id \
-             RETURNING {cols}, tasks.owner, tasks.epoch, tasks.lease_until, free.old_owner, free.old_epoch",
-            cols = qualified(TASK_COLUMNS)
-        ))
-        .bind(run_id)
-        .bind(&states)
-        .bind(limit)
-        .bind(owner)
-        .bind(micros(lease))
-        .fetch_all(&mut *tx)
-        .await?;
-        let claims = claims_of(&mut tx, &rows, owner).await?;
-        tx.commit().await?;
-        Ok(claims)
+                ORDER BY id LIMIT $3 FOR UPDATE SKIP LOCKED)";
+        self.claim_free(free, run_id, states, owner, lease, limit).await
     }
 
     /// Claim the due, free tasks in `states` of run `run_id` (a `not_due` task only once its date
@@ -95,10 +77,7 @@ impl PgStore {
         lease: Duration,
         clusters: i64,
     ) -> Result<Vec<Claim>, StoreError> {
-        let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
-        let mut tx = self.write().await?;
-        let rows = sqlx::query(&format!(
-            "WITH claimable AS ( \
+        let free = "claimable AS ( \
                 SELECT t.id, t.cluster, t.zone FROM tasks t \
                 WHERE t.run_id = $1 AND t.state = ANY($2) \
                   AND (t.owner IS NULL OR t.lease_until IS NULL OR t.lease_until <= clock_timestamp()) \
@@ -112,7 +91,26 @@ impl PgStore {
              free AS ( \
                 SELECT t.id, t.owner AS old_owner, t.epoch AS old_epoch FROM tasks t \
                 JOIN claimable c ON c.id = t.id JOIN picked p ON p.cluster = c.cluster AND p.zone = c.zone \
-                ORDER BY t.id FOR UPDATE OF t SKIP LOCKED) \
+                ORDER BY t.id FOR UPDATE OF t SKIP LOCKED)";
+        self.claim_free(free, Some(run_id), states, owner, lease, clusters).await
+    }
+
+    /// Claim the tasks the common table expressions `ctes` select as `free` (`id`, `old_owner`,
+    /// `old_epoch`, rows locked), with `$1` the run, `$2` the states and `$3` the limit: each
+    /// gets `owner`, a lease of `lease` from now and its epoch plus one; takeovers are audited.
+    async fn claim_free(
+        &self,
+        ctes: &str,
+        run_id: Option<i64>,
+        states: &[TaskState],
+        owner: &str,
+        lease: Duration,
+        limit: i64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let states: Vec<&str> = states.iter().map(|s| s.as_str()).collect();
+        let mut tx = self.write().await?;
+        let rows = sqlx::query(&format!(
+            "WITH {ctes} \
              UPDATE tasks SET owner = $4, epoch = tasks.epoch + 1, \
                 lease_until = clock_timestamp() + $5 * interval '1 microsecond' \
              FROM free WHERE tasks.id = free.id \
@@ -122,7 +120,7 @@ impl PgStore {
         ))
         .bind(run_id)
         .bind(&states)
-        .bind(clusters)
+        .bind(limit)
         .bind(owner)
         .bind(micros(lease))
         .fetch_all(&mut *tx)
