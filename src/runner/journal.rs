@@ -68,7 +68,7 @@ impl Journal {
     }
 
     /// Start the committing task of a run shared with other hosts: task writes go through
-    /// `shared`'s leases, one transaction each.
+    /// `shared`'s leases, a batch in one transaction.
     pub fn start_shared(store: impl Into<Db>, shared: Arc<Shared>) -> Journal {
         Journal::spawn(store.into(), Some(shared))
     }
@@ -126,13 +126,12 @@ async fn commit_loop(store: Db, shared: Option<Arc<Shared>>, mut rx: mpsc::Recei
                 let _ = ack.send(result.clone());
             }
         }
-        if let (Some(shared), false) = (&shared, transitions.is_empty()) {
-            for (t, ack) in transitions.iter().zip(transition_acks) {
-                let result = shared.write(t).await.map_err(|e| JournalError::Store(Arc::new(e)));
-                let _ = ack.send(result);
-            }
-        } else if !transitions.is_empty() {
-            match store.steps(&transitions).await {
+        if !transitions.is_empty() {
+            let written = match &shared {
+                Some(shared) => shared.write_all(&transitions).await,
+                None => store.steps(&transitions).await,
+            };
+            match written {
                 Ok(rows) => {
                     for (ack, row) in transition_acks.into_iter().zip(rows) {
                         let _ = ack.send(Ok(row));

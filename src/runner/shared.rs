@@ -25,7 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
-use crate::store::postgres::{HostLease, Lease, LeasedWrite, PgStore};
+use crate::store::postgres::{HostLease, Lease, LeasedTransition, LeasedWrite, PgStore};
 use crate::store::{StoreError, TaskRow, TaskState, Transition};
 
 /// The shortest lease `--lease` allows, and the margin a request's lease has past its timeout.
@@ -130,39 +130,79 @@ impl Shared {
     /// `None`, with nothing written, when the guard does not match or the task is not this
     /// process's to write (see the module's notes).
     pub async fn write(&self, t: &Transition) -> Result<Option<TaskRow>, StoreError> {
-        let id = t.task_id();
-        let lease = self.held().get(&id).cloned();
-        let Some(lease) = lease else {
-            let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner()).contains(&id);
-            if lost || self.claimed.load(Ordering::SeqCst) {
-                tracing::warn!(task = id, "not written: this host holds no lease on the task");
-                return Ok(None);
-            }
-            return Ok(self.store.steps(std::slice::from_ref(t)).await?.pop().flatten());
-        };
-        let renew = self.in_request.lock().unwrap_or_else(|p| p.into_inner()).remove(&id).then_some(self.lease);
-        match self.store.transition_leased_renewing(&lease, t, renew).await? {
-            LeasedWrite::Applied(row) => {
-                if !TaskState::OPEN.contains(&row.state) {
-                    // Its work here is over: free at once (the epoch stays, so nothing written
-                    // under this lease can land later).
-                    self.held().remove(&id);
-                    self.store.release(&lease).await?;
+        Ok(self.write_all(std::slice::from_ref(t)).await?.pop().flatten())
+    }
+
+    /// [`Shared::write`] for several transitions: those under a lease go in one transaction,
+    /// in order; one result per transition.
+    pub async fn write_all(&self, ts: &[Transition]) -> Result<Vec<Option<TaskRow>>, StoreError> {
+        let mut results: Vec<Option<TaskRow>> = vec![None; ts.len()];
+        let mut leased: Vec<(usize, Lease, Option<Duration>)> = Vec::new();
+        let mut unleased: Vec<usize> = Vec::new();
+        {
+            let held = self.held();
+            let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
+            let mut in_request = self.in_request.lock().unwrap_or_else(|p| p.into_inner());
+            let claimed = self.claimed.load(Ordering::SeqCst);
+            for (i, t) in ts.iter().enumerate() {
+                let id = t.task_id();
+                match held.get(&id) {
+                    // A lease a request lengthened goes back to its usual length with the
+                    // request's outcome.
+                    Some(lease) => leased.push((i, lease.clone(), in_request.remove(&id).then_some(self.lease))),
+                    None if lost.contains(&id) || claimed => {
+                        tracing::warn!(task = id, "not written: this host holds no lease on the task");
+                    }
+                    None => unleased.push(i),
                 }
-                Ok(Some(*row))
-            }
-            LeasedWrite::NotHeld => {
-                tracing::warn!(task = id, "not written: the task's lease is no longer this host's");
-                self.lose(id);
-                Ok(None)
-            }
-            LeasedWrite::ClusterBusy => {
-                tracing::info!(task = id, "another host has a job on this cluster: the task is handed back");
-                self.held().remove(&id);
-                self.store.release(&lease).await?;
-                Ok(None)
             }
         }
+        if !unleased.is_empty() {
+            let batch: Vec<Transition> = unleased.iter().map(|&i| ts[i].clone()).collect();
+            for (i, row) in unleased.iter().zip(self.store.steps(&batch).await?) {
+                results[*i] = row;
+            }
+        }
+        if leased.is_empty() {
+            return Ok(results);
+        }
+        let writes: Vec<LeasedTransition<'_>> =
+            leased.iter().map(|(i, lease, renew)| LeasedTransition { lease, t: &ts[*i], renew: *renew }).collect();
+        let outcomes = self.store.transitions_leased(&writes).await?;
+        let mut give_back = Vec::new();
+        for ((i, lease, _), outcome) in leased.iter().zip(outcomes) {
+            match outcome {
+                LeasedWrite::Applied(row) => {
+                    if !TaskState::OPEN.contains(&row.state) {
+                        // Its work here is over: free at once (the epoch stays, so nothing
+                        // written under this lease can land later).
+                        give_back.push(lease.task_id);
+                    }
+                    results[*i] = Some(*row);
+                }
+                LeasedWrite::NotHeld => {
+                    tracing::warn!(task = lease.task_id, "not written: the task's lease is no longer this host's");
+                    self.lose(lease.task_id);
+                }
+                LeasedWrite::ClusterBusy => {
+                    tracing::info!(
+                        task = lease.task_id,
+                        "another host has a job on this cluster: the task is handed back"
+                    );
+                    give_back.push(lease.task_id);
+                }
+            }
+        }
+        if !give_back.is_empty() {
+            {
+                let mut held = self.held();
+                for id in &give_back {
+                    held.remove(id);
+                }
+            }
+            self.store.release_all(&self.host.owner, &give_back).await?;
+        }
+        Ok(results)
     }
 
     /// The lease check before a request leaves: renewed to its full length, or `false` when it

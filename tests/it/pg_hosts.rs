@@ -177,3 +177,28 @@ async fn pg_a_host_whose_lease_was_taken_over_writes_nothing() {
         .unwrap();
     assert_eq!(takeovers, 1);
 }
+
+#[tokio::test]
+async fn pg_a_batch_of_writes_refused_one_job_per_cluster_keeps_the_rest() {
+    let Some(db) = TestDb::create("pg_a_batch_of_writes_refused_one_job_per_cluster_keeps_the_rest").await else {
+        return;
+    };
+    let store = db.open().await;
+    let run = run_of(&store, 2, 2).await;
+    let a = Shared::new(store.clone(), host(run, "a"), LEASE, REQUEST, true);
+    let rows = a.claim(2).await.unwrap();
+    assert_eq!(rows.len(), 4);
+    let by_cluster = |c: &str| rows.iter().filter(|r| r.cluster == c).map(|r| r.id).collect::<Vec<_>>();
+    let (x, y) = (by_cluster("cl-h000"), by_cluster("cl-h001"));
+    let batch = [pending_to_submitting(x[0]), pending_to_submitting(x[1]), pending_to_submitting(y[0])];
+    let written = a.write_all(&batch).await.unwrap();
+    let states: Vec<Option<TaskState>> = written.iter().map(|r| r.as_ref().map(|r| r.state)).collect();
+    assert_eq!(states, [Some(TaskState::Submitting), None, Some(TaskState::Submitting)], "one job per cluster");
+    assert!(!a.holds(x[1]), "the refused task is handed back");
+    assert_eq!(store.lease_of(x[1]).await.unwrap(), None);
+    let tasks = store.tasks(run).await.unwrap();
+    let submitting = tasks.iter().filter(|t| t.state == TaskState::Submitting).count();
+    assert_eq!(submitting, 2);
+    assert!(store.verify_audit(None).await.unwrap().is_intact());
+    assert_eq!(store.replay().await.unwrap().discrepancies.len(), 0, "the tables agree with the chain");
+}

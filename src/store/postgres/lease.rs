@@ -191,6 +191,18 @@ impl PgStore {
         Ok(done.rows_affected() == 1)
     }
 
+    /// Give back every task of `task_ids` that `owner` holds, whatever the epoch (a task it
+    /// claimed again is its own too); the epochs stay, so writes under the old leases still
+    /// change nothing.
+    pub async fn release_all(&self, owner: &str, task_ids: &[i64]) -> Result<u64, StoreError> {
+        let done = sqlx::query("UPDATE tasks SET owner = NULL, lease_until = NULL WHERE owner = $1 AND id = ANY($2)")
+            .bind(owner)
+            .bind(task_ids)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
     /// The lease on a task as the database holds it now (`None` when nobody holds it).
     pub async fn lease_of(&self, task_id: i64) -> Result<Option<Lease>, StoreError> {
         let row = sqlx::query("SELECT owner, epoch, lease_until FROM tasks WHERE id = $1 AND owner IS NOT NULL")

@@ -48,7 +48,7 @@ pub use copy::{check_source, copy_from_sqlite, Copied, CopyError};
 pub use hosts::{HostLease, Joined};
 pub use lease::{Claim, Lease};
 pub use quota::{PgQuota, Slot};
-pub use write::LeasedWrite;
+pub use write::{LeasedTransition, LeasedWrite};
 
 /// The migrations this version applies, in order (sqlx takes an advisory lock while it applies
 /// them, so hosts started at once on a new database wait for each other).

@@ -14,6 +14,8 @@
 //! Every write is built by the runner's state table (`runner::state`), as the SQLite store's are:
 //! this module applies the guard and change it is given and decides nothing about legality.
 
+use std::collections::{HashMap, HashSet};
+
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::Row;
@@ -81,106 +83,161 @@ impl PgStore {
         t: &Transition,
         renew: Option<std::time::Duration>,
     ) -> Result<LeasedWrite, StoreError> {
-        if t.task_id() != lease.task_id {
-            return Ok(LeasedWrite::NotHeld);
-        }
-        let (from, to, change) = (t.from(), t.to(), t.change());
-        let guard: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
-        let (attempts_mode, attempts_value) = match change.attempts {
-            None => (0i32, None),
-            Some(Attempts::Increment) => (1, None),
-            Some(Attempts::Set(n)) => (2, Some(n)),
-        };
-        let time = |v: &Option<Option<DateTime<Utc>>>| (v.is_some(), v.flatten());
-        let (intent_set, intent) = time(&change.intent_at);
-        let (submitted_set, submitted) = time(&change.submitted_at);
-        let (next_set, next) = time(&change.next_attempt_at);
-        let (finished_set, finished) = time(&change.finished_at);
-        let mut tx = self.write().await?;
-        // The row first, then the chain's lock and the clock under it (see the module's notes).
-        let held: Option<i64> = sqlx::query_scalar(
-            "SELECT id FROM tasks WHERE id = $1 AND owner = $2 AND epoch = $3 \
-                 AND lease_until > clock_timestamp() FOR UPDATE",
-        )
-        .bind(lease.task_id)
-        .bind(&lease.owner)
-        .bind(lease.epoch)
-        .fetch_optional(&mut *tx)
-        .await?;
-        if held.is_none() {
-            tx.rollback().await?;
-            return Ok(LeasedWrite::NotHeld);
-        }
-        let now = lock_chain(&mut tx).await?;
-        let updated = sqlx::query(&format!(
-            "UPDATE tasks SET prev_state = state, state = $5, \
-             attempts = CASE $6 WHEN 1 THEN attempts + 1 WHEN 2 THEN $7 ELSE attempts END, \
-             job_id = CASE WHEN $8 THEN $9 ELSE job_id END, \
-             last_ret_code = CASE WHEN $10 THEN $11 ELSE last_ret_code END, \
-             last_message = CASE WHEN $12 THEN $13 ELSE last_message END, \
-             intent_at = CASE WHEN $14 THEN $15 ELSE intent_at END, \
-             started_at = CASE WHEN $14 THEN COALESCE(started_at, $15) ELSE started_at END, \
-             submitted_at = CASE WHEN $16 THEN $17 ELSE submitted_at END, \
-             next_attempt_at = CASE WHEN $18 THEN $19 ELSE next_attempt_at END, \
-             finished_at = CASE WHEN $20 THEN $21 ELSE finished_at END, \
-             adopted_from = CASE WHEN $22 THEN $23 ELSE adopted_from END, \
-             unresolved = CASE WHEN $24 THEN $25 ELSE unresolved END, \
-             updated_at = $26, \
-             lease_until = CASE WHEN $27::bigint IS NULL THEN lease_until \
-                           ELSE clock_timestamp() + $27 * interval '1 microsecond' END \
-             WHERE id = $1 AND owner = $2 AND epoch = $3 AND state = ANY($4) \
-             RETURNING {cols}, tasks.prev_state",
-            cols = qualified(TASK_COLUMNS)
-        ))
-        .bind(lease.task_id)
-        .bind(&lease.owner)
-        .bind(lease.epoch)
-        .bind(&guard)
-        .bind(to.as_str())
-        .bind(attempts_mode)
-        .bind(attempts_value)
-        .bind(change.job_id.is_some())
-        .bind(change.job_id.clone().flatten())
-        .bind(change.last_ret_code.is_some())
-        .bind(change.last_ret_code.flatten())
-        .bind(change.last_message.is_some())
-        .bind(change.last_message.clone().flatten())
-        .bind(intent_set)
-        .bind(intent)
-        .bind(submitted_set)
-        .bind(submitted)
-        .bind(next_set)
-        .bind(next)
-        .bind(finished_set)
-        .bind(finished)
-        .bind(change.adopted_from.is_some())
-        .bind(change.adopted_from.flatten())
-        .bind(change.unresolved.is_some())
-        .bind(change.unresolved.clone().flatten())
-        .bind(now)
-        .bind(renew.map(super::micros))
-        .fetch_optional(&mut *tx)
-        .await;
-        let row = match updated {
-            Err(sqlx::Error::Database(e)) if e.constraint() == Some(ONE_JOB_PER_CLUSTER) => {
-                tx.rollback().await?;
-                return Ok(LeasedWrite::ClusterBusy);
-            }
-            Err(e) => return Err(e.into()),
-            Ok(None) => {
-                tx.rollback().await?;
-                return Ok(LeasedWrite::NotHeld);
-            }
-            Ok(Some(row)) => row,
-        };
-        let prev_state: String = row.try_get("prev_state")?;
-        let from: TaskState = prev_state.parse().map_err(StoreError::Corrupt)?;
-        let row = task_from_row(&row)?;
-        let ticket = run_ticket(&mut tx, row.run_id).await?;
-        let entry =
-            details::task_state(change, t.detail(), &row, from, Some((&lease.owner, lease.epoch)), ticket.as_deref());
-        append(&mut tx, std::slice::from_ref(&entry)).await?;
-        tx.commit().await?;
-        Ok(LeasedWrite::Applied(Box::new(row)))
+        let mut results = self.transitions_leased(&[LeasedTransition { lease, t, renew }]).await?;
+        Ok(results.pop().unwrap_or(LeasedWrite::NotHeld))
     }
+
+    /// Several lease holders' writes in one transaction, applied in order; one result per write,
+    /// each as [`PgStore::transition_leased_renewing`] would give it. A write the
+    /// one-job-per-cluster index refuses is undone alone (a savepoint), not the batch.
+    pub async fn transitions_leased(&self, writes: &[LeasedTransition<'_>]) -> Result<Vec<LeasedWrite>, StoreError> {
+        let mut tx = self.write().await?;
+        // The rows first, in id order, then the chain's lock and the clock under it (see the
+        // module's notes). Only rows still held under the named lease are locked.
+        let mut ids: Vec<i64> = writes.iter().map(|w| w.lease.task_id).collect();
+        ids.sort_unstable();
+        ids.dedup();
+        let owners: Vec<&str> = writes.iter().map(|w| w.lease.owner.as_str()).collect();
+        let epochs: Vec<i64> = writes.iter().map(|w| w.lease.epoch).collect();
+        let tasks: Vec<i64> = writes.iter().map(|w| w.lease.task_id).collect();
+        let held: HashSet<i64> = sqlx::query_scalar(
+            "SELECT t.id FROM tasks t JOIN unnest($1::bigint[], $2::text[], $3::bigint[]) AS l(id, owner, epoch) \
+                 ON t.id = l.id AND t.owner = l.owner AND t.epoch = l.epoch \
+             WHERE t.lease_until > clock_timestamp() ORDER BY t.id FOR UPDATE OF t",
+        )
+        .bind(&tasks)
+        .bind(&owners)
+        .bind(&epochs)
+        .fetch_all(&mut *tx)
+        .await?
+        .into_iter()
+        .collect();
+        let now = lock_chain(&mut tx).await?;
+        let mut results = Vec::with_capacity(writes.len());
+        let mut entries = Vec::new();
+        let mut tickets: HashMap<i64, Option<String>> = HashMap::new();
+        for w in writes {
+            if w.t.task_id() != w.lease.task_id || !held.contains(&w.lease.task_id) {
+                results.push(LeasedWrite::NotHeld);
+                continue;
+            }
+            let live = TaskState::LIVE.contains(&w.t.to());
+            if live {
+                sqlx::query("SAVEPOINT leased_write").execute(&mut *tx).await?;
+            }
+            let row = match update_leased(&mut tx, w, now).await {
+                Err(StoreError::Sql(sqlx::Error::Database(e))) if e.constraint() == Some(ONE_JOB_PER_CLUSTER) => {
+                    sqlx::query("ROLLBACK TO SAVEPOINT leased_write").execute(&mut *tx).await?;
+                    results.push(LeasedWrite::ClusterBusy);
+                    continue;
+                }
+                other => other?,
+            };
+            if live {
+                sqlx::query("RELEASE SAVEPOINT leased_write").execute(&mut *tx).await?;
+            }
+            let Some((row, from)) = row else {
+                results.push(LeasedWrite::NotHeld);
+                continue;
+            };
+            let ticket = match tickets.get(&row.run_id) {
+                Some(t) => t.clone(),
+                None => {
+                    let t = run_ticket(&mut tx, row.run_id).await?;
+                    tickets.insert(row.run_id, t.clone());
+                    t
+                }
+            };
+            let owner = Some((w.lease.owner.as_str(), w.lease.epoch));
+            entries.push(details::task_state(w.t.change(), w.t.detail(), &row, from, owner, ticket.as_deref()));
+            results.push(LeasedWrite::Applied(Box::new(row)));
+        }
+        append(&mut tx, &entries).await?;
+        tx.commit().await?;
+        Ok(results)
+    }
+}
+
+/// One lease holder's write: the transition, the lease it is made under, and the lease's new
+/// length when it is to be reset (see [`PgStore::transition_leased_renewing`]).
+#[derive(Debug, Clone, Copy)]
+pub struct LeasedTransition<'a> {
+    pub lease: &'a Lease,
+    pub t: &'a Transition,
+    pub renew: Option<std::time::Duration>,
+}
+
+/// Apply one leased write inside the caller's transaction, whose row lock it holds: the new
+/// row and the state it left, or `None` when the guard (state, owner, epoch) does not match.
+async fn update_leased(
+    tx: &mut sqlx::PgConnection,
+    w: &LeasedTransition<'_>,
+    now: DateTime<Utc>,
+) -> Result<Option<(TaskRow, TaskState)>, StoreError> {
+    let (lease, t) = (w.lease, w.t);
+    let (from, to, change) = (t.from(), t.to(), t.change());
+    let guard: Vec<&str> = from.iter().map(|s| s.as_str()).collect();
+    let (attempts_mode, attempts_value) = match change.attempts {
+        None => (0i32, None),
+        Some(Attempts::Increment) => (1, None),
+        Some(Attempts::Set(n)) => (2, Some(n)),
+    };
+    let time = |v: &Option<Option<DateTime<Utc>>>| (v.is_some(), v.flatten());
+    let (intent_set, intent) = time(&change.intent_at);
+    let (submitted_set, submitted) = time(&change.submitted_at);
+    let (next_set, next) = time(&change.next_attempt_at);
+    let (finished_set, finished) = time(&change.finished_at);
+    let updated = sqlx::query(&format!(
+        "UPDATE tasks SET prev_state = state, state = $5, \
+         attempts = CASE $6 WHEN 1 THEN attempts + 1 WHEN 2 THEN $7 ELSE attempts END, \
+         job_id = CASE WHEN $8 THEN $9 ELSE job_id END, \
+         last_ret_code = CASE WHEN $10 THEN $11 ELSE last_ret_code END, \
+         last_message = CASE WHEN $12 THEN $13 ELSE last_message END, \
+         intent_at = CASE WHEN $14 THEN $15 ELSE intent_at END, \
+         started_at = CASE WHEN $14 THEN COALESCE(started_at, $15) ELSE started_at END, \
+         submitted_at = CASE WHEN $16 THEN $17 ELSE submitted_at END, \
+         next_attempt_at = CASE WHEN $18 THEN $19 ELSE next_attempt_at END, \
+         finished_at = CASE WHEN $20 THEN $21 ELSE finished_at END, \
+         adopted_from = CASE WHEN $22 THEN $23 ELSE adopted_from END, \
+         unresolved = CASE WHEN $24 THEN $25 ELSE unresolved END, \
+         updated_at = $26, \
+         lease_until = CASE WHEN $27::bigint IS NULL THEN lease_until \
+                       ELSE clock_timestamp() + $27 * interval '1 microsecond' END \
+         WHERE id = $1 AND owner = $2 AND epoch = $3 AND state = ANY($4) \
+         RETURNING {cols}, tasks.prev_state",
+        cols = qualified(TASK_COLUMNS)
+    ))
+    .bind(lease.task_id)
+    .bind(&lease.owner)
+    .bind(lease.epoch)
+    .bind(&guard)
+    .bind(to.as_str())
+    .bind(attempts_mode)
+    .bind(attempts_value)
+    .bind(change.job_id.is_some())
+    .bind(change.job_id.clone().flatten())
+    .bind(change.last_ret_code.is_some())
+    .bind(change.last_ret_code.flatten())
+    .bind(change.last_message.is_some())
+    .bind(change.last_message.clone().flatten())
+    .bind(intent_set)
+    .bind(intent)
+    .bind(submitted_set)
+    .bind(submitted)
+    .bind(next_set)
+    .bind(next)
+    .bind(finished_set)
+    .bind(finished)
+    .bind(change.adopted_from.is_some())
+    .bind(change.adopted_from.flatten())
+    .bind(change.unresolved.is_some())
+    .bind(change.unresolved.clone().flatten())
+    .bind(now)
+    .bind(w.renew.map(super::micros))
+    .fetch_optional(&mut *tx)
+    .await;
+    let Some(row) = updated? else { return Ok(None) };
+    let prev_state: String = row.try_get("prev_state")?;
+    let from: TaskState = prev_state.parse().map_err(StoreError::Corrupt)?;
+    Ok(Some((task_from_row(&row)?, from)))
 }
