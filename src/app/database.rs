@@ -3,9 +3,9 @@
 //! commands (`status`, `report`, `audit`) open one that exists and never create or migrate a
 //! file; `plan` reads what earlier runs did when there is a database, and nothing otherwise.
 //!
-//! With `--db postgres://…`: `run` creates or migrates the schema in the database the URL names;
-//! `resume` and `retry` need one that is already qc-offboard's; the read-only commands never
-//! create or migrate it. `plan` and `doctor` work on SQLite only and refuse a URL (78).
+//! With `--db postgres://…`: `run` (and `doctor`, which saves its findings there) creates or
+//! migrates the schema in the database the URL names; `resume` and `retry` need one that is
+//! already qc-offboard's; the read-only commands and `plan` never create or migrate it.
 //!
 //! All SQL stays in `store`: this module only picks paths and maps a missing database to a
 //! configuration error (78), and a PostgreSQL server that does not answer to 69.
@@ -102,6 +102,12 @@ fn with_causes(e: &dyn std::error::Error) -> String {
 /// What earlier runs against `endpoint` with `access_key_id` did with each account, from the
 /// database when it exists (the real one: `plan` never looks at the simulator's).
 pub async fn standings_at(db: Option<&Path>, endpoint: &str, access_key_id: &str) -> anyhow::Result<Standings> {
+    if let Some(url) = postgres_url(db) {
+        let store = PgStore::open_existing(url).await.map_err(pg_open_error)?;
+        let done = store.standings(endpoint, access_key_id).await?;
+        store.close().await;
+        return Ok(done);
+    }
     let Some(path) = history(db)? else {
         return Ok(Standings::new());
     };
@@ -112,8 +118,11 @@ pub async fn standings_at(db: Option<&Path>, endpoint: &str, access_key_id: &str
 }
 
 /// The database `plan` reads earlier runs from (`--db`, else the default, never the
-/// simulator's), when it exists.
+/// simulator's), when it exists (a PostgreSQL URL is taken as existing: reading it says if not).
 pub fn history(db: Option<&Path>) -> anyhow::Result<Option<PathBuf>> {
+    if let Some(url) = postgres_url(db) {
+        return Ok(Some(PathBuf::from(url)));
+    }
     let path = match db {
         Some(p) => {
             store::refuse_postgres(p)?;

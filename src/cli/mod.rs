@@ -303,13 +303,6 @@ pub struct SimArgs {
 /// Run the command and return the exit code it earned.
 pub async fn dispatch(cli: Cli) -> anyhow::Result<Exit> {
     let Cli { global, command } = cli;
-    // `doctor` and `plan` (which reads what runs did) work on SQLite only: a PostgreSQL --db is
-    // refused before anything starts (a simulator, an API call).
-    let sqlite_only =
-        matches!(&command, Command::Doctor(_)) || matches!(&command, Command::Plan(args) if args.command.is_none());
-    if let Some(db) = global.db.as_deref().filter(|_| sqlite_only) {
-        crate::store::refuse_postgres(db)?;
-    }
     match command {
         Command::Validate(args) => validate::run(&global, args),
         Command::Plan(args) => plan::run(&global, args).await,

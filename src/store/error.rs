@@ -11,13 +11,9 @@ use std::path::PathBuf;
 pub enum StoreError {
     #[error("no home directory for the database: pass --db, or set QC_OFFBOARD_DB, XDG_DATA_HOME or HOME")]
     NoHome,
-    /// `--db` names a PostgreSQL database to a command that works on SQLite only (`doctor`,
-    /// `plan`).
-    #[error(
-        "{0} is a PostgreSQL database: `run`, `resume`, `retry`, `status`, `report` and `audit` work there; \
-         this command works on an SQLite file (--db PATH). `qc-offboard db copy --from sqlite:PATH --to URL` \
-         moves an SQLite database there"
-    )]
+    /// `--db` names a PostgreSQL database where an SQLite file is needed (every command opens
+    /// a URL itself before it asks for a file's path, so this is a guard, never a user's path).
+    #[error("{0} is a PostgreSQL database, where an SQLite file (--db PATH) is needed")]
     PostgresNotSelectable(String),
     /// `--db` looks like a URL, but not a PostgreSQL one this version reads.
     #[error(

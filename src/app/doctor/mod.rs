@@ -24,6 +24,7 @@ use crate::exit::{Coded, Exit};
 use crate::manifest::Zone;
 use crate::qingcloud::client::Client;
 use crate::qingcloud::config::ConfigInput;
+use crate::store::postgres::{is_postgres_url, redacted, PgStore};
 use crate::store::{check, FindingStatus, NewFinding, Store};
 
 use finding::finding;
@@ -93,6 +94,9 @@ impl Doctor {
     /// The database check, then the findings (with it) saved as one checkup. The database
     /// check's finding is returned for printing whether or not the database could be used.
     pub async fn save(&self, db: Option<&Path>, mut findings: Vec<NewFinding>) -> anyhow::Result<(NewFinding, Saved)> {
+        if let Some(url) = db.and_then(Path::to_str).filter(|s| is_postgres_url(s)) {
+            return self.save_postgres(url.trim(), findings).await;
+        }
         let path = crate::store::resolve_path(db, self.target.simulate)?;
         let store = match Store::open(&path).await {
             Ok(store) => store,
@@ -117,6 +121,47 @@ impl Doctor {
         let saved = match checkup {
             Ok(id) => Saved::Checkup { id, path },
             Err(e) => Saved::WriteFailed { path, error: e.to_string() },
+        };
+        Ok((db, saved))
+    }
+}
+
+impl Doctor {
+    /// [`Doctor::save`] on PostgreSQL: the database check is that the server answers and holds
+    /// (or was brought up to) this version's schema.
+    async fn save_postgres(&self, url: &str, mut findings: Vec<NewFinding>) -> anyhow::Result<(NewFinding, Saved)> {
+        let shown = PathBuf::from(redacted(url));
+        let detail = json!({ "database": redacted(url) });
+        let store = match PgStore::open(url).await {
+            Ok(store) => store,
+            Err(e) => {
+                let f = finding(
+                    check::DATABASE,
+                    FindingStatus::Fail,
+                    "unusable",
+                    e.to_string(),
+                    Some("check the server and the --db / QC_OFFBOARD_DB URL".to_owned()),
+                    detail,
+                );
+                return Ok((f, Saved::NoDatabase));
+            }
+        };
+        let db = finding(
+            check::DATABASE,
+            FindingStatus::Ok,
+            "postgres",
+            format!("{} answers and holds this version's schema", store.target()),
+            None,
+            detail,
+        );
+        findings.push(db.clone());
+        let checkup = store
+            .record_findings(&self.target.recorded_endpoint, self.access_key_id(), Some(self.zone.as_str()), &findings)
+            .await;
+        store.close().await;
+        let saved = match checkup {
+            Ok(id) => Saved::Checkup { id, path: shown },
+            Err(e) => Saved::WriteFailed { path: shown, error: e.to_string() },
         };
         Ok((db, saved))
     }
