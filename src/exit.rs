@@ -107,6 +107,12 @@ fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
             return environmental(class);
         }
     }
+    // A database server that went away is the environment's too: nothing committed is lost.
+    for cause in err.chain() {
+        if cause.downcast_ref::<sqlx::Error>().is_some_and(crate::store::connection_lost) {
+            return (Exit::TempFail, Some(CONNECTION_LOST));
+        }
+    }
     for cause in err.chain() {
         if let Some(e) = cause.downcast_ref::<crate::store::StoreError>() {
             use crate::store::StoreError as S;
@@ -139,6 +145,11 @@ fn classify(err: &anyhow::Error) -> (Exit, Option<&'static str>) {
     }
     (Exit::Software, None)
 }
+
+const CONNECTION_LOST: &str =
+    "the connection to the database server was lost (and was lost again when tried once more); everything \
+     committed is kept: once the server answers, `qc-offboard resume` continues (on a shared run the other hosts \
+     take this host's tasks over when its leases run out)";
 
 const MIGRATIONS_DIFFER: &str =
     "the database's migrations do not match this version's: use the version of qc-offboard that wrote it, or another --db";

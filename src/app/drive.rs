@@ -120,7 +120,17 @@ async fn begin(store: &Db, start: &Start, opts: &RunOptions) -> anyhow::Result<B
             (*run_id, joined.outcome, joined.peers)
         }
     };
-    let run_id = locked(run_id, outcome)?;
+    if let LockOutcome::Held(h) = &outcome {
+        return Err(Coded::new(
+            Exit::Locked,
+            format!(
+                "run {} is live on this database: pid {} on {} joined it at {}; `qc-offboard resume {}` joins it, \
+                 and a new run waits for it to end",
+                h.run_id, h.pid, h.host, h.started_at, h.run_id
+            ),
+        )
+        .into());
+    }
     if peers > 0 {
         tracing::info!(run_id, hosts = peers, "joined a live run: sharing its tasks with the hosts working on it");
     }
@@ -163,16 +173,8 @@ fn locked(run_id: i64, outcome: LockOutcome) -> anyhow::Result<i64> {
         LockOutcome::Held(h) => Err(Coded::new(
             Exit::Locked,
             format!(
-                "run {} holds the database's run lock: pid {} on {}, started {}; wait for it to finish{}",
-                h.run_id,
-                h.pid,
-                h.host,
-                h.started_at,
-                if run_id == h.run_id {
-                    String::new()
-                } else {
-                    format!(" (on a PostgreSQL database, `qc-offboard resume {}` joins it)", h.run_id)
-                }
+                "run {} holds the database's run lock: pid {} on {}, started {}; wait for it to finish",
+                h.run_id, h.pid, h.host, h.started_at
             ),
         )
         .into()),
@@ -254,10 +256,10 @@ async fn drive_inner(
     };
     // The account is the unit of safety: what other runs did, or left in flight, comes first.
     let identity_runs = store.identity_runs(&run.endpoint, &run.access_key_id).await?;
-    // A host joining a live run shares it as it is: the host that started (or continued) it
-    // prepared it and checked its clusters.
-    let joining = begun.host.as_ref().is_some_and(|(_, peers)| *peers > 0);
-    let prepared = if joining { Default::default() } else { store.prepare_run(run_id, &identity_runs).await? };
+    // Every host of a shared run prepares it and checks its clusters before it claims anything,
+    // joiners too: the host that started it may still be checking, or may have died doing so.
+    // What another host holds is left to it (a write without a lease never touches it).
+    let prepared = store.prepare_run(run_id, &identity_runs).await?;
     if prepared.skipped > 0 {
         tracing::info!(skipped = prepared.skipped, "accounts already done by other runs are skipped");
     }
@@ -316,9 +318,7 @@ async fn drive_inner(
             ctx.stop.send_replace(true);
         })
     };
-    if joining {
-        tracing::info!("preflight skipped: the run is live on other hosts, which checked its clusters");
-    } else if opts.no_preflight {
+    if opts.no_preflight {
         tracing::info!("preflight skipped (--no-preflight): clusters are not checked before del_user");
     } else if !ctx.stopping() {
         let checked = runner::preflight::run(&ctx).await?;

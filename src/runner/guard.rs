@@ -89,14 +89,22 @@ impl SendGuard for TaskGuard<'_> {
             if let Err(why) = UserName::parse(&self.task.user).and_then(|_| HostSpec::parse(&self.task.host)) {
                 return Err(self.refuse(Withhold::Invalid(why)));
             }
-            match self.ctx.store.last_check(self.task.id, &self.ctx.identity_runs).await {
+            let checked = super::journal::once_more_if_disconnected("the last check", || {
+                self.ctx.store.last_check(self.task.id, &self.ctx.identity_runs)
+            })
+            .await;
+            match checked {
                 Ok(Ok(())) => {}
                 Ok(Err(refusal)) => return Err(self.refuse(Withhold::Refused(refusal))),
                 Err(e) => return Err(self.refuse(Withhold::Unchecked(Arc::new(e)))),
             }
             // A shared run: the lease is renewed for the request's whole time, or it is gone.
             if let Some(shared) = &self.ctx.shared {
-                match shared.renew_for_request(self.task.id).await {
+                let renewed = super::journal::once_more_if_disconnected("renewing the task's lease", || {
+                    shared.renew_for_request(self.task.id)
+                })
+                .await;
+                match renewed {
                     Ok(true) => {}
                     Ok(false) => return Err(self.refuse(Withhold::Refused(Refusal::LeaseLost))),
                     Err(e) => return Err(self.refuse(Withhold::Unchecked(Arc::new(e)))),

@@ -94,6 +94,28 @@ impl Journal {
     }
 }
 
+/// How long a write waits before it is tried once more on a new connection.
+const RECONNECT_AFTER: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Run `op`, and once more after [`RECONNECT_AFTER`] when the database connection was lost (a
+/// server restart, a cut connection): a statement that failed so either committed whole or not
+/// at all, and every write here is guarded, so trying it again never applies it twice (a
+/// transition that had committed finds its guard gone; the caller treats that as a lost guard).
+pub async fn once_more_if_disconnected<T, F, Fut>(what: &str, mut op: F) -> Result<T, StoreError>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, StoreError>>,
+{
+    match op().await {
+        Err(e) if e.connection_lost() => {
+            tracing::warn!("{what}: the database connection was lost ({e}); trying once more");
+            tokio::time::sleep(RECONNECT_AFTER).await;
+            op().await
+        }
+        other => other,
+    }
+}
+
 async fn commit_loop(store: Db, shared: Option<Arc<Shared>>, mut rx: mpsc::Receiver<Write>) {
     while let Some(first) = rx.recv().await {
         let mut batch = vec![first];
@@ -120,17 +142,22 @@ async fn commit_loop(store: Db, shared: Option<Arc<Shared>>, mut rx: mpsc::Recei
             }
         }
         if !calls.is_empty() {
-            let result = store.record_calls(&calls).await.map_err(|e| JournalError::Store(Arc::new(e)));
+            let result = once_more_if_disconnected("recording API calls", || store.record_calls(&calls))
+                .await
+                .map_err(|e| JournalError::Store(Arc::new(e)));
             for ack in call_acks {
                 // A writer that went away (its run stopped) needs no answer.
                 let _ = ack.send(result.clone());
             }
         }
         if !transitions.is_empty() {
-            let written = match &shared {
-                Some(shared) => shared.write_all(&transitions).await,
-                None => store.steps(&transitions).await,
-            };
+            let written = once_more_if_disconnected("writing task states", || async {
+                match &shared {
+                    Some(shared) => shared.write_all(&transitions).await,
+                    None => store.steps(&transitions).await,
+                }
+            })
+            .await;
             match written {
                 Ok(rows) => {
                     for (ack, row) in transition_acks.into_iter().zip(rows) {

@@ -95,6 +95,29 @@ pub fn sqlite_class(err: &sqlx::Error) -> Option<SqliteClass> {
     sqlite_class_of_code(db.code()?.parse().ok()?)
 }
 
+/// Did the connection to a database server fail (it was cut, the server shut down or restarted,
+/// no connection could be had in time), as opposed to a statement being refused? A statement
+/// that failed so may be tried again on a new connection; what it wrote is either committed or
+/// not, never half of it.
+pub fn connection_lost(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) if db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>().is_some() => {
+            // Class 08: connection exception; 57P01–57P03: the server is shutting down, crashed,
+            // or cannot take connections yet.
+            db.code().is_some_and(|c| c.starts_with("08") || matches!(c.as_ref(), "57P01" | "57P02" | "57P03"))
+        }
+        _ => false,
+    }
+}
+
+impl StoreError {
+    /// Whether this is [`connection_lost`].
+    pub fn connection_lost(&self) -> bool {
+        matches!(self, StoreError::Sql(e) if connection_lost(e))
+    }
+}
+
 /// The class of an SQLite (extended) result code.
 pub fn sqlite_class_of_code(code: i64) -> Option<SqliteClass> {
     Some(match code & 0xff {

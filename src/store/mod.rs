@@ -44,7 +44,7 @@ pub use crate::audit::walk::{Problem, Verification};
 pub use crate::runner::state::{Event, Transition};
 pub use accounts::{endpoint_identity, AccountKey, Prepared, Refusal, Standing};
 pub use db::Db;
-pub use error::{sqlite_class, sqlite_class_of_code, SqliteClass, StoreError};
+pub use error::{connection_lost, sqlite_class, sqlite_class_of_code, SqliteClass, StoreError};
 pub use evidence::{DeadlineCounts, SeqRange, TaskCall};
 pub use findings::{check, Finding, FindingStatus, NewFinding};
 pub use lock::{this_host, LockHolder, LockOutcome};

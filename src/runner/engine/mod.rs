@@ -392,8 +392,9 @@ impl Loop {
         self.next_claim = Some(now + CLAIM_EVERY);
         self.work.spawn(async move {
             let claimed = async {
-                let rows = shared.claim(room).await?;
-                let left = shared.unfinished().await?;
+                use crate::runner::journal::once_more_if_disconnected as once_more;
+                let rows = once_more("claiming tasks", || shared.claim(room)).await?;
+                let left = once_more("counting the run's work left", || shared.unfinished()).await?;
                 Ok((rows, left))
             };
             Event::Claimed(claimed.await)
