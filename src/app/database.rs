@@ -47,6 +47,16 @@ pub async fn open_recorded(db: Option<&Path>, simulate: bool) -> anyhow::Result<
         match PgStore::open_existing(url).await {
             Ok(existing) => existing.close().await,
             Err(e @ OpenError::Older { .. }) => tracing::debug!("{e}: migrating it"),
+            Err(OpenError::NotOurs { target, why }) => {
+                return Err(Coded::new(
+                    Exit::Config,
+                    format!(
+                        "{target} is not a qc-offboard database ({why}): resume and retry never create one; \
+                         check --db / QC_OFFBOARD_DB (`run` starts a database, `db copy` moves an SQLite one there)"
+                    ),
+                )
+                .into())
+            }
             Err(e) => return Err(pg_open_error(e)),
         }
         return Ok(PgStore::open(url).await.map_err(pg_open_error)?.into());

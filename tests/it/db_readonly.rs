@@ -250,6 +250,7 @@ async fn resume_and_retry_need_a_qc_offboard_database_on_postgres() {
         let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
         assert_eq!(out.status.code(), Some(78), "{args:?}: {stdout}{stderr}");
         assert!(stderr.contains("not a qc-offboard database") && !stderr.contains(PASSWORD), "{args:?}: {stderr}");
+        assert!(stderr.contains("resume and retry never create one"), "{args:?}: {stderr}");
     }
     assert_eq!(tables(&pg).await, 0, "a mistyped --db never becomes a new database");
 }
