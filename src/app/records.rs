@@ -51,6 +51,8 @@ pub struct Detail {
     pub counts: BTreeMap<TaskState, i64>,
     pub deadline: DeadlineCounts,
     pub proof: Proof,
+    /// The processes working on it now, as (host, pid).
+    pub hosts: Vec<(String, i64)>,
 }
 
 /// The runs of the database (`simulate`: the simulator's), with their counts as they stand now.
@@ -74,8 +76,9 @@ pub async fn run(db: Option<&Path>, simulate: bool, id: i64) -> anyhow::Result<D
     };
     let counts = store.counts(id).await?;
     let deadline = store.deadline_counts(Some(id), Utc::now()).await?.remove(&id).unwrap_or_default();
+    let hosts = store.live_hosts(id).await?;
     store.close().await;
-    Ok(Detail { run, counts, deadline, proof })
+    Ok(Detail { run, counts, deadline, proof, hosts })
 }
 
 /// `report`'s rows with their evidence: the chain replayed and checked against the tables.

@@ -134,7 +134,7 @@ fn list(listing: &Listing, output: OutputFormat) -> anyhow::Result<()> {
 }
 
 fn one(detail: &Detail, output: OutputFormat) -> anyhow::Result<()> {
-    let Detail { run, counts, deadline, proof } = detail;
+    let Detail { run, counts, deadline, proof, hosts } = detail;
     let total: i64 = counts.values().sum();
     match output {
         OutputFormat::Json => {
@@ -144,6 +144,8 @@ fn one(detail: &Detail, output: OutputFormat) -> anyhow::Result<()> {
                 obj.insert("counts".into(), serde_json::Value::Object(all_counts(counts)));
                 obj.insert("deadline".into(), serde_json::to_value(deadline)?);
                 obj.insert("evidence".into(), proof_json(proof, run.id));
+                let live: Vec<_> = hosts.iter().map(|(host, pid)| json!({ "host": host, "pid": pid })).collect();
+                obj.insert("live_hosts".into(), json!(live));
             }
             outln!("{}", serde_json::to_string_pretty(&value)?);
         }
@@ -176,6 +178,10 @@ fn one(detail: &Detail, output: OutputFormat) -> anyhow::Result<()> {
                     _ => "not yet".into(),
                 },
             );
+            if !hosts.is_empty() {
+                let live: Vec<String> = hosts.iter().map(|(host, pid)| format!("{host} (pid {pid})")).collect();
+                label("working on", live.join(", "));
+            }
             label("endpoint", format!("{} (access key {})", run.endpoint, run.access_key_id));
             if let Some(prev) = run.retry_of {
                 label("retry of", format!("run {prev}"));

@@ -116,6 +116,18 @@ impl Db {
         fn finish_run(&self, run_id: i64, exit_code: i64, summary: Value) -> Result<(), StoreError>;
     }
 
+    /// The processes working on run `run_id` now, as (host, pid): on PostgreSQL its live host
+    /// leases, on SQLite the run lock's holder when it holds this run (whether or not that
+    /// process is still alive: `status` says what the lock says).
+    pub async fn live_hosts(&self, run_id: i64) -> Result<Vec<(String, i64)>, StoreError> {
+        Ok(match self {
+            Db::Sqlite(s) => {
+                s.lock_holder().await?.filter(|h| h.run_id == run_id).map(|h| (h.host, h.pid)).into_iter().collect()
+            }
+            Db::Postgres(s) => s.live_hosts(run_id).await?.into_iter().map(|h| (h.host, h.pid)).collect(),
+        })
+    }
+
     /// The PostgreSQL store, if this is one.
     pub fn postgres(&self) -> Option<&PgStore> {
         match self {

@@ -208,6 +208,18 @@ async fn three_hosts_share_a_run_and_the_survivor_finishes_it() {
         .fetch_one(&mut conn)
         .await
         .expect("host B's row in run_hosts");
+    // `status RUN_ID` names the hosts working on the run.
+    let status = runner(home.path(), &sim, &db, &["status", RUN, "--output", "json"])
+        .stdout(Stdio::piped())
+        .output()
+        .await
+        .expect("status");
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).expect("status --output json");
+    let live: Vec<i64> =
+        status["live_hosts"].as_array().expect("live_hosts").iter().filter_map(|h| h["pid"].as_i64()).collect();
+    for (name, pid) in [("A", a.pid()), ("B", b_pid), ("C", c.pid())] {
+        assert!(live.contains(&pid), "host {name} (pid {pid}) is not among the live hosts {status}");
+    }
     b.child.kill().await.expect("SIGKILL host B");
     c.signal(rustix::process::Signal::TERM);
     let deleted_at_kill = count(&mut conn, DELETED).await.unwrap_or_default();
