@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use super::postgres::PgStore;
 use super::{
-    AccountKey, ApiCallRow, Checkpoint, DeadlineCounts, Finding, Prepared, Refusal, Replay, ReportFilter, RunRow,
-    Standing, Store, StoreError, TaskCall, TaskRow, TaskState, Transition, Verification,
+    AccountKey, ApiCallRow, Checkpoint, DeadlineCounts, Finding, NewFinding, Prepared, Refusal, Replay, ReportFilter,
+    RunRow, Standing, Store, StoreError, TaskCall, TaskRow, TaskState, Transition, Verification,
 };
 
 /// The database a read-only command looks at: an SQLite file or a PostgreSQL database.
@@ -112,6 +112,8 @@ impl Db {
         fn newest_unfinished_run(&self) -> Result<Option<RunRow>, StoreError>;
         /// A run's failed tasks.
         fn failed_tasks(&self, run_id: i64) -> Result<Vec<TaskRow>, StoreError>;
+        /// Save one checkup of `doctor`'s findings; its id.
+        fn record_findings(&self, endpoint: &str, access_key_id: &str, zone: Option<&str>, findings: &[NewFinding]) -> Result<i64, StoreError>;
         /// Close a run with its exit code and summary.
         fn finish_run(&self, run_id: i64, exit_code: i64, summary: Value) -> Result<(), StoreError>;
     }

@@ -25,7 +25,7 @@ use crate::manifest::Zone;
 use crate::qingcloud::client::Client;
 use crate::qingcloud::config::ConfigInput;
 use crate::store::postgres::{is_postgres_url, redacted, PgStore};
-use crate::store::{check, FindingStatus, NewFinding, Store};
+use crate::store::{check, Db, FindingStatus, NewFinding, Store};
 
 use finding::finding;
 
@@ -114,15 +114,19 @@ impl Doctor {
         };
         let db = database_check(&store);
         findings.push(db.clone());
+        Ok((db, self.record(store.into(), path, &findings).await))
+    }
+
+    /// Save the findings as one checkup in `store`, shown as `shown`; close it.
+    async fn record(&self, store: Db, shown: PathBuf, findings: &[NewFinding]) -> Saved {
         let checkup = store
-            .record_findings(&self.target.recorded_endpoint, self.access_key_id(), Some(self.zone.as_str()), &findings)
+            .record_findings(&self.target.recorded_endpoint, self.access_key_id(), Some(self.zone.as_str()), findings)
             .await;
         store.close().await;
-        let saved = match checkup {
-            Ok(id) => Saved::Checkup { id, path },
-            Err(e) => Saved::WriteFailed { path, error: e.to_string() },
-        };
-        Ok((db, saved))
+        match checkup {
+            Ok(id) => Saved::Checkup { id, path: shown },
+            Err(e) => Saved::WriteFailed { path: shown, error: e.to_string() },
+        }
     }
 }
 
@@ -155,15 +159,7 @@ impl Doctor {
             detail,
         );
         findings.push(db.clone());
-        let checkup = store
-            .record_findings(&self.target.recorded_endpoint, self.access_key_id(), Some(self.zone.as_str()), &findings)
-            .await;
-        store.close().await;
-        let saved = match checkup {
-            Ok(id) => Saved::Checkup { id, path: shown },
-            Err(e) => Saved::WriteFailed { path: shown, error: e.to_string() },
-        };
-        Ok((db, saved))
+        Ok((db, self.record(store.into(), shown, &findings).await))
     }
 }
 
