@@ -154,7 +154,7 @@ fn one(detail: &Detail, output: OutputFormat) -> anyhow::Result<()> {
             // a closed pipe ends quietly, a full disk with its error.
             let label = |l: &str, v: String| {
                 use std::io::Write as _;
-                let _ = writeln!(std::io::stdout(), "{l:<12}{v}");
+                let _ = writeln!(std::io::stdout(), "{l:<12}{}{v}", if l.len() >= 12 { " " } else { "" });
             };
             label("run", format!("{}{}", run.id, if run.simulated { " (simulated)" } else { "" }));
             if let Some(t) = &run.ticket {

@@ -227,6 +227,22 @@ impl Shared {
         }
     }
 
+    /// The tasks this process holds a lease on.
+    pub fn held_ids(&self) -> Vec<i64> {
+        self.held().keys().copied().collect()
+    }
+
+    /// Give back every task of `ids` this process holds (the engine does not work on them).
+    pub async fn release_many(&self, ids: &[i64]) -> Result<(), StoreError> {
+        {
+            let mut held = self.held();
+            for id in ids {
+                held.remove(id);
+            }
+        }
+        self.store.release_all(&self.host.owner, ids).await.map(|_| ())
+    }
+
     /// Give a task back (the engine let it go).
     pub async fn release(&self, task_id: i64) -> Result<(), StoreError> {
         let lease = self.held().remove(&task_id);

@@ -377,3 +377,51 @@ async fn cut_all(conn: &mut PgConnection) {
         sqlx::query("SELECT pg_terminate_backend($1)").bind(pid).execute(&mut *conn).await.expect("cut a connection");
     }
 }
+
+/// A host frozen (SIGSTOP) for longer than its lease, then thawed: the other host takes its
+/// tasks over, the thawed one writes nothing for them, and both end (a task it claimed again
+/// while its last write was being refused used to stay held by it, renewed for ever, and the
+/// run never ended).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_host_frozen_past_its_lease_neither_writes_nor_holds_the_run_up() {
+    let Some(db) = TestDb::create("a_host_frozen_past_its_lease_neither_writes_nor_holds_the_run_up").await else {
+        return;
+    };
+    let home = tempdir();
+    let sim = start_sim(world("seed: 8\njobs: {pending_ms: 30, working_ms: 400}\n")).await;
+    let manifest = home.path().join("manifest.yaml");
+    std::fs::write(&manifest, manifest_text(30, 4, &["sh1a"])).expect("write the manifest");
+    let manifest = manifest.to_str().expect("utf-8 path").to_owned();
+    let tuning = ["--lease", "2s", "--rate", "40/s", "--reconcile-settle", "1s", "--poll-interval", "200ms"];
+    let args = |first: &[&str]| -> Vec<String> {
+        first.iter().map(|s| s.to_string()).chain(tuning.iter().map(|s| s.to_string())).collect()
+    };
+    let mut a = Host::spawn("A", runner(home.path(), &sim, &db, &refs(&args(&["run", &manifest]))), home.path());
+    let mut conn = loop {
+        if let Ok(c) = sqlx::Connection::connect(&db.url).await {
+            break c;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&mut conn, STARTED).await.is_none_or(|n| n <= 0) {
+        pace("host A to start", deadline, &mut [&mut a]).await;
+    }
+    let mut b = Host::spawn("B", runner(home.path(), &sim, &db, &refs(&args(&["resume", RUN]))), home.path());
+    let b_pid = b.pid();
+    while count_for(&mut conn, HOLDS_A_JOB, b_pid).await.unwrap_or(0) == 0 {
+        pace("host B to hold a job", deadline, &mut [&mut a, &mut b]).await;
+    }
+    b.signal(rustix::process::Signal::STOP);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    b.signal(rustix::process::Signal::CONT);
+    let (sa, sb) = (a.wait_within(Duration::from_secs(120)).await, b.wait_within(Duration::from_secs(120)).await);
+    assert!(sa.success() && sb.success(), "A {sa}, B {sb}\n{}\n{}", a.logs(), b.logs());
+    assert_all_deleted_exactly_once(&sim.stats(), 120);
+    assert_eq!(count(&mut conn, DELETED).await, Some(120));
+    let taken = count(&mut conn, "SELECT count(*) FROM audit_log WHERE kind = 'lease_taken_over'").await;
+    assert!(taken.unwrap_or(0) > 0, "B's tasks were taken over while it was frozen");
+    let verify =
+        runner(home.path(), &sim, &db, &["audit", "verify"]).stdout(Stdio::piped()).output().await.expect("verify");
+    assert!(verify.status.success(), "{}", text(&verify.stdout));
+}

@@ -25,6 +25,18 @@ impl Loop {
                     self.load(fresh).await?;
                 }
                 self.run_done = left == 0;
+                // A task held here that nothing here works on (its lease lapsed and was claimed
+                // again while its last write was being refused) would be renewed for ever and
+                // never finished: give it back, and a later claim loads it afresh.
+                if let Some(shared) = self.ctx.shared.clone() {
+                    let orphans: Vec<i64> = shared.held_ids().into_iter().filter(|id| !self.works_on(*id)).collect();
+                    if !orphans.is_empty() {
+                        tracing::debug!(tasks = orphans.len(), "held but not worked on here: given back");
+                        self.work.spawn(async move {
+                            Event::Recorded(shared.release_many(&orphans).await.map_err(Into::into))
+                        });
+                    }
+                }
             }
             Event::Submit(id, result) => {
                 self.submitting.remove(&id);

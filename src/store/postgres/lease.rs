@@ -34,7 +34,8 @@ pub struct Lease {
 pub struct Claim {
     pub task: TaskRow,
     pub lease: Lease,
-    /// The holder whose expired lease this claim took over, if another host held it.
+    /// The holder whose lease ran out before this claim took the task over (this owner itself,
+    /// when its own lease lapsed), if one was still named.
     pub taken_from: Option<(String, i64)>,
 }
 
@@ -125,7 +126,7 @@ impl PgStore {
         .bind(micros(lease))
         .fetch_all(&mut *tx)
         .await?;
-        let claims = claims_of(&mut tx, &rows, owner).await?;
+        let claims = claims_of(&mut tx, &rows).await?;
         tx.commit().await?;
         Ok(claims)
     }
@@ -228,11 +229,7 @@ pub(super) fn qualified(columns: &str) -> String {
 
 /// The claims of a claiming statement's rows, with a `lease_taken_over` record appended for each
 /// task taken over from another owner (in the caller's transaction, which commits).
-async fn claims_of(
-    tx: &mut sqlx::PgConnection,
-    rows: &[sqlx::postgres::PgRow],
-    owner: &str,
-) -> Result<Vec<Claim>, StoreError> {
+async fn claims_of(tx: &mut sqlx::PgConnection, rows: &[sqlx::postgres::PgRow]) -> Result<Vec<Claim>, StoreError> {
     let mut claims = Vec::with_capacity(rows.len());
     let mut entries = Vec::new();
     for row in rows {
@@ -245,7 +242,9 @@ async fn claims_of(
         };
         let old_owner: Option<String> = row.try_get("old_owner")?;
         let old_epoch: i64 = row.try_get("old_epoch")?;
-        let taken_from = old_owner.filter(|o| o != owner).map(|o| (o, old_epoch));
+        // A task claimed only when its lease was released or ran out: an owner still named means
+        // the lease ran out, this owner's own included (a host that stalled), and is on record.
+        let taken_from = old_owner.map(|o| (o, old_epoch));
         if let Some((from, from_epoch)) = &taken_from {
             let detail = json!({
                 "cluster": task.cluster, "user": task.user, "host": task.host, "state": task.state,
