@@ -37,7 +37,8 @@ pub enum RunnerError {
 impl fmt::Display for RunnerError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            RunnerError::Journal(_) => f.write_str("the change could not be committed"),
+            // The journal's own words ("the change could not be committed"), said once.
+            RunnerError::Journal(e) => e.fmt(f),
             RunnerError::Store(_) => f.write_str("the database could not be read"),
             RunnerError::Unchecked(_) => f.write_str("the last check before sending could not be made"),
             RunnerError::BadRow(why) => write!(f, "a row the runner cannot read: {why}"),
@@ -53,7 +54,7 @@ impl fmt::Display for RunnerError {
 impl std::error::Error for RunnerError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            RunnerError::Journal(e) => Some(e),
+            RunnerError::Journal(e) => e.source(),
             RunnerError::Store(e) => Some(e),
             RunnerError::Unchecked(e) => Some(e.as_ref()),
             RunnerError::Signals(e) => Some(e),

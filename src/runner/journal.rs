@@ -185,4 +185,14 @@ mod tests {
         assert!(e.chain().any(|c| matches!(c.downcast_ref::<StoreError>(), Some(StoreError::NoSuchRun(7)))));
         assert_eq!(format!("{e:#}"), "the run stopped: the change could not be committed: no run 7 in the database");
     }
+
+    /// Through the runner's error the journal's words are said once, not twice, and the store's
+    /// error is still in the chain for the exit code.
+    #[test]
+    fn through_the_runner_s_error_the_failure_is_said_once() {
+        let journal = JournalError::Store(Arc::new(StoreError::NoSuchRun(7)));
+        let e = anyhow::Error::new(crate::runner::error::RunnerError::from(journal)).context("the run stopped");
+        assert_eq!(format!("{e:#}"), "the run stopped: the change could not be committed: no run 7 in the database");
+        assert!(e.chain().any(|c| matches!(c.downcast_ref::<StoreError>(), Some(StoreError::NoSuchRun(7)))));
+    }
 }
