@@ -46,8 +46,6 @@ pub struct Shared {
     held: Mutex<HashMap<i64, Lease>>,
     /// Tasks whose lease a request lengthened, until the request's outcome is written.
     in_request: Mutex<HashSet<i64>>,
-    /// Tasks whose lease this process lost: never written again by it.
-    lost: Mutex<HashSet<i64>>,
     /// Set by the first claim: from then on every write needs a lease.
     claimed: AtomicBool,
     /// Whether `not_due` tasks are claimed (see [`CLAIMABLE`]).
@@ -64,7 +62,6 @@ impl Shared {
             lease,
             held: Mutex::new(HashMap::new()),
             in_request: Mutex::new(HashSet::new()),
-            lost: Mutex::new(HashSet::new()),
             claimed: AtomicBool::new(false),
         }
     }
@@ -83,7 +80,6 @@ impl Shared {
 
     fn lose(&self, task_id: i64) {
         self.held().remove(&task_id);
-        self.lost.lock().unwrap_or_else(|p| p.into_inner()).insert(task_id);
     }
 
     /// Claim the free, due tasks of up to `clusters` clusters nobody else holds; their rows.
@@ -97,7 +93,6 @@ impl Shared {
         let claims = self.store.claim_clusters(self.host.run_id, states, &self.host.owner, self.lease, n).await?;
         let mut rows = Vec::with_capacity(claims.len());
         let mut held = self.held();
-        let mut lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
         for c in claims {
             if let Some((from, epoch)) = &c.taken_from {
                 tracing::warn!(
@@ -109,7 +104,6 @@ impl Shared {
                     "took over a task whose host's lease ran out"
                 );
             }
-            lost.remove(&c.task.id);
             held.insert(c.task.id, c.lease);
             rows.push(c.task);
         }
@@ -141,7 +135,6 @@ impl Shared {
         let mut unleased: Vec<usize> = Vec::new();
         {
             let held = self.held();
-            let lost = self.lost.lock().unwrap_or_else(|p| p.into_inner());
             let mut in_request = self.in_request.lock().unwrap_or_else(|p| p.into_inner());
             let claimed = self.claimed.load(Ordering::SeqCst);
             for (i, t) in ts.iter().enumerate() {
@@ -150,7 +143,8 @@ impl Shared {
                     // A lease a request lengthened goes back to its usual length with the
                     // request's outcome.
                     Some(lease) => leased.push((i, lease.clone(), in_request.remove(&id).then_some(self.lease))),
-                    None if lost.contains(&id) || claimed => {
+                    // A lease is only ever held (and so lost) after the first claim.
+                    None if claimed => {
                         tracing::warn!(task = id, "not written: this host holds no lease on the task");
                     }
                     None => unleased.push(i),
