@@ -270,6 +270,12 @@ async fn drive_inner(
             "adopted a live attempt of an earlier run: reconciling it before anything is sent"
         );
     }
+    if !prepared.deferred.is_empty() {
+        tracing::info!(
+            tasks = prepared.deferred.len(),
+            "live attempts of an earlier run wait for their cluster's job to end: each is adopted, not sent, in its turn"
+        );
+    }
     // What `doctor` measured: a clock that differs from the API's by more than the API allows is
     // corrected before the first request, instead of after a refused one.
     let skew = doctor_clock_skew(store, &run.endpoint, &run.access_key_id).await?;
@@ -285,7 +291,8 @@ async fn drive_inner(
         Some(s) => runner::journal::Journal::start_shared(store.clone(), Arc::clone(s)),
         None => runner::journal::Journal::start(store.clone()),
     };
-    let mut ctx = Ctx::new(store.clone(), journal, Arc::new(client), limiter, run_id, runner_opts, identity_runs);
+    let mut ctx = Ctx::new(store.clone(), journal, Arc::new(client), limiter, run_id, runner_opts, identity_runs)
+        .with_deferred(prepared.deferred);
     if let Some(s) = &shared {
         ctx = ctx.with_shared(Arc::clone(s));
     }

@@ -82,6 +82,9 @@ pub struct Ctx {
     pub not_api_in_a_row: AtomicU32,
     /// The server's clock minus ours, from the newest answer's `Date` header.
     pub clock_skew: Mutex<Option<chrono::TimeDelta>>,
+    /// Tasks whose adoption of another run's attempt waits for their cluster
+    /// (`Prepared::deferred`): adopted, not sent, when their turn comes.
+    pub deferred: HashSet<i64>,
 }
 
 /// How an answered call affects the run as a whole.
@@ -112,6 +115,7 @@ impl Ctx {
         Ctx {
             store: store.into(),
             shared: None,
+            deferred: HashSet::new(),
             journal,
             api,
             limiter,
@@ -130,6 +134,12 @@ impl Ctx {
     /// Share the run with other hosts through `shared` (its journal must write through it too).
     pub fn with_shared(mut self, shared: Arc<super::shared::Shared>) -> Ctx {
         self.shared = Some(shared);
+        self
+    }
+
+    /// Adopt `deferred` tasks' other attempts when their turn comes, instead of sending.
+    pub fn with_deferred(mut self, deferred: impl IntoIterator<Item = i64>) -> Ctx {
+        self.deferred = deferred.into_iter().collect();
         self
     }
 

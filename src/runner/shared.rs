@@ -26,7 +26,7 @@ use std::sync::Mutex;
 use std::time::Duration;
 
 use crate::store::postgres::{HostLease, Lease, LeasedTransition, LeasedWrite, PgStore};
-use crate::store::{StoreError, TaskRow, TaskState, Transition};
+use crate::store::{Adopted, StoreError, TaskRow, TaskState, Transition};
 
 /// The shortest lease `--lease` allows, and the margin a request's lease has past its timeout.
 pub const MIN_LEASE: Duration = Duration::from_secs(2);
@@ -197,6 +197,25 @@ impl Shared {
             self.store.release_all(&self.host.owner, &give_back).await?;
         }
         Ok(results)
+    }
+
+    /// The deferred adoption of a task this process holds (see `Prepared::deferred`), under its
+    /// lease: [`Adopted::NotHeld`] when the lease is gone.
+    pub async fn adopt_deferred(&self, task_id: i64, identity_runs: &[i64]) -> Result<Adopted, StoreError> {
+        let run_id = self.host.run_id;
+        if !self.claimed.load(Ordering::SeqCst) {
+            return self.store.adopt_deferred(run_id, task_id, identity_runs, None).await;
+        }
+        let lease = self.held().get(&task_id).cloned();
+        let Some(lease) = lease else { return Ok(Adopted::NotHeld) };
+        let adopted = self.store.adopt_deferred(run_id, task_id, identity_runs, Some(&lease)).await?;
+        match &adopted {
+            Adopted::NotHeld => self.lose(task_id),
+            // Skipped: its work here is over.
+            Adopted::Moved(row) if !TaskState::OPEN.contains(&row.state) => self.release(task_id).await?,
+            _ => {}
+        }
+        Ok(adopted)
     }
 
     /// The lease check before a request leaves: renewed to its full length, or `false` when it

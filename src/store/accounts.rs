@@ -15,7 +15,7 @@ use sqlx::Row;
 
 use super::adoption;
 use super::tasks::{apply_transitions, task_from_row, TASK_COLUMNS};
-use super::{Store, StoreError, TaskState};
+use super::{Store, StoreError, TaskRow, TaskState};
 
 /// (cluster, user, host)
 pub type AccountKey = (String, String, String);
@@ -69,6 +69,37 @@ pub struct Prepared {
     pub skipped: u64,
     /// Live attempts of other (dead) runs now followed by this run: (this task, the other run).
     pub adopted: Vec<(i64, i64)>,
+    /// Open tasks whose account another run left a live attempt at, on a cluster whose one job
+    /// slot is taken (by another adoption, or a task in flight): they are adopted when the run
+    /// hands them out ([`Store::adopt_deferred`]), never sent before.
+    pub deferred: Vec<i64>,
+}
+
+/// What [`Store::adopt_deferred`] did to a task whose adoption waited for its cluster.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Adopted {
+    /// The task moved: it adopted the other run's attempt (`submitting` or `submitted`), or was
+    /// skipped because another run had done the account. Its row now.
+    Moved(Box<TaskRow>),
+    /// No other run holds a live attempt at the account any more: the task goes as usual.
+    Nothing,
+    /// The cluster's job slot is still taken: the adoption waits.
+    Waits,
+    /// The task is not this process's to write (a shared run's lease is gone).
+    NotHeld,
+}
+
+impl Adopted {
+    /// The outcome for `task_id` of preparing that task alone.
+    pub(crate) fn of(task_id: i64, prepared: &Prepared, moved: Vec<TaskRow>) -> Adopted {
+        if prepared.deferred.contains(&task_id) {
+            return Adopted::Waits;
+        }
+        match moved.into_iter().find(|r| r.id == task_id) {
+            Some(row) => Adopted::Moved(Box::new(row)),
+            None => Adopted::Nothing,
+        }
+    }
 }
 
 /// Why [`Store::last_check`] refused a request.
@@ -159,31 +190,27 @@ impl Store {
     /// alive): its open tasks whose account another run of `identity_runs` has done become
     /// `skipped`; a live attempt of another run at one of its accounts is adopted — the other
     /// task becomes `handed_over`, this one takes its state, intent, job and attempts — so it is
-    /// reconciled or followed and never sent again blindly. All in one transaction, audited in
-    /// both runs.
+    /// reconciled or followed and never sent again blindly. An adoption on a cluster whose job
+    /// slot is taken waits (`deferred`). All in one transaction, audited in both runs.
     pub async fn prepare_run(&self, run_id: i64, identity_runs: &[i64]) -> Result<Prepared, StoreError> {
-        let others: HashSet<i64> = identity_runs.iter().copied().filter(|&r| r != run_id).collect();
         let mut tx = self.write().await?;
-        let columns = TASK_COLUMNS.split(", ").map(|c| format!("o.{c}")).collect::<Vec<_>>().join(", ");
-        let columns = columns.replace("o.", "t.");
-        let rows = sqlx::query(&format!(
-            "SELECT m.id AS mine, m.state AS mine_state, {columns} FROM tasks m \
-             JOIN tasks t ON t.cluster = m.cluster AND t.user = m.user AND t.host = m.host AND t.run_id != m.run_id \
-             WHERE m.run_id = ? AND m.state IN ('pending', 'retry_wait') \
-             AND (t.state IN ('deleted', 'absent') OR {LIVE_SQL}) \
-             ORDER BY m.id, t.id"
-        ))
-        .bind(run_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut found = Vec::with_capacity(rows.len());
-        for r in &rows {
-            found.push((r.try_get("mine")?, task_from_row(r)?));
-        }
-        let (prepared, transitions) = adoption::plan(run_id, &others, found)?;
-        apply_transitions(&mut tx, &transitions).await?;
+        let (prepared, _) = prepare_in(&mut tx, run_id, None, identity_runs).await?;
         tx.commit().await?;
         Ok(prepared)
+    }
+
+    /// The deferred adoption of one task, when the run hands it out: [`Store::prepare_run`]
+    /// for that task alone.
+    pub async fn adopt_deferred(
+        &self,
+        run_id: i64,
+        task_id: i64,
+        identity_runs: &[i64],
+    ) -> Result<Adopted, StoreError> {
+        let mut tx = self.write().await?;
+        let (prepared, moved) = prepare_in(&mut tx, run_id, Some(task_id), identity_runs).await?;
+        tx.commit().await?;
+        Ok(Adopted::of(task_id, &prepared, moved))
     }
 
     /// Every job id any run of `identity_runs` has seen for each account: tasks' job ids and the
@@ -285,6 +312,61 @@ impl Store {
         };
         Ok(adoption::refusal(other))
     }
+}
+
+/// Prepare run `run_id` (or only its task `only`) inside the caller's write transaction: what
+/// was done and the rows of the run's tasks that moved. Each adoption is applied under a
+/// savepoint, all of it or none.
+async fn prepare_in(
+    tx: &mut sqlx::SqliteConnection,
+    run_id: i64,
+    only: Option<i64>,
+    identity_runs: &[i64],
+) -> Result<(Prepared, Vec<TaskRow>), StoreError> {
+    let others: HashSet<i64> = identity_runs.iter().copied().filter(|&r| r != run_id).collect();
+    let columns = TASK_COLUMNS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ");
+    let rows = sqlx::query(&format!(
+        "SELECT m.id AS mine, {columns} FROM tasks m \
+         JOIN tasks t ON t.cluster = m.cluster AND t.user = m.user AND t.host = m.host AND t.run_id != m.run_id \
+         WHERE m.run_id = ?1 AND (?2 IS NULL OR m.id = ?2) AND m.state IN ('pending', 'retry_wait') \
+         AND (t.state IN ('deleted', 'absent') OR {LIVE_SQL}) \
+         ORDER BY m.id, t.id"
+    ))
+    .bind(run_id)
+    .bind(only)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut found = Vec::with_capacity(rows.len());
+    for r in &rows {
+        found.push((r.try_get("mine")?, task_from_row(r)?));
+    }
+    if found.is_empty() {
+        return Ok((Prepared::default(), Vec::new()));
+    }
+    let slots: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT cluster, zone, COUNT(*) FROM tasks WHERE state IN ('submitting', 'submitted') GROUP BY cluster, zone",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let occupied = slots.into_iter().map(|(c, z, n)| ((c, z), usize::try_from(n).unwrap_or(0))).collect();
+    let (plan, deferred) = adoption::plan(run_id, &others, found, occupied)?;
+    let mut prepared = Prepared { deferred, ..Prepared::default() };
+    let mut moved: Vec<TaskRow> = apply_transitions(&mut *tx, &plan.skips).await?.into_iter().flatten().collect();
+    prepared.skipped = moved.len() as u64;
+    for a in plan.adoptions {
+        sqlx::query("SAVEPOINT adoption").execute(&mut *tx).await?;
+        let applied = apply_transitions(&mut *tx, &a.transitions).await?;
+        if applied.iter().all(Option::is_some) {
+            sqlx::query("RELEASE SAVEPOINT adoption").execute(&mut *tx).await?;
+            moved.extend(applied.into_iter().flatten().filter(|r| r.id == a.mine));
+            prepared.adopted.push((a.mine, a.from_run));
+        } else {
+            sqlx::query("ROLLBACK TO SAVEPOINT adoption").execute(&mut *tx).await?;
+            sqlx::query("RELEASE SAVEPOINT adoption").execute(&mut *tx).await?;
+            prepared.deferred.push(a.mine);
+        }
+    }
+    Ok((prepared, moved))
 }
 
 #[cfg(test)]

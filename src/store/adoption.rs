@@ -10,7 +10,7 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use super::{AccountKey, Prepared, Refusal, Standing, StoreError, TaskChange, TaskRow, TaskState, Transition};
+use super::{AccountKey, Refusal, Standing, StoreError, TaskChange, TaskRow, TaskState, Transition};
 use crate::runner::state::{self, Event};
 
 /// Is this row a live attempt: a request may exist that nobody has seen the end of?
@@ -34,39 +34,76 @@ pub(crate) fn standings(rows: impl IntoIterator<Item = (AccountKey, i64, TaskSta
     out
 }
 
-/// The transitions that prepare run `run_id`, from `found`: per open task of the run (`mine`),
-/// the tasks of other runs at its account that are done or live, oldest first. Tasks of runs
-/// not in `others` are ignored.
+/// The jobs slots taken, per (cluster, zone): tasks `submitting` or `submitted`, in any run.
+pub(crate) type Occupied = HashMap<(String, String), usize>;
+
+/// One account's adoption: its transitions (the other runs' attempts handed over, then this
+/// run's task taking the newest) apply together or not at all.
+#[derive(Debug)]
+pub(crate) struct Adoption {
+    pub mine: i64,
+    pub from_run: i64,
+    pub transitions: Vec<Transition>,
+}
+
+/// How run `run_id` is prepared: the tasks done elsewhere to skip (each on its own), and the
+/// adoptions (each all or nothing).
+#[derive(Debug, Default)]
+pub(crate) struct Plan {
+    pub skips: Vec<Transition>,
+    pub adoptions: Vec<Adoption>,
+}
+
+/// The plan that prepares run `run_id`, from `found`: per open task of the run (`mine`), the
+/// tasks of other runs at its account that are done or live, oldest first. Tasks of runs not in
+/// `others` are ignored. `occupied` counts the job slots taken per cluster before the plan:
+/// an adoption takes its cluster's slot (one job per cluster holds for adopted attempts too), so
+/// an adoption on a cluster whose slot another task holds, or an earlier adoption of this plan
+/// took, waits: its task is `deferred`, and adopted when the run hands it out
+/// (`adopt_deferred`), after the cluster's job has ended.
 pub(crate) fn plan(
     run_id: i64,
     others: &HashSet<i64>,
     found: impl IntoIterator<Item = (i64, TaskRow)>,
-) -> Result<(Prepared, Vec<Transition>), StoreError> {
+    mut occupied: Occupied,
+) -> Result<(Plan, Vec<i64>), StoreError> {
     let mut by_mine: BTreeMap<i64, Vec<TaskRow>> = BTreeMap::new();
     for (mine, other) in found {
         if others.contains(&other.run_id) {
             by_mine.entry(mine).or_default().push(other);
         }
     }
-    let mut prepared = Prepared::default();
-    let mut transitions = Vec::new();
+    let mut plan = Plan::default();
+    let mut deferred = Vec::new();
     for (mine, found) in by_mine {
         let open = [TaskState::Pending, TaskState::RetryWait];
         if let Some(done) = found.iter().find(|o| o.state.is_done()) {
-            transitions.push(state::transition(
+            plan.skips.push(state::transition(
                 mine,
                 &open,
                 Event::DoneElsewhere,
                 TaskChange::new().message(format!("already done by run {}", done.run_id)),
                 json!({ "reason": "done by another run", "by_run": done.run_id, "by_task": done.id }),
             )?);
-            prepared.skipped += 1;
             continue;
         }
         // The newest live attempt is adopted; older live ones (a database written before this
         // rule existed) are handed over too, their jobs known to the adopting task.
         let found: Vec<&TaskRow> = found.iter().filter(|o| is_live(o)).collect();
         let Some(newest) = found.iter().copied().max_by_key(|o| (o.intent_at, o.id)) else { continue };
+        // The slots the handed-over attempts free, and the one the adoption takes.
+        let slot = (newest.cluster.clone(), newest.zone.clone());
+        let freed = found
+            .iter()
+            .filter(|o| TaskState::LIVE.contains(&o.state) && (&o.cluster, &o.zone) == (&slot.0, &slot.1))
+            .count();
+        let taken = occupied.get(&slot).copied().unwrap_or(0);
+        if taken > freed {
+            deferred.push(mine);
+            continue;
+        }
+        occupied.insert(slot, taken - freed + 1);
+        let mut transitions = Vec::with_capacity(found.len() + 1);
         for o in &found {
             transitions.push(state::from_any(
                 o.id,
@@ -109,9 +146,9 @@ pub(crate) fn plan(
                 "handed_over": found.iter().map(|o| o.id).collect::<Vec<_>>(),
             }),
         )?);
-        prepared.adopted.push((mine, newest.run_id));
+        plan.adoptions.push(Adoption { mine, from_run: newest.run_id, transitions });
     }
-    Ok((prepared, transitions))
+    Ok((plan, deferred))
 }
 
 /// The last check's verdict on another run's task at the account (the done one first, else the

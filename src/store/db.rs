@@ -14,8 +14,8 @@ use serde_json::Value;
 
 use super::postgres::PgStore;
 use super::{
-    AccountKey, ApiCallRow, Checkpoint, DeadlineCounts, Finding, NewFinding, Prepared, Refusal, Replay, ReportFilter,
-    RunRow, Standing, Store, StoreError, TaskCall, TaskRow, TaskState, Transition, Verification,
+    AccountKey, Adopted, ApiCallRow, Checkpoint, DeadlineCounts, Finding, NewFinding, Prepared, Refusal, Replay,
+    ReportFilter, RunRow, Standing, Store, StoreError, TaskCall, TaskRow, TaskState, Transition, Verification,
 };
 
 /// The database a read-only command looks at: an SQLite file or a PostgreSQL database.
@@ -128,6 +128,20 @@ impl Db {
             }
             Db::Postgres(s) => s.live_hosts(run_id).await?.into_iter().map(|h| (h.host, h.pid)).collect(),
         })
+    }
+
+    /// The deferred adoption of one task (see `Prepared::deferred`). On PostgreSQL only of a task
+    /// no host holds; a host of a shared run adopts through `Shared::adopt_deferred`.
+    pub async fn adopt_deferred(
+        &self,
+        run_id: i64,
+        task_id: i64,
+        identity_runs: &[i64],
+    ) -> Result<Adopted, StoreError> {
+        match self {
+            Db::Sqlite(s) => s.adopt_deferred(run_id, task_id, identity_runs).await,
+            Db::Postgres(s) => s.adopt_deferred(run_id, task_id, identity_runs, None).await,
+        }
     }
 
     /// The PostgreSQL store, if this is one.

@@ -42,7 +42,7 @@ use sqlx::{Sqlite, Transaction};
 pub use crate::audit::chain::{canonical_record, record_hash, Checkpoint, GENESIS_HASH};
 pub use crate::audit::walk::{Problem, Verification};
 pub use crate::runner::state::{Event, Transition};
-pub use accounts::{endpoint_identity, AccountKey, Prepared, Refusal, Standing};
+pub use accounts::{endpoint_identity, AccountKey, Adopted, Prepared, Refusal, Standing};
 pub use db::Db;
 pub use error::{connection_lost, sqlite_class, sqlite_class_of_code, SqliteClass, StoreError};
 pub use evidence::{DeadlineCounts, SeqRange, TaskCall};

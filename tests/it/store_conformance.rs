@@ -60,6 +60,7 @@ conformance!(
     api_calls_are_recorded_and_read_back,
     runs_finish_and_are_counted,
     accounts_are_adopted_across_runs,
+    adoptions_wait_for_their_cluster,
     the_last_check_refuses,
     doctor_findings_are_kept,
     report_tasks_are_filtered,

@@ -6,7 +6,8 @@
 use std::time::Duration;
 
 use crate::helpers::eventually;
-use crate::runner::{assert_all_deleted_exactly_once, code, manifest_text, run_calls, text, Rig};
+use crate::pg_db::TestDb;
+use crate::runner::{assert_all_deleted_exactly_once, code, manifest_text, run_calls, text, with_defaults, Rig};
 
 /// The cells: a name and the world lines that select the behaviour.
 const VARIANTS: [(&str, &str); 8] = [
@@ -109,6 +110,51 @@ async fn an_omitted_job_is_not_proof_of_absence() {
     for a in &stats.accounts {
         assert_eq!(a.del_user_accepted, 1, "{a:?}");
     }
+}
+
+/// `retry` of a run whose omitted jobs (failed, unresolved) share a cluster, twice, on `db` (the
+/// rig's SQLite file when `None`): each earlier attempt is adopted in its turn and followed,
+/// nothing is sent again, and both retries end 1 (the jobs stay omitted). On PostgreSQL the
+/// one-job-per-cluster index refused the second adoption and `retry` ended 70.
+async fn retry_twice_after_omissions_on_one_cluster(name: &str, db: Option<&str>) {
+    let world_yaml = world_of("api: {describe_jobs_omit_every: 2}\n", "");
+    let rig = Rig::new(&world_yaml, &manifest_text(1, 6, &["sh1a"])).await;
+    let on_db = |mut cmd: tokio::process::Command| {
+        if let Some(url) = db {
+            cmd.env("QC_OFFBOARD_DB", url);
+        }
+        cmd
+    };
+    let out = Rig::output(on_db(rig.run_cmd(&["--job-timeout", "2s"]))).await;
+    let stdout = text(&out.stdout);
+    assert_eq!(code(&out), 1, "{name}: stdout: {stdout}\nstderr: {}", text(&out.stderr));
+    assert!(stdout.contains("3 failed"), "{name}: every second job is omitted: {stdout}");
+    for (retry, of) in [(2, "1"), (3, "2")] {
+        let mut args = vec!["retry", of, "--job-timeout", "2s"];
+        args = with_defaults(&args);
+        let out = Rig::output(on_db(rig.cmd(&args))).await;
+        let (stdout, stderr) = (text(&out.stdout), text(&out.stderr));
+        assert_eq!(code(&out), 1, "{name}: retry {of}: stdout: {stdout}\nstderr: {stderr}");
+        assert!(stdout.contains(&format!("run {retry}: 0 deleted, 0 skipped, 3 failed")), "{name}: {stdout}");
+        assert!(stderr.contains("wait for their cluster's job to end"), "{name}: {stderr}");
+    }
+    let stats = rig.stats();
+    assert_eq!(run_calls(&stats), 6, "{name}: one del_user per account: {:?}", stats.requests_by_action);
+    for a in &stats.accounts {
+        assert_eq!((a.del_user_accepted, a.exists), (1, false), "{name}: {a:?}");
+    }
+    assert!(stats.cluster_overlaps.is_empty(), "{name}: {:?}", stats.cluster_overlaps);
+    let verify = Rig::output(on_db(rig.cmd(&["audit", "verify"]))).await;
+    assert_eq!(code(&verify), 0, "{name}: {}", text(&verify.stdout));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_adopts_omitted_jobs_of_one_cluster_one_at_a_time() {
+    retry_twice_after_omissions_on_one_cluster("sqlite", None).await;
+    let Some(pg) = TestDb::create("variants::retry_adopts_omitted_jobs_of_one_cluster_one_at_a_time").await else {
+        return;
+    };
+    retry_twice_after_omissions_on_one_cluster("postgres", Some(&pg.url)).await;
 }
 
 /// What `del_user` does for a missing account is undocumented: whichever it is, the account

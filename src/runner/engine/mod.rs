@@ -42,6 +42,8 @@ enum Event {
     Recorded(crate::runner::error::Result<()>),
     Submit(i64, crate::runner::error::Result<Submitted>),
     Reconcile(i64, crate::runner::error::Result<Submitted>),
+    /// A deferred adoption, tried when the task's turn came.
+    Adopt(i64, crate::runner::error::Result<crate::store::Adopted>),
     Poll(crate::runner::error::Result<RoundResult>),
     /// A shared run's claim: the tasks claimed, and the tasks of the run with work ahead.
     Claimed(crate::runner::error::Result<(Vec<crate::store::TaskRow>, i64)>),
@@ -76,6 +78,10 @@ struct Loop {
     submitting: HashSet<i64>,
     in_doubt: Vec<(Instant, i64)>,
     reconciling: HashSet<i64>,
+    /// Tasks whose adoption of another run's attempt waits for their turn (`Ctx::deferred`),
+    /// and those whose adoption is under way.
+    deferred: HashSet<i64>,
+    adopting: HashSet<i64>,
     poll_running: bool,
     /// When the next round is due, as last decided (a wake-up; the decision is made again on
     /// every turn of the loop).
@@ -102,6 +108,21 @@ struct Loop {
     next_claim: Option<Instant>,
     claiming: bool,
     run_done: bool,
+}
+
+/// A deferred adoption, through this host's lease in a shared run.
+async fn adopt_deferred(ctx: &Ctx, id: i64) -> crate::runner::error::Result<crate::store::Adopted> {
+    use crate::runner::journal::once_more_if_disconnected as once_more;
+    // Tried again after a cut connection: a committed adoption leaves the task open no more,
+    // and the second try then adopts nothing (the task's turn finds it moved on).
+    let adopted = once_more("adopting an earlier run's attempt", || async {
+        match &ctx.shared {
+            Some(shared) => shared.adopt_deferred(id, &ctx.identity_runs).await,
+            None => ctx.store.adopt_deferred(ctx.run_id, id, &ctx.identity_runs).await,
+        }
+    })
+    .await?;
+    Ok(adopted)
 }
 
 /// Execute the run's remaining work, stopping on SIGINT, SIGTERM or SIGHUP. Returns why it
@@ -136,6 +157,8 @@ pub async fn execute_with(
         submitting: HashSet::new(),
         in_doubt: Vec::new(),
         reconciling: HashSet::new(),
+        deferred: ctx.deferred.clone(),
+        adopting: HashSet::new(),
         poll_running: false,
         next_poll: None,
         durations: Durations::new(prior),
@@ -168,11 +191,16 @@ impl Loop {
             || self.in_flight.contains_key(&id)
             || self.submitting.contains(&id)
             || self.reconciling.contains(&id)
+            || self.adopting.contains(&id)
             || self.in_doubt.iter().any(|(_, t)| *t == id)
     }
 
     fn in_flight_count(&self) -> usize {
-        self.in_flight.len() + self.submitting.len() + self.in_doubt.len() + self.reconciling.len()
+        self.in_flight.len()
+            + self.submitting.len()
+            + self.in_doubt.len()
+            + self.reconciling.len()
+            + self.adopting.len()
     }
 
     fn stopping(&self) -> bool {
@@ -329,10 +357,15 @@ impl Loop {
             while self.in_flight_count() < self.ctx.opts.max_in_flight as usize {
                 let Some((id, _cluster)) = self.queue.pop() else { break };
                 let Some(task) = self.tasks.get(&id).cloned() else { continue };
-                self.submitting.insert(id);
-                let ctx = Arc::clone(&self.ctx);
-                let span = task_span(&task);
-                self.work.spawn(async move { Event::Submit(id, submit::submit(ctx, task).await) }.instrument(span));
+                if self.deferred.remove(&id) {
+                    // Another run's attempt at the account comes first: adopt it, send nothing.
+                    self.adopting.insert(id);
+                    let ctx = Arc::clone(&self.ctx);
+                    let span = task_span(&task);
+                    self.work.spawn(async move { Event::Adopt(id, adopt_deferred(&ctx, id).await) }.instrument(span));
+                    continue;
+                }
+                self.start_submission(task);
             }
         }
         self.next_poll = None;
@@ -348,6 +381,14 @@ impl Loop {
         let jobs: Vec<InFlight> = decision.jobs.iter().filter_map(|id| self.in_flight.get(id).cloned()).collect();
         let ctx = Arc::clone(&self.ctx);
         self.work.spawn(async move { Event::Poll(poll::round(ctx, jobs).await) });
+    }
+
+    fn start_submission(&mut self, task: TaskRef) {
+        let id = task.id;
+        self.submitting.insert(id);
+        let ctx = Arc::clone(&self.ctx);
+        let span = task_span(&task);
+        self.work.spawn(async move { Event::Submit(id, submit::submit(ctx, task).await) }.instrument(span));
     }
 
     /// The poll scheduler's view of the jobs in flight, and its decision (see [`poll_plan`]).

@@ -43,6 +43,7 @@ impl Loop {
                 self.ctx.mark_sent(id, false);
                 self.settle_submission(id, result?);
             }
+            Event::Adopt(id, result) => self.adopted(id, result?).await?,
             Event::Reconcile(id, result) => {
                 self.reconciling.remove(&id);
                 let outcome = result?;
@@ -139,6 +140,41 @@ impl Loop {
         self.answered_any = true;
         self.unreachable_in_a_row = 0;
         self.unreachable_since = None;
+    }
+
+    /// A deferred adoption's outcome: the task follows the attempt it adopted (loaded as a
+    /// resumed run loads it), goes as usual when there was nothing left to adopt, or waits.
+    pub(super) async fn adopted(
+        &mut self,
+        id: i64,
+        adopted: crate::store::Adopted,
+    ) -> crate::runner::error::Result<()> {
+        use crate::store::Adopted;
+        self.adopting.remove(&id);
+        match adopted {
+            Adopted::Moved(row) => {
+                let live = crate::store::TaskState::LIVE.contains(&row.state);
+                tracing::warn!(task = id, state = %row.state, "adopted a live attempt of an earlier run: nothing is sent before it is resolved");
+                self.load(vec![*row]).await?;
+                if !live {
+                    self.release(id);
+                }
+            }
+            Adopted::Nothing => {
+                if let Some(task) = self.tasks.get(&id).cloned() {
+                    self.start_submission(task);
+                } else {
+                    self.release(id);
+                }
+            }
+            Adopted::Waits => {
+                self.deferred.insert(id);
+                let at = self.ctx.instant() + self.ctx.opts.poll_interval;
+                self.settle_submission(id, Submitted::Busy { at });
+            }
+            Adopted::NotHeld => self.settle_submission(id, Submitted::Lost),
+        }
+        Ok(())
     }
 
     fn settle_submission(&mut self, id: i64, outcome: Submitted) {

@@ -66,6 +66,41 @@ fn options() -> RunOptions {
     }
 }
 
+/// One pending task per `(cluster, user)`, in [`ZONE`] with host [`HOST`].
+fn new_tasks(accounts: &[(&str, &str)]) -> Vec<NewTask> {
+    accounts
+        .iter()
+        .map(|(cluster, user)| NewTask {
+            cluster: (*cluster).to_owned(),
+            zone: ZONE.to_owned(),
+            user: (*user).to_owned(),
+            host: HOST.to_owned(),
+            state: TaskState::Pending,
+            not_before: None,
+            due_by: None,
+        })
+        .collect()
+}
+
+/// The run the rig makes, as `run` would record it.
+fn new_run() -> NewRun {
+    NewRun {
+        manifests: vec![("m.yaml".to_owned(), "0".repeat(64))],
+        ticket: None,
+        requested_by: None,
+        reason: None,
+        due_by: None,
+        operator: "tester".to_owned(),
+        host: "localhost".to_owned(),
+        endpoint: ENDPOINT.to_owned(),
+        access_key_id: ACCESS_KEY_ID.to_owned(),
+        options: serde_json::json!({}),
+        retry_of: None,
+        simulated: true,
+        discovered: None,
+    }
+}
+
 impl Rig {
     /// A run of one task per `(cluster, user)`, all in [`ZONE`] with host [`HOST`], against a
     /// fake API whose calls wait for a limiter far above what a test needs.
@@ -81,41 +116,14 @@ impl Rig {
         let clock = Arc::new(VirtualClock::starting_at(Utc::now()));
         let limiter = Arc::new(Limiter::new(Rate { count: 100_000, period: Duration::from_secs(1) }, 1000));
         let api = Arc::new(adjust(FakeApi::new(clock.clone()).gated_by(Arc::clone(&limiter))));
-        let tasks: Vec<NewTask> = accounts
-            .iter()
-            .map(|(cluster, user)| NewTask {
-                cluster: (*cluster).to_owned(),
-                zone: ZONE.to_owned(),
-                user: (*user).to_owned(),
-                host: HOST.to_owned(),
-                state: TaskState::Pending,
-                not_before: None,
-                due_by: None,
-            })
-            .collect();
-        let run = NewRun {
-            manifests: vec![("m.yaml".to_owned(), "0".repeat(64))],
-            ticket: None,
-            requested_by: None,
-            reason: None,
-            due_by: None,
-            operator: "tester".to_owned(),
-            host: "localhost".to_owned(),
-            endpoint: ENDPOINT.to_owned(),
-            access_key_id: ACCESS_KEY_ID.to_owned(),
-            options: serde_json::json!({}),
-            retry_of: None,
-            simulated: true,
-            discovered: None,
-        };
-        let run_id = store.create_run(&run, &tasks).await.unwrap();
+        let run_id = store.create_run(&new_run(), &new_tasks(accounts)).await.unwrap();
         Rig { _dir: dir, store, api, clock, limiter, run_id, opts: options(), heartbeat }
     }
 
     /// The run's context, as `drive` builds it, on the rig's seams (a fixed seed for jitter).
     pub async fn ctx(&self) -> Ctx {
         let identity_runs = self.store.identity_runs(ENDPOINT, ACCESS_KEY_ID).await.unwrap();
-        self.store.prepare_run(self.run_id, &identity_runs).await.unwrap();
+        let prepared = self.store.prepare_run(self.run_id, &identity_runs).await.unwrap();
         let journal = Journal::start(self.store.clone());
         let api: Arc<dyn Api> = self.api.clone();
         let clock: Arc<dyn Clock> = self.clock.clone();
@@ -130,6 +138,7 @@ impl Rig {
         )
         .with_clock(clock)
         .with_rng(StdRng::seed_from_u64(2026))
+        .with_deferred(prepared.deferred)
     }
 
     /// Execute the run to its end; no stop is ever requested.
@@ -141,6 +150,12 @@ impl Rig {
     pub async fn execute_with(&self, stops: StopRequests) -> Option<StopReason> {
         let ctx = Arc::new(self.ctx().await);
         super::execute_with(ctx, &Progress::hidden(), stops).await.unwrap()
+    }
+
+    /// Make another run of `accounts` on the rig's database (a later `run` or `retry`); the
+    /// rig works on it from here on.
+    pub async fn another_run(&mut self, accounts: &[(&str, &str)]) {
+        self.run_id = self.store.create_run(&new_run(), &new_tasks(accounts)).await.unwrap();
     }
 
     /// Wall time on the rig's clock.

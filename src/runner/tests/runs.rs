@@ -160,3 +160,45 @@ async fn a_job_past_its_timeout_is_not_failed_by_a_round_that_got_no_answer() {
     assert_eq!(rig.api.del_users("cl-a", "old", HOST), 0, "nothing sent");
     rig.assert_audit_intact().await;
 }
+
+/// A later run over accounts whose jobs an earlier run gave up following (still running past
+/// `--job-timeout`, unresolved) adopts them one cluster job at a time: the second attempt on a
+/// cluster waits for the first adopted job to end, is then adopted and followed, and neither
+/// account is sent again. Before, both were adopted at once: followed together here, and refused
+/// by PostgreSQL's one-job-per-cluster index.
+#[tokio::test(start_paused = true)]
+async fn adopted_attempts_on_one_cluster_are_followed_one_at_a_time() {
+    let accounts = [("cl-a", "a1"), ("cl-a", "a2"), ("cl-b", "b1")];
+    let mut rig = Rig::new(&accounts).await;
+    rig.opts.job_timeout = Duration::from_secs(30);
+    rig.api.jobs_of_run_for("a1", Some(Duration::from_secs(200)));
+    rig.api.jobs_of_run_for("a2", Some(Duration::from_secs(200)));
+    assert_eq!(rig.execute().await, None);
+    let (a1, a2) = (rig.task("a1").await, rig.task("a2").await);
+    for t in [&a1, &a2] {
+        assert_eq!((t.state, t.unresolved.as_deref()), (TaskState::Failed, Some("job")), "{t:?}");
+    }
+    let (j1, j2) = (a1.job_id.clone().unwrap(), a2.job_id.clone().unwrap());
+    let polled_before = rig.api.polled().len();
+
+    rig.another_run(&accounts).await;
+    rig.opts.job_timeout = Duration::from_secs(600);
+    assert_eq!(rig.execute().await, None);
+    let tasks = rig.tasks().await;
+    let states: Vec<TaskState> = tasks.iter().map(|t| t.state).collect();
+    assert_eq!(states, vec![TaskState::Deleted, TaskState::Deleted, TaskState::Skipped], "{tasks:#?}");
+    assert_eq!(tasks[0].adopted_from, Some(a1.id));
+    assert_eq!(tasks[1].adopted_from, Some(a2.id));
+    for u in ["a1", "a2"] {
+        assert_eq!(rig.api.del_users("cl-a", u, HOST), 1, "{u} never sent again");
+    }
+    let polled = rig.api.polled().split_off(polled_before);
+    assert!(polled.iter().any(|ids| ids.contains(&j1)) && polled.iter().any(|ids| ids.contains(&j2)), "{polled:?}");
+    for ids in &polled {
+        assert!(!(ids.contains(&j1) && ids.contains(&j2)), "both adopted jobs of cl-a followed at once: {polled:?}");
+    }
+    let first_of_j2 = polled.iter().position(|ids| ids.contains(&j2)).unwrap();
+    let last_of_j1 = polled.iter().rposition(|ids| ids.contains(&j1)).unwrap();
+    assert!(last_of_j1 < first_of_j2, "{polled:?}");
+    rig.assert_audit_intact().await;
+}

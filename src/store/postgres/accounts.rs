@@ -15,12 +15,16 @@ use std::time::Duration;
 use chrono::{DateTime, Utc};
 use sqlx::Row;
 
+use super::lease::Lease;
 use super::runs::{task_from_row, TASK_COLUMNS};
 use super::steps::apply_transitions;
+use super::write::ONE_JOB_PER_CLUSTER;
 use super::PgStore;
 use crate::store::accounts::{DONE_SQL, LIVE_SQL};
 use crate::store::adoption;
-use crate::store::{endpoint_identity, AccountKey, Prepared, Refusal, Standing, StoreError, TaskState};
+use crate::store::{
+    endpoint_identity, AccountKey, Adopted, Prepared, Refusal, Standing, StoreError, TaskRow, TaskState,
+};
 
 /// The tasks a task carries on, `$1` and its `adopted_from` ancestors, as the CTE `chain(id)`.
 const LINEAGE: &str = "WITH RECURSIVE chain(id) AS (SELECT $1::bigint UNION SELECT t.adopted_from FROM tasks t \
@@ -73,31 +77,47 @@ impl PgStore {
     }
 
     /// Before a run's work starts: its open tasks done by another run of `identity_runs` become
-    /// `skipped`, and another run's live attempt at one of its accounts is adopted. All in one
-    /// transaction, audited in both runs.
+    /// `skipped`, and another run's live attempt at one of its accounts is adopted (or, when its
+    /// cluster's job slot is taken, deferred). All in one transaction, audited in both runs.
     pub async fn prepare_run(&self, run_id: i64, identity_runs: &[i64]) -> Result<Prepared, StoreError> {
-        let others: HashSet<i64> = identity_runs.iter().copied().filter(|&r| r != run_id).collect();
         let mut tx = self.write().await?;
-        let columns = TASK_COLUMNS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ");
-        let rows = sqlx::query(&format!(
-            "SELECT m.id AS mine, {columns} FROM tasks m \
-             JOIN tasks t ON t.cluster = m.cluster AND t.\"user\" = m.\"user\" AND t.host = m.host \
-               AND t.run_id != m.run_id \
-             WHERE m.run_id = $1 AND m.state IN ('pending', 'retry_wait') \
-             AND (t.state IN ('deleted', 'absent') OR {LIVE_SQL}) \
-             ORDER BY m.id, t.id FOR UPDATE OF m, t"
-        ))
-        .bind(run_id)
-        .fetch_all(&mut *tx)
-        .await?;
-        let mut found = Vec::with_capacity(rows.len());
-        for r in &rows {
-            found.push((r.try_get("mine")?, task_from_row(r)?));
-        }
-        let (prepared, transitions) = adoption::plan(run_id, &others, found)?;
-        apply_transitions(&mut tx, &transitions).await?;
+        let (prepared, _) = prepare_in(&mut tx, run_id, None, identity_runs, &[]).await?;
         tx.commit().await?;
         Ok(prepared)
+    }
+
+    /// The deferred adoption of one task, when the run hands it out: [`PgStore::prepare_run`]
+    /// for that task alone. With `fence`, the task is written only while that lease is still
+    /// the holder's ([`Adopted::NotHeld`] otherwise); without, only while no host holds it.
+    pub async fn adopt_deferred(
+        &self,
+        run_id: i64,
+        task_id: i64,
+        identity_runs: &[i64],
+        fence: Option<&Lease>,
+    ) -> Result<Adopted, StoreError> {
+        let mut tx = self.write().await?;
+        let fenced = match fence {
+            None => Vec::new(),
+            Some(lease) => {
+                let held: Option<i64> = sqlx::query_scalar(
+                    "SELECT id FROM tasks WHERE id = $1 AND owner = $2 AND epoch = $3 \
+                     AND lease_until > clock_timestamp() FOR UPDATE",
+                )
+                .bind(lease.task_id)
+                .bind(&lease.owner)
+                .bind(lease.epoch)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if held != Some(task_id) {
+                    return Ok(Adopted::NotHeld);
+                }
+                vec![task_id]
+            }
+        };
+        let (prepared, moved) = prepare_in(&mut tx, run_id, Some(task_id), identity_runs, &fenced).await?;
+        tx.commit().await?;
+        Ok(Adopted::of(task_id, &prepared, moved))
     }
 
     /// Every job id any run of `identity_runs` has seen for each account: tasks' job ids and the
@@ -186,4 +206,71 @@ impl PgStore {
         };
         Ok(adoption::refusal(other))
     }
+}
+
+/// Prepare run `run_id` (or only its task `only`) inside the caller's transaction: what was
+/// done and the rows of the run's tasks that moved. Every row read is locked first (`FOR
+/// UPDATE` of this run's open tasks and of the other runs' tasks at their accounts), so no other
+/// host moves them until the caller commits. Each adoption is applied under a savepoint, all of
+/// it or none: one the one-job-per-cluster index refuses (a slot taken since the count), or
+/// whose task another host holds, waits (`deferred`).
+async fn prepare_in(
+    tx: &mut sqlx::PgConnection,
+    run_id: i64,
+    only: Option<i64>,
+    identity_runs: &[i64],
+    fenced: &[i64],
+) -> Result<(Prepared, Vec<TaskRow>), StoreError> {
+    let others: HashSet<i64> = identity_runs.iter().copied().filter(|&r| r != run_id).collect();
+    let columns = TASK_COLUMNS.split(", ").map(|c| format!("t.{c}")).collect::<Vec<_>>().join(", ");
+    let rows = sqlx::query(&format!(
+        "SELECT m.id AS mine, {columns} FROM tasks m \
+         JOIN tasks t ON t.cluster = m.cluster AND t.\"user\" = m.\"user\" AND t.host = m.host \
+           AND t.run_id != m.run_id \
+         WHERE m.run_id = $1 AND ($2::bigint IS NULL OR m.id = $2) AND m.state IN ('pending', 'retry_wait') \
+         AND (t.state IN ('deleted', 'absent') OR {LIVE_SQL}) \
+         ORDER BY m.id, t.id FOR UPDATE OF m, t"
+    ))
+    .bind(run_id)
+    .bind(only)
+    .fetch_all(&mut *tx)
+    .await?;
+    let mut found = Vec::with_capacity(rows.len());
+    for r in &rows {
+        found.push((r.try_get("mine")?, task_from_row(r)?));
+    }
+    if found.is_empty() {
+        return Ok((Prepared::default(), Vec::new()));
+    }
+    let slots: Vec<(String, String, i64)> = sqlx::query_as(
+        "SELECT cluster, zone, COUNT(*) FROM tasks WHERE state IN ('submitting', 'submitted') GROUP BY cluster, zone",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let occupied = slots.into_iter().map(|(c, z, n)| ((c, z), usize::try_from(n).unwrap_or(0))).collect();
+    let (plan, deferred) = adoption::plan(run_id, &others, found, occupied)?;
+    let mut prepared = Prepared { deferred, ..Prepared::default() };
+    let mut moved: Vec<TaskRow> =
+        apply_transitions(&mut *tx, &plan.skips, fenced).await?.into_iter().flatten().collect();
+    prepared.skipped = moved.len() as u64;
+    for a in plan.adoptions {
+        sqlx::query("SAVEPOINT adoption").execute(&mut *tx).await?;
+        let applied = match apply_transitions(&mut *tx, &a.transitions, fenced).await {
+            Err(StoreError::Sql(sqlx::Error::Database(e))) if e.constraint() == Some(ONE_JOB_PER_CLUSTER) => None,
+            other => Some(other?),
+        };
+        match applied {
+            Some(applied) if applied.iter().all(Option::is_some) => {
+                sqlx::query("RELEASE SAVEPOINT adoption").execute(&mut *tx).await?;
+                moved.extend(applied.into_iter().flatten().filter(|r| r.id == a.mine));
+                prepared.adopted.push((a.mine, a.from_run));
+            }
+            _ => {
+                sqlx::query("ROLLBACK TO SAVEPOINT adoption").execute(&mut *tx).await?;
+                sqlx::query("RELEASE SAVEPOINT adoption").execute(&mut *tx).await?;
+                prepared.deferred.push(a.mine);
+            }
+        }
+    }
+    Ok((prepared, moved))
 }

@@ -51,7 +51,7 @@ impl PgStore {
     /// same task sees the earlier one.
     pub async fn steps(&self, transitions: &[Transition]) -> Result<Vec<Option<TaskRow>>, StoreError> {
         let mut tx = self.write().await?;
-        let results = apply_transitions(&mut tx, transitions).await?;
+        let results = apply_transitions(&mut tx, transitions, &[]).await?;
         tx.commit().await?;
         Ok(results)
     }
@@ -63,10 +63,13 @@ fn enters_live(t: &Transition) -> bool {
 }
 
 /// Apply guarded transitions inside the caller's transaction, with their audit records; one
-/// result per transition (`None` where the guard did not match). The caller commits.
+/// result per transition (`None` where the guard did not match). The caller commits. `fenced`
+/// names tasks whose lease the caller has checked as its own and locked in this transaction:
+/// their lease does not stop the write.
 pub(super) async fn apply_transitions(
     tx: &mut PgConnection,
     transitions: &[Transition],
+    fenced: &[i64],
 ) -> Result<Vec<Option<TaskRow>>, StoreError> {
     if transitions.is_empty() {
         return Ok(Vec::new());
@@ -96,7 +99,7 @@ pub(super) async fn apply_transitions(
             }
         }
         let segment = &transitions[start..end];
-        let mut updated = update_segment(tx, segment, now).await?;
+        let mut updated = update_segment(tx, segment, now, fenced).await?;
         for t in segment {
             let Some((row, from)) = updated.remove(&t.task_id()) else {
                 results.push(None);
@@ -178,6 +181,7 @@ async fn update_segment(
     conn: &mut PgConnection,
     segment: &[Transition],
     now: DateTime<Utc>,
+    fenced: &[i64],
 ) -> Result<HashMap<i64, (TaskRow, TaskState)>, StoreError> {
     let mut v = Values::default();
     for t in segment {
@@ -208,7 +212,8 @@ async fn update_segment(
                 ret_code, message_set, message, intent_set, intent_at, submitted_set, submitted_at, next_set, \
                 next_attempt_at, finished_set, finished_at, adopted_set, adopted_from, unresolved_set, unresolved) \
          WHERE tasks.id = v.task_id AND tasks.state = ANY(string_to_array(v.guard, ',')) \
-           AND (tasks.owner IS NULL OR tasks.lease_until IS NULL OR tasks.lease_until <= clock_timestamp()) \
+           AND (tasks.owner IS NULL OR tasks.lease_until IS NULL OR tasks.lease_until <= clock_timestamp() \
+                OR tasks.id = ANY($25)) \
          RETURNING {cols}, tasks.prev_state",
         cols = qualified(TASK_COLUMNS)
     ))
@@ -236,6 +241,7 @@ async fn update_segment(
     .bind(v.adopted_from)
     .bind(v.unresolved_set)
     .bind(v.unresolved)
+    .bind(fenced)
     .fetch_all(&mut *conn)
     .await?;
     rows.iter()

@@ -11,9 +11,9 @@ use chrono::{DateTime, Utc};
 use qc_offboard::audit::Verification;
 use qc_offboard::store::postgres::PgStore;
 use qc_offboard::store::{
-    AccountKey, ApiCallRow, DeadlineCounts, Event, Finding, LockHolder, LockOutcome, NewFinding, NewRun, NewTask,
-    Prepared, Refusal, Replay, ReportFilter, RunRow, SeqRange, Standing, Store, StoreError, TaskCall, TaskChange,
-    TaskRow, TaskState, Transition,
+    AccountKey, Adopted, ApiCallRow, Db, DeadlineCounts, Event, Finding, LockHolder, LockOutcome, NewFinding, NewRun,
+    NewTask, Prepared, Refusal, Replay, ReportFilter, RunRow, SeqRange, Standing, Store, StoreError, TaskCall,
+    TaskChange, TaskRow, TaskState, Transition,
 };
 use serde_json::Value;
 use sqlx::Connection;
@@ -87,6 +87,7 @@ pub trait Backend {
     async fn done_keys(&self, endpoint: &str, key: &str) -> R<HashSet<AccountKey>>;
     async fn standings(&self, endpoint: &str, key: &str) -> R<HashMap<AccountKey, Standing>>;
     async fn prepare_run(&self, run_id: i64, identity_runs: &[i64]) -> R<Prepared>;
+    async fn adopt_deferred(&self, run_id: i64, task_id: i64, identity_runs: &[i64]) -> R<Adopted>;
     async fn known_jobs(&self, identity_runs: &[i64]) -> R<HashMap<AccountKey, HashSet<String>>>;
     async fn recent_job_duration(&self, identity_runs: &[i64]) -> R<Option<Duration>>;
     async fn lineage(&self, task_id: i64) -> R<Vec<i64>>;
@@ -178,6 +179,9 @@ macro_rules! delegate {
             }
             async fn prepare_run(&self, run_id: i64, identity_runs: &[i64]) -> R<Prepared> {
                 self.store.prepare_run(run_id, identity_runs).await
+            }
+            async fn adopt_deferred(&self, run_id: i64, task_id: i64, identity_runs: &[i64]) -> R<Adopted> {
+                Db::from(&self.store).adopt_deferred(run_id, task_id, identity_runs).await
             }
             async fn known_jobs(&self, identity_runs: &[i64]) -> R<HashMap<AccountKey, HashSet<String>>> {
                 self.store.known_jobs(identity_runs).await

@@ -7,8 +7,8 @@ use std::time::Duration;
 
 use qc_offboard::runner::state;
 use qc_offboard::store::{
-    check, this_host, ApiCallRow, Event, FindingStatus, LockOutcome, NewFinding, Refusal, ReportFilter, Standing,
-    TaskChange, TaskState,
+    check, this_host, Adopted, ApiCallRow, Event, FindingStatus, LockOutcome, NewFinding, Refusal, ReportFilter,
+    Standing, TaskChange, TaskState,
 };
 use serde_json::json;
 
@@ -235,6 +235,48 @@ pub async fn accounts_are_adopted_across_runs<B: Backend>(b: &B) {
     assert_eq!(jobs[&key("cl-d", "dan")], HashSet::from(["j-d".to_owned()]));
     assert_eq!(b.recent_job_duration(&runs).await.unwrap(), Some(Duration::from_secs(30)));
     assert_eq!(b.recent_job_duration(&[]).await.unwrap(), None);
+}
+
+/// One job per cluster holds for adopted attempts too: of two unresolved attempts on one cluster
+/// (a `retry` of a run whose jobs were omitted from every answer), one is adopted and the other
+/// waits for the cluster, adopted (never sent) when its turn comes after the first has ended.
+pub async fn adoptions_wait_for_their_cluster<B: Backend>(b: &B) {
+    let accounts =
+        [("cl-a", "alice"), ("cl-a", "bob"), ("cl-b", "carol"), ("cl-a", "dan"), ("cl-c", "erin"), ("cl-c", "frank")];
+    let (first, a) = run_of(b, "HR-20", &accounts).await;
+    walk(b, a[0], &[Event::Intent, Event::Accepted, Event::GiveUp], "j-a").await;
+    walk(b, a[1], &[Event::Intent, Event::Accepted, Event::GiveUp], "j-b").await;
+    walk(b, a[2], &[Event::Intent, Event::Accepted, Event::GiveUp], "j-c").await;
+    walk(b, a[3], &[Event::Intent, Event::Accepted, Event::Succeeded], "j-d").await;
+    walk(b, a[4], &[Event::Intent, Event::Accepted, Event::GiveUp], "j-e").await;
+    // Frank's job was in flight when the first run died: it holds cl-c's slot.
+    walk(b, a[5], &[Event::Intent, Event::Accepted], "j-f").await;
+    b.finish_run(first, 75, json!({})).await.unwrap();
+    let (second, m) = run_of(b, "HR-21", &accounts).await;
+    let runs = [first, second];
+    let prepared = b.prepare_run(second, &runs).await.unwrap();
+    assert_eq!(prepared.skipped, 1);
+    assert_eq!(prepared.adopted, vec![(m[0], first), (m[2], first), (m[5], first)]);
+    assert_eq!(prepared.deferred, vec![m[1], m[4]], "bob waits for alice's job, erin for frank's");
+    let mine: Vec<TaskState> = b.tasks(second).await.unwrap().iter().map(|t| t.state).collect();
+    assert_eq!(mine, vec![S::Submitted, S::Pending, S::Submitted, S::Skipped, S::Pending, S::Submitted]);
+    let theirs: Vec<TaskState> = b.tasks(first).await.unwrap().iter().map(|t| t.state).collect();
+    assert_eq!(theirs, vec![S::HandedOver, S::Failed, S::HandedOver, S::Deleted, S::Failed, S::HandedOver]);
+    // Bob's turn while alice's adopted job is still followed: it waits, nothing written.
+    assert_eq!(b.adopt_deferred(second, m[1], &runs).await.unwrap(), Adopted::Waits);
+    assert_eq!(b.task(m[1]).await.unwrap().unwrap().state, S::Pending);
+    // Alice's job ends: bob's attempt is adopted, to be followed, never sent again.
+    walk(b, m[0], &[Event::Succeeded], "").await;
+    let Adopted::Moved(row) = b.adopt_deferred(second, m[1], &runs).await.unwrap() else { panic!("bob adopted") };
+    assert_eq!((row.state, row.adopted_from, row.job_id.as_deref()), (S::Submitted, Some(a[1]), Some("j-b")));
+    assert_eq!(b.task(a[1]).await.unwrap().unwrap().state, S::HandedOver);
+    // Nothing left to adopt for a task that moved on, or whose account nobody else holds.
+    assert_eq!(b.adopt_deferred(second, m[1], &runs).await.unwrap(), Adopted::Nothing);
+    assert_eq!(b.prepare_run(second, &runs).await.unwrap().adopted, vec![]);
+    // Erin's attempt is adopted once frank's job has ended.
+    walk(b, m[5], &[Event::Succeeded], "").await;
+    let Adopted::Moved(row) = b.adopt_deferred(second, m[4], &runs).await.unwrap() else { panic!("erin adopted") };
+    assert_eq!((row.state, row.adopted_from), (S::Submitted, Some(a[4])));
 }
 
 pub async fn the_last_check_refuses<B: Backend>(b: &B) {

@@ -57,6 +57,8 @@ pub struct Request {
     pub listing: bool,
     /// `cluster/user@host` of a `del_user`.
     pub account: Option<String>,
+    /// The job ids a `DescribeJobs` by id asked for.
+    pub jobs: Vec<String>,
     pub ret_code: Option<i64>,
 }
 
@@ -154,6 +156,16 @@ impl FakeApi {
         self.world().jobs.iter().filter(|j| j.cluster == cluster && j.user == user && j.host == host).count()
     }
 
+    /// The job ids of each `DescribeJobs` by id, in order.
+    pub fn polled(&self) -> Vec<Vec<String>> {
+        self.world()
+            .log
+            .iter()
+            .filter(|r| r.action == crate::qingcloud::types::DESCRIBE_JOBS && !r.listing)
+            .map(|r| r.jobs.clone())
+            .collect()
+    }
+
     /// Reconciliation's listings (`DescribeJobs` by filter).
     pub fn listings(&self) -> Vec<Request> {
         self.world().log.iter().filter(|r| r.listing).cloned().collect()
@@ -199,13 +211,20 @@ impl FakeApi {
         }
     }
 
+    /// Note the job ids the request just logged asked for.
+    fn asked_for(&self, ids: &[String]) {
+        if let Some(last) = self.world().log.last_mut() {
+            last.jobs = ids.to_vec();
+        }
+    }
+
     /// Is the quota exhausted now? Logs the request either way.
     fn arrive(&self, action: &'static str, listing: bool, account: Option<String>) -> bool {
         let now = self.clock.instant();
         let mut w = self.world();
         let throttled = w.quota_exhausted_until.is_some_and(|until| now < until);
         let ret_code = throttled.then_some(ret::QUOTA_EXCEEDED);
-        w.log.push(Request { at: now, action, listing, account, ret_code });
+        w.log.push(Request { at: now, action, listing, account, jobs: Vec::new(), ret_code });
         throttled
     }
 }

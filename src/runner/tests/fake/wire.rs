@@ -173,6 +173,7 @@ impl Api for FakeApi {
                 sent.push(("limit".to_owned(), batch.len().to_string()));
                 let mut record = self.record(DESCRIBE_JOBS, zone, sent, started_at);
                 let throttled_now = self.arrive(DESCRIBE_JOBS, false, None);
+                self.asked_for(batch);
                 self.clock.sleep_until(started + self.latency).await;
                 if throttled_now {
                     calls.push(throttled(record));
