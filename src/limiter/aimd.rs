@@ -134,6 +134,11 @@ impl Aimd {
         true
     }
 
+    /// Wait until `until` instead of this limiter's own pause (the one every host shares).
+    pub fn pause_until(&mut self, until: Instant) {
+        self.paused_until = Some(until);
+    }
+
     /// A call was answered without a throttle. Returns true when the rate was raised.
     pub fn on_success(&mut self, now: Instant) -> bool {
         self.consecutive = 0;

@@ -207,7 +207,7 @@ impl Limiter {
                         if now + left > ours + SHARED_PAUSE_SLACK {
                             // Another host's 2500: slow down as it did. Its pause is already
                             // in the slot this call got.
-                            if let Some(rate) = self.on_throttle(now) {
+                            if let Some(rate) = self.on_shared_throttle(now, left) {
                                 tracing::warn!(rate_per_s = rate, "another host's quota refusal (2500): rate lowered");
                             }
                         }
@@ -227,7 +227,7 @@ impl Limiter {
                             let now = Instant::now();
                             let ours = self.lock().aimd.paused_until().unwrap_or(now);
                             if now + left > ours + SHARED_PAUSE_SLACK {
-                                if let Some(rate) = self.on_throttle(now) {
+                                if let Some(rate) = self.on_shared_throttle(now, left) {
                                     tracing::warn!(
                                         rate_per_s = rate,
                                         "another host's quota refusal (2500): rate lowered"
@@ -270,6 +270,22 @@ impl Limiter {
                     }
                 });
             }
+            Some(s.aimd.current())
+        } else {
+            None
+        }
+    }
+
+    /// Another host's 2500, seen as the scope's pause lasting `left` from `now`: lower this
+    /// host's rate as that host did and wait out that same pause; the new rate when it was
+    /// lowered. Nothing is written back to the scope: a pause shared again would read, on the
+    /// other hosts, as one more refusal, and each echo would lower them all again and double
+    /// the pause.
+    fn on_shared_throttle(&self, now: Instant, left: Duration) -> Option<f64> {
+        let mut s = self.lock();
+        if s.aimd.on_throttle(now, now) {
+            s.aimd.pause_until(now + left);
+            s.gcra = governor_for(s.aimd.current(), self.burst, self.clock.clone());
             Some(s.aimd.current())
         } else {
             None

@@ -118,3 +118,26 @@ async fn a_slot_reserved_before_a_pause_is_not_used_during_it() {
     let waited = waiting.await.unwrap();
     assert!(waited >= Duration::from_millis(1_800), "host a went {waited:?} after its slot, into b's 2 s pause");
 }
+
+/// A host that slows down for another host's 2500 does not share that pause again: seen late
+/// (here 0.8 s after it began), a pause shared again outlasted the first host's own and read
+/// there as a second refusal, which lowered it again and doubled the pause, back and forth,
+/// until three hosts crawled at 1.25 calls a second behind a 32 s pause.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_host_s_refusal_is_not_echoed_back() {
+    let Some(db) = TestDb::create("another_host_s_refusal_is_not_echoed_back").await else { return };
+    let (a, b) = (host(&db, "10/s", 1).await, host(&db, "10/s", 1).await);
+    a.ready().await;
+    b.ready().await;
+    assert_eq!(a.on_throttle(tokio::time::Instant::now()), Some(5.0));
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let t = Instant::now();
+    b.ready().await;
+    assert_eq!(b.current_rate(), 5.0, "host b slowed down as host a did");
+    assert!(t.elapsed() < Duration::from_millis(1_800), "host b waited out host a's pause only: {:?}", t.elapsed());
+    for _ in 0..3 {
+        a.ready().await;
+        b.ready().await;
+    }
+    assert_eq!((a.current_rate(), b.current_rate()), (5.0, 5.0), "one refusal, one halving");
+}
