@@ -181,7 +181,7 @@ impl Shared {
                 LeasedWrite::ClusterBusy => {
                     tracing::info!(
                         task = lease.task_id,
-                        "another host has a job on this cluster: the task is handed back"
+                        "another task of this cluster has a job (another host's, or a dead host's whose lease has not run out): the task is handed back"
                     );
                     give_back.push(lease.task_id);
                 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use qc_offboard::runner::shared::Shared;
 use qc_offboard::store::postgres::{HostLease, PgStore};
-use qc_offboard::store::{LockOutcome, TaskChange, TaskState, Transition};
+use qc_offboard::store::{Adopted, LockOutcome, TaskChange, TaskState, Transition};
 use serde_json::json;
 
 use crate::helpers::{new_run, new_task};
@@ -199,6 +199,48 @@ async fn pg_a_batch_of_writes_refused_one_job_per_cluster_keeps_the_rest() {
     let tasks = store.tasks(run).await.unwrap();
     let submitting = tasks.iter().filter(|t| t.state == TaskState::Submitting).count();
     assert_eq!(submitting, 2);
+    assert!(store.verify_audit(None).await.unwrap().is_intact());
+    assert_eq!(store.replay().await.unwrap().discrepancies.len(), 0, "the tables agree with the chain");
+}
+
+/// A host killed while its `del_user` was on the wire leaves the task `submitting` under a lease
+/// as long as the request's timeout. The next run cannot hand that attempt over until the lease
+/// runs out: its adoption waits (before, the new run's prepare was refused by the
+/// one-job-per-cluster index and the run ended 70), nothing of it is written, and once the lease
+/// is over the attempt is adopted, to be reconciled, never sent blindly.
+#[tokio::test]
+async fn pg_a_dead_host_s_request_lease_makes_the_next_run_s_adoption_wait() {
+    let Some(db) = TestDb::create("pg_a_dead_host_s_request_lease_makes_the_next_run_s_adoption_wait").await else {
+        return;
+    };
+    let store = db.open().await;
+    let first = run_of(&store, 1, 2).await;
+    let request = Duration::from_secs(1);
+    let a = Shared::new(store.clone(), host(first, "a"), Duration::from_secs(2), request, true);
+    let rows = a.claim(1).await.unwrap();
+    let x = rows[0].id;
+    a.write(&pending_to_submitting(x)).await.unwrap().expect("A holds it");
+    assert!(a.renew_for_request(x).await.unwrap(), "the request's lease: its timeout and 2 s");
+    drop(a); // SIGKILLed with the request on the wire.
+    let second = run_of(&store, 1, 2).await;
+    let runs = [first, second];
+    let mine: Vec<i64> = store.tasks(second).await.unwrap().iter().map(|t| t.id).collect();
+    let prepared = store.prepare_run(second, &runs).await.unwrap();
+    assert_eq!((prepared.adopted.len(), prepared.deferred.clone()), (0, vec![mine[0]]), "{prepared:?}");
+    let state = |id| {
+        let store = store.clone();
+        async move { store.task(id).await.unwrap().unwrap().state }
+    };
+    assert_eq!((state(x).await, state(mine[0]).await), (TaskState::Submitting, TaskState::Pending));
+    let db_handle = qc_offboard::store::Db::from(&store);
+    assert_eq!(db_handle.adopt_deferred(second, mine[0], &runs).await.unwrap(), Adopted::Waits);
+    // The dead host's lease runs out: the attempt is adopted in doubt.
+    tokio::time::sleep(request + Duration::from_secs(2) + Duration::from_millis(300)).await;
+    let Adopted::Moved(row) = db_handle.adopt_deferred(second, mine[0], &runs).await.unwrap() else {
+        panic!("adopted once the lease is over")
+    };
+    assert_eq!((row.state, row.adopted_from), (TaskState::Submitting, Some(x)));
+    assert_eq!(state(x).await, TaskState::HandedOver);
     assert!(store.verify_audit(None).await.unwrap().is_intact());
     assert_eq!(store.replay().await.unwrap().discrepancies.len(), 0, "the tables agree with the chain");
 }

@@ -168,9 +168,12 @@ impl Loop {
                 }
             }
             Adopted::Waits => {
+                // The slot is another task's (on PostgreSQL, maybe a dead host's whose request
+                // lease has not run out): ask again later, backing off as a busy cluster does.
                 self.deferred.insert(id);
-                let at = self.ctx.instant() + self.ctx.opts.poll_interval;
-                self.settle_submission(id, Submitted::Busy { at });
+                let tries = self.tasks.get(&id).map_or(0, |t| t.busy_count);
+                let wait = self.ctx.backoff(tries + 1).min(RECONCILE_RETRY_CAP).max(self.ctx.opts.poll_interval);
+                self.settle_submission(id, Submitted::Busy { at: self.ctx.instant() + wait });
             }
             Adopted::NotHeld => self.settle_submission(id, Submitted::Lost),
         }
