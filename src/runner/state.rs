@@ -33,7 +33,8 @@ pub enum Event {
     GiveUp,
     /// Another run deleted the account (or found it absent): nothing to do.
     DoneElsewhere,
-    /// Preflight found the cluster unknown, not MySQL Plus, or gone: nothing is sent.
+    /// Preflight found the cluster unknown, not MySQL Plus, or gone, or an earlier run's attempt
+    /// at the account could not be adopted in time: nothing is sent.
     Refused,
     /// Preflight found the cluster not ready (stopped, in transition): a later run tries again.
     NotReady,

@@ -160,16 +160,33 @@ impl Loop {
                     self.release(id);
                 }
             }
-            Adopted::Nothing => {
-                if let Some(task) = self.tasks.get(&id).cloned() {
-                    self.start_submission(task);
-                } else {
-                    self.release(id);
-                }
-            }
+            Adopted::Nothing => match self.tasks.get(&id).cloned() {
+                // The run stopped meanwhile: the task stays `pending`, nothing is sent.
+                Some(task) if !self.stopping() => self.start_submission(task),
+                _ => self.release(id),
+            },
             Adopted::Waits => {
                 // The slot is another task's (on PostgreSQL, maybe a dead host's whose request
-                // lease has not run out): ask again later, backing off as a busy cluster does.
+                // lease has not run out): ask again later, backing off as a busy cluster does,
+                // for at most --job-timeout. Past it the task ends `failed` with nothing sent,
+                // and the earlier attempt stays for a later run (`retry`) to adopt.
+                let now = self.ctx.instant();
+                let since = self.tasks.get(&id).and_then(|t| t.busy_since).unwrap_or(now);
+                let timeout = self.ctx.opts.job_timeout;
+                if now.saturating_duration_since(since) >= timeout {
+                    let message = format!(
+                        "an earlier run's attempt at this account could not be adopted: its cluster stayed busy with \
+                         another task's job for longer than --job-timeout {}; nothing was sent, a later run adopts it",
+                        humantime::format_duration(timeout)
+                    );
+                    let open = [crate::store::TaskState::Pending, crate::store::TaskState::RetryWait];
+                    let change = crate::store::TaskChange::new().message(message).finished_at(self.ctx.now());
+                    let detail = serde_json::json!({ "reason": "the adoption waited past --job-timeout" });
+                    self.ctx.step(id, &open, crate::runner::state::Event::Refused, change, detail).await?;
+                    self.release(id);
+                    self.note_failed();
+                    return Ok(());
+                }
                 self.deferred.insert(id);
                 let tries = self.tasks.get(&id).map_or(0, |t| t.busy_count);
                 let wait = self.ctx.backoff(tries + 1).min(RECONCILE_RETRY_CAP).max(self.ctx.opts.poll_interval);

@@ -202,3 +202,39 @@ async fn adopted_attempts_on_one_cluster_are_followed_one_at_a_time() {
     assert!(last_of_j1 < first_of_j2, "{polled:?}");
     rig.assert_audit_intact().await;
 }
+
+/// An adoption whose cluster stays taken by a task this run cannot adopt (a live attempt of
+/// another access key's run on the same cluster) waits at most `--job-timeout`: then the task
+/// ends `failed` with nothing sent, the earlier attempt left for a later run, and the run ends
+/// instead of waiting for ever.
+#[tokio::test(start_paused = true)]
+async fn an_adoption_whose_cluster_stays_taken_ends_failed_after_the_job_timeout() {
+    let accounts = [("cl-a", "a1")];
+    let mut rig = Rig::new(&accounts).await;
+    rig.opts.job_timeout = Duration::from_secs(30);
+    rig.api.jobs_of_run_for("a1", None);
+    assert_eq!(rig.execute().await, None);
+    let a1 = rig.task("a1").await;
+    assert_eq!((a1.state, a1.unresolved.as_deref()), (TaskState::Failed, Some("job")), "{a1:?}");
+    // Another key's run died with a job in flight on cl-a.
+    let other = crate::store::NewRun { access_key_id: "QYOTHERKEY".to_owned(), ..super::new_run() };
+    let foreign = rig.store.create_run(&other, &super::new_tasks(&[("cl-a", "someone")])).await.unwrap();
+    let theirs = rig.store.tasks(foreign).await.unwrap()[0].id;
+    for (event, change) in [
+        (Event::Intent, TaskChange::new().intent_at(rig.clock_now())),
+        (Event::Accepted, TaskChange::new().job_id("j-foreign").submitted_at(rig.clock_now())),
+    ] {
+        let t = state::from_any(theirs, event, change, serde_json::json!({}));
+        assert!(rig.store.steps(&[t]).await.unwrap()[0].is_some());
+    }
+    rig.another_run(&accounts).await;
+    let started = tokio::time::Instant::now();
+    assert_eq!(rig.execute().await, None, "the run ends");
+    assert!(started.elapsed() >= Duration::from_secs(30), "{:?}", started.elapsed());
+    let mine = rig.task("a1").await;
+    assert_eq!((mine.state, mine.adopted_from), (TaskState::Failed, None), "{mine:?}");
+    assert!(mine.last_message.as_deref().unwrap_or_default().contains("could not be adopted"), "{mine:?}");
+    assert_eq!(rig.store.task(a1.id).await.unwrap().unwrap().state, TaskState::Failed, "left for a later run");
+    assert_eq!(rig.api.del_users("cl-a", "a1", HOST), 1, "never sent again");
+    rig.assert_audit_intact().await;
+}
