@@ -234,9 +234,14 @@ async fn pg_a_dead_host_s_request_lease_makes_the_next_run_s_adoption_wait() {
     assert_eq!((state(x).await, state(mine[0]).await), (TaskState::Submitting, TaskState::Pending));
     let db_handle = qc_offboard::store::Db::from(&store);
     assert_eq!(db_handle.adopt_deferred(second, mine[0], &runs).await.unwrap(), Adopted::Waits);
+    // Nor is the cluster claimed while the request's lease lives: its tasks would only be
+    // refused a job slot and handed back, round after round.
+    let b = Shared::new(store.clone(), host(second, "b"), LEASE, REQUEST, true);
+    assert_eq!(b.claim(10).await.unwrap(), vec![], "the cluster waits for the dead host's lease");
     // The dead host's lease runs out: the attempt is adopted in doubt.
     tokio::time::sleep(request + Duration::from_secs(2) + Duration::from_millis(300)).await;
-    let Adopted::Moved(row) = db_handle.adopt_deferred(second, mine[0], &runs).await.unwrap() else {
+    assert_eq!(b.claim(10).await.unwrap().len(), 2, "claimed once the lease is over");
+    let Adopted::Moved(row) = b.adopt_deferred(mine[0], &runs).await.unwrap() else {
         panic!("adopted once the lease is over")
     };
     assert_eq!((row.state, row.adopted_from), (TaskState::Submitting, Some(x)));

@@ -67,7 +67,10 @@ impl PgStore {
     /// has come) on up to `clusters` clusters that no
     /// other host holds a live lease on, oldest cluster first: a host works on whole clusters,
     /// so the hosts of a run rarely meet on one (and when two claim one cluster at the same
-    /// instant, the one-job-per-cluster index still lets only one of them submit). Tasks this
+    /// instant, the one-job-per-cluster index still lets only one of them submit). A cluster
+    /// where another run's request or job is still under a live lease (a host that died in the
+    /// middle of a `del_user`) waits until that lease runs out: its job slot is taken until then,
+    /// and claiming would only hand the tasks back, round after round. Tasks this
     /// owner already holds are not claimed again (their epoch would change under its writes).
     /// Takeovers are audited as [`PgStore::claim`] does.
     pub async fn claim_clusters(
@@ -86,6 +89,9 @@ impl PgStore {
                   AND (t.state <> 'not_due' OR t.not_before <= (clock_timestamp() AT TIME ZONE 'UTC')::date) \
                   AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.run_id = t.run_id AND o.cluster = t.cluster \
                       AND o.zone = t.zone AND o.owner IS NOT NULL AND o.owner <> $4 \
+                      AND o.lease_until > clock_timestamp()) \
+                  AND NOT EXISTS (SELECT 1 FROM tasks o WHERE o.run_id <> t.run_id AND o.cluster = t.cluster \
+                      AND o.zone = t.zone AND o.state IN ('submitting', 'submitted') \
                       AND o.lease_until > clock_timestamp())), \
              picked AS ( \
                 SELECT cluster, zone FROM claimable GROUP BY cluster, zone ORDER BY min(id) LIMIT $3), \
