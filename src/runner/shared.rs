@@ -188,13 +188,7 @@ impl Shared {
             }
         }
         if !give_back.is_empty() {
-            {
-                let mut held = self.held();
-                for id in &give_back {
-                    held.remove(id);
-                }
-            }
-            self.store.release_all(&self.host.owner, &give_back).await?;
+            self.release_many(&give_back).await?;
         }
         Ok(results)
     }

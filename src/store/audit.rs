@@ -52,6 +52,22 @@ pub(crate) async fn run_ticket(conn: &mut SqliteConnection, run_id: i64) -> Resu
     Ok(t.flatten())
 }
 
+/// The tickets of the runs a transaction writes audit records for, each read once.
+#[derive(Default)]
+pub(crate) struct Tickets(std::collections::HashMap<i64, Option<String>>);
+
+impl Tickets {
+    /// Run `run_id`'s ticket ([`run_ticket`]), read on first use.
+    pub(crate) async fn of(&mut self, conn: &mut SqliteConnection, run_id: i64) -> Result<Option<String>, StoreError> {
+        if let Some(t) = self.0.get(&run_id) {
+            return Ok(t.clone());
+        }
+        let t = run_ticket(conn, run_id).await?;
+        self.0.insert(run_id, t.clone());
+        Ok(t)
+    }
+}
+
 /// Append `entries` to the chain. Must run inside a write (`BEGIN IMMEDIATE`) transaction,
 /// which is what makes reading the tip here safe.
 pub(crate) async fn append(conn: &mut SqliteConnection, entries: &[Entry]) -> Result<(), StoreError> {

@@ -8,7 +8,7 @@ use serde_json::Value;
 use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Row, Sqlite, SqliteConnection};
 
-use super::audit::{self, run_ticket, Entry};
+use super::audit::{self, Entry, Tickets};
 use super::details;
 use super::{ts, ApiCallRow, Attempts, Store, StoreError, TaskRow, TaskState};
 use crate::runner::state::{self, Event, Transition};
@@ -72,7 +72,7 @@ impl Store {
     pub async fn record_calls(&self, calls: &[(i64, Option<i64>, ApiCallRow)]) -> Result<(), StoreError> {
         let mut tx = self.write().await?;
         let mut entries = Vec::with_capacity(calls.len());
-        let mut tickets: HashMap<i64, Option<String>> = HashMap::new();
+        let mut tickets = Tickets::default();
         for (run_id, task_id, c) in calls {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO api_calls (run_id, task_id, action, params, http_status, ret_code, message, job_id, \
@@ -90,10 +90,7 @@ impl Store {
             .bind(c.latency_ms)
             .fetch_one(&mut *tx)
             .await?;
-            if !tickets.contains_key(run_id) {
-                tickets.insert(*run_id, run_ticket(&mut tx, *run_id).await?);
-            }
-            let ticket = tickets.get(run_id).cloned().flatten();
+            let ticket = tickets.of(&mut tx, *run_id).await?;
             entries.push(Entry::new(Some(*run_id), *task_id, "api_call", &details::api_call(id, c, ticket.as_deref())));
         }
         audit::append(&mut tx, &entries).await?;
@@ -122,7 +119,7 @@ pub(crate) async fn apply_transitions(
 ) -> Result<Vec<Option<TaskRow>>, StoreError> {
     let mut results = Vec::with_capacity(transitions.len());
     let mut entries = Vec::with_capacity(transitions.len());
-    let mut tickets: HashMap<i64, Option<String>> = HashMap::new();
+    let mut tickets = Tickets::default();
     let now = ts(Utc::now());
     let mut start = 0;
     while start < transitions.len() {
@@ -139,14 +136,7 @@ pub(crate) async fn apply_transitions(
                 results.push(None);
                 continue;
             };
-            let ticket = match tickets.get(&row.run_id) {
-                Some(ticket) => ticket.clone(),
-                None => {
-                    let ticket = run_ticket(tx, row.run_id).await?;
-                    tickets.insert(row.run_id, ticket.clone());
-                    ticket
-                }
-            };
+            let ticket = tickets.of(tx, row.run_id).await?;
             entries.push(details::task_state(t.change(), t.detail(), &row, from, None, ticket.as_deref()));
             results.push(Some(row));
         }

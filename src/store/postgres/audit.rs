@@ -80,6 +80,22 @@ pub(super) async fn run_ticket(conn: &mut PgConnection, run_id: i64) -> Result<O
     Ok(t.flatten())
 }
 
+/// The tickets of the runs a transaction writes audit records for, each read once.
+#[derive(Default)]
+pub(super) struct Tickets(std::collections::HashMap<i64, Option<String>>);
+
+impl Tickets {
+    /// Run `run_id`'s ticket ([`run_ticket`]), read on first use.
+    pub(super) async fn of(&mut self, conn: &mut PgConnection, run_id: i64) -> Result<Option<String>, StoreError> {
+        if let Some(t) = self.0.get(&run_id) {
+            return Ok(t.clone());
+        }
+        let t = run_ticket(conn, run_id).await?;
+        self.0.insert(run_id, t.clone());
+        Ok(t)
+    }
+}
+
 /// Audit rows as one array per column, for `INSERT … SELECT FROM unnest(…)`.
 #[derive(Default)]
 pub(super) struct Columns {

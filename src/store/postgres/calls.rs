@@ -6,12 +6,10 @@
 //! across hosts (the chain's advisory lock), which is all the SQLite store's `BEGIN IMMEDIATE`
 //! gives these writes.
 
-use std::collections::HashMap;
-
 use sqlx::postgres::PgRow;
 use sqlx::Row;
 
-use super::audit::{append, run_ticket};
+use super::audit::{append, Tickets};
 use super::PgStore;
 use crate::store::audit::Entry;
 use crate::store::details;
@@ -30,7 +28,7 @@ impl PgStore {
         }
         let mut tx = self.write().await?;
         let mut entries = Vec::with_capacity(calls.len());
-        let mut tickets: HashMap<i64, Option<String>> = HashMap::new();
+        let mut tickets = Tickets::default();
         for (run_id, task_id, c) in calls {
             let id: i64 = sqlx::query_scalar(
                 "INSERT INTO api_calls (run_id, task_id, action, params, http_status, ret_code, message, job_id, \
@@ -48,10 +46,7 @@ impl PgStore {
             .bind(c.latency_ms)
             .fetch_one(&mut *tx)
             .await?;
-            if !tickets.contains_key(run_id) {
-                tickets.insert(*run_id, run_ticket(&mut tx, *run_id).await?);
-            }
-            let ticket = tickets.get(run_id).cloned().flatten();
+            let ticket = tickets.of(&mut tx, *run_id).await?;
             entries.push(Entry::new(Some(*run_id), *task_id, "api_call", &details::api_call(id, c, ticket.as_deref())));
         }
         append(&mut tx, &entries).await?;

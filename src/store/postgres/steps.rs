@@ -19,7 +19,7 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::{PgConnection, Row};
 
-use super::audit::{append, lock_chain, run_ticket};
+use super::audit::{append, lock_chain, Tickets};
 use super::lease::qualified;
 use super::runs::{task_from_row, TASK_COLUMNS};
 use super::PgStore;
@@ -81,7 +81,7 @@ pub(super) async fn apply_transitions(
     let now = lock_chain(&mut *tx).await?;
     let mut results = Vec::with_capacity(transitions.len());
     let mut entries = Vec::with_capacity(transitions.len());
-    let mut tickets: HashMap<i64, Option<String>> = HashMap::new();
+    let mut tickets = Tickets::default();
     let mut start = 0;
     while start < transitions.len() {
         // A segment names each task at most once, so one UPDATE can apply it; a step taking a
@@ -105,14 +105,7 @@ pub(super) async fn apply_transitions(
                 results.push(None);
                 continue;
             };
-            let ticket = match tickets.get(&row.run_id) {
-                Some(ticket) => ticket.clone(),
-                None => {
-                    let ticket = run_ticket(tx, row.run_id).await?;
-                    tickets.insert(row.run_id, ticket.clone());
-                    ticket
-                }
-            };
+            let ticket = tickets.of(tx, row.run_id).await?;
             entries.push(details::task_state(t.change(), t.detail(), &row, from, None, ticket.as_deref()));
             results.push(Some(row));
         }

@@ -14,13 +14,13 @@
 //! Every write is built by the runner's state table (`runner::state`), as the SQLite store's are:
 //! this module applies the guard and change it is given and decides nothing about legality.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
 use sqlx::Row;
 
-use super::audit::{append, lock_chain, run_ticket};
+use super::audit::{append, lock_chain, Tickets};
 use super::lease::{qualified, Lease};
 use super::runs::{task_from_row, TASK_COLUMNS};
 use super::PgStore;
@@ -94,9 +94,6 @@ impl PgStore {
         let mut tx = self.write().await?;
         // The rows first, in id order, then the chain's lock and the clock under it (see the
         // module's notes). Only rows still held under the named lease are locked.
-        let mut ids: Vec<i64> = writes.iter().map(|w| w.lease.task_id).collect();
-        ids.sort_unstable();
-        ids.dedup();
         let owners: Vec<&str> = writes.iter().map(|w| w.lease.owner.as_str()).collect();
         let epochs: Vec<i64> = writes.iter().map(|w| w.lease.epoch).collect();
         let tasks: Vec<i64> = writes.iter().map(|w| w.lease.task_id).collect();
@@ -115,7 +112,7 @@ impl PgStore {
         let now = lock_chain(&mut tx).await?;
         let mut results = Vec::with_capacity(writes.len());
         let mut entries = Vec::new();
-        let mut tickets: HashMap<i64, Option<String>> = HashMap::new();
+        let mut tickets = Tickets::default();
         for w in writes {
             if w.t.task_id() != w.lease.task_id || !held.contains(&w.lease.task_id) {
                 results.push(LeasedWrite::NotHeld);
@@ -140,14 +137,7 @@ impl PgStore {
                 results.push(LeasedWrite::NotHeld);
                 continue;
             };
-            let ticket = match tickets.get(&row.run_id) {
-                Some(t) => t.clone(),
-                None => {
-                    let t = run_ticket(&mut tx, row.run_id).await?;
-                    tickets.insert(row.run_id, t.clone());
-                    t
-                }
-            };
+            let ticket = tickets.of(&mut tx, row.run_id).await?;
             let owner = Some((w.lease.owner.as_str(), w.lease.epoch));
             entries.push(details::task_state(w.t.change(), w.t.detail(), &row, from, owner, ticket.as_deref()));
             results.push(LeasedWrite::Applied(Box::new(row)));
