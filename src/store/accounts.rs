@@ -50,6 +50,11 @@ pub fn endpoint_identity(endpoint: &str) -> String {
 pub(crate) const LIVE_SQL: &str =
     "(t.state IN ('submitting', 'submitted') OR (t.state = 'failed' AND t.unresolved IS NOT NULL))";
 
+/// The job slots taken, as (cluster, zone, tasks): tasks `submitting` or `submitted`, in any run
+/// (the states PostgreSQL's one-job-per-cluster index covers).
+pub(crate) const SLOTS_SQL: &str =
+    "SELECT cluster, zone, COUNT(*) FROM tasks WHERE state IN ('submitting', 'submitted') GROUP BY cluster, zone";
+
 /// Done for good: `deleted`, `absent`, or `skipped` because so. SQL over `tasks` as `t`.
 pub(crate) const DONE_SQL: &str = "t.state IN ('deleted', 'absent', 'skipped')";
 
@@ -343,13 +348,8 @@ async fn prepare_in(
     if found.is_empty() {
         return Ok((Prepared::default(), Vec::new()));
     }
-    let slots: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT cluster, zone, COUNT(*) FROM tasks WHERE state IN ('submitting', 'submitted') GROUP BY cluster, zone",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let occupied = slots.into_iter().map(|(c, z, n)| ((c, z), usize::try_from(n).unwrap_or(0))).collect();
-    let (plan, deferred) = adoption::plan(run_id, &others, found, occupied)?;
+    let slots: Vec<(String, String, i64)> = sqlx::query_as(SLOTS_SQL).fetch_all(&mut *tx).await?;
+    let (plan, deferred) = adoption::plan(run_id, &others, found, adoption::occupied(slots))?;
     let mut prepared = Prepared { deferred, ..Prepared::default() };
     let mut moved: Vec<TaskRow> = apply_transitions(&mut *tx, &plan.skips).await?.into_iter().flatten().collect();
     prepared.skipped = moved.len() as u64;

@@ -37,6 +37,11 @@ pub(crate) fn standings(rows: impl IntoIterator<Item = (AccountKey, i64, TaskSta
 /// The jobs slots taken, per (cluster, zone): tasks `submitting` or `submitted`, in any run.
 pub(crate) type Occupied = HashMap<(String, String), usize>;
 
+/// [`Occupied`] from `SLOTS_SQL`'s rows.
+pub(crate) fn occupied(slots: Vec<(String, String, i64)>) -> Occupied {
+    slots.into_iter().map(|(c, z, n)| ((c, z), usize::try_from(n).unwrap_or(0))).collect()
+}
+
 /// One account's adoption: its transitions (the other runs' attempts handed over, then this
 /// run's task taking the newest) apply together or not at all.
 #[derive(Debug)]

@@ -20,7 +20,7 @@ use super::runs::{task_from_row, TASK_COLUMNS};
 use super::steps::apply_transitions;
 use super::write::ONE_JOB_PER_CLUSTER;
 use super::PgStore;
-use crate::store::accounts::{DONE_SQL, LIVE_SQL};
+use crate::store::accounts::{DONE_SQL, LIVE_SQL, SLOTS_SQL};
 use crate::store::adoption;
 use crate::store::{
     endpoint_identity, AccountKey, Adopted, Prepared, Refusal, Standing, StoreError, TaskRow, TaskState,
@@ -242,13 +242,8 @@ async fn prepare_in(
     if found.is_empty() {
         return Ok((Prepared::default(), Vec::new()));
     }
-    let slots: Vec<(String, String, i64)> = sqlx::query_as(
-        "SELECT cluster, zone, COUNT(*) FROM tasks WHERE state IN ('submitting', 'submitted') GROUP BY cluster, zone",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
-    let occupied = slots.into_iter().map(|(c, z, n)| ((c, z), usize::try_from(n).unwrap_or(0))).collect();
-    let (plan, deferred) = adoption::plan(run_id, &others, found, occupied)?;
+    let slots: Vec<(String, String, i64)> = sqlx::query_as(SLOTS_SQL).fetch_all(&mut *tx).await?;
+    let (plan, deferred) = adoption::plan(run_id, &others, found, adoption::occupied(slots))?;
     let mut prepared = Prepared { deferred, ..Prepared::default() };
     let mut moved: Vec<TaskRow> =
         apply_transitions(&mut *tx, &plan.skips, fenced).await?.into_iter().flatten().collect();
