@@ -177,21 +177,10 @@ async fn three_hosts_share_a_run_and_the_survivor_finishes_it() {
     let manifest = home.path().join("manifest.yaml");
     std::fs::write(&manifest, manifest_text(60, 5, &["sh1a", "pek3"])).expect("write the manifest");
     let manifest = manifest.to_str().expect("utf-8 path");
-    let mut conn = db.raw().await;
     let started = Instant::now();
-
-    let mut run_args = vec!["run", manifest];
-    run_args.extend(with_defaults(&TUNING));
-    let mut a = Host::spawn("A", runner(home.path(), &sim, &db, &run_args), home.path());
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&mut conn, STARTED).await.unwrap_or(0) == 0 {
-        pace("host A to start its run", deadline, &mut [&mut a]).await;
-    }
-
-    let mut resume_args = vec!["resume", RUN];
-    resume_args.extend(with_defaults(&TUNING));
-    let mut b = Host::spawn("B", runner(home.path(), &sim, &db, &resume_args), home.path());
-    let mut c = Host::spawn("C", runner(home.path(), &sim, &db, &resume_args), home.path());
+    let (mut a, joiners, mut conn, _) =
+        start_hosts(home.path(), &sim, &db, manifest, &with_defaults(&TUNING), &["B", "C"]).await;
+    let [mut b, mut c]: [Host; 2] = joiners.try_into().unwrap_or_else(|_| unreachable!("two joiners"));
     let b_pid = b.pid();
 
     // Part way, with B in the middle of a job: SIGKILL B, SIGTERM C.
@@ -320,25 +309,10 @@ async fn hosts_carry_on_when_their_database_connections_are_cut() {
     let sim = start_sim(world("seed: 5\njobs: {pending_ms: 30, working_ms: 300}\n")).await;
     let manifest = home.path().join("manifest.yaml");
     std::fs::write(&manifest, manifest_text(20, 3, &["sh1a"])).expect("write the manifest");
-    let manifest = manifest.to_str().expect("utf-8 path").to_owned();
+    let manifest = manifest.to_str().expect("utf-8 path");
     let tuning = ["--lease", "5s", "--rate", "40/s", "--reconcile-settle", "1s", "--poll-interval", "200ms"];
-    let args = |first: &[&'static str]| -> Vec<String> {
-        first.iter().map(|s| s.to_string()).chain(tuning.iter().map(|s| s.to_string())).collect()
-    };
-    let mut run_args = args(&["run"]);
-    run_args.insert(1, manifest);
-    let mut a = Host::spawn("A", runner(home.path(), &sim, &db, &refs(&run_args)), home.path());
-    let mut conn = loop {
-        if let Ok(c) = sqlx::Connection::connect(&db.url).await {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&mut conn, STARTED).await.is_none_or(|n| n <= 0) {
-        pace("host A to start", deadline, &mut [&mut a]).await;
-    }
-    let mut b = Host::spawn("B", runner(home.path(), &sim, &db, &refs(&args(&["resume", RUN]))), home.path());
+    let (mut a, mut joiners, mut conn, deadline) = start_hosts(home.path(), &sim, &db, manifest, &tuning, &["B"]).await;
+    let mut b = joiners.remove(0);
     for cut in [6, 24] {
         while count(&mut conn, DELETED).await.is_none_or(|n| n < cut) {
             pace("deletions", deadline, &mut [&mut a, &mut b]).await;
@@ -361,8 +335,30 @@ async fn hosts_carry_on_when_their_database_connections_are_cut() {
     assert!(verify.status.success(), "{}", text(&verify.stdout));
 }
 
-fn refs(v: &[String]) -> Vec<&str> {
-    v.iter().map(String::as_str).collect()
+/// Host A runs `manifest` with `tuning`; once its run has begun, each of `joiners` joins it
+/// (`resume RUN`). With a connection to the database, and the deadline (60 s from A's start)
+/// that A's start was waited for under.
+async fn start_hosts(
+    home: &Path,
+    sim: &SimHandle,
+    db: &TestDb,
+    manifest: &str,
+    tuning: &[&str],
+    joiners: &[&'static str],
+) -> (Host, Vec<Host>, PgConnection, Instant) {
+    let mut conn = db.raw().await;
+    let with_tuning = |first: &[&str]| -> Vec<String> { first.iter().chain(tuning).map(|s| s.to_string()).collect() };
+    let run_args = with_tuning(&["run", manifest]);
+    let run_args: Vec<&str> = run_args.iter().map(String::as_str).collect();
+    let mut a = Host::spawn("A", runner(home, sim, db, &run_args), home);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while count(&mut conn, STARTED).await.unwrap_or(0) <= 0 {
+        pace("host A to start its run", deadline, &mut [&mut a]).await;
+    }
+    let resume_args = with_tuning(&["resume", RUN]);
+    let resume_args: Vec<&str> = resume_args.iter().map(String::as_str).collect();
+    let joined = joiners.iter().map(|name| Host::spawn(name, runner(home, sim, db, &resume_args), home)).collect();
+    (a, joined, conn, deadline)
 }
 
 /// Terminate every connection to the test's database but this one.
@@ -391,23 +387,10 @@ async fn a_host_frozen_past_its_lease_neither_writes_nor_holds_the_run_up() {
     let sim = start_sim(world("seed: 8\njobs: {pending_ms: 30, working_ms: 400}\n")).await;
     let manifest = home.path().join("manifest.yaml");
     std::fs::write(&manifest, manifest_text(30, 4, &["sh1a"])).expect("write the manifest");
-    let manifest = manifest.to_str().expect("utf-8 path").to_owned();
+    let manifest = manifest.to_str().expect("utf-8 path");
     let tuning = ["--lease", "2s", "--rate", "40/s", "--reconcile-settle", "1s", "--poll-interval", "200ms"];
-    let args = |first: &[&str]| -> Vec<String> {
-        first.iter().map(|s| s.to_string()).chain(tuning.iter().map(|s| s.to_string())).collect()
-    };
-    let mut a = Host::spawn("A", runner(home.path(), &sim, &db, &refs(&args(&["run", &manifest]))), home.path());
-    let mut conn = loop {
-        if let Ok(c) = sqlx::Connection::connect(&db.url).await {
-            break c;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while count(&mut conn, STARTED).await.is_none_or(|n| n <= 0) {
-        pace("host A to start", deadline, &mut [&mut a]).await;
-    }
-    let mut b = Host::spawn("B", runner(home.path(), &sim, &db, &refs(&args(&["resume", RUN]))), home.path());
+    let (mut a, mut joiners, mut conn, deadline) = start_hosts(home.path(), &sim, &db, manifest, &tuning, &["B"]).await;
+    let mut b = joiners.remove(0);
     let b_pid = b.pid();
     while count_for(&mut conn, HOLDS_A_JOB, b_pid).await.unwrap_or(0) == 0 {
         pace("host B to hold a job", deadline, &mut [&mut a, &mut b]).await;
