@@ -144,11 +144,16 @@ impl Job {
     /// `create_time`, on the API's clock and in the whole seconds its time stamps carry. `None`
     /// while it runs, or when either time is missing, unreadable or out of order.
     pub fn took(&self) -> Option<std::time::Duration> {
+        (self.ended_at()? - self.create_time()?).to_std().ok()
+    }
+
+    /// For a job that has ended: its `status_time` (the API's clock, whole seconds). `None`
+    /// while it runs, or when the time is missing or unreadable.
+    pub fn ended_at(&self) -> Option<chrono::DateTime<chrono::Utc>> {
         if self.status.is_running() {
             return None;
         }
-        let end = crate::qingcloud::signer::parse_time_stamp(&self.status_time)?;
-        (end - self.create_time()?).to_std().ok()
+        crate::qingcloud::signer::parse_time_stamp(&self.status_time)
     }
 }
 

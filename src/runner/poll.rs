@@ -42,11 +42,19 @@ pub struct InFlight {
     pub timed: bool,
     /// The job's age at the last round that listed it running.
     pub seen_running: std::time::Duration,
+    /// By when the request's answer had come (the job was created between `submitted_at` and
+    /// this); only meaningful when `timed`.
+    pub answered_at: DateTime<Utc>,
 }
 
 impl InFlight {
     pub fn new(task: TaskRef, job_id: String, submitted_at: DateTime<Utc>, timed: bool) -> Self {
-        Self { task, job_id, submitted_at, timed, seen_running: std::time::Duration::ZERO }
+        Self { task, job_id, submitted_at, timed, seen_running: std::time::Duration::ZERO, answered_at: submitted_at }
+    }
+
+    /// The same, with the time by which its request had been answered.
+    pub fn answered_by(self, at: DateTime<Utc>) -> Self {
+        Self { answered_at: at.max(self.submitted_at), ..self }
     }
 
     /// Its age at `at`.
@@ -76,9 +84,24 @@ pub struct RoundResult {
     /// For each task whose job was in an answered call: when that call was sent. A job it did
     /// not list done was still running then.
     pub polled: HashMap<i64, DateTime<Utc>>,
-    /// For each task whose job the round saw ended: how long the API says it took
-    /// ([`Job::took`]), when it says.
-    pub took: HashMap<i64, std::time::Duration>,
+    /// For each task whose job the round listed: its `create_time` and, once ended, its
+    /// `status_time` (the API's clock, whole seconds), where readable.
+    pub stamps: HashMap<i64, Stamps>,
+}
+
+/// A listed job's time stamps, on the API's clock.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stamps {
+    pub created: Option<DateTime<Utc>>,
+    pub ended: Option<DateTime<Utc>>,
+    /// [`Job::took`].
+    pub took: Option<std::time::Duration>,
+}
+
+impl Stamps {
+    fn of(job: &Job) -> Self {
+        Self { created: job.create_time(), ended: job.ended_at(), took: job.took() }
+    }
 }
 
 /// Poll every job in `jobs` once.
@@ -102,8 +125,8 @@ pub async fn round(ctx: Arc<Ctx>, jobs: Vec<InFlight>) -> super::error::Result<R
         let mut settling = tokio::task::JoinSet::new();
         for j in in_zone {
             let job = found.remove(&j.job_id);
-            if let Some(took) = job.as_ref().and_then(Job::took) {
-                result.took.insert(j.task.id, took);
+            if let Some(job) = &job {
+                result.stamps.insert(j.task.id, Stamps::of(job));
             }
             // Only an explicit "no such job" proves a job unknown; an omission proves nothing.
             let proven_unknown = unknown.contains(&j.job_id);

@@ -28,7 +28,7 @@ use tracing::Instrument as _;
 
 use super::context::Ctx;
 use super::poll::{self, InFlight, RoundResult};
-use super::poll_plan::{self, Durations, JobView, Situation};
+use super::poll_plan::{self, ApiClock, Durations, JobView, Situation};
 use super::progress::Progress;
 use super::queue::Queue;
 use super::reconcile;
@@ -88,6 +88,8 @@ struct Loop {
     next_poll: Option<Instant>,
     /// The job durations learned so far (and from earlier runs).
     durations: Durations,
+    /// The API's clock against ours, from the stamps of the jobs this process started.
+    api_clock: ApiClock,
     /// Rounds in a row with a failed call, and no round before this after them.
     poll_failures: u32,
     poll_not_before: Option<Instant>,
@@ -162,6 +164,7 @@ pub async fn execute_with(
         poll_running: false,
         next_poll: None,
         durations: Durations::new(prior),
+        api_clock: ApiClock::default(),
         poll_failures: 0,
         poll_not_before: None,
         inconclusive: HashMap::new(),

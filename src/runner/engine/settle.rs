@@ -102,6 +102,14 @@ impl Loop {
                     self.poll_failures = 0;
                     self.poll_not_before = None;
                 }
+                // Every listed job of this process's own tells where the API's clock stands.
+                for (id, stamps) in &round.stamps {
+                    if let (Some(f), Some(created)) = (self.in_flight.get(id), stamps.created) {
+                        if f.timed {
+                            self.api_clock.learn_created(f.submitted_at, f.answered_at, created);
+                        }
+                    }
+                }
                 for (id, outcome) in round.outcomes {
                     let seen = round.polled.get(&id).copied();
                     if let (Some(f), Some(at)) = (self.in_flight.get_mut(&id), seen) {
@@ -109,7 +117,21 @@ impl Loop {
                         match outcome {
                             JobOutcome::Running => f.seen_running = f.seen_running.max(age),
                             JobOutcome::Deleted | JobOutcome::Absent if f.timed => {
-                                let (lo, hi) = poll_plan::narrow(f.seen_running, age, round.took.get(&id).copied());
+                                let stamps = round.stamps.get(&id).copied().unwrap_or_default();
+                                let (lo, hi) = poll_plan::narrow(f.seen_running, age, stamps.took);
+                                let window = stamps.ended.and_then(|e| self.api_clock.end_ages(f.submitted_at, e));
+                                let (lo, hi) = match window.map(|w| poll_plan::narrow_by_clock(lo, hi, w)) {
+                                    Some(Some(narrowed)) => narrowed,
+                                    Some(None) => {
+                                        tracing::debug!(
+                                            job_id = %f.job_id,
+                                            "the API's time stamps contradict what the rounds saw: job durations are learned without them for the rest of the run"
+                                        );
+                                        self.api_clock.distrust();
+                                        (lo, hi)
+                                    }
+                                    None => (lo, hi),
+                                };
                                 self.durations.learn(lo, hi);
                             }
                             _ => {}
@@ -219,7 +241,8 @@ impl Loop {
                 task.busy_since = None;
                 task.busy_count = 0;
                 task.known_jobs.insert(job_id.clone());
-                let flight = InFlight::new(task.clone(), job_id, sent_at.unwrap_or(wall), sent_at.is_some());
+                let flight =
+                    InFlight::new(task.clone(), job_id, sent_at.unwrap_or(wall), sent_at.is_some()).answered_by(wall);
                 self.in_flight.insert(id, flight);
             }
             Submitted::Throttled => {

@@ -238,3 +238,33 @@ async fn an_adoption_whose_cluster_stays_taken_ends_failed_after_the_job_timeout
     assert_eq!(rig.api.del_users("cl-a", "a1", HOST), 1, "never sent again");
     rig.assert_audit_intact().await;
 }
+
+/// One cluster's jobs run one after another, so each poll that comes late holds up every
+/// account behind it. The API stamps jobs in whole seconds; with its clock placed against
+/// ours from the `create_time`s (here 37.25 s ahead), jobs that ended at other fractions of a
+/// second pin a 10 s duration to well under the second the stamps' difference leaves. Each
+/// later job is then looked at once, soon after it has ended.
+#[tokio::test(start_paused = true)]
+async fn one_cluster_s_jobs_are_looked_at_soon_after_they_end_once_the_api_s_clock_is_placed() {
+    let accounts = accounts(1, 20);
+    let mut rig = Rig::new(&refs(&accounts)).await;
+    rig.opts.poll_interval = Duration::from_secs(3);
+    rig.api.jobs_run_for(Duration::from_secs(10));
+    rig.api.clock_ahead_by(Duration::from_millis(37_250));
+    assert_eq!(rig.execute().await, None);
+
+    let log = rig.api.requests();
+    let sent: Vec<_> = log.iter().filter(|r| r.action == RUN_CLUSTER_CUSTOM_SERVICE).map(|r| r.at).collect();
+    assert_eq!(sent.len(), 20);
+    // Each job's submission and one poll; the first job's probes (at 6 s, running) one more.
+    assert_eq!(rig.api.calls_of(DESCRIBE_JOBS), 21);
+    // From one submission to the next: the job's 10 s and the poll's delay after its end, and
+    // the answers' latency. The stamps' difference alone puts the end within (9 s, 11.1 s]
+    // and the polls at 11.3 s.
+    let gaps: Vec<Duration> = sent.windows(2).map(|w| w[1] - w[0]).collect();
+    let last: Vec<Duration> = gaps[gaps.len() - 8..].to_vec();
+    assert!(last.iter().all(|g| *g < Duration::from_millis(10_800)), "{gaps:?}");
+    for t in rig.tasks().await {
+        assert_eq!((t.state, t.attempts), (TaskState::Deleted, 1), "{t:?}");
+    }
+}

@@ -74,6 +74,8 @@ struct World {
     log: Vec<Request>,
     /// The next slot of the fake's own rate, in virtual time.
     next_slot: Option<Instant>,
+    /// How far the API's clock (its jobs' time stamps) is ahead of the runner's.
+    pub(super) clock_ahead: Duration,
 }
 
 /// The fake API. Share it as `Arc<FakeApi>`; the runner holds it as `Arc<dyn Api>`.
@@ -130,6 +132,11 @@ impl FakeApi {
     }
 
     /// Every call is answered 2500 for the next `d`.
+    /// Stamp jobs with a clock `d` ahead of the runner's.
+    pub fn clock_ahead_by(&self, d: Duration) {
+        self.world().clock_ahead = d;
+    }
+
     pub fn exhaust_quota_for(&self, d: Duration) {
         self.world().quota_exhausted_until = Some(self.clock.instant() + d);
     }

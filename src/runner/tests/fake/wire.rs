@@ -43,7 +43,8 @@ impl FakeApi {
         }
     }
 
-    fn job_view(&self, j: &FakeJob, now: Instant, wall: DateTime<Utc>) -> Job {
+    /// `ahead`: how far the API's clock is ahead of the runner's.
+    fn job_view(&self, j: &FakeJob, now: Instant, wall: DateTime<Utc>, ahead: Duration) -> Job {
         let age = now.saturating_duration_since(j.created);
         let done = j.runs_for.is_some_and(|d| age >= d);
         let status = match (done, age < Duration::from_millis(100)) {
@@ -55,6 +56,7 @@ impl FakeApi {
             (true, Some(d)) => j.created_wall + TimeDelta::from_std(d).unwrap_or_default(),
             _ => wall,
         };
+        let ahead = TimeDelta::from_std(ahead).unwrap_or_default();
         let params = DelUserParams::new(&j.user, &j.host).to_json();
         let directive = serde_json::json!({
             "action": RUN_CLUSTER_CUSTOM_SERVICE, "cluster": j.cluster, "role": ROLE_MAININSTANCE,
@@ -64,8 +66,8 @@ impl FakeApi {
             job_id: j.id.clone(),
             job_action: RUN_CLUSTER_CUSTOM_SERVICE.to_owned(),
             status,
-            create_time: format_time_stamp(j.created_wall),
-            status_time: format_time_stamp(status_time),
+            create_time: format_time_stamp(j.created_wall + ahead),
+            status_time: format_time_stamp(status_time + ahead),
             resource_ids: j.cluster.clone(),
             owner: "usr-fake".to_owned(),
             error_codes: String::new(),
@@ -188,8 +190,11 @@ impl Api for FakeApi {
                     calls.push(Call { record, result: Err(err) });
                     continue;
                 }
-                let job_set: Vec<Job> =
-                    batch.iter().filter_map(in_zone).map(|j| self.job_view(j, started, started_at)).collect();
+                let job_set: Vec<Job> = batch
+                    .iter()
+                    .filter_map(in_zone)
+                    .map(|j| self.job_view(j, started, started_at, w.clock_ahead))
+                    .collect();
                 let total_count = job_set.len() as u64;
                 let resp = DescribeJobsResponse { ret_code: ret::OK, total_count, job_set, ..Default::default() };
                 calls.push(Call { record, result: Ok(resp) });
@@ -220,7 +225,7 @@ impl Api for FakeApi {
                 .iter()
                 .skip(filter.offset as usize)
                 .take(filter.limit.clamp(1, 100) as usize)
-                .map(|j| self.job_view(j, started, started_at))
+                .map(|j| self.job_view(j, started, started_at, w.clock_ahead))
                 .collect();
             let resp = DescribeJobsResponse {
                 ret_code: ret::OK,
