@@ -268,3 +268,30 @@ async fn one_cluster_s_jobs_are_looked_at_soon_after_they_end_once_the_api_s_clo
         assert_eq!((t.state, t.attempts), (TaskState::Deleted, 1), "{t:?}");
     }
 }
+
+/// An API whose clock jumps in the middle of a run (its stamps 2.5 s further ahead from one
+/// job on) contradicts what its earlier stamps said (`ApiClock` sets itself aside then; its
+/// own tests show that). The run goes on: every account deleted with one request, and the
+/// jobs still followed with one poll each, none looked at too early over and over.
+#[tokio::test(start_paused = true)]
+async fn an_api_clock_that_jumps_is_set_aside_and_the_run_goes_on() {
+    let accounts = accounts(1, 12);
+    let mut rig = Rig::new(&refs(&accounts)).await;
+    rig.opts.poll_interval = Duration::from_secs(3);
+    rig.api.jobs_run_for(Duration::from_secs(10));
+    let api = std::sync::Arc::clone(&rig.api);
+    let jump = tokio::spawn(async move {
+        tokio::time::sleep(Duration::from_secs(60)).await;
+        api.clock_ahead_by(Duration::from_millis(2500));
+    });
+    assert_eq!(rig.execute().await, None);
+    jump.await.unwrap();
+
+    for t in rig.tasks().await {
+        assert_eq!((t.state, t.attempts), (TaskState::Deleted, 1), "{t:?}");
+    }
+    assert_eq!(rig.api.calls_of(RUN_CLUSTER_CUSTOM_SERVICE), 12);
+    // One poll per job, the first job's probe, and at most one more where the jump was met.
+    let polls = rig.api.calls_of(DESCRIBE_JOBS);
+    assert!((13..=14).contains(&polls), "{polls} DescribeJobs calls");
+}
