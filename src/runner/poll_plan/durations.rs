@@ -14,10 +14,6 @@ const MEMORY: usize = 1000;
 /// The share of jobs expected to have ended when their durations vary.
 const QUANTILE: f64 = 0.75;
 
-/// Where the first look of a run falls that has only earlier runs' durations to go by, as a
-/// share of them.
-const PRIOR_FIRST_LOOK: f64 = 0.9;
-
 /// Margin on an expected end learned from jobs of one fixed duration: measurement jitter (the
 /// ages are taken on this side of the network) should not make a round come a moment early.
 pub(super) fn margin(d: Duration) -> Duration {
@@ -81,10 +77,11 @@ impl Durations {
         if self.samples.is_empty() {
             return match self.prior {
                 // Earlier runs measured their jobs from submission to the round that saw them
-                // done, a little over the truth: look a little early first, so the estimate
-                // does not creep up from run to run.
-                Some(p) if lo < p.mul_f64(PRIOR_FIRST_LOOK) => p.mul_f64(PRIOR_FIRST_LOOK),
-                Some(p) if lo < p => p + margin(p),
+                // done: the truth, plus the margin that round was given and the time its
+                // outcome took to be written. Look first one margin under that, so the
+                // estimate does not grow by a margin from run to run; then one over it.
+                Some(p) if lo < p.saturating_sub(margin(p)) => p.saturating_sub(margin(p)),
+                Some(p) if lo < p + margin(p) => p + margin(p),
                 _ => probe(lo, base),
             };
         }
@@ -187,13 +184,13 @@ mod tests {
 
     #[test]
     fn the_prior_serves_until_the_run_has_its_own() {
-        let mut m = Durations::new(Some(Duration::from_secs(10)));
-        assert_eq!(m.expected_end(Duration::ZERO, ms(150)), Duration::from_secs(9));
-        assert_eq!(
-            m.expected_end(Duration::from_secs(9), ms(150)),
-            Duration::from_secs(10) + margin(Duration::from_secs(10))
-        );
-        assert_eq!(m.expected_end(Duration::from_secs(10), ms(150)), ms(19_200));
+        let p = Duration::from_secs(10);
+        let mut m = Durations::new(Some(p));
+        // Just under what earlier runs measured (those figures hold their own margin), then
+        // just over it.
+        assert_eq!(m.expected_end(Duration::ZERO, ms(150)), p - margin(p));
+        assert_eq!(m.expected_end(p - margin(p), ms(150)), p + margin(p));
+        assert_eq!(m.expected_end(p + margin(p), ms(150)), ms(19_200));
         m.learn(ms(300), ms(600));
         assert_eq!(m.expected_end(Duration::ZERO, ms(150)), ms(600) + margin(ms(600)));
         assert_eq!(Durations::new(Some(Duration::ZERO)).expected_end(Duration::ZERO, ms(150)), ms(300));
