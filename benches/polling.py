@@ -15,7 +15,7 @@ over that span, against --rate. The SDK pattern keeps no database and is not rat
 it has no such figure. (The simulator's own request log holds RunClusterCustomService only, so
 it cannot give this share: counting from it leaves the DescribeJobs calls out.)
 
-Usage: benches/polling.py NEW_BIN OLD_BIN SDK_BIN [REGIME ...]
+Usage: [VARIANTS=new,main,sdk] benches/polling.py NEW_BIN OLD_BIN SDK_BIN [REGIME ...]
 """
 
 import json
@@ -30,14 +30,40 @@ from datetime import datetime
 
 ZONES = ["sh1a", "pek3", "gd2"]
 
+# VARIANTS=new,main runs only those (all three by default).
+VARIANTS = os.environ.get("VARIANTS", "new,main,sdk").split(",")
 
-def manifest(path, clusters, users, zones=1):
+
+def manifest(path, clusters, users, zones=1, night=0):
     with open(path, "w") as f:
         f.write("version: 1\nticket: BENCH-POLL\nclusters:\n")
         for c in range(clusters):
             f.write(f"  - id: cl-poll{c:05d}\n    zone: {ZONES[c % zones]}\n    users:\n")
             for u in range(users):
-                f.write(f"      - u{c:05d}x{u:03d}\n")
+                f.write(f"      - n{night}u{c:05d}x{u:03d}\n")
+
+
+def preflight_calls(r):
+    """The preflight's DescribeClusters: one per zone and per 100 of its clusters."""
+    per_zone = [sum(1 for c in range(r["clusters"]) if c % r["zones"] == z) for z in range(r["zones"])]
+    return sum(-(-n // 100) for n in per_zone)
+
+
+def floor_with_durations(r, in_flight=20):
+    """The floor once job durations count (BENCHMARKS.md, "Polling and the quota"): a round
+    settles at most M - r*E[d] jobs if every slot's submission is to go on time, with r the
+    submissions per second (the rate less the polls), so calls per account are at least
+    1 + 1/(M - r*E[d]); solved for r by iteration, preflight added."""
+    c = 1.0
+    for _ in range(50):
+        c = 1 + 1 / min(100, in_flight - r["rate"] / c * r["mean_s"])
+    return c + preflight_calls(r) / (r["clusters"] * r["users"])
+
+
+def floor(r):
+    """The regime's floor of calls per account, the preflight's calls included: the run makes
+    them whatever its polling does (SPEC: every run checks its clusters first)."""
+    return r["floor"] + preflight_calls(r) / (r["clusters"] * r["users"])
 
 
 # name, clusters, users per cluster, zones, world (jobs and more), run flags, floor, why
@@ -60,7 +86,7 @@ REGIMES = {
     "mixed": dict(
         clusters=100, users=3, zones=1, rate=10,
         world="jobs: {pending_ms: 100, working_ms: 200, working_ms_max: 1500}\n",
-        flags=[], floor=1 + 1 / 20,
+        flags=[], floor=1 + 1 / 20, mean_s=0.95,
         why="1 + 1/min(in flight 20, 100); jobs of 0.3 to 1.6 s"),
     "three-zones": dict(
         clusters=150, users=2, zones=3, rate=10,
@@ -77,6 +103,21 @@ REGIMES = {
         world="jobs: {pending_ms: 500, working_ms: 6000}\n",
         flags=[], floor=2.0, poll="3s", sdk_interval="2s",
         why="real time scale (6.5 s jobs, --poll-interval 3s, the SDK's 2 s): one poll per job"),
+    "one-cluster-night-2": dict(
+        clusters=1, users=50, zones=1, rate=10,
+        world="jobs: {pending_ms: 100, working_ms: 400}\n",
+        flags=[], floor=2.0, nights=2,
+        why="one-cluster, measured on the second night: the run before it on the same database"),
+    "seconds-night-2": dict(
+        clusters=1, users=6, zones=1, rate=10,
+        world="jobs: {pending_ms: 500, working_ms: 6000}\n",
+        flags=[], floor=2.0, poll="3s", sdk_interval="2s", nights=2,
+        why="seconds, measured on the second night: the run before it on the same database"),
+    "one-cluster-real": dict(
+        clusters=1, users=30, zones=1, rate=10,
+        world="jobs: {pending_ms: 500, working_ms: 9500}\n",
+        flags=[], floor=2.0, poll="3s", sdk_interval="2s",
+        why="one-cluster at the real time scale (10 s jobs, the default --poll-interval 3s, the SDK's 2 s)"),
     "quota-2500": dict(
         clusters=100, users=3, zones=1, rate=10,
         world="jobs: {pending_ms: 100, working_ms: 400}\nquota: {requests: 40, window_s: 5}\n",
@@ -108,10 +149,11 @@ def stats(url):
 
 
 def rate_share(db, rate):
-    """Calls per second against `rate` from the run's first to its last submission."""
+    """Calls per second against `rate` from the last run's first to its last submission."""
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
     try:
-        rows = con.execute("SELECT action, started_at FROM api_calls ORDER BY started_at").fetchall()
+        rows = con.execute("SELECT action, started_at FROM api_calls "
+                           "WHERE run_id = (SELECT MAX(id) FROM runs) ORDER BY started_at").fetchall()
     finally:
         con.close()
     at = [(a, datetime.fromisoformat(t.replace("Z", "+00:00")).timestamp()) for a, t in rows]
@@ -126,36 +168,42 @@ def rate_share(db, rate):
 
 def one(kind, binary, sim_binary, regime, work):
     r = REGIMES[regime]
-    m = os.path.join(work, f"{regime}.yaml")
-    manifest(m, r["clusters"], r["users"], r["zones"])
     w = os.path.join(work, f"{regime}-{kind}-world.yaml")
     with open(w, "w") as f:
         f.write(r["world"])
     proc, url = start_sim(sim_binary, w, work)
     env = dict(os.environ, QINGCLOUD_ACCESS_KEY="QYACCESSKEYIDEXAMPLE", QINGCLOUD_SECRET_KEY="SECRETACCESSKEY")
     db = os.path.join(work, f"{regime}-{kind}.db")
+    nights = r.get("nights", 1)
     try:
-        start = time.monotonic()
-        if kind == "sdk":
-            in_flight = next((int(v) for k, v in zip(r["flags"], r["flags"][1:]) if k == "--max-in-flight"), 20)
-            cmd = [binary, "--endpoint", url, "--manifest", m, "--concurrency", str(in_flight),
-                   "--interval", r.get("sdk_interval", "100ms")]
-        else:
-            cmd = [binary, "--db", db, "--no-progress", "-q", "run", m, "--endpoint", url,
-                   "--rate", f"{r['rate']}/s", "--poll-interval", r.get("poll", "150ms"), *r["flags"]]
-        subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
-        wall = time.monotonic() - start
-        s = stats(url)
+        # Every night but the last only leaves its runs in the database (and the simulator's
+        # accounts of that night deleted); the last night is the one measured.
+        for night in range(nights):
+            m = os.path.join(work, f"{regime}-{night}.yaml")
+            manifest(m, r["clusters"], r["users"], r["zones"], night)
+            before = stats(url)
+            start = time.monotonic()
+            if kind == "sdk":
+                in_flight = next((int(v) for k, v in zip(r["flags"], r["flags"][1:]) if k == "--max-in-flight"), 20)
+                cmd = [binary, "--endpoint", url, "--manifest", m, "--concurrency", str(in_flight),
+                       "--interval", r.get("sdk_interval", "100ms")]
+            else:
+                cmd = [binary, "--db", db, "--no-progress", "-q", "run", m, "--endpoint", url,
+                       "--rate", f"{r['rate']}/s", "--poll-interval", r.get("poll", "150ms"), *r["flags"]]
+            subprocess.run(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+            wall = time.monotonic() - start
+            s = stats(url)
     finally:
         proc.kill()
         proc.wait()
-    calls = s["requests_total"]
-    deleted = sum(1 for a in s["accounts"] if not a["exists"])
+    calls = s["requests_total"] - before["requests_total"]
+    mine = f"n{nights - 1}u"
+    deleted = sum(1 for a in s["accounts"] if a["user"].startswith(mine) and not a["exists"])
     share = None if kind == "sdk" else rate_share(db, r["rate"])
-    refused = s["ret_codes"].get("2500", 0)
+    refused = s["ret_codes"].get("2500", 0) - before["ret_codes"].get("2500", 0)
+    polls = s["requests_by_action"].get("DescribeJobs", 0) - before["requests_by_action"].get("DescribeJobs", 0)
     return dict(calls=calls, deleted=deleted, expected=r["clusters"] * r["users"],
-                per=calls / max(deleted, 1), wall=wall, share=share, refused=refused,
-                polls=s["requests_by_action"].get("DescribeJobs", 0))
+                per=calls / max(deleted, 1), wall=wall, share=share, refused=refused, polls=polls)
 
 
 def main():
@@ -165,16 +213,23 @@ def main():
         print("| regime | floor | variant | calls/account | over floor | DescribeJobs | 2500s | wall s | rate used while submitting |")
         print("|---|---|---|---|---|---|---|---|---|")
         for regime in regimes:
-            floor = REGIMES[regime]["floor"]
+            f = floor(REGIMES[regime])
             for kind, binary in (("new", new), ("main", old), ("sdk", sdk)):
+                if kind not in VARIANTS:
+                    continue
                 x = one(kind, binary, new, regime, work)
                 done = "" if x["deleted"] == x["expected"] else f" (only {x['deleted']}/{x['expected']} deleted)"
                 share = "-" if x["share"] is None else f"{100 * x['share']:.1f} %"
-                print(f"| {regime} | {floor:.3f} | {kind} | {x['per']:.3f}{done} | {100 * (x['per'] / floor - 1):+.1f} % "
+                print(f"| {regime} | {f:.3f} | {kind} | {x['per']:.3f}{done} | {100 * (x['per'] / f - 1):+.1f} % "
                       f"| {x['polls']} | {x['refused']} | {x['wall']:.1f} | {share} |", flush=True)
         print()
         for regime in regimes:
-            print(f"- {regime}: floor {REGIMES[regime]['floor']:.3f} = {REGIMES[regime]['why']}")
+            r = REGIMES[regime]
+            n = preflight_calls(r)
+            print(f"- {regime}: floor {floor(r):.3f} = {r['why']}, plus the preflight's {n} "
+                  f"DescribeClusters call{'s' if n > 1 else ''} over {r['clusters'] * r['users']} accounts")
+            if "mean_s" in r:
+                print(f"  - with job durations counted (mean {r['mean_s']} s): {floor_with_durations(r):.3f}")
 
 
 if __name__ == "__main__":

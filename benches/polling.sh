@@ -2,7 +2,7 @@
 # The polling regime matrix: this tree against the main branch before the poll scheduler
 # (BASELINE, built once into target/baseline from a temporary worktree) and the official SDK's
 # wait_job pattern. Figures go into BENCHMARKS.md.
-# Usage: benches/polling.sh [REGIME ...]   (regimes: see benches/polling.py)
+# Usage: [VARIANTS=new,main,sdk] benches/polling.sh [REGIME ...]   (regimes: see benches/polling.py)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 baseline=${BASELINE:-dcb2b64}
