@@ -120,7 +120,10 @@ impl Loop {
                                 let stamps = round.stamps.get(&id).copied().unwrap_or_default();
                                 let (lo, hi) = poll_plan::narrow(f.seen_running, age, stamps.took);
                                 let window = stamps.ended.and_then(|e| self.api_clock.end_ages(f.submitted_at, e));
-                                let (lo, hi) = match window.map(|w| poll_plan::narrow_by_clock(lo, hi, w)) {
+                                // A call takes no longer to reach the API than the job's own
+                                // request took to be answered.
+                                let transit = f.age_at(f.answered_at);
+                                let (lo, hi) = match window.map(|w| poll_plan::narrow_by_clock(lo, hi, w, transit)) {
                                     Some(Some(narrowed)) => narrowed,
                                     Some(None) => {
                                         tracing::debug!(

@@ -81,12 +81,23 @@ impl ApiClock {
 }
 
 /// Narrow what a finished job showed of its duration (running at age `lo`, ended by age `hi`)
-/// by the end window the API's clock puts on it. `None` when the window contradicts what was
-/// seen (ended before it was seen running, or after it was seen done).
-pub fn narrow_by_clock(lo: Duration, hi: Duration, window: (Duration, Duration)) -> Option<(Duration, Duration)> {
+/// by the end window the API's clock puts on it. The ages are those at which the rounds' calls
+/// were sent; a call reaches the API up to `transit` later (a request's round trip is a bound),
+/// so a job may have ended after the age of the call that saw it done. `None` when the window
+/// contradicts what was seen: ended before it was seen running, or more than `transit` after it
+/// was seen done. A window that only overlaps that transit leaves the interval as it was.
+pub fn narrow_by_clock(
+    lo: Duration,
+    hi: Duration,
+    window: (Duration, Duration),
+    transit: Duration,
+) -> Option<(Duration, Duration)> {
     let (from, to) = window;
+    if to <= lo || from >= hi + transit {
+        return None;
+    }
     let (lo2, hi2) = (lo.max(from), hi.min(to));
-    (lo2 < hi2).then_some((lo2, hi2))
+    Some(if lo2 < hi2 { (lo2, hi2) } else { (lo, hi) })
 }
 
 #[cfg(test)]
@@ -138,7 +149,9 @@ mod tests {
         assert!(to - from <= Duration::from_secs(1) + c.uncertainty().unwrap(), "{from:?} {to:?}");
         assert!(c.uncertainty().unwrap() <= Duration::from_millis(100));
         // Probes saw it running at 300 ms and done at 600 ms: the window can only narrow that.
-        let (lo, hi) = narrow_by_clock(Duration::from_millis(300), Duration::from_millis(600), (from, to)).unwrap();
+        let (lo, hi) =
+            narrow_by_clock(Duration::from_millis(300), Duration::from_millis(600), (from, to), Duration::ZERO)
+                .unwrap();
         assert!(lo >= Duration::from_millis(300) && hi <= Duration::from_millis(600));
         assert!(lo < Duration::from_millis(502) && Duration::from_millis(502) <= hi);
     }
@@ -153,7 +166,7 @@ mod tests {
             let sent = k * 737;
             c.learn_created(at(sent), at(sent + 3), stamp(sent + 1, offset));
             let window = c.end_ages(at(sent), stamp(sent + 1 + d, offset)).unwrap();
-            (lo, hi) = narrow_by_clock(lo, hi, window).unwrap();
+            (lo, hi) = narrow_by_clock(lo, hi, window, Duration::from_millis(3)).unwrap();
         }
         let d = Duration::from_millis(d as u64);
         assert!(lo < d + Duration::from_millis(1) && d <= hi, "{lo:?} {hi:?}");
@@ -181,10 +194,14 @@ mod tests {
     #[test]
     fn a_window_that_contradicts_the_rounds_is_refused() {
         let ms = Duration::from_millis;
+        let transit = ms(20);
         // Seen running at 700 ms, but the stamps say it had ended by 650 ms.
-        assert_eq!(narrow_by_clock(ms(700), ms(900), (ms(100), ms(650))), None);
-        // Seen done at 300 ms, but the stamps say it ended after 400 ms.
-        assert_eq!(narrow_by_clock(ms(0), ms(300), (ms(400), ms(1400))), None);
-        assert_eq!(narrow_by_clock(ms(300), ms(600), (ms(450), ms(1450))), Some((ms(450), ms(600))));
+        assert_eq!(narrow_by_clock(ms(700), ms(900), (ms(100), ms(650)), transit), None);
+        // Seen done by a call sent at 300 ms, but the stamps say it ended after 400 ms.
+        assert_eq!(narrow_by_clock(ms(0), ms(300), (ms(400), ms(1400)), transit), None);
+        assert_eq!(narrow_by_clock(ms(300), ms(600), (ms(450), ms(1450)), transit), Some((ms(450), ms(600))));
+        // Ended after the call that saw it done was sent, while it was on its way: no
+        // contradiction, and nothing to narrow by.
+        assert_eq!(narrow_by_clock(ms(300), ms(600), (ms(610), ms(1610)), transit), Some((ms(300), ms(600))));
     }
 }
