@@ -239,6 +239,15 @@ async fn an_adoption_whose_cluster_stays_taken_ends_failed_after_the_job_timeout
     rig.assert_audit_intact().await;
 }
 
+/// `users` accounts on one cluster, jobs of 10 s, polled with the product's default 3 s interval.
+async fn one_cluster_of_ten_second_jobs(users: usize) -> Rig {
+    let accounts = accounts(1, users);
+    let mut rig = Rig::new(&refs(&accounts)).await;
+    rig.opts.poll_interval = Duration::from_secs(3);
+    rig.api.jobs_run_for(Duration::from_secs(10));
+    rig
+}
+
 /// One cluster's jobs run one after another, so each poll that comes late holds up every
 /// account behind it. The API stamps jobs in whole seconds; with its clock placed against
 /// ours from the `create_time`s (here 37.25 s ahead), jobs that ended at other fractions of a
@@ -246,10 +255,7 @@ async fn an_adoption_whose_cluster_stays_taken_ends_failed_after_the_job_timeout
 /// later job is then looked at once, soon after it has ended.
 #[tokio::test(start_paused = true)]
 async fn one_cluster_s_jobs_are_looked_at_soon_after_they_end_once_the_api_s_clock_is_placed() {
-    let accounts = accounts(1, 20);
-    let mut rig = Rig::new(&refs(&accounts)).await;
-    rig.opts.poll_interval = Duration::from_secs(3);
-    rig.api.jobs_run_for(Duration::from_secs(10));
+    let rig = one_cluster_of_ten_second_jobs(20).await;
     rig.api.clock_ahead_by(Duration::from_millis(37_250));
     assert_eq!(rig.execute().await, None);
 
@@ -275,10 +281,7 @@ async fn one_cluster_s_jobs_are_looked_at_soon_after_they_end_once_the_api_s_clo
 /// jobs still followed with one poll each, none looked at too early over and over.
 #[tokio::test(start_paused = true)]
 async fn an_api_clock_that_jumps_is_set_aside_and_the_run_goes_on() {
-    let accounts = accounts(1, 12);
-    let mut rig = Rig::new(&refs(&accounts)).await;
-    rig.opts.poll_interval = Duration::from_secs(3);
-    rig.api.jobs_run_for(Duration::from_secs(10));
+    let rig = one_cluster_of_ten_second_jobs(12).await;
     let api = std::sync::Arc::clone(&rig.api);
     let jump = tokio::spawn(async move {
         tokio::time::sleep(Duration::from_secs(60)).await;
