@@ -119,22 +119,17 @@ impl Loop {
                             JobOutcome::Deleted | JobOutcome::Absent if f.timed => {
                                 let stamps = round.stamps.get(&id).copied().unwrap_or_default();
                                 let (lo, hi) = poll_plan::narrow(f.seen_running, age, stamps.took);
-                                let window = stamps.ended.and_then(|e| self.api_clock.end_ages(f.submitted_at, e));
                                 // A call takes no longer to reach the API than the job's own
                                 // request took to be answered.
                                 let transit = f.age_at(f.answered_at);
-                                let (lo, hi) = match window.map(|w| poll_plan::narrow_by_clock(lo, hi, w, transit)) {
-                                    Some(Some(narrowed)) => narrowed,
-                                    Some(None) => {
-                                        tracing::debug!(
-                                            job_id = %f.job_id,
-                                            "the API's time stamps contradict what the rounds saw: job durations are learned without them for the rest of the run"
-                                        );
-                                        self.api_clock.distrust();
-                                        (lo, hi)
-                                    }
-                                    None => (lo, hi),
-                                };
+                                let trusted = !self.api_clock.distrusted();
+                                let (lo, hi) = self.api_clock.narrow((lo, hi), f.submitted_at, stamps.ended, transit);
+                                if trusted && self.api_clock.distrusted() {
+                                    tracing::debug!(
+                                        job_id = %f.job_id,
+                                        "the API's time stamps contradict what the rounds saw: job durations are learned without them for the rest of the run"
+                                    );
+                                }
                                 self.durations.learn(lo, hi);
                             }
                             _ => {}

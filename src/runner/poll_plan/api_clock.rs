@@ -63,7 +63,26 @@ impl ApiClock {
         Some((from, to))
     }
 
+    /// Narrow what a finished job sent at `sent` showed of its duration (running at age `lo`,
+    /// ended by age `hi`) by its `status_time` `ended`, if the clock is placed
+    /// ([`narrow_by_clock`]). A window that contradicts what was seen sets the clock aside,
+    /// and the interval stays as it was.
+    pub fn narrow(
+        &mut self,
+        (lo, hi): (Duration, Duration),
+        sent: DateTime<Utc>,
+        ended: Option<DateTime<Utc>>,
+        transit: Duration,
+    ) -> (Duration, Duration) {
+        let Some(window) = ended.and_then(|e| self.end_ages(sent, e)) else { return (lo, hi) };
+        narrow_by_clock(lo, hi, window, transit).unwrap_or_else(|| {
+            self.distrust();
+            (lo, hi)
+        })
+    }
+
     /// The width of the offset's range, once known.
+    #[cfg(test)]
     pub fn uncertainty(&self) -> Option<Duration> {
         let (lo, hi) = self.bounds.filter(|_| !self.distrusted)?;
         (hi - lo).to_std().ok()
@@ -75,6 +94,7 @@ impl ApiClock {
         self.bounds = None;
     }
 
+    /// Whether it was set aside.
     pub fn distrusted(&self) -> bool {
         self.distrusted
     }
@@ -86,7 +106,7 @@ impl ApiClock {
 /// so a job may have ended after the age of the call that saw it done. `None` when the window
 /// contradicts what was seen: ended before it was seen running, or more than `transit` after it
 /// was seen done. A window that only overlaps that transit leaves the interval as it was.
-pub fn narrow_by_clock(
+fn narrow_by_clock(
     lo: Duration,
     hi: Duration,
     window: (Duration, Duration),
@@ -189,6 +209,27 @@ mod tests {
         assert_eq!(c.end_ages(at(0), stamp(600, 0)), None);
         c.learn_created(at(2000), at(2004), stamp(2002, 0));
         assert_eq!(c.uncertainty(), None);
+    }
+
+    #[test]
+    fn a_contradicting_end_sets_the_clock_aside_and_leaves_the_interval() {
+        let mut c = ApiClock::default();
+        for k in 0..20 {
+            let sent = k * 720;
+            c.learn_created(at(sent), at(sent + 4), stamp(sent + 2, 0));
+        }
+        let ms = Duration::from_millis;
+        let sent = 20_600;
+        // Ended 502 ms after it was sent, just past a second on the API's clock: it ended after
+        // about 400 ms, which narrows (300 ms, 600 ms].
+        let (lo, hi) = c.narrow((ms(300), ms(600)), at(sent), Some(stamp(sent + 502, 0)), ms(4));
+        assert!(lo > ms(350) && lo < ms(502) && hi == ms(600), "{lo:?} {hi:?}");
+        assert!(!c.distrusted());
+        // Stamped as ended two seconds after the round that saw it done.
+        let seen = (ms(300), ms(600));
+        assert_eq!(c.narrow(seen, at(sent), Some(stamp(sent + 2600, 0)), ms(4)), seen);
+        assert!(c.distrusted());
+        assert_eq!(c.narrow(seen, at(sent), Some(stamp(sent + 502, 0)), ms(4)), seen);
     }
 
     #[test]

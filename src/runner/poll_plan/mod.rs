@@ -22,7 +22,7 @@ mod durations;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-pub use api_clock::{narrow_by_clock, ApiClock};
+pub use api_clock::ApiClock;
 pub use durations::{narrow, Durations};
 
 /// One job in flight, as the scheduler sees it.
